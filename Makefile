@@ -1,0 +1,48 @@
+# Mailhub: `make run` to start everything, `make test` to run the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# `make test` runs the suite on SQLite, then again on this PostgreSQL (set it empty to skip).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+
+.PHONY: run test demo bench lint migrate install install-test install-system clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+## Start the web app, the Celery worker and beat (SQLite and a filesystem broker unless configured).
+run: migrate
+	$(PY) -m mailhub.run
+
+## Start the app against the local Google/Microsoft sandbox with demo users.
+demo: migrate
+	$(PY) manage.py demo
+
+## System packages the tests use (Dovecot for Outlook, Chromium for browser tests); needs root.
+install-system:
+	@if ! command -v dovecot >/dev/null || ! command -v chromium >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			dovecot-imapd dovecot-submissiond chromium >/dev/null; \
+	fi
+
+test: install
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory install-system; fi
+	$(VENV)/bin/ruff check .
+	$(PY) manage.py makemigrations --check --dry-run >/dev/null
+	$(VENV)/bin/pytest
+	@if [ -n "$(TEST_DATABASE_URL)" ]; then DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest -m "not browser"; fi
+
+bench: install
+	$(PY) -m bench
+
+lint: install
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,42 @@
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from mailhub.fields import EncryptedTextField
+
+
+class MailAccount(models.Model):
+    """A mailbox a user connected by OAuth, with its (encrypted) tokens."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Connected")
+        REAUTH_REQUIRED = "reauth_required", _("Reconnect required")
+        NO_MAILBOX = "no_mailbox", _("No mailbox")
+        ERROR = "error", _("Error")
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_accounts")
+    provider = models.CharField(max_length=32)
+    email = models.EmailField()
+    display_name = models.CharField(max_length=255, blank=True)
+    access_token = EncryptedTextField(blank=True)
+    refresh_token = EncryptedTextField(blank=True)
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    scopes = models.TextField(blank=True)
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.ACTIVE)
+    # A plain-language explanation for the user; never contains a token or a provider's raw body.
+    status_detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "provider", "email"], name="unique_mailbox_per_user"),
+        ]
+        ordering = ["email"]
+
+    def __str__(self) -> str:
+        return f"{self.email} ({self.provider})"
+
+    @property
+    def needs_reconnect(self) -> bool:
+        return self.status in {self.Status.REAUTH_REQUIRED, self.Status.NO_MAILBOX}

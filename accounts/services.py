@@ -1,0 +1,82 @@
+"""Connected mailboxes: tokens, refresh and the reauthorisation state."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import MailAccount
+from providers import registry
+from providers.base import InvalidGrant, TokenGrant
+from providers.models import ProviderApp
+
+logger = logging.getLogger(__name__)
+
+# Refresh this long before the access token expires, so a sync never starts with a dying token.
+REFRESH_MARGIN = timedelta(minutes=5)
+
+
+class ReauthorizationRequired(Exception):
+    """The account's grant is gone; the user must reconnect it. ``str(exc)`` is user-safe."""
+
+
+def account_mark_reauth_required(*, account: MailAccount, detail: str) -> None:
+    account.status = MailAccount.Status.REAUTH_REQUIRED
+    account.status_detail = detail
+    account.save(update_fields=["status", "status_detail", "updated_at"])
+
+
+def account_store_grant(*, account: MailAccount, grant: TokenGrant) -> None:
+    """Save a fresh grant; a rotated refresh token replaces the old one (Microsoft rotates them)."""
+    account.access_token = grant.access_token
+    account.token_expires_at = grant.expires_at
+    if grant.refresh_token:
+        account.refresh_token = grant.refresh_token
+    if grant.scopes:
+        account.scopes = " ".join(grant.scopes)
+    account.save(update_fields=["access_token", "token_expires_at", "refresh_token", "scopes", "updated_at"])
+
+
+def account_access_token(*, account: MailAccount, force_refresh: bool = False) -> str:
+    """A valid access token for ``account``, refreshed shortly before expiry.
+
+    Raises :class:`ReauthorizationRequired` (after recording it on the account) when the
+    provider says the refresh token is dead, so callers stop instead of retrying.
+    ``providers.base.ProviderError`` (temporary failures) propagates for the caller to retry.
+    """
+    if account.needs_reconnect:
+        raise ReauthorizationRequired(account.status_detail or "This mailbox must be reconnected.")
+    expiring = account.token_expires_at is None or account.token_expires_at - REFRESH_MARGIN <= timezone.now()
+    if account.access_token and not expiring and not force_refresh:
+        return account.access_token
+    with transaction.atomic():
+        # Lock the row: two workers refreshing at once would each rotate the refresh token,
+        # and the loser would save one Microsoft has already invalidated.
+        locked = MailAccount.objects.select_for_update().get(pk=account.pk)
+        if locked.token_expires_at and locked.token_expires_at - REFRESH_MARGIN > timezone.now() and (
+            not force_refresh or locked.access_token != account.access_token
+        ):
+            _copy_tokens(source=locked, target=account)
+            return account.access_token
+        app = ProviderApp.objects.get(provider=account.provider)
+        try:
+            grant = registry.get(account.provider).refresh(app=app, refresh_token=locked.refresh_token)
+        except InvalidGrant:
+            detail = "Access to this mailbox was revoked or has expired. Reconnect it to resume syncing."
+            account_mark_reauth_required(account=locked, detail=detail)
+            _copy_tokens(source=locked, target=account)
+            account.status, account.status_detail = locked.status, locked.status_detail
+            logger.info("Account %s needs reauthorisation", account.pk)
+            raise ReauthorizationRequired(detail) from None
+        account_store_grant(account=locked, grant=grant)
+    _copy_tokens(source=locked, target=account)
+    return account.access_token
+
+
+def _copy_tokens(*, source: MailAccount, target: MailAccount) -> None:
+    target.access_token = source.access_token
+    target.refresh_token = source.refresh_token
+    target.token_expires_at = source.token_expires_at

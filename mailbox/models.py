@@ -1,0 +1,236 @@
+"""The local mail store, shared by every provider: one shape for Gmail and IMAP alike."""
+
+import zlib
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import MailAccount
+
+
+class Folder(models.Model):
+    """A Gmail label or an IMAP folder."""
+
+    class Role(models.TextChoices):
+        INBOX = "inbox", _("Inbox")
+        SENT = "sent", _("Sent")
+        DRAFTS = "drafts", _("Drafts")
+        TRASH = "trash", _("Trash")
+        SPAM = "spam", _("Spam")
+        ARCHIVE = "archive", _("Archive")
+        ALL = "all", _("All mail")
+        STARRED = "starred", _("Starred")
+        IMPORTANT = "important", _("Important")
+        USER = "user", _("Label")
+
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="folders")
+    remote_id = models.CharField(max_length=512)  # Gmail label id, or the raw IMAP folder name
+    name = models.CharField(max_length=512)  # for display (IMAP names decoded from modified UTF-7)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.USER)
+    is_selectable = models.BooleanField(default=True)
+    # IMAP per-folder state (RFC 3501 / 7162); unused for Gmail.
+    uidvalidity = models.BigIntegerField(null=True, blank=True)
+    uidnext = models.BigIntegerField(null=True, blank=True)
+    highestmodseq = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "remote_id"], name="unique_folder_per_account")]
+        ordering = ["role", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Thread(models.Model):
+    """A conversation. Summary fields are kept up to date by the store so lists need no aggregation."""
+
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="threads")
+    remote_id = models.CharField(max_length=255)  # Gmail threadId, or a key derived from the root Message-ID
+    subject = models.TextField(blank=True)
+    snippet = models.TextField(blank=True)
+    senders = models.TextField(blank=True)  # display names of the latest senders, comma separated
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    message_count = models.PositiveIntegerField(default=0)
+    unread_count = models.PositiveIntegerField(default=0)
+    is_starred = models.BooleanField(default=False)
+    has_attachments = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "remote_id"], name="unique_thread_per_account")]
+        indexes = [models.Index(fields=["account", "-last_message_at", "-id"], name="thread_recent")]
+
+    def __str__(self) -> str:
+        return self.subject or "(no subject)"
+
+
+class Message(models.Model):
+    """One message as stored by the provider, keyed by (account, provider message id)."""
+
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="messages")
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="messages")
+    remote_id = models.CharField(max_length=255)  # Gmail message id; for IMAP see providers.microsoft
+    message_id = models.CharField(max_length=998, blank=True, db_index=True)  # RFC 5322, without <>
+    in_reply_to = models.CharField(max_length=998, blank=True)
+    references = models.TextField(blank=True)
+    subject = models.TextField(blank=True)
+    from_name = models.CharField(max_length=255, blank=True)
+    from_address = models.CharField(max_length=320, blank=True, db_index=True)
+    to = models.JSONField(default=list, blank=True)  # [{"name": ..., "email": ...}]
+    cc = models.JSONField(default=list, blank=True)
+    bcc = models.JSONField(default=list, blank=True)
+    reply_to = models.JSONField(default=list, blank=True)
+    date = models.DateTimeField(null=True, blank=True, db_index=True)
+    snippet = models.TextField(blank=True)
+    body_text = models.TextField(blank=True)
+    body_html = models.TextField(blank=True)
+    size = models.PositiveIntegerField(default=0)
+    is_read = models.BooleanField(default=False)
+    is_starred = models.BooleanField(default=False)
+    is_draft = models.BooleanField(default=False)
+    has_attachments = models.BooleanField(default=False)
+    # Non-empty when the MIME could not be parsed; the raw bytes are kept either way.
+    parse_error = models.TextField(blank=True)
+    raw_compressed = models.BinaryField()
+    folders = models.ManyToManyField(Folder, through="MessageFolder", related_name="messages")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "remote_id"], name="unique_message_per_account")]
+        indexes = [models.Index(fields=["thread", "date"], name="message_in_thread")]
+
+    def __str__(self) -> str:
+        return self.subject or "(no subject)"
+
+    @property
+    def raw(self) -> bytes:
+        return zlib.decompress(bytes(self.raw_compressed))
+
+    @raw.setter
+    def raw(self, value: bytes) -> None:
+        self.raw_compressed = zlib.compress(value, 6)
+
+
+class MessageFolder(models.Model):
+    """A message's membership of a folder or label; ``uid`` is its IMAP UID there."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE)
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE)
+    uid = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "folder"], name="unique_message_folder")]
+        indexes = [models.Index(fields=["folder", "uid"], name="folder_uid")]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} in {self.folder_id}"
+
+
+class AttachmentBlob(models.Model):
+    """Attachment bytes in Django's storage, stored once per content hash."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    size = models.PositiveBigIntegerField()
+    file = models.FileField(upload_to="attachments/%Y/%m/")
+
+    def __str__(self) -> str:
+        return self.sha256
+
+
+class Attachment(models.Model):
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    blob = models.ForeignKey(AttachmentBlob, on_delete=models.PROTECT, related_name="+")
+    filename = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=255, default="application/octet-stream")
+    size = models.PositiveBigIntegerField(default=0)
+    content_id = models.CharField(max_length=255, blank=True)  # without <>, for inline cid: images
+    is_inline = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return self.filename or "(unnamed)"
+
+
+class SyncState(models.Model):
+    """Where one account's sync stands: cursor, stage, progress, timings, last error, lock."""
+
+    class Stage(models.TextChoices):
+        PENDING = "pending", _("Waiting for first sync")
+        FULL = "full", _("First sync")
+        INCREMENTAL = "incremental", _("Up to date")
+
+    class Status(models.TextChoices):
+        IDLE = "idle", _("Idle")
+        RUNNING = "running", _("Syncing")
+        ERROR = "error", _("Error")
+        STOPPED = "stopped", _("Stopped")  # authorisation lost: waits for the user to reconnect
+
+    account = models.OneToOneField(MailAccount, on_delete=models.CASCADE, related_name="sync_state")
+    sync_since = models.DateField(null=True, blank=True)  # None: sync everything
+    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.PENDING)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.IDLE)
+    cursor = models.CharField(max_length=255, blank=True)  # Gmail historyId; unused for IMAP
+    resume = models.JSONField(default=dict, blank=True)  # provider-specific place to resume a full sync
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    lock_owner = models.CharField(max_length=64, blank=True)
+    lock_expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.account}: {self.stage}/{self.status}"
+
+
+class OutgoingMessage(models.Model):
+    """A message being written or sent: a draft, or a row in the outbox."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", _("Draft")
+        QUEUED = "queued", _("Queued")
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")
+
+    class Kind(models.TextChoices):
+        NEW = "new", _("New message")
+        REPLY = "reply", _("Reply")
+        REPLY_ALL = "reply_all", _("Reply all")
+        FORWARD = "forward", _("Forward")
+
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="outgoing")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.NEW)
+    source = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    to = models.JSONField(default=list, blank=True)
+    cc = models.JSONField(default=list, blank=True)
+    bcc = models.JSONField(default=list, blank=True)
+    subject = models.TextField(blank=True)
+    body_text = models.TextField(blank=True)
+    body_html = models.TextField(blank=True)
+    message_id = models.CharField(max_length=998, blank=True)  # chosen once, so a retry is the same mail
+    in_reply_to = models.CharField(max_length=998, blank=True)
+    references = models.TextField(blank=True)
+    raw = models.BinaryField(null=True, blank=True)  # built when queued; a retry sends these exact bytes
+    remote_id = models.CharField(max_length=255, blank=True)  # the provider's id once sent
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.subject or "(no subject)"
+
+
+class OutgoingAttachment(models.Model):
+    outgoing = models.ForeignKey(OutgoingMessage, on_delete=models.CASCADE, related_name="attachments")
+    blob = models.ForeignKey(AttachmentBlob, on_delete=models.PROTECT, related_name="+")
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255, default="application/octet-stream")
+    size = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.filename

@@ -1,0 +1,44 @@
+"""`make run`: the web app, a Celery worker and beat in one foreground command.
+
+Stops all three when any of them exits or on Ctrl-C.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+PROCESSES: dict[str, list[str]] = {
+    "web": [
+        sys.executable, "-m", "gunicorn", "mailhub.wsgi", "--bind",
+        os.environ.get("MAILHUB_BIND", "127.0.0.1:8000"), "--threads", "4", "--access-logfile", "-",
+    ],
+    "worker": [sys.executable, "-m", "celery", "-A", "mailhub", "worker", "-l", "info", "-c", "2"],
+    "beat": [sys.executable, "-m", "celery", "-A", "mailhub", "beat", "-l", "info"],
+}
+
+
+def main() -> int:
+    children = {name: subprocess.Popen(command) for name, command in PROCESSES.items()}  # noqa: S603
+    bind = os.environ.get("MAILHUB_BIND", "127.0.0.1:8000")
+    print(f"Mailhub is starting at http://{bind}/ (Ctrl-C stops web, worker and beat)", flush=True)
+    try:
+        while all(child.poll() is None for child in children.values()):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children.values():
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    failed = [name for name, child in children.items() if child.returncode not in (0, -signal.SIGTERM)]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

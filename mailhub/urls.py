@@ -1,0 +1,17 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from accounts.views import oauth_callback
+
+urlpatterns = [
+    # Mail settings live under /admin/settings/ and must be matched before the Django admin.
+    path("admin/settings/mail/", include("providers.urls")),
+    path("admin/settings/mail/oauth2", oauth_callback, name="oauth_callback"),
+    path("admin/", admin.site.urls),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("accounts/", include("accounts.urls")),
+    path("", include("mailbox.urls")),
+]

@@ -1,0 +1,96 @@
+"""The one interface `accounts` and `mailbox` use to talk to a mail provider.
+
+Each provider sub-package implements :class:`Provider` and is listed in ``providers.registry``.
+Provider code never renders anything and never puts a secret in an exception message.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from accounts.models import MailAccount
+    from providers.models import ProviderApp
+
+
+class ProviderError(Exception):
+    """The provider failed in a way worth retrying later (network, 5xx, throttling).
+
+    ``str(exc)`` is safe to show to a user and to log.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AuthorizationDenied(ProviderError):
+    """The user cancelled or refused consent at the provider."""
+
+
+class InvalidGrant(ProviderError):
+    """The grant (code or refresh token) is expired, revoked or already used: reconnect, don't retry."""
+
+
+class NoMailbox(ProviderError):
+    """The identity is valid but has no mailbox the provider lets us reach."""
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    access_token: str
+    expires_at: datetime
+    refresh_token: str | None = None  # None when the provider did not issue (or rotate) one
+    scopes: tuple[str, ...] = ()
+    email: str = ""  # set on the first grant (from the id_token / userinfo)
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """Where to send the user, and what the callback needs (JSON-serialisable, kept in the session)."""
+
+    url: str
+    flow: dict[str, Any] = field(default_factory=dict)
+
+
+class MailClient(Protocol):
+    """Keeps the local store in step with one connected mailbox (implemented per provider)."""
+
+    def full_sync(self) -> None: ...
+
+    def incremental_sync(self) -> None: ...
+
+    def apply_changes(self, *, message_ids: list[int], change: Any) -> None: ...
+
+    def send(self, *, outgoing: Any) -> str: ...
+
+
+class Provider(ABC):
+    id: str
+    name: str
+
+    @abstractmethod
+    def begin_authorization(self, *, app: ProviderApp, redirect_uri: str, state: str) -> AuthorizationRequest:
+        """Build the consent URL (PKCE S256, offline access) for ``state``."""
+
+    @abstractmethod
+    def complete_authorization(
+        self, *, app: ProviderApp, redirect_uri: str, flow: dict[str, Any], params: dict[str, str]
+    ) -> TokenGrant:
+        """Exchange the callback's code for tokens; raise AuthorizationDenied/InvalidGrant/ProviderError."""
+
+    @abstractmethod
+    def refresh(self, *, app: ProviderApp, refresh_token: str) -> TokenGrant:
+        """Use a refresh token; raise InvalidGrant when it is dead."""
+
+    @abstractmethod
+    def revoke(self, *, app: ProviderApp, token: str) -> None:
+        """Revoke a token at the provider, where it has an endpoint for that (best effort)."""
+
+    @abstractmethod
+    def mail_client(self, *, account: MailAccount) -> MailClient:
+        """A client that syncs and sends for ``account``."""
