@@ -7,12 +7,15 @@ Provider code never renders anything and never puts a secret in an exception mes
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from accounts.models import MailAccount
+    from mailbox.models import Message, OutgoingMessage
     from providers.models import ProviderApp
 
 
@@ -57,16 +60,43 @@ class AuthorizationRequest:
     flow: dict[str, Any] = field(default_factory=dict)
 
 
+class ChangeKind(StrEnum):
+    READ = "read"
+    UNREAD = "unread"
+    STAR = "star"
+    UNSTAR = "unstar"
+    ARCHIVE = "archive"
+    TRASH = "trash"
+    UNTRASH = "untrash"
+    MOVE = "move"  # to ``folder_remote_id``
+    ADD_LABEL = "add_label"
+    REMOVE_LABEL = "remove_label"
+
+
+@dataclass(frozen=True)
+class MessageChange:
+    """One user action on messages, to write back to the provider."""
+
+    kind: ChangeKind
+    folder_remote_id: str = ""  # the target folder or label, for MOVE / ADD_LABEL / REMOVE_LABEL
+
+
 class MailClient(Protocol):
-    """Keeps the local store in step with one connected mailbox (implemented per provider)."""
+    """Keeps the local store in step with one connected mailbox (implemented per provider).
+
+    Sync methods write through ``mailbox.store`` and record progress in the account's SyncState;
+    they raise ProviderError for temporary failures and let accounts' ReauthorizationRequired through.
+    """
 
     def full_sync(self) -> None: ...
 
     def incremental_sync(self) -> None: ...
 
-    def apply_changes(self, *, message_ids: list[int], change: Any) -> None: ...
+    def apply_changes(self, *, messages: Sequence[Message], change: MessageChange) -> None: ...
 
-    def send(self, *, outgoing: Any) -> str: ...
+    def send(self, *, outgoing: OutgoingMessage) -> str:
+        """Send ``outgoing.raw``; return the provider's id for the sent message."""
+        ...
 
 
 class Provider(ABC):
