@@ -3,6 +3,10 @@
 import pytest
 from django.contrib.auth import get_user_model
 
+# Each area keeps its fixtures in tests/fixtures/<area>.py; list the module here.
+pytest_plugins = [
+]
+
 
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
