@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.models import MailAccount
 from providers import registry
-from providers.base import InvalidGrant, TokenGrant
+from providers.base import InvalidGrant, ProviderError, TokenGrant
 from providers.models import ProviderApp
 
 logger = logging.getLogger(__name__)
@@ -80,3 +80,38 @@ def _copy_tokens(*, source: MailAccount, target: MailAccount) -> None:
     target.access_token = source.access_token
     target.refresh_token = source.refresh_token
     target.token_expires_at = source.token_expires_at
+
+
+def account_connect(*, user_id: int, provider_id: str, grant: TokenGrant) -> tuple[MailAccount, bool]:
+    """Create or update the user's mailbox for ``grant``; reconnecting an address updates it in place.
+
+    Returns the account and whether it is new. Raises ProviderError when a first connection came
+    without a refresh token (the mailbox could not be synced past the first hour).
+    """
+    existing = MailAccount.objects.filter(user_id=user_id, provider=provider_id, email=grant.email).first()
+    if not grant.refresh_token and not (existing and existing.refresh_token):
+        raise ProviderError(
+            "The provider did not grant offline access, so Mailhub could not keep this mailbox in sync."
+        )
+    account = existing or MailAccount(user_id=user_id, provider=provider_id, email=grant.email)
+    account.display_name = grant.name or account.display_name
+    account.access_token = grant.access_token
+    account.token_expires_at = grant.expires_at
+    account.refresh_token = grant.refresh_token or account.refresh_token
+    account.scopes = " ".join(grant.scopes)
+    account.status = MailAccount.Status.ACTIVE
+    account.status_detail = ""
+    account.save()
+    return account, existing is None
+
+
+def account_disconnect(*, account: MailAccount) -> None:
+    """Revoke the grant at the provider where possible, then delete the account and its local mail."""
+    app = ProviderApp.objects.filter(provider=account.provider).first()
+    token = account.refresh_token or account.access_token
+    if app and token:
+        try:
+            registry.get(account.provider).revoke(app=app, token=token)
+        except ProviderError:
+            logger.warning("Could not revoke the grant of account %s at the provider", account.pk)
+    account.delete()

@@ -1,17 +1,126 @@
-from django.http import HttpRequest, HttpResponse
+"""Mail accounts: list, connect (OAuth start), the shared OAuth callback, disconnect."""
+
+import logging
+import time
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from accounts import oauth
+from accounts.forms import ConnectForm
+from accounts.models import MailAccount
+from accounts.services import account_connect, account_disconnect
+from providers import registry
+from providers.base import NoMailbox, ProviderError
+from providers.services import oauth_redirect_uri, provider_app_usable, provider_apps_usable
+
+logger = logging.getLogger(__name__)
 
 
-def oauth_callback(request: HttpRequest) -> HttpResponse:
-    raise NotImplementedError
-
-
+@login_required
 def account_list(request: HttpRequest) -> HttpResponse:
-    raise NotImplementedError
+    accounts = MailAccount.objects.filter(user=request.user).select_related("sync_state")
+    return render(
+        request,
+        "accounts/account_list.html",
+        {"accounts": accounts, "providers": provider_apps_usable(), "form": ConnectForm()},
+    )
 
 
+@login_required
+@require_POST
 def connect(request: HttpRequest, provider_id: str) -> HttpResponse:
-    raise NotImplementedError
+    app = provider_app_usable(provider_id=provider_id)
+    if app is None:
+        messages.error(request, _("This provider is not available. An administrator must configure it first."))
+        return redirect("accounts:list")
+    form = ConnectForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
+        return redirect("accounts:list")
+    state = oauth.new_state()
+    redirect_uri = oauth_redirect_uri(request=request)
+    try:
+        authorization = registry.get(provider_id).begin_authorization(app=app, redirect_uri=redirect_uri, state=state)
+    except ProviderError as exc:
+        messages.error(request, str(exc))
+        return redirect("accounts:list")
+    since = form.since()
+    oauth.pending_save(
+        session=request.session,
+        state=state,
+        pending=oauth.PendingAuthorization(
+            provider=provider_id,
+            user_id=request.user.pk,
+            created_at=time.time(),
+            redirect_uri=redirect_uri,
+            flow=authorization.flow,
+            sync_since=since.isoformat() if since else None,
+        ),
+    )
+    url = authorization.url
+    if form.cleaned_data.get("login_hint"):
+        url += "&login_hint=" + form.cleaned_data["login_hint"].replace("@", "%40")
+    return HttpResponseRedirect(url)
 
 
+@login_required
+def oauth_callback(request: HttpRequest) -> HttpResponse:
+    """Where Google and Microsoft send the user back: check state, handle cancel, exchange, store."""
+    try:
+        pending = oauth.pending_pop(session=request.session, state=request.GET.get("state"), user_id=request.user.pk)
+    except oauth.StateError as exc:
+        messages.error(request, str(exc))
+        return redirect("accounts:list")
+    provider = registry.get(pending.provider)
+    app = provider_app_usable(provider_id=pending.provider)
+    if app is None:
+        messages.error(request, _("%(provider)s was disabled by an administrator while you were signing in.")
+                       % {"provider": provider.name})
+        return redirect("accounts:list")
+    try:
+        grant = provider.complete_authorization(
+            app=app, redirect_uri=pending.redirect_uri, flow=pending.flow, params=request.GET.dict()
+        )
+    except NoMailbox as exc:
+        messages.error(request, str(exc))
+        return redirect("accounts:list")
+    except ProviderError as exc:
+        messages.error(request, _("The mailbox was not connected: %(reason)s") % {"reason": exc})
+        return redirect("accounts:list")
+    try:
+        with transaction.atomic():
+            account, created = account_connect(user_id=request.user.pk, provider_id=pending.provider, grant=grant)
+            _start_sync(account=account, pending=pending, first_time=created)
+    except ProviderError as exc:
+        messages.error(request, _("The mailbox was not connected: %(reason)s") % {"reason": exc})
+        return redirect("accounts:list")
+    if created:
+        messages.success(request, _("%(email)s is connected. The first sync has started.") % {"email": account.email})
+    else:
+        messages.success(request, _("%(email)s is reconnected.") % {"email": account.email})
+    return redirect("accounts:list")
+
+
+@login_required
+@require_POST
 def disconnect(request: HttpRequest, account_id: int) -> HttpResponse:
-    raise NotImplementedError
+    account = get_object_or_404(MailAccount, pk=account_id, user=request.user)
+    email = account.email
+    account_disconnect(account=account)
+    messages.success(request, _("%(email)s was disconnected and its local copy deleted.") % {"email": email})
+    return redirect("accounts:list")
+
+
+def _start_sync(*, account: MailAccount, pending: oauth.PendingAuthorization, first_time: bool) -> None:
+    from mailbox.services import account_sync_queue, account_sync_start
+
+    if first_time:
+        account_sync_start(account=account, since=pending.since)
+    else:
+        account_sync_queue(account=account)

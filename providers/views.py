@@ -1,5 +1,38 @@
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+
+from providers.forms import ProviderAppForm
+from providers.models import ProviderApp
+from providers.services import oauth_redirect_uri
 
 
+@staff_member_required
 def mail_settings(request: HttpRequest) -> HttpResponse:
-    raise NotImplementedError
+    """Settings → Mail settings: one form per provider; the posted one is validated and saved."""
+    apps = {
+        provider: ProviderApp.objects.get_or_create(provider=provider)[0]
+        for provider in ProviderApp.Provider.values
+    }
+    posted = request.POST.get("provider") if request.method == "POST" else None
+    forms = {
+        provider: ProviderAppForm(request.POST if provider == posted else None, instance=app, prefix=provider)
+        for provider, app in apps.items()
+    }
+    if posted in forms and forms[posted].is_valid():
+        forms[posted].save()
+        messages.success(request, _("%(provider)s settings saved.") % {"provider": apps[posted]})
+        return redirect("providers:mail_settings")
+    if posted:
+        messages.error(request, _("The settings were not saved: correct the fields marked below."))
+    return render(
+        request,
+        "providers/mail_settings.html",
+        {
+            "sections": [(apps[p], forms[p]) for p in apps],
+            "redirect_uri": oauth_redirect_uri(request=request),
+        },
+        status=400 if posted else 200,
+    )

@@ -1,0 +1,141 @@
+"""Microsoft: OAuth with msal (auth code flow with PKCE); mail over IMAP/SMTP with XOAUTH2."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import msal
+import requests
+from django.conf import settings
+
+from providers.base import (
+    AuthorizationDenied,
+    AuthorizationRequest,
+    InvalidGrant,
+    MailClient,
+    NoMailbox,
+    Provider,
+    ProviderError,
+    TokenGrant,
+)
+
+if TYPE_CHECKING:
+    from accounts.models import MailAccount
+    from providers.models import ProviderApp
+
+logger = logging.getLogger(__name__)
+
+# msal adds openid, profile and offline_access itself (and refuses them here).
+SCOPES = [
+    "https://outlook.office.com/IMAP.AccessAsUser.All",
+    "https://outlook.office.com/SMTP.Send",
+]
+NO_MAILBOX_MESSAGE = (
+    "This Microsoft account has no Outlook mailbox, so Mailhub cannot read its mail. Only Outlook.com, "
+    "Hotmail and Microsoft 365 mailboxes can be connected; a Microsoft account that uses another "
+    "address (such as Gmail) must be connected with that provider instead."
+)
+
+
+class MicrosoftProvider(Provider):
+    id = "microsoft"
+    name = "Microsoft"
+
+    def begin_authorization(self, *, app: ProviderApp, redirect_uri: str, state: str) -> AuthorizationRequest:
+        flow = _client(app).initiate_auth_code_flow(
+            SCOPES, redirect_uri=redirect_uri, state=state, prompt="select_account"
+        )
+        return AuthorizationRequest(url=flow["auth_uri"], flow=flow)
+
+    def complete_authorization(
+        self, *, app: ProviderApp, redirect_uri: str, flow: dict[str, Any], params: dict[str, str]
+    ) -> TokenGrant:
+        if params.get("error") == "access_denied":
+            raise AuthorizationDenied("You cancelled the connection at Microsoft. Nothing was connected.")
+        try:
+            result = _client(app).acquire_token_by_auth_code_flow(flow, params, scopes=SCOPES)
+        except ValueError:  # msal's own state/flow checks
+            raise ProviderError("The Microsoft sign-in response did not match this request. Start again.") from None
+        except requests.RequestException:
+            raise ProviderError("Microsoft could not be reached. Please try again in a moment.") from None
+        grant = _grant(result)
+        claims = result.get("id_token_claims") or {}
+        email = (claims.get("email") or claims.get("preferred_username") or "").lower()
+        if "@" not in email:
+            raise NoMailbox(NO_MAILBOX_MESSAGE)
+        return TokenGrant(
+            access_token=grant.access_token,
+            refresh_token=grant.refresh_token,
+            expires_at=grant.expires_at,
+            scopes=grant.scopes,
+            email=email,
+            name=claims.get("name", ""),
+        )
+
+    def refresh(self, *, app: ProviderApp, refresh_token: str) -> TokenGrant:
+        try:
+            result = _client(app).acquire_token_by_refresh_token(refresh_token, scopes=SCOPES)
+        except requests.RequestException:
+            raise ProviderError("Microsoft could not be reached to refresh access. Will retry.") from None
+        return _grant(result)
+
+    def revoke(self, *, app: ProviderApp, token: str) -> None:
+        # Microsoft has no endpoint that revokes a single refresh token; deleting it locally is what we can do.
+        return None
+
+    def mail_client(self, *, account: MailAccount) -> MailClient:
+        from providers.microsoft.mail import OutlookClient
+
+        return OutlookClient(account)
+
+
+def authority(app: ProviderApp) -> str:
+    return f"{settings.MICROSOFT_AUTHORITY_HOST.rstrip('/')}/{app.tenant or 'common'}"
+
+
+def _client(app: ProviderApp) -> msal.ConfidentialClientApplication:
+    session = requests.Session()
+    session.trust_env = False
+    if settings.MICROSOFT_CA_BUNDLE:
+        session.verify = settings.MICROSOFT_CA_BUNDLE
+    try:
+        return msal.ConfidentialClientApplication(
+            app.client_id,
+            client_credential=app.client_secret,
+            authority=authority(app),
+            http_client=session,
+            instance_discovery=False,
+            token_cache=msal.TokenCache(),
+        )
+    except (ValueError, requests.RequestException):
+        # msal fetches the authority's OpenID configuration here: a bad tenant or an outage.
+        raise ProviderError(
+            "Microsoft's sign-in service could not be reached for this tenant. "
+            "Check the tenant in Mail settings, or try again later."
+        ) from None
+
+
+def _grant(result: dict[str, Any]) -> TokenGrant:
+    if "error" in result:
+        raise _token_error(result)
+    return TokenGrant(
+        access_token=result["access_token"],
+        refresh_token=result.get("refresh_token"),
+        expires_at=datetime.now(UTC) + timedelta(seconds=int(result.get("expires_in", 3600))),
+        scopes=tuple(str(result.get("scope", "")).split()),
+    )
+
+
+def _token_error(result: dict[str, Any]) -> ProviderError:
+    error = result.get("error", "")
+    if error == "invalid_grant":
+        return InvalidGrant("Microsoft says this authorisation is no longer valid (expired, revoked or already used).")
+    if error in {"invalid_client", "unauthorized_client"}:
+        return ProviderError(
+            "Microsoft rejected Mailhub's client credentials. An administrator must check Mail settings."
+        )
+    if error == "access_denied":
+        return AuthorizationDenied("You cancelled the connection at Microsoft. Nothing was connected.")
+    return ProviderError("Microsoft's sign-in service answered with an error. Please try again later.")
