@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 
 # Each area keeps its fixtures in tests/fixtures/<area>.py; list the module here.
 pytest_plugins = [
+    "tests.fixtures.mail",
 ]
 
 

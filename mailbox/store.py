@@ -1,0 +1,628 @@
+"""The provider-neutral write API of the local mail store. Both sync engines (Gmail, IMAP) write through it.
+
+Contract:
+
+- Every write is idempotent and keyed by ``(account, remote_id)``: folders by the provider's label id or
+  folder name, messages by the provider's message id. Writing the same thing twice leaves the same rows,
+  so a sync that is repeated or resumed after a crash cannot duplicate anything.
+- The raw RFC 5322 bytes are always kept (zlib-compressed on the row); MIME is parsed once, when a
+  message is first stored, by :func:`mailbox.mime.mime_parse`, which never raises. A message that
+  fails to parse is stored with ``parse_error`` set.
+- Attachments are stored once per SHA-256 in Django's default storage (:class:`AttachmentBlob`).
+- Threads: a caller that knows the provider's thread (Gmail) passes ``thread_key``. Otherwise (IMAP)
+  the store threads by Message-ID / In-Reply-To / References within the account, across folders, and
+  merges threads when a missing parent arrives later. Never by subject. The same Message-ID in two
+  accounts gives two rows in two threads.
+- Thread summaries (count, unread, last date, snippet, senders, starred, attachments) are recomputed
+  after every write that can change them; a thread left without messages is deleted.
+- Nothing here talks to a provider.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Max, Q
+from django.utils import timezone
+
+from accounts.models import MailAccount
+from mailbox.mime import ParsedMessage, clean_text, mime_parse
+from mailbox.models import Attachment, AttachmentBlob, Folder, Message, MessageFolder, Thread
+
+logger = logging.getLogger(__name__)
+
+FolderRef = Folder | int
+SENDERS_IN_SUMMARY = 3
+
+
+@dataclass
+class IncomingMessage:
+    """One message as a sync engine saw it at the provider."""
+
+    remote_id: str
+    raw: bytes
+    folders: Sequence[FolderRef] = ()  # Folder rows or their ids
+    is_read: bool = False
+    is_starred: bool = False
+    is_draft: bool = False
+    thread_key: str | None = None  # the provider's thread id (Gmail); None: thread by headers
+    internal_date: datetime | None = None  # when the provider received it; preferred for sorting
+    uid_by_folder: dict[int, int] = field(default_factory=dict)  # folder id -> IMAP UID
+
+
+@dataclass
+class MessageState:
+    """A stored message's mutable state at the provider (flags and folder/label membership)."""
+
+    folders: Sequence[FolderRef]
+    is_read: bool
+    is_starred: bool
+    is_draft: bool = False
+    uid_by_folder: dict[int, int] = field(default_factory=dict)
+
+
+# --- Folders ------------------------------------------------------------------------------------
+
+
+def folder_upsert(
+    *,
+    account: MailAccount,
+    remote_id: str,
+    name: str,
+    role: str = Folder.Role.USER,
+    is_selectable: bool = True,
+) -> Folder:
+    """Create or update the folder/label ``remote_id`` of ``account``; IMAP state fields are left alone."""
+    folder, created = Folder.objects.get_or_create(
+        account=account,
+        remote_id=remote_id,
+        defaults={"name": name, "role": role, "is_selectable": is_selectable},
+    )
+    if not created and (folder.name, folder.role, folder.is_selectable) != (name, role, is_selectable):
+        folder.name, folder.role, folder.is_selectable = name, role, is_selectable
+        folder.save(update_fields=["name", "role", "is_selectable"])
+    return folder
+
+
+def folder_delete(*, account: MailAccount, remote_id: str) -> None:
+    """Forget a folder/label that is gone at the provider. Messages stay (they may live elsewhere)."""
+    with transaction.atomic():
+        folder = Folder.objects.filter(account=account, remote_id=remote_id).first()
+        if folder is None:
+            return
+        thread_ids = set(
+            Message.objects.filter(messagefolder__folder=folder).values_list("thread_id", flat=True).distinct()
+        )
+        folder.delete()
+        threads_refresh(thread_ids=thread_ids)
+
+
+def folders_by_remote_id(*, account: MailAccount) -> dict[str, Folder]:
+    return {f.remote_id: f for f in Folder.objects.filter(account=account)}
+
+
+# --- Messages -----------------------------------------------------------------------------------
+
+
+def message_upsert(
+    *,
+    account: MailAccount,
+    remote_id: str,
+    raw: bytes,
+    folders: Sequence[FolderRef] = (),
+    is_read: bool = False,
+    is_starred: bool = False,
+    is_draft: bool = False,
+    thread_key: str | None = None,
+    internal_date: datetime | None = None,
+    uid_by_folder: dict[int, int] | None = None,
+) -> Message:
+    """Store one message (see :func:`messages_upsert`)."""
+    item = IncomingMessage(
+        remote_id=remote_id,
+        raw=raw,
+        folders=folders,
+        is_read=is_read,
+        is_starred=is_starred,
+        is_draft=is_draft,
+        thread_key=thread_key,
+        internal_date=internal_date,
+        uid_by_folder=uid_by_folder or {},
+    )
+    return messages_upsert(account=account, items=[item])[remote_id]
+
+
+def messages_upsert(*, account: MailAccount, items: Sequence[IncomingMessage]) -> dict[str, Message]:
+    """Store a batch of messages in a few queries; returns them by remote id.
+
+    A message already stored (same account and remote id) keeps its parsed content and thread;
+    only its flags and folders are brought up to date. New messages are parsed, threaded and
+    created in bulk with their attachments. Thread summaries are recomputed once for the batch.
+    """
+    if not items:
+        return {}
+    unique: dict[str, IncomingMessage] = {}
+    for item in items:
+        unique[item.remote_id] = item  # the last sighting of a remote id wins
+    try:
+        with transaction.atomic():
+            return _messages_upsert(account=account, items=list(unique.values()))
+    except IntegrityError:
+        # Another writer (e.g. the outbox filing a sent message) stored one of these first:
+        # go one by one, so each conflicting row is found and updated instead.
+        if len(unique) == 1:
+            with transaction.atomic():
+                return _messages_upsert(account=account, items=list(unique.values()))
+        stored: dict[str, Message] = {}
+        for item in unique.values():
+            stored.update(messages_upsert(account=account, items=[item]))
+        return stored
+
+
+def _messages_upsert(*, account: MailAccount, items: list[IncomingMessage]) -> dict[str, Message]:
+    existing = {
+        m.remote_id: m
+        for m in Message.objects.filter(account=account, remote_id__in=[i.remote_id for i in items]).only(
+            "id", "remote_id", "thread_id", "is_read", "is_starred", "is_draft"
+        )
+    }
+    touched_threads: set[int] = set()
+    states = {
+        i.remote_id: MessageState(i.folders, i.is_read, i.is_starred, i.is_draft, i.uid_by_folder)
+        for i in items
+        if i.remote_id in existing
+    }
+    if states:
+        touched_threads |= _states_apply(account=account, messages=existing, states=states)
+
+    new_items = [i for i in items if i.remote_id not in existing]
+    if not new_items:
+        if touched_threads:
+            threads_refresh(thread_ids=touched_threads)
+        return existing
+    parsed = {i.remote_id: mime_parse(i.raw) for i in new_items}
+    thread_ids, merged_from = _threads_resolve(account=account, items=new_items, parsed=parsed)
+    touched_threads |= set(thread_ids.values()) | merged_from
+
+    now = timezone.now()
+    rows = []
+    for item in new_items:
+        p = parsed[item.remote_id]
+        rows.append(
+            Message(
+                account=account,
+                thread_id=thread_ids[item.remote_id],
+                remote_id=item.remote_id,
+                message_id=p.message_id,
+                in_reply_to=p.in_reply_to,
+                references=" ".join(f"<{r}>" for r in p.references),
+                subject=p.subject,
+                from_name=p.from_name[:255],
+                from_address=p.from_address[:320],
+                to=p.to,
+                cc=p.cc,
+                bcc=p.bcc,
+                reply_to=p.reply_to,
+                date=item.internal_date or p.date or now,
+                snippet=p.snippet,
+                body_text=p.text,
+                body_html=p.html,
+                size=len(item.raw),
+                is_read=item.is_read,
+                is_starred=item.is_starred,
+                is_draft=item.is_draft,
+                has_attachments=p.has_attachments,
+                parse_error=p.parse_error,
+                raw_compressed=_compress(item.raw),
+            )
+        )
+    created = Message.objects.bulk_create(rows)
+    by_remote = {m.remote_id: m for m in created}
+    if any(m.pk is None for m in created):  # a backend that cannot return ids from bulk inserts
+        by_remote = {m.remote_id: m for m in Message.objects.filter(account=account, remote_id__in=list(by_remote))}
+
+    memberships = []
+    for item in new_items:
+        message = by_remote[item.remote_id]
+        for folder_id in _folder_ids(item.folders):
+            memberships.append(
+                MessageFolder(message_id=message.pk, folder_id=folder_id, uid=item.uid_by_folder.get(folder_id))
+            )
+    MessageFolder.objects.bulk_create(memberships)
+    _attachments_create(messages=by_remote, parsed=parsed)
+    threads_refresh(thread_ids=touched_threads)
+    existing.update(by_remote)
+    return existing
+
+
+def _compress(raw: bytes) -> bytes:
+    holder = Message()
+    holder.raw = raw
+    return holder.raw_compressed
+
+
+def _folder_ids(folders: Iterable[FolderRef]) -> list[int]:
+    return list(dict.fromkeys(f.pk if isinstance(f, Folder) else int(f) for f in folders))
+
+
+def messages_state_set(*, account: MailAccount, states: dict[str, MessageState]) -> int:
+    """Bring stored messages' flags and folders to ``states`` (remote id -> state); returns rows found.
+
+    Remote ids not stored are ignored (the caller fetches and upserts those).
+    """
+    if not states:
+        return 0
+    with transaction.atomic():
+        messages = {
+            m.remote_id: m
+            for m in Message.objects.filter(account=account, remote_id__in=list(states)).only(
+                "id", "remote_id", "thread_id", "is_read", "is_starred", "is_draft"
+            )
+        }
+        touched = _states_apply(account=account, messages=messages, states=states)
+        threads_refresh(thread_ids=touched)
+    return len(messages)
+
+
+def _states_apply(*, account: MailAccount, messages: dict[str, Message], states: dict[str, MessageState]) -> set[int]:
+    """Set flags and folder memberships of ``messages``; returns the thread ids whose summary may change."""
+    touched: set[int] = set()
+    changed = []
+    for remote_id, message in messages.items():
+        state = states.get(remote_id)
+        if state is None:
+            continue
+        flags = (state.is_read, state.is_starred, state.is_draft)
+        if (message.is_read, message.is_starred, message.is_draft) != flags:
+            message.is_read, message.is_starred, message.is_draft = flags
+            changed.append(message)
+            touched.add(message.thread_id)
+    if changed:
+        Message.objects.bulk_update(changed, ["is_read", "is_starred", "is_draft"])
+
+    ids = [m.pk for r, m in messages.items() if r in states]
+    current: dict[int, dict[int, int | None]] = defaultdict(dict)
+    for message_id, folder_id, uid in MessageFolder.objects.filter(message_id__in=ids).values_list(
+        "message_id", "folder_id", "uid"
+    ):
+        current[message_id][folder_id] = uid
+    to_delete: list[Q] = []
+    to_create: list[MessageFolder] = []
+    to_update: list[tuple[int, int, int | None]] = []
+    for remote_id, message in messages.items():
+        state = states.get(remote_id)
+        if state is None:
+            continue
+        wanted = _folder_ids(state.folders)
+        have = current.get(message.pk, {})
+        gone = set(have) - set(wanted)
+        if gone:
+            to_delete.append(Q(message_id=message.pk, folder_id__in=gone))
+        for folder_id in wanted:
+            uid = state.uid_by_folder.get(folder_id)
+            if folder_id not in have:
+                to_create.append(MessageFolder(message_id=message.pk, folder_id=folder_id, uid=uid))
+            elif uid is not None and have[folder_id] != uid:
+                to_update.append((message.pk, folder_id, uid))
+        if gone or len(wanted) != len(set(wanted) & set(have)):
+            touched.add(message.thread_id)
+    if to_delete:
+        query = Q()
+        for clause in to_delete:
+            query |= clause
+        MessageFolder.objects.filter(query).delete()
+    if to_create:
+        MessageFolder.objects.bulk_create(to_create, ignore_conflicts=True)
+    for message_id, folder_id, uid in to_update:
+        MessageFolder.objects.filter(message_id=message_id, folder_id=folder_id).update(uid=uid)
+    return touched
+
+
+def message_flags_update(
+    *,
+    account: MailAccount,
+    remote_ids: Iterable[str],
+    is_read: bool | None = None,
+    is_starred: bool | None = None,
+    is_draft: bool | None = None,
+) -> int:
+    """Set the given flags (None: leave as is) on the stored messages; returns how many rows matched."""
+    values = {
+        name: value
+        for name, value in (("is_read", is_read), ("is_starred", is_starred), ("is_draft", is_draft))
+        if value is not None
+    }
+    remote_ids = list(remote_ids)
+    if not values or not remote_ids:
+        return 0
+    with transaction.atomic():
+        query = Message.objects.filter(account=account, remote_id__in=remote_ids)
+        thread_ids = set(query.values_list("thread_id", flat=True))
+        count = query.update(**values, updated_at=timezone.now())
+        threads_refresh(thread_ids=thread_ids)
+    return count
+
+
+def message_folders_set(
+    *,
+    account: MailAccount,
+    remote_id: str,
+    folders: Sequence[FolderRef],
+    uid_by_folder: dict[int, int] | None = None,
+) -> bool:
+    """Make ``folders`` exactly the stored message's folders (with IMAP UIDs); False if not stored."""
+    message = Message.objects.filter(account=account, remote_id=remote_id).only("id").first()
+    if message is None:
+        return False
+    with transaction.atomic():
+        rows = Message.objects.filter(pk=message.pk).only(
+            "id", "remote_id", "thread_id", "is_read", "is_starred", "is_draft"
+        )
+        current = {m.remote_id: m for m in rows}
+        m = current[remote_id]
+        state = MessageState(folders, m.is_read, m.is_starred, m.is_draft, uid_by_folder or {})
+        threads_refresh(thread_ids=_states_apply(account=account, messages=current, states={remote_id: state}))
+    return True
+
+
+def message_folders_change(
+    *,
+    account: MailAccount,
+    remote_ids: Iterable[str],
+    add: Sequence[FolderRef] = (),
+    remove: Sequence[FolderRef] = (),
+) -> int:
+    """Add and remove folder/label memberships of stored messages (Gmail label changes); returns rows touched."""
+    remote_ids = list(remote_ids)
+    add_ids, remove_ids = _folder_ids(add), _folder_ids(remove)
+    if not remote_ids or not (add_ids or remove_ids):
+        return 0
+    with transaction.atomic():
+        query = Message.objects.filter(account=account, remote_id__in=remote_ids)
+        messages = list(query.values_list("id", "thread_id"))
+        message_ids = [m for m, _ in messages]
+        if remove_ids:
+            MessageFolder.objects.filter(message_id__in=message_ids, folder_id__in=remove_ids).delete()
+        if add_ids:
+            MessageFolder.objects.bulk_create(
+                [MessageFolder(message_id=m, folder_id=f) for m in message_ids for f in add_ids],
+                ignore_conflicts=True,
+            )
+        threads_refresh(thread_ids={t for _, t in messages})
+    return len(messages)
+
+
+def messages_delete(*, account: MailAccount, remote_ids: Iterable[str]) -> int:
+    """Delete stored messages (gone at the provider); returns how many rows went. Unknown ids are ignored."""
+    remote_ids = list(remote_ids)
+    if not remote_ids:
+        return 0
+    deleted = 0
+    with transaction.atomic():
+        for start in range(0, len(remote_ids), 500):
+            chunk = remote_ids[start : start + 500]
+            query = Message.objects.filter(account=account, remote_id__in=chunk)
+            thread_ids = set(query.values_list("thread_id", flat=True))
+            deleted += query.count()
+            query.delete()
+            threads_refresh(thread_ids=thread_ids)
+    return deleted
+
+
+def message_remote_ids(*, account: MailAccount) -> set[str]:
+    """Every stored remote id of ``account`` (for reconciling a full resync)."""
+    return set(Message.objects.filter(account=account).values_list("remote_id", flat=True))
+
+
+# --- Threads ------------------------------------------------------------------------------------
+
+
+def _header_thread_key(message_id: str) -> str:
+    return "mid:" + hashlib.sha1(message_id.encode("utf-8", "replace"), usedforsecurity=False).hexdigest()
+
+
+def _threads_resolve(
+    *, account: MailAccount, items: list[IncomingMessage], parsed: dict[str, ParsedMessage]
+) -> tuple[dict[str, int], set[int]]:
+    """Pick (creating where needed) the thread of each new message; returns ({remote_id: thread id}, merged)."""
+    keys: dict[str, str] = {}
+    by_header = [i for i in items if not i.thread_key]
+    known: dict[str, int] = {}  # Message-ID -> thread id, for messages already stored
+    merged_from: set[int] = set()
+    if by_header:
+        wanted = set()
+        for item in by_header:
+            p = parsed[item.remote_id]
+            wanted.update(p.references)
+            if p.in_reply_to:
+                wanted.add(p.in_reply_to)
+            if p.message_id:
+                wanted.add(p.message_id)  # the same mail already stored from another folder
+        wanted.discard("")
+        wanted_list = list(wanted)
+        for start in range(0, len(wanted_list), 500):
+            for mid, thread_id in Message.objects.filter(
+                account=account, message_id__in=wanted_list[start : start + 500]
+            ).values_list("message_id", "thread_id"):
+                known.setdefault(mid, thread_id)
+
+    thread_by_key: dict[str, int] = {}
+    direct: dict[str, int] = {}
+    batch_key_by_mid: dict[str, str] = {}
+    for item in items:
+        p = parsed[item.remote_id]
+        if item.thread_key:
+            keys[item.remote_id] = item.thread_key[:255]
+            continue
+        ancestry = [p.message_id, *p.references, p.in_reply_to]
+        found = next((known[mid] for mid in ancestry if mid and mid in known), None)
+        if found is not None:
+            direct[item.remote_id] = found
+            if p.message_id:
+                known.setdefault(p.message_id, found)
+            continue
+        in_batch = next((batch_key_by_mid[mid] for mid in ancestry if mid and mid in batch_key_by_mid), None)
+        root = (p.references[0] if p.references else p.in_reply_to) or p.message_id
+        key = in_batch or (_header_thread_key(root) if root else f"remote:{item.remote_id}"[:255])
+        keys[item.remote_id] = key
+        if p.message_id:
+            batch_key_by_mid.setdefault(p.message_id, key)
+
+    needed = set(keys.values())
+    if needed:
+        for remote_id, thread_id in Thread.objects.filter(account=account, remote_id__in=list(needed)).values_list(
+            "remote_id", "id"
+        ):
+            thread_by_key[remote_id] = thread_id
+        missing = needed - set(thread_by_key)
+        if missing:
+            subjects = {keys[i.remote_id]: parsed[i.remote_id].subject for i in items if i.remote_id in keys}
+            Thread.objects.bulk_create(
+                [Thread(account=account, remote_id=k, subject=subjects.get(k, "")) for k in missing],
+                ignore_conflicts=True,
+            )
+            for remote_id, thread_id in Thread.objects.filter(account=account, remote_id__in=list(missing)).values_list(
+                "remote_id", "id"
+            ):
+                thread_by_key[remote_id] = thread_id
+    result = {i.remote_id: direct.get(i.remote_id) or thread_by_key[keys[i.remote_id]] for i in items}
+
+    # A parent that arrives after its replies: pull the replies' threads into the parent's.
+    new_mids = {
+        parsed[i.remote_id].message_id: result[i.remote_id] for i in by_header if parsed[i.remote_id].message_id
+    }
+    if new_mids:
+        mids = list(new_mids)
+        for start in range(0, len(mids), 500):
+            children = Message.objects.filter(account=account, in_reply_to__in=mids[start : start + 500]).values_list(
+                "in_reply_to", "thread_id"
+            )
+            for parent_mid, child_thread in children:
+                target = new_mids[parent_mid]
+                if child_thread != target and child_thread in _header_threads(account=account, ids={child_thread}):
+                    Message.objects.filter(thread_id=child_thread).update(thread_id=target)
+                    merged_from.add(child_thread)
+    return result, merged_from
+
+
+def _header_threads(*, account: MailAccount, ids: set[int]) -> set[int]:
+    """Those of ``ids`` the store threaded by headers (a provider's own threads are never merged)."""
+    return set(
+        Thread.objects.filter(account=account, pk__in=ids)
+        .filter(Q(remote_id__startswith="mid:") | Q(remote_id__startswith="remote:"))
+        .values_list("id", flat=True)
+    )
+
+
+def threads_refresh(*, thread_ids: Iterable[int]) -> None:
+    """Recompute the summary fields of these threads from their messages; delete threads left empty."""
+    thread_ids = [t for t in set(thread_ids) if t is not None]
+    for start in range(0, len(thread_ids), 500):
+        _threads_refresh(thread_ids[start : start + 500])
+
+
+def _threads_refresh(thread_ids: list[int]) -> None:
+    stats = {
+        row["thread_id"]: row
+        for row in Message.objects.filter(thread_id__in=thread_ids)
+        .values("thread_id")
+        .annotate(
+            count=Count("id"),
+            unread=Count("id", filter=Q(is_read=False)),
+            last=Max("date"),
+            starred=Count("id", filter=Q(is_starred=True)),
+            attachments=Count("id", filter=Q(has_attachments=True)),
+        )
+    }
+    empty = [t for t in thread_ids if t not in stats]
+    if empty:
+        Thread.objects.filter(pk__in=empty).delete()
+    if not stats:
+        return
+    # Newest first per thread: the latest message gives the snippet, the first few senders the list.
+    latest: dict[int, dict] = {}
+    senders: dict[int, list[str]] = defaultdict(list)
+    rows = (
+        Message.objects.filter(thread_id__in=list(stats))
+        .order_by("thread_id", "-date", "-id")
+        .values("thread_id", "snippet", "from_name", "from_address", "subject")
+    )
+    for row in rows:
+        thread_id = row["thread_id"]
+        latest.setdefault(thread_id, row)
+        name = row["from_name"] or row["from_address"]
+        if name and name not in senders[thread_id] and len(senders[thread_id]) < SENDERS_IN_SUMMARY:
+            senders[thread_id].append(name)
+    threads = list(Thread.objects.filter(pk__in=list(stats)))
+    for thread in threads:
+        row = stats[thread.pk]
+        thread.message_count = row["count"]
+        thread.unread_count = row["unread"]
+        thread.last_message_at = row["last"]
+        thread.is_starred = row["starred"] > 0
+        thread.has_attachments = row["attachments"] > 0
+        thread.snippet = latest[thread.pk]["snippet"]
+        thread.senders = ", ".join(senders[thread.pk])
+        if not thread.subject:
+            thread.subject = latest[thread.pk]["subject"]
+    Thread.objects.bulk_update(
+        threads,
+        ["message_count", "unread_count", "last_message_at", "is_starred", "has_attachments", "snippet", "senders",
+         "subject"],
+    )
+
+
+# --- Attachments --------------------------------------------------------------------------------
+
+
+def blob_store(*, content: bytes) -> AttachmentBlob:
+    """The blob holding ``content``, writing it to storage only if no blob has that SHA-256 yet."""
+    digest = hashlib.sha256(content).hexdigest()
+    blob = AttachmentBlob.objects.filter(sha256=digest).first()
+    if blob is not None:
+        return blob
+    blob = AttachmentBlob(sha256=digest, size=len(content))
+    blob.file.save(digest, ContentFile(content), save=False)
+    try:
+        with transaction.atomic():
+            blob.save()
+    except IntegrityError:  # stored by a concurrent writer meanwhile; its file has the same bytes
+        blob.file.delete(save=False)
+        blob = AttachmentBlob.objects.get(sha256=digest)
+    return blob
+
+
+def _attachments_create(*, messages: dict[str, Message], parsed: dict[str, ParsedMessage]) -> None:
+    contents: dict[str, bytes] = {}
+    for p in parsed.values():
+        for a in p.attachments:
+            contents.setdefault(hashlib.sha256(a.content).hexdigest(), a.content)
+    if not contents:
+        return
+    blobs = {b.sha256: b for b in AttachmentBlob.objects.filter(sha256__in=list(contents))}
+    for digest, content in contents.items():
+        if digest not in blobs:
+            blobs[digest] = blob_store(content=content)
+    rows = []
+    for remote_id, p in parsed.items():
+        for a in p.attachments:
+            digest = hashlib.sha256(a.content).hexdigest()
+            rows.append(
+                Attachment(
+                    message_id=messages[remote_id].pk,
+                    blob=blobs[digest],
+                    filename=clean_text(a.filename)[:255],
+                    content_type=a.content_type[:255],
+                    size=len(a.content),
+                    content_id=a.content_id[:255],
+                    is_inline=a.is_inline,
+                )
+            )
+    Attachment.objects.bulk_create(rows)
