@@ -37,10 +37,6 @@ def decrypt(ciphertext: str) -> str:
         ) from exc
 
 
-def rotate(ciphertext: str) -> str:
-    return fernet().rotate(ciphertext.encode()).decode()
-
-
 class EncryptedTextField(models.TextField):
     """A text field whose value is encrypted in the database and plain in Python.
 

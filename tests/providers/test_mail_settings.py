@@ -1,0 +1,107 @@
+"""Settings → Mail settings: staff only, validation, write-only secrets, the redirect URI."""
+
+import pytest
+from django.urls import reverse
+
+from providers.models import ProviderApp
+
+URL = "/admin/settings/mail/"
+MS_CLIENT_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
+
+
+def _post(client, provider, **fields):
+    data = {"provider": provider, **{f"{provider}-{k}": v for k, v in fields.items()}}
+    return client.post(URL, data)
+
+
+@pytest.fixture
+def staff_client(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+def test_url_is_the_documented_one():
+    assert reverse("providers:mail_settings") == URL
+
+
+def test_anonymous_is_sent_to_login(client, db):
+    response = client.get(URL)
+    assert response.status_code == 302
+    assert "login" in response["Location"]
+
+
+def test_non_staff_user_is_refused(client, alice):
+    client.force_login(alice)
+    response = client.get(URL)
+    assert response.status_code == 302
+    assert _post(client, "google", client_id="x", client_secret="y", enabled="on").status_code == 302
+    assert not ProviderApp.objects.filter(client_id="x").exists()
+
+
+def test_page_shows_both_providers_and_the_exact_redirect_uri(staff_client):
+    response = staff_client.get(URL)
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert 'id="provider-google"' in body and 'id="provider-microsoft"' in body
+    assert 'value="http://testserver/admin/settings/mail/oauth2"' in body
+    assert 'data-copy-target="redirect-uri"' in body
+
+
+def test_redirect_uri_uses_site_origin_when_set(staff_client, settings):
+    settings.SITE_ORIGIN = "https://mail.example.org/"
+    body = staff_client.get(URL).content.decode()
+    assert 'value="https://mail.example.org/admin/settings/mail/oauth2"' in body
+
+
+def test_saving_google_credentials_stores_an_encrypted_secret_never_shown_again(staff_client):
+    response = _post(staff_client, "google", client_id="123.apps.googleusercontent.com",
+                     client_secret="GOCSPX-very-secret", enabled="on")
+    assert response.status_code == 302
+    app = ProviderApp.objects.get(provider="google")
+    assert app.is_usable and app.client_secret == "GOCSPX-very-secret"
+    page = staff_client.get(URL).content.decode()
+    assert "GOCSPX-very-secret" not in page
+    assert "A secret is stored" in page
+
+
+def test_blank_secret_keeps_the_stored_one(staff_client):
+    _post(staff_client, "google", client_id="a.apps.googleusercontent.com", client_secret="first", enabled="on")
+    _post(staff_client, "google", client_id="b.apps.googleusercontent.com", client_secret="", enabled="on")
+    app = ProviderApp.objects.get(provider="google")
+    assert app.client_id == "b.apps.googleusercontent.com"
+    assert app.client_secret == "first"
+
+
+def test_enabling_without_credentials_says_what_is_missing(staff_client):
+    response = _post(staff_client, "google", client_id="", client_secret="", enabled="on")
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert body.count("Required to enable this provider.") == 2
+    assert not ProviderApp.objects.get(provider="google").enabled
+
+
+def test_microsoft_client_id_must_be_a_guid_and_tenant_is_checked(staff_client):
+    response = _post(staff_client, "microsoft", client_id="not-a-guid", client_secret="s", tenant="bad tenant!")
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert "Application (client) ID" in body
+    assert "tenant id (GUID)" in body
+
+
+@pytest.mark.parametrize("tenant", ["common", "Organizations", "consumers", MS_CLIENT_ID, "contoso.onmicrosoft.com"])
+def test_microsoft_tenants_accepted(staff_client, tenant):
+    response = _post(staff_client, "microsoft", client_id=MS_CLIENT_ID, client_secret="s", tenant=tenant, enabled="on")
+    assert response.status_code == 302
+    assert ProviderApp.objects.get(provider="microsoft").tenant == (tenant.lower() if "-" not in tenant else tenant)
+
+
+def test_saving_one_provider_leaves_the_other_untouched(staff_client):
+    _post(staff_client, "microsoft", client_id=MS_CLIENT_ID, client_secret="ms-secret", tenant="common", enabled="on")
+    _post(staff_client, "google", client_id="g.apps.googleusercontent.com", client_secret="g-secret", enabled="on")
+    microsoft = ProviderApp.objects.get(provider="microsoft")
+    assert microsoft.client_secret == "ms-secret" and microsoft.enabled
+
+
+def test_django_admin_links_to_mail_settings(staff_client):
+    response = staff_client.get("/admin/providers/providerapp/")
+    assert response.status_code == 302 and response["Location"] == URL
