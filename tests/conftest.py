@@ -1,7 +1,13 @@
 """Shared fixtures. Personas (after healthchecks): Alice owns mailboxes, Bob has his own, Charlie has none."""
 
+import os
+
 import pytest
 from django.contrib.auth import get_user_model
+
+# Tasks queued by the code under test go to an in-memory broker (Celery reads this variable
+# directly), unless a test points the app at the real Redis and starts a worker itself.
+os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 
 # Each area keeps its fixtures in tests/fixtures/<area>.py; list the module here.
 pytest_plugins = [
