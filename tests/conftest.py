@@ -11,6 +11,7 @@ os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 
 # Each area keeps its fixtures in tests/fixtures/<area>.py; list the module here.
 pytest_plugins = [
+    "tests.fixtures.browser",
     "tests.fixtures.mail",
 ]
 
