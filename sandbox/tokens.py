@@ -19,6 +19,8 @@ class IssuedToken:
     expires_at: float | None  # epoch seconds; None never expires
     revoked: bool = False
     issued_at: float = field(default_factory=time.time)
+    # The authorization (consent) the token came from: revoking one token of a grant can revoke all.
+    grant: str = ""
 
     @property
     def is_valid(self) -> bool:
@@ -41,6 +43,7 @@ class TokenRegistry:
         email: str,
         scopes: tuple[str, ...],
         lifetime: float | None,
+        grant: str = "",
     ) -> IssuedToken:
         prefix = {"google": "ya29." if kind == "access" else "1//", "microsoft": "EwB"}.get(provider, "")
         token = IssuedToken(
@@ -51,6 +54,7 @@ class TokenRegistry:
             email=email,
             scopes=scopes,
             expires_at=None if lifetime is None else time.time() + lifetime,
+            grant=grant,
         )
         with self._lock:
             self._tokens[token.value] = token
@@ -70,6 +74,24 @@ class TokenRegistry:
         with self._lock:
             if value in self._tokens:
                 self._tokens[value].revoked = True
+
+    def revoke_grant(self, grant: str) -> int:
+        """Revoke every token issued under ``grant``; returns how many were live."""
+        if not grant:
+            return 0
+        with self._lock:
+            hits = [t for t in self._tokens.values() if t.grant == grant and not t.revoked]
+            for token in hits:
+                token.revoked = True
+        return len(hits)
+
+    def clear(self, *, provider: str | None = None) -> None:
+        """Forget issued tokens (all, or one provider's): a test's clean slate."""
+        with self._lock:
+            if provider is None:
+                self._tokens.clear()
+            else:
+                self._tokens = {k: t for k, t in self._tokens.items() if t.provider != provider}
 
     def revoke_user(self, email: str, *, provider: str | None = None) -> int:
         """Revoke every token of ``email`` (as a user removing the app's access would)."""
