@@ -22,7 +22,9 @@ from sandbox.tokens import TokenRegistry
 
 try:  # The Gmail API stand-in is written separately; without it only the identity endpoints exist.
     from sandbox.gmail.app import GmailApp, GmailStore
-except ImportError:  # pragma: no cover - depends on the other package being present
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the other package being present
+    if exc.name not in ("sandbox.gmail", "sandbox.gmail.app"):
+        raise  # a real bug inside the Gmail package must not silently unmount it
     GmailApp = GmailStore = None  # type: ignore[assignment,misc]
 
 # Fixed demo credentials for `manage.py sandbox` and `make demo` (sandbox only, never real).
