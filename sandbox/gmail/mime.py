@@ -1,0 +1,283 @@
+"""What Gmail derives from a message's raw bytes: header facts, snippet, and the `payload` part tree.
+
+Parsing uses the lenient ``compat32`` policy and never raises: a message Gmail would accept (any
+bytes at all) must be storable and readable in every format.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.errors
+import email.header
+import email.utils
+import html
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import Message as EmailMessage
+from email.policy import compat32
+
+SNIPPET_LENGTH = 200
+_TAG = re.compile(r"<[^>]*>")
+_INVISIBLE = re.compile(r"<(style|script|head|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_SPACE = re.compile(r"\s+")
+_MSGID = re.compile(r"<[^<>\s]+>")
+
+
+@dataclass
+class MessageFacts:
+    """Header facts the store indexes at insert time (threading, search, ordering)."""
+
+    message_id: str = ""
+    in_reply_to: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    subject: str = ""
+    sender: str = ""
+    recipients: str = ""  # To, Cc and Bcc, lower-cased, for `to:` searches
+    date_ms: int | None = None
+    snippet: str = ""
+    has_attachment: bool = False
+    text: str = ""  # lower-cased searchable text (subject, addresses, snippet)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode base64url (or plain base64), padded or not, as Google accepts."""
+    cleaned = re.sub(r"\s+", "", text).replace("+", "-").replace("/", "_")
+    return base64.urlsafe_b64decode(cleaned + "=" * (-len(cleaned) % 4))
+
+
+def parse(raw: bytes) -> EmailMessage:
+    return email.message_from_bytes(raw, policy=compat32)
+
+
+def clean_text(value: str) -> str:
+    """Make a str JSON-safe: surrogate-escaped 8-bit bytes become UTF-8 if they are, else U+FFFD."""
+    if any("\udc80" <= ch <= "\udcff" for ch in value):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
+
+
+def decode_header_value(value: object) -> str:
+    """Unfold and decode RFC 2047 encoded words as Gmail shows header values; never raises."""
+    text = clean_text(str(value))
+    text = re.sub(r"\r?\n[ \t]", " ", text).strip()
+    if "=?" not in text:
+        return text
+    try:
+        return clean_text(str(email.header.make_header(email.header.decode_header(text))))
+    except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
+        return text
+
+
+def _msgids(value: str | None) -> list[str]:
+    return _MSGID.findall(value or "")
+
+
+def _date_ms(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def _payload_bytes(part: EmailMessage) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001 - garbage transfer encodings must degrade, not crash
+        data = None
+    if isinstance(data, bytes):
+        return data
+    payload = part.get_payload()
+    if isinstance(payload, str):
+        return payload.encode("utf-8", "surrogateescape")
+    return b""
+
+
+def _part_text(part: EmailMessage) -> str:
+    data = _payload_bytes(part)
+    charset = part.get_content_charset() or "us-ascii"
+    try:
+        return data.decode(charset, "replace")
+    except LookupError:
+        return data.decode("utf-8", "replace")
+
+
+def _filename(part: EmailMessage) -> str:
+    try:
+        name = part.get_filename()
+    except Exception:  # noqa: BLE001 - malformed RFC 2231 parameters
+        return ""
+    return decode_header_value(name) if name else ""
+
+
+def is_attachment(part: EmailMessage) -> bool:
+    if part.is_multipart():
+        return False
+    disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+    return bool(_filename(part)) or disposition == "attachment"
+
+
+def _html_to_text(markup: str) -> str:
+    return html.unescape(_TAG.sub(" ", _INVISIBLE.sub(" ", markup)))
+
+
+def snippet_of(message: EmailMessage) -> str:
+    plain = markup = None
+    for part in message.walk():
+        if part.is_multipart() or is_attachment(part):
+            continue
+        ctype = part.get_content_type()
+        if ctype == "text/plain" and plain is None:
+            plain = _part_text(part)
+        elif ctype == "text/html" and markup is None:
+            markup = _part_text(part)
+        if plain is not None:
+            break
+    text = plain if plain is not None else _html_to_text(markup or "")
+    text = _SPACE.sub(" ", text).strip()[:SNIPPET_LENGTH]
+    return html.escape(text, quote=True).replace("&#x27;", "&#39;")
+
+
+def facts_of(raw: bytes) -> MessageFacts:
+    try:
+        message = parse(raw)
+        get = message.get
+        subject = decode_header_value(get("Subject", ""))
+        sender = decode_header_value(get("From", ""))
+        recipients = " ".join(decode_header_value(get(name, "")) for name in ("To", "Cc", "Bcc"))
+        snippet = snippet_of(message)
+        has_attachment = any(is_attachment(part) for part in message.walk())
+        facts = MessageFacts(
+            message_id=(_msgids(str(get("Message-ID", ""))) or [""])[0],
+            in_reply_to=_msgids(str(get("In-Reply-To", ""))),
+            references=_msgids(str(get("References", ""))),
+            subject=subject,
+            sender=sender,
+            recipients=recipients.lower(),
+            date_ms=_date_ms(str(get("Date", "")) or None),
+            snippet=snippet,
+            has_attachment=has_attachment,
+        )
+    except Exception:  # noqa: BLE001 - a message that cannot be parsed is still stored
+        return MessageFacts()
+    facts.text = " ".join((subject, sender, recipients, html.unescape(snippet))).lower()
+    return facts
+
+
+def attachment_id(message_id: str, part_id: str) -> str:
+    # Opaque-looking like Google's, but stable so tests can compare.
+    return "ANGjdJ" + b64url(f"{message_id}:{part_id}".encode()).rstrip("=")
+
+
+def parse_attachment_id(value: str) -> tuple[str, str] | None:
+    if not value.startswith("ANGjdJ"):
+        return None
+    try:
+        message_id, _, part_id = b64url_decode(value[6:]).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return message_id, part_id
+
+
+def _headers(part: EmailMessage, wanted: set[str] | None) -> list[dict[str, str]]:
+    return [
+        {"name": name, "value": decode_header_value(value)}
+        for name, value in part.raw_items()
+        if wanted is None or name.lower() in wanted
+    ]
+
+
+def _child_id(parent: str, index: int) -> str:
+    return f"{parent}.{index}" if parent else str(index)
+
+
+def part_json(part: EmailMessage, *, message_id: str, part_id: str = "") -> dict:
+    """One node of Gmail's `payload` tree (format=full)."""
+    node: dict = {
+        "partId": part_id,
+        "mimeType": part.get_content_type(),
+        "filename": _filename(part),
+        "headers": _headers(part, None),
+    }
+    if part.get_content_type() == "message/rfc822" or not part.is_multipart():
+        data = _message_bytes(part) if part.get_content_type() == "message/rfc822" else _payload_bytes(part)
+        if is_attachment(part) or part.get_content_type() == "message/rfc822":
+            node["body"] = {"attachmentId": attachment_id(message_id, part_id), "size": len(data)}
+        elif data:
+            node["body"] = {"size": len(data), "data": b64url(data)}
+        else:
+            node["body"] = {"size": 0}
+        return node
+    node["body"] = {"size": 0}
+    children = part.get_payload()
+    if isinstance(children, list):
+        node["parts"] = [
+            part_json(child, message_id=message_id, part_id=_child_id(part_id, index))
+            for index, child in enumerate(children)
+        ]
+    return node
+
+
+def _message_bytes(part: EmailMessage) -> bytes:
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload:
+        try:
+            return payload[0].as_bytes(policy=compat32)
+        except Exception:  # noqa: BLE001
+            return b""
+    return _payload_bytes(part)
+
+
+def payload_full(raw: bytes, *, message_id: str) -> dict:
+    try:
+        return part_json(parse(raw), message_id=message_id)
+    except Exception:  # noqa: BLE001 - degrade to an opaque single part rather than fail the request
+        return {"partId": "", "mimeType": "text/plain", "filename": "", "headers": [],
+                "body": {"size": len(raw), "data": b64url(raw)}}
+
+
+def payload_metadata(raw: bytes, *, headers: list[str] | None) -> dict:
+    wanted = {name.lower() for name in headers} if headers else None
+    try:
+        message = parse(raw)
+        return {
+            "partId": "",
+            "mimeType": message.get_content_type(),
+            "filename": "",
+            "headers": _headers(message, wanted),
+            "body": {"size": 0},
+        }
+    except Exception:  # noqa: BLE001
+        return {"partId": "", "mimeType": "text/plain", "filename": "", "headers": [], "body": {"size": 0}}
+
+
+def find_part(raw: bytes, part_id: str) -> bytes | None:
+    """The decoded bytes of the part ``part_id`` (for attachments.get)."""
+    try:
+        node = parse(raw)
+        for step in (part_id.split(".") if part_id else []):
+            if node.get_content_type() == "message/rfc822" or not node.is_multipart():
+                return None
+            children = node.get_payload()
+            node = children[int(step)]
+    except (IndexError, ValueError, TypeError):
+        return None
+    if node.get_content_type() == "message/rfc822":
+        return _message_bytes(node)
+    return _payload_bytes(node)
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
