@@ -1,8 +1,391 @@
+"""The mail UI. Views are thin: reads go through ``selectors``/``search``, writes through ``services``/``compose``.
+
+Every view is login-only and looks rows up through the requesting user, so another user's ids are a 404.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from django.conf import settings
+from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from mailbox import compose, selectors, services
+from mailbox.forms import BulkActionForm, ComposeForm, SearchForm, addresses_format
+from mailbox.models import Folder, Message, OutgoingMessage
+from mailbox.sanitize import html_has_remote_images, html_sanitize, message_body_csp, text_render
+from mailbox.search import threads_search
+from providers.base import ChangeKind, MessageChange
+
+INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"}
+_BULK_CHANGES = {
+    "read": ChangeKind.READ,
+    "unread": ChangeKind.UNREAD,
+    "star": ChangeKind.STAR,
+    "unstar": ChangeKind.UNSTAR,
+    "archive": ChangeKind.ARCHIVE,
+    "trash": ChangeKind.TRASH,
+    "move": ChangeKind.MOVE,
+}
+
+
+def _chrome(request: HttpRequest) -> dict:
+    """What every mail page shows around its content: the sidebar and the poll interval."""
+    return {
+        "nav": selectors.sidebar_get(user=request.user),
+        "counts": selectors.sidebar_counts(user=request.user),
+        "poll_seconds": max(10, min(60, settings.MAILHUB_SYNC_INTERVAL_SECONDS)),
+    }
+
+
+def _list_render(request: HttpRequest, *, threads, title: str, folder: Folder | None = None, **extra) -> HttpResponse:
+    page = selectors.thread_page(threads=threads, cursor=request.GET.get("cursor"))
+    user_folders = (
+        Folder.objects.filter(account__user=request.user, is_selectable=True)
+        .select_related("account")
+        .order_by("account__email", "role", "name")
+    )
+    context = {
+        "page": page,
+        "title": title,
+        "folder": folder,
+        "move_folders": user_folders,
+        "first_page": not request.GET.get("cursor"),
+        **extra,
+    }
+    if request.htmx and request.GET.get("partial") == "list":
+        context.update(_chrome(request))
+        return render(request, "mailbox/_list_poll.html", context)
+    context.update(_chrome(request))
+    return render(request, "mailbox/list.html", context)
 
 
 @login_required
+@require_GET
 def inbox(request: HttpRequest) -> HttpResponse:
-    return render(request, "mailbox/inbox.html", {})
+    threads = selectors.threads_in_folders(user=request.user, folders=selectors.inbox_folders(user=request.user))
+    return _list_render(request, threads=threads, title=_("All inboxes"))
+
+
+@login_required
+@require_GET
+def folder(request: HttpRequest, folder_id: int) -> HttpResponse:
+    current = selectors.folder_get(user=request.user, folder_id=folder_id)
+    threads = selectors.threads_in_folders(user=request.user, folders=[current])
+    return _list_render(request, threads=threads, title=f"{current.name} · {current.account.email}", folder=current)
+
+
+@login_required
+@require_GET
+def search(request: HttpRequest) -> HttpResponse:
+    accounts = selectors.accounts_for_user(user=request.user)
+    folders = Folder.objects.filter(account__user=request.user, is_selectable=True).select_related("account")
+    form = SearchForm(request.GET or None, accounts=accounts, folders=folders)
+    if form.is_valid() and not form.to_query().is_empty:
+        threads = threads_search(user=request.user, query=form.to_query())
+    else:
+        threads = selectors.threads_in_folders(user=request.user, folders=[]).none()
+    query_string = request.GET.copy()
+    query_string.pop("cursor", None)
+    return _list_render(
+        request,
+        threads=threads,
+        title=_("Search"),
+        search_form=form,
+        is_search=True,
+        search_qs=query_string.urlencode(),
+    )
+
+
+@login_required
+@require_GET
+def thread(request: HttpRequest, thread_id: int) -> HttpResponse:
+    current = selectors.thread_get(user=request.user, thread_id=thread_id)
+    messages = selectors.thread_messages(thread=current)
+    show_images = {int(i) for i in request.GET.getlist("images") if i.isdigit()}
+    items = []
+    for message in messages:
+        html = message.body_html
+        # Inline parts the HTML shows in place are not listed again as attachments.
+        shown = {a.id for a in message.attachments.all() if a.content_id and a.content_id in html}
+        items.append(
+            {
+                "message": message,
+                "text_html": None if html else text_render(message.body_text),
+                "remote_images": bool(html) and message.id not in show_images and html_has_remote_images(html),
+                "show_images": message.id in show_images,
+                "attachments": [a for a in message.attachments.all() if a.id not in shown],
+            }
+        )
+    context = {
+        "thread": current,
+        "items": items,
+        "unread_ids": [m.id for m in messages if not m.is_read],
+        "move_folders": Folder.objects.filter(account=current.account, is_selectable=True),
+        **_chrome(request),
+    }
+    return render(request, "mailbox/thread.html", context)
+
+
+@login_required
+@require_POST
+def thread_read(request: HttpRequest, thread_id: int) -> HttpResponse:
+    """Called by the thread page once it has been shown (a POST, so it carries the CSRF token)."""
+    current = selectors.thread_get(user=request.user, thread_id=thread_id)
+    ids = list(current.messages.filter(is_read=False).values_list("id", flat=True))
+    if ids:
+        services.messages_change(user=request.user, message_ids=ids, change=MessageChange(kind=ChangeKind.READ))
+    return HttpResponse(status=204)
+
+
+@login_required
+@require_POST
+def bulk_action(request: HttpRequest) -> HttpResponse:
+    thread_ids = [int(i) for i in request.POST.getlist("threads") if i.isdigit()]
+    folders = Folder.objects.filter(account__user=request.user, is_selectable=True)
+    form = BulkActionForm(request.POST, thread_ids=thread_ids, folders=folders)
+    back = request.POST.get("next") or reverse("mailbox:inbox")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = reverse("mailbox:inbox")
+    if not form.is_valid():
+        flash.error(request, _("Select at least one conversation and an action."))
+        return redirect(back)
+    message_ids = selectors.thread_message_ids(user=request.user, thread_ids=form.cleaned_data["threads"])
+    if not message_ids:
+        raise Http404
+    target = form.cleaned_data.get("folder")
+    change = MessageChange(
+        kind=_BULK_CHANGES[form.cleaned_data["action"]], folder_remote_id=target.remote_id if target else ""
+    )
+    if target:
+        # A move is per account: only the selected messages that live in the target folder's account.
+        message_ids = list(
+            Message.objects.filter(id__in=message_ids, account=target.account).values_list("id", flat=True)
+        )
+    count = services.messages_change(user=request.user, message_ids=message_ids, change=change)
+    flash.success(request, _("%(count)d message(s) updated.") % {"count": count})
+    return redirect(back)
+
+
+def _cid_url(message_id: int):
+    def build(content_id: str) -> str:
+        return reverse("mailbox:message_cid", args=[message_id, quote(content_id, safe="@.-_")])
+
+    return build
+
+
+@login_required
+@require_GET
+def message_body(request: HttpRequest, message_id: int) -> HttpResponse:
+    """One message's HTML as a document for the thread page's sandboxed iframe."""
+    message = selectors.message_get(user=request.user, message_id=message_id)
+    show_images = request.GET.get("images") == "1"
+    safe = html_sanitize(html=message.body_html, cid_url=_cid_url(message.id), show_images=show_images)
+    response = render(request, "mailbox/message_body.html", {"body": safe.html})
+    origin = f"{request.scheme}://{request.get_host()}"
+    response["Content-Security-Policy"] = message_body_csp(origin=origin, show_images=show_images)
+    response["Referrer-Policy"] = "no-referrer"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _download(file, *, filename: str, content_type: str, inline: bool) -> FileResponse:
+    response = FileResponse(
+        file.open("rb"),
+        as_attachment=not inline,
+        filename=filename or "attachment",
+        content_type=content_type if inline else "application/octet-stream",
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@login_required
+@require_GET
+def message_cid(request: HttpRequest, message_id: int, content_id: str) -> HttpResponse:
+    """An inline image of a message (``cid:`` URL). Only raster images are served inline, never SVG or HTML."""
+    part = selectors.inline_part_get(user=request.user, message_id=message_id, content_id=content_id)
+    content_type = part.content_type.lower()
+    if content_type not in INLINE_IMAGE_TYPES:
+        raise Http404
+    return _download(part.blob.file, filename=part.filename, content_type=content_type, inline=True)
+
+
+@login_required
+@require_GET
+def attachment(request: HttpRequest, attachment_id: int) -> HttpResponse:
+    part = selectors.attachment_get(user=request.user, attachment_id=attachment_id)
+    return _download(part.blob.file, filename=part.filename, content_type=part.content_type, inline=False)
+
+
+@login_required
+@require_GET
+def outgoing_attachment(request: HttpRequest, attachment_id: int) -> HttpResponse:
+    part = selectors.outgoing_attachment_get(user=request.user, attachment_id=attachment_id)
+    return _download(part.blob.file, filename=part.filename, content_type=part.content_type, inline=False)
+
+
+# --- Compose ------------------------------------------------------------------------------------
+
+
+def _compose_render(request: HttpRequest, *, form: ComposeForm, draft: OutgoingMessage | None, status: int = 200):
+    context = {
+        "form": form,
+        "draft": draft,
+        "attachments": list(draft.attachments.all()) if draft else [],
+        **_chrome(request),
+    }
+    return render(request, "mailbox/compose.html", context, status=status)
+
+
+def _draft_initial(draft: OutgoingMessage) -> dict:
+    return {
+        "account": draft.account_id,
+        "to": addresses_format(draft.to),
+        "cc": addresses_format(draft.cc),
+        "bcc": addresses_format(draft.bcc),
+        "subject": draft.subject,
+        "body_text": draft.body_text,
+        "body_html": draft.body_html,
+        "body_format": "html" if draft.body_html else "text",
+    }
+
+
+def _compose_post(request: HttpRequest, draft: OutgoingMessage | None) -> HttpResponse:
+    accounts = selectors.accounts_for_user(user=request.user)
+    form = ComposeForm(
+        request.POST, request.FILES, accounts=accounts, existing_attachment_bytes=compose.attachments_size(draft=draft)
+    )
+    action = request.POST.get("action", "save")
+    autosave = action == "autosave"
+    if not form.is_valid():
+        if autosave:
+            return JsonResponse({"saved": False, "errors": form.errors.get_json_data()}, status=400)
+        return _compose_render(request, form=form, draft=draft, status=400)
+    remove_ids = [int(i) for i in request.POST.getlist("remove_attachment") if i.isdigit()]
+    draft = compose.draft_save(
+        draft=draft,
+        account=form.cleaned_data["account"],
+        data=form.cleaned_data,
+        files=form.cleaned_data["files"],
+        remove_ids=remove_ids,
+    )
+    edit_url = reverse("mailbox:draft", args=[draft.id])
+    if autosave:
+        saved_at = timezone.localtime(draft.updated_at).strftime("%H:%M:%S")
+        return JsonResponse({"saved": True, "id": draft.id, "url": edit_url, "saved_at": saved_at})
+    if action == "send":
+        if not form.require_recipients():
+            return _compose_render(request, form=form, draft=draft, status=400)
+        services.outgoing_queue(outgoing=draft)
+        flash.success(request, _("Your message is in the outbox and will be sent shortly."))
+        return redirect("mailbox:outbox")
+    if remove_ids or form.cleaned_data["files"]:
+        return redirect(edit_url)
+    flash.success(request, _("Draft saved."))
+    return redirect(edit_url)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def compose_new(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        return _compose_post(request, None)
+    accounts = selectors.accounts_for_user(user=request.user)
+    if not accounts.exists():
+        flash.info(request, _("Connect a mail account first."))
+        return redirect("accounts:list")
+    initial = {"account": accounts.filter(status="active").first() or accounts.first(), "to": request.GET.get("to", "")}
+    return _compose_render(request, form=ComposeForm(initial=initial, accounts=accounts), draft=None)
+
+
+@login_required
+@require_POST
+def compose_from_message(request: HttpRequest, message_id: int, kind: str) -> HttpResponse:
+    if kind not in {"reply", "reply_all", "forward"}:
+        raise Http404
+    source = selectors.message_get(user=request.user, message_id=message_id)
+    draft = compose.draft_from_source_create(source=source, kind=kind)
+    return redirect("mailbox:draft", draft.id)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def draft(request: HttpRequest, outgoing_id: int) -> HttpResponse:
+    current = selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=OutgoingMessage.Status.DRAFT)
+    if request.method == "POST":
+        return _compose_post(request, current)
+    accounts = selectors.accounts_for_user(user=request.user)
+    form = ComposeForm(initial=_draft_initial(current), accounts=accounts)
+    return _compose_render(request, form=form, draft=current)
+
+
+@login_required
+@require_POST
+def draft_delete(request: HttpRequest, outgoing_id: int) -> HttpResponse:
+    current = selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=OutgoingMessage.Status.DRAFT)
+    current.delete()
+    flash.success(request, _("Draft discarded."))
+    return redirect("mailbox:drafts")
+
+
+@login_required
+@require_GET
+def drafts(request: HttpRequest) -> HttpResponse:
+    context = {"outgoing": selectors.drafts_for_user(user=request.user)[:200], "is_drafts": True, **_chrome(request)}
+    return render(request, "mailbox/outbox.html", context)
+
+
+@login_required
+@require_GET
+def outbox(request: HttpRequest) -> HttpResponse:
+    context = {"outgoing": selectors.outbox_for_user(user=request.user)[:200], **_chrome(request)}
+    if request.htmx:
+        return render(request, "mailbox/_outbox_rows.html", context)
+    return render(request, "mailbox/outbox.html", context)
+
+
+@login_required
+@require_POST
+def outbox_retry(request: HttpRequest, outgoing_id: int) -> HttpResponse:
+    current = selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=OutgoingMessage.Status.FAILED)
+    services.outgoing_retry(outgoing=current)
+    flash.success(request, _("Sending again."))
+    return redirect("mailbox:outbox")
+
+
+@login_required
+@require_POST
+def account_sync(request: HttpRequest, account_id: int) -> HttpResponse:
+    account = selectors.accounts_for_user(user=request.user).filter(pk=account_id).first()
+    if account is None:
+        raise Http404
+    services.account_sync_queue(account=account)
+    flash.success(request, _("Checking %(email)s for new mail.") % {"email": account.email})
+    back = request.POST.get("next") or reverse("mailbox:inbox")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = reverse("mailbox:inbox")
+    return redirect(back)
+
+
+@login_required
+@require_GET
+def suggest(request: HttpRequest) -> JsonResponse:
+    people = selectors.correspondents_suggest(user=request.user, prefix=request.GET.get("q", "")[:100])
+    return JsonResponse({"results": people})
+
+
+@login_required
+@require_GET
+def sidebar(request: HttpRequest) -> HttpResponse:
+    return render(request, "mailbox/_sidebar.html", _chrome(request))

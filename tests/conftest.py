@@ -13,6 +13,7 @@ os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.mail",
+    "tests.fixtures.ui",
     "tests.fixtures.sandbox",
 ]
 

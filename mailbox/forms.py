@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from email.utils import getaddresses
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils.translation import gettext_lazy as _
+
+from mailbox.models import Folder
+from mailbox.search import SearchQuery
+
+# Gmail's limit for one message's attachments; Outlook's is smaller (20 MB for SMTP submission is common).
+ATTACHMENTS_MAX_BYTES = 25 * 1024 * 1024
+
+
+def addresses_parse(value: str) -> list[dict[str, str]]:
+    """ "Ann <ann@x.org>, bob@y.org" -> [{"name": "Ann", "email": "ann@x.org"}, ...]; raises ValidationError."""
+    people = []
+    for name, email in getaddresses([value.replace(";", ",")]):
+        if not email and not name:
+            continue
+        try:
+            validate_email(email)
+        except ValidationError as exc:
+            message = _("“%(address)s” is not a valid email address.")
+            raise ValidationError(message, params={"address": email or name}) from exc
+        people.append({"name": name, "email": email})
+    return people
+
+
+def addresses_format(people: list[dict[str, str]]) -> str:
+    parts = []
+    for person in people or []:
+        name, email = person.get("name") or "", person.get("email") or ""
+        parts.append(
+            f'"{name}" <{email}>'
+            if name and any(c in name for c in ',;<>"')
+            else (f"{name} <{email}>" if name else email)
+        )
+    return ", ".join(parts)
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    widget = MultipleFileInput
+
+    def clean(self, data, initial=None):
+        if not data:
+            return []
+        files = data if isinstance(data, list | tuple) else [data]
+        return [super(MultipleFileField, self).clean(f, initial) for f in files]
+
+
+class ComposeForm(forms.Form):
+    account = forms.ModelChoiceField(queryset=None, label=_("From"), empty_label=None)
+    to = forms.CharField(label=_("To"), required=False)
+    cc = forms.CharField(label=_("Cc"), required=False)
+    bcc = forms.CharField(label=_("Bcc"), required=False)
+    subject = forms.CharField(label=_("Subject"), required=False)
+    body_format = forms.ChoiceField(
+        choices=[("text", _("Plain text")), ("html", _("Rich text"))], initial="text", required=False
+    )
+    body_text = forms.CharField(label=_("Message"), widget=forms.Textarea(attrs={"rows": 14}), required=False)
+    body_html = forms.CharField(widget=forms.HiddenInput, required=False)
+    files = MultipleFileField(label=_("Attach files"), required=False)
+
+    def __init__(self, *args, accounts, existing_attachment_bytes: int = 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["account"].queryset = accounts
+        self.existing_attachment_bytes = existing_attachment_bytes
+        for name in ("to", "cc", "bcc"):
+            self.fields[name].widget.attrs.update({"autocomplete": "off", "data-suggest": "1"})
+
+    def clean_to(self) -> list[dict[str, str]]:
+        return addresses_parse(self.cleaned_data["to"])
+
+    def clean_cc(self) -> list[dict[str, str]]:
+        return addresses_parse(self.cleaned_data["cc"])
+
+    def clean_bcc(self) -> list[dict[str, str]]:
+        return addresses_parse(self.cleaned_data["bcc"])
+
+    def clean_files(self):
+        files = self.cleaned_data.get("files") or []
+        total = self.existing_attachment_bytes + sum(f.size for f in files)
+        if total > ATTACHMENTS_MAX_BYTES:
+            raise ValidationError(_("Attachments may total at most 25 MB."))
+        return files
+
+    def require_recipients(self) -> bool:
+        """For sending (a draft may be saved without recipients)."""
+        if not self.is_valid():
+            return False
+        if not (self.cleaned_data["to"] or self.cleaned_data["cc"] or self.cleaned_data["bcc"]):
+            self.add_error("to", _("Add at least one recipient."))
+            return False
+        return True
+
+
+class BulkActionForm(forms.Form):
+    ACTIONS = [
+        ("read", _("Mark read")),
+        ("unread", _("Mark unread")),
+        ("star", _("Star")),
+        ("unstar", _("Unstar")),
+        ("archive", _("Archive")),
+        ("trash", _("Delete")),
+        ("move", _("Move")),
+    ]
+    action = forms.ChoiceField(choices=ACTIONS)
+    threads = forms.TypedMultipleChoiceField(coerce=int, choices=[])
+    folder = forms.ModelChoiceField(queryset=Folder.objects.none(), required=False)
+    next = forms.CharField(required=False)
+
+    def __init__(self, *args, thread_ids: list[int], folders, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["threads"].choices = [(i, i) for i in thread_ids]
+        self.fields["folder"].queryset = folders
+
+    def clean(self):
+        data = super().clean()
+        if data.get("action") == "move" and not data.get("folder"):
+            self.add_error("folder", _("Choose a folder to move to."))
+        return data
+
+
+class SearchForm(forms.Form):
+    q = forms.CharField(label=_("Search"), required=False)
+    account = forms.TypedChoiceField(label=_("Account"), coerce=int, required=False, empty_value=None)
+    folder = forms.TypedChoiceField(label=_("Folder"), coerce=int, required=False, empty_value=None)
+    unread = forms.BooleanField(label=_("Unread"), required=False)
+    attachment = forms.BooleanField(label=_("Has attachment"), required=False)
+    after = forms.DateField(label=_("From date"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    before = forms.DateField(label=_("To date"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, accounts, folders, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["account"].choices = [("", _("All accounts"))] + [(a.id, a.email) for a in accounts]
+        self.fields["folder"].choices = [("", _("All folders"))] + [
+            (f.id, f"{f.account.email} / {f.name}") for f in folders
+        ]
+
+    def to_query(self) -> SearchQuery:
+        data = self.cleaned_data
+        return SearchQuery(
+            text=data.get("q") or "",
+            account_id=data.get("account"),
+            folder_id=data.get("folder"),
+            unread=bool(data.get("unread")),
+            has_attachment=bool(data.get("attachment")),
+            date_from=data.get("after"),
+            date_to=data.get("before"),
+        )

@@ -1,0 +1,235 @@
+"""Read queries for the mail UI. Every function takes the user and only ever returns that user's rows."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.shortcuts import get_object_or_404
+from django.utils.dateparse import parse_datetime
+
+from accounts.models import MailAccount
+from mailbox.models import (
+    Attachment,
+    Folder,
+    Message,
+    MessageFolder,
+    OutgoingAttachment,
+    OutgoingMessage,
+    SyncState,
+    Thread,
+)
+
+PAGE_SIZE = 50
+_ROLE_ORDER = ["inbox", "starred", "important", "sent", "drafts", "archive", "all", "spam", "trash", "user"]
+
+
+@dataclass
+class FolderNav:
+    folder: Folder
+    unread: int
+
+
+@dataclass
+class AccountNav:
+    account: MailAccount
+    sync: SyncState | None
+    folders: list[FolderNav] = field(default_factory=list)
+
+    @property
+    def inbox(self) -> Folder | None:
+        return next((f.folder for f in self.folders if f.folder.role == Folder.Role.INBOX), None)
+
+    @property
+    def first_sync_running(self) -> bool:
+        return bool(self.sync and self.sync.stage in {SyncState.Stage.PENDING, SyncState.Stage.FULL})
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.sync or not self.sync.progress_total:
+            return 0
+        return min(100, round(100 * self.sync.progress_done / self.sync.progress_total))
+
+
+@dataclass
+class ThreadPage:
+    threads: list[Thread]
+    next_cursor: str | None
+
+
+def accounts_for_user(*, user) -> QuerySet[MailAccount]:
+    return MailAccount.objects.filter(user=user).order_by("email")
+
+
+def sidebar_get(*, user) -> list[AccountNav]:
+    """Each account with its folders, unread message counts and sync state (three queries in all)."""
+    accounts = list(accounts_for_user(user=user).select_related("sync_state"))
+    folders = Folder.objects.filter(account__user=user, is_selectable=True)
+    unread = dict(
+        MessageFolder.objects.filter(folder__account__user=user, message__is_read=False)
+        .values_list("folder_id")
+        .annotate(n=Count("id"))
+        .values_list("folder_id", "n")
+    )
+    by_account: dict[int, list[FolderNav]] = {a.id: [] for a in accounts}
+    for folder in folders:
+        by_account[folder.account_id].append(FolderNav(folder=folder, unread=unread.get(folder.id, 0)))
+    navs = []
+    for account in accounts:
+        items = sorted(
+            by_account[account.id],
+            key=lambda f: (_ROLE_ORDER.index(f.folder.role) if f.folder.role in _ROLE_ORDER else 99, f.folder.name),
+        )
+        navs.append(AccountNav(account=account, sync=getattr(account, "sync_state", None), folders=items))
+    return navs
+
+
+def folder_get(*, user, folder_id: int) -> Folder:
+    return get_object_or_404(Folder.objects.select_related("account"), pk=folder_id, account__user=user)
+
+
+def _cursor_encode(thread: Thread) -> str:
+    raw = f"{thread.last_message_at.isoformat()}|{thread.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _cursor_decode(cursor: str) -> tuple[datetime, int] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, ident = raw.partition("|")
+        parsed = parse_datetime(when)
+        return (parsed, int(ident)) if parsed else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def threads_in_folders(*, user, folders: QuerySet[Folder] | list[Folder]) -> QuerySet[Thread]:
+    in_folder = MessageFolder.objects.filter(message__thread=OuterRef("pk"), folder__in=folders)
+    return Thread.objects.filter(account__user=user).filter(Exists(in_folder))
+
+
+def inbox_folders(*, user) -> QuerySet[Folder]:
+    return Folder.objects.filter(account__user=user, role=Folder.Role.INBOX)
+
+
+def thread_page(*, threads: QuerySet[Thread], cursor: str | None, limit: int = PAGE_SIZE) -> ThreadPage:
+    """Newest first, keyset-paginated on (last_message_at, id): no OFFSET, so page 100 costs what page 1 does."""
+    qs = threads.filter(last_message_at__isnull=False).select_related("account").order_by("-last_message_at", "-id")
+    position = _cursor_decode(cursor) if cursor else None
+    if position:
+        when, ident = position
+        qs = qs.filter(Q(last_message_at__lt=when) | Q(last_message_at=when, id__lt=ident))
+    rows = list(qs[: limit + 1])
+    next_cursor = _cursor_encode(rows[limit - 1]) if len(rows) > limit else None
+    return ThreadPage(threads=rows[:limit], next_cursor=next_cursor)
+
+
+def thread_get(*, user, thread_id: int) -> Thread:
+    return get_object_or_404(Thread.objects.select_related("account"), pk=thread_id, account__user=user)
+
+
+def thread_messages(*, thread: Thread) -> list[Message]:
+    """Oldest first (the page expands the newest); attachments prefetched; raw bytes left in the DB."""
+    return list(thread.messages.defer("raw_compressed").prefetch_related("attachments").order_by("date", "id"))
+
+
+def message_get(*, user, message_id: int) -> Message:
+    return get_object_or_404(
+        Message.objects.defer("raw_compressed").select_related("account", "thread"), pk=message_id, account__user=user
+    )
+
+
+def attachment_get(*, user, attachment_id: int) -> Attachment:
+    return get_object_or_404(
+        Attachment.objects.select_related("blob", "message"), pk=attachment_id, message__account__user=user
+    )
+
+
+def outgoing_attachment_get(*, user, attachment_id: int) -> OutgoingAttachment:
+    return get_object_or_404(
+        OutgoingAttachment.objects.select_related("blob"), pk=attachment_id, outgoing__account__user=user
+    )
+
+
+def inline_part_get(*, user, message_id: int, content_id: str) -> Attachment:
+    qs = Attachment.objects.select_related("blob").filter(message_id=message_id, message__account__user=user)
+    return get_object_or_404(qs.filter(content_id=content_id)[:1])
+
+
+def thread_message_ids(*, user, thread_ids: list[int]) -> list[int]:
+    return list(Message.objects.filter(thread_id__in=thread_ids, account__user=user).values_list("id", flat=True))
+
+
+def correspondents_suggest(*, user, prefix: str, limit: int = 8) -> list[dict[str, str]]:
+    """People the user has had mail from, matching a prefix of their address or name."""
+    prefix = prefix.strip()
+    if len(prefix) < 1:
+        return []
+    rows = (
+        Message.objects.filter(account__user=user)
+        .filter(Q(from_address__istartswith=prefix) | Q(from_name__istartswith=prefix))
+        .exclude(from_address="")
+        .values_list("from_name", "from_address")
+        .distinct()[: limit * 3]
+    )
+    seen: dict[str, dict[str, str]] = {}
+    for name, email in rows:
+        key = email.lower()
+        if key not in seen:
+            seen[key] = {"name": name, "email": email}
+    own = {a.lower() for a in accounts_for_user(user=user).values_list("email", flat=True)}
+    sent = OutgoingMessage.objects.filter(account__user=user, status=OutgoingMessage.Status.SENT).values_list(
+        "to", flat=True
+    )[:200]
+    for recipients in sent:
+        for person in recipients or []:
+            email = (person.get("email") or "").strip()
+            name = person.get("name") or ""
+            if email.lower() not in seen and (
+                email.lower().startswith(prefix.lower()) or name.lower().startswith(prefix.lower())
+            ):
+                seen[email.lower()] = {"name": name, "email": email}
+    return [p for k, p in seen.items() if k not in own][:limit]
+
+
+def drafts_for_user(*, user) -> QuerySet[OutgoingMessage]:
+    return (
+        OutgoingMessage.objects.filter(account__user=user, status=OutgoingMessage.Status.DRAFT)
+        .select_related("account")
+        .order_by("-updated_at")
+    )
+
+
+def outbox_for_user(*, user) -> QuerySet[OutgoingMessage]:
+    return (
+        OutgoingMessage.objects.filter(account__user=user)
+        .exclude(status=OutgoingMessage.Status.DRAFT)
+        .select_related("account")
+        .order_by("-updated_at")
+    )
+
+
+def outgoing_get(*, user, outgoing_id: int, status: str | None = None) -> OutgoingMessage:
+    qs = OutgoingMessage.objects.select_related("account").filter(account__user=user)
+    if status:
+        qs = qs.filter(status=status)
+    return get_object_or_404(qs, pk=outgoing_id)
+
+
+def sidebar_counts(*, user) -> dict[str, int]:
+    statuses = OutgoingMessage.Status
+    counts = dict(
+        OutgoingMessage.objects.filter(
+            account__user=user, status__in=[statuses.DRAFT, statuses.FAILED, statuses.QUEUED]
+        )
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    return {
+        "drafts": counts.get(statuses.DRAFT, 0),
+        "failed": counts.get(statuses.FAILED, 0),
+        "queued": counts.get(statuses.QUEUED, 0),
+    }
