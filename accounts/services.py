@@ -52,26 +52,25 @@ def account_access_token(*, account: MailAccount, force_refresh: bool = False) -
     expiring = account.token_expires_at is None or account.token_expires_at - REFRESH_MARGIN <= timezone.now()
     if account.access_token and not expiring and not force_refresh:
         return account.access_token
-    with transaction.atomic():
-        # Lock the row: two workers refreshing at once would each rotate the refresh token,
-        # and the loser would save one Microsoft has already invalidated.
-        locked = MailAccount.objects.select_for_update().get(pk=account.pk)
-        if locked.token_expires_at and locked.token_expires_at - REFRESH_MARGIN > timezone.now() and (
-            not force_refresh or locked.access_token != account.access_token
-        ):
-            _copy_tokens(source=locked, target=account)
-            return account.access_token
-        app = ProviderApp.objects.get(provider=account.provider)
-        try:
+    try:
+        with transaction.atomic():
+            # Lock the row: two workers refreshing at once would each rotate the refresh token,
+            # and the loser would save one Microsoft has already invalidated.
+            locked = MailAccount.objects.select_for_update().get(pk=account.pk)
+            refreshed_meanwhile = locked.access_token != account.access_token
+            fresh = locked.token_expires_at and locked.token_expires_at - REFRESH_MARGIN > timezone.now()
+            if fresh and (refreshed_meanwhile or not force_refresh):
+                _copy_tokens(source=locked, target=account)
+                return account.access_token
+            app = ProviderApp.objects.get(provider=account.provider)
             grant = registry.get(account.provider).refresh(app=app, refresh_token=locked.refresh_token)
-        except InvalidGrant:
-            detail = "Access to this mailbox was revoked or has expired. Reconnect it to resume syncing."
-            account_mark_reauth_required(account=locked, detail=detail)
-            _copy_tokens(source=locked, target=account)
-            account.status, account.status_detail = locked.status, locked.status_detail
-            logger.info("Account %s needs reauthorisation", account.pk)
-            raise ReauthorizationRequired(detail) from None
-        account_store_grant(account=locked, grant=grant)
+            account_store_grant(account=locked, grant=grant)
+    except InvalidGrant:
+        # Outside the transaction above, so the state is saved even though we raise.
+        detail = "Access to this mailbox was revoked or has expired. Reconnect it to resume syncing."
+        account_mark_reauth_required(account=account, detail=detail)
+        logger.info("Account %s needs reauthorisation", account.pk)
+        raise ReauthorizationRequired(detail) from None
     _copy_tokens(source=locked, target=account)
     return account.access_token
 

@@ -162,4 +162,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # These libraries log request headers and token responses at DEBUG: never let them, even with
+    # LOG_LEVEL=DEBUG, since tokens and client secrets must not reach a log.
+    "loggers": {
+        name: {"level": "WARNING"}
+        for name in ("requests_oauthlib", "oauthlib", "urllib3", "google.auth", "google_auth_oauthlib",
+                     "googleapiclient", "msal", "imapclient", "smtplib")
+    },
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
     from providers.models import ProviderApp
 
 logger = logging.getLogger(__name__)
+
+# One GET callback serves both providers (Google has no form_post); state and PKCE protect the code.
+warnings.filterwarnings("ignore", message="response_mode='form_post' is recommended", category=UserWarning)
+# msal raises this for an HTTP error status (a 5xx) from the token endpoint.
+TRANSIENT_ERRORS = (requests.RequestException, msal.exceptions.MsalServiceError)
 
 # msal adds openid, profile and offline_access itself (and refuses them here).
 SCOPES = [
@@ -58,8 +64,8 @@ class MicrosoftProvider(Provider):
             result = _client(app).acquire_token_by_auth_code_flow(flow, params, scopes=SCOPES)
         except ValueError:  # msal's own state/flow checks
             raise ProviderError("The Microsoft sign-in response did not match this request. Start again.") from None
-        except requests.RequestException:
-            raise ProviderError("Microsoft could not be reached. Please try again in a moment.") from None
+        except TRANSIENT_ERRORS:
+            raise ProviderError("Microsoft's sign-in service is unavailable. Please try again in a moment.") from None
         grant = _grant(result)
         claims = result.get("id_token_claims") or {}
         email = (claims.get("email") or claims.get("preferred_username") or "").lower()
@@ -77,7 +83,7 @@ class MicrosoftProvider(Provider):
     def refresh(self, *, app: ProviderApp, refresh_token: str) -> TokenGrant:
         try:
             result = _client(app).acquire_token_by_refresh_token(refresh_token, scopes=SCOPES)
-        except requests.RequestException:
+        except TRANSIENT_ERRORS:
             raise ProviderError("Microsoft could not be reached to refresh access. Will retry.") from None
         return _grant(result)
 
@@ -109,7 +115,7 @@ def _client(app: ProviderApp) -> msal.ConfidentialClientApplication:
             instance_discovery=False,
             token_cache=msal.TokenCache(),
         )
-    except (ValueError, requests.RequestException):
+    except (ValueError, *TRANSIENT_ERRORS):
         # msal fetches the authority's OpenID configuration here: a bad tenant or an outage.
         raise ProviderError(
             "Microsoft's sign-in service could not be reached for this tenant. "

@@ -1,0 +1,300 @@
+"""IMAP plumbing for Outlook: connecting with XOAUTH2, folders and roles, fetches that keep every response.
+
+Nothing here touches the database; :mod:`providers.microsoft.mail` drives the sync with these pieces.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import hashlib
+import imaplib
+import re
+import socket
+import ssl
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date
+
+from django.conf import settings
+from imapclient import IMAPClient, imap_utf7
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+from imapclient.response_parser import parse_fetch_response
+
+from providers.base import NoMailbox, ProviderError
+
+NO_MAILBOX_MESSAGE = (
+    "Microsoft accepted this account's sign-in, but its mail server refused access: the account has no "
+    "Outlook mailbox. Only Outlook.com, Hotmail and Microsoft 365 mailboxes can be synced; a Microsoft "
+    "account made with another address (such as Gmail) has none. Connect a mailbox hosted by Outlook instead."
+)
+# Errors that mean "the connection is gone": reconnect and carry on.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # includes socket.timeout and ssl.SSLError
+    EOFError,
+    imaplib.IMAP4.abort,
+    IMAPClientAbortError,
+)
+_SPECIAL_USE_ROLES = {
+    b"\\sent": "sent",
+    b"\\drafts": "drafts",
+    b"\\trash": "trash",
+    b"\\junk": "spam",
+    b"\\archive": "archive",
+    b"\\all": "all",
+    b"\\flagged": "starred",
+}
+# For servers without SPECIAL-USE: Outlook's own names first, then common ones.
+_NAME_ROLES = {
+    "sent items": "sent",
+    "sent": "sent",
+    "sent messages": "sent",
+    "drafts": "drafts",
+    "deleted items": "trash",
+    "trash": "trash",
+    "deleted messages": "trash",
+    "junk email": "spam",
+    "junk": "spam",
+    "spam": "spam",
+    "archive": "archive",
+}
+_ANGLE_ID = re.compile(rb"<([^<>\s]+)>")
+
+
+@dataclass(frozen=True)
+class RemoteFolder:
+    remote_id: str  # the raw (modified UTF-7) name, as the server spells it
+    name: str  # decoded for display
+    role: str
+    is_selectable: bool
+
+
+@dataclass
+class FolderStatus:
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int | None
+    messages: int
+
+
+# --- connecting ------------------------------------------------------------------------------------
+
+
+def imap_connect(*, timeout: float = 60) -> IMAPClient:
+    """An unauthenticated connection to the configured IMAP server (MICROSOFT_IMAP_HOST/PORT/SECURITY)."""
+    security = settings.MICROSOFT_IMAP_SECURITY
+    context = _ssl_context() if security in {"ssl", "starttls"} else None
+    try:
+        client = IMAPClient(
+            settings.MICROSOFT_IMAP_HOST,
+            port=settings.MICROSOFT_IMAP_PORT,
+            ssl=security == "ssl",
+            ssl_context=context,
+            timeout=timeout,
+        )
+        if security == "starttls":
+            client.starttls(context)
+    except CONNECTION_ERRORS as exc:
+        raise ProviderError(f"Outlook's mail server could not be reached ({type(exc).__name__}).") from None
+    client.folder_encode = False  # keep raw names: they are the folders' ids; decoded separately
+    return client
+
+
+def _ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=settings.MICROSOFT_CA_BUNDLE or None)
+
+
+def imap_login(client: IMAPClient, *, email: str, access_token: str) -> None:
+    """XOAUTH2 login; raises imapclient's LoginError when refused (the token is never in the message)."""
+    client.oauth2_login(email, access_token)
+
+
+def imap_check_login(*, email: str, access_token: str) -> None:
+    """Raise NoMailbox if Outlook refuses an IMAP login with this (fresh, valid) token; else return quietly.
+
+    Called when an account is connected: the token has just been issued, so a refusal means the
+    Microsoft account has no Outlook mailbox.
+    """
+    client = imap_connect(timeout=30)
+    try:
+        imap_login(client, email=email, access_token=access_token)
+    except LoginError:
+        raise NoMailbox(NO_MAILBOX_MESSAGE) from None
+    except CONNECTION_ERRORS:
+        raise ProviderError("Outlook's mail server closed the connection during sign-in. Try again.") from None
+    finally:
+        imap_close(client)
+
+
+def imap_close(client: IMAPClient) -> None:
+    try:
+        client.logout()
+    except Exception:  # noqa: BLE001, S110 - closing a connection that may already be dead
+        try:
+            client.shutdown()
+        except Exception:  # noqa: BLE001, S110
+            pass
+
+
+def command_counter(client: IMAPClient) -> list[int]:
+    """Count the IMAP commands ``client`` sends from now on (for the benchmark); returns a 1-item list."""
+    count = [0]
+    original = client._imap._command
+
+    def counted(name, *args):
+        count[0] += 1
+        return original(name, *args)
+
+    client._imap._command = counted
+    return count
+
+
+# --- folders ---------------------------------------------------------------------------------------
+
+
+def folders_list(client: IMAPClient) -> list[RemoteFolder]:
+    """Every folder with its role (SPECIAL-USE flags, else well-known names); INBOX first."""
+    found = []
+    for flags, _delimiter, raw_name in client.list_folders():
+        raw = raw_name.decode("ascii", "replace") if isinstance(raw_name, bytes) else str(raw_name)
+        lowered = {f.lower() for f in flags}
+        name = imap_utf7.decode(raw.encode("ascii", "replace")) if "&" in raw else raw
+        found.append(
+            RemoteFolder(
+                remote_id=raw,
+                name="Inbox" if raw.upper() == "INBOX" else name,
+                role=_folder_role(raw, name, lowered),
+                is_selectable=not ({b"\\noselect", b"\\nonexistent"} & lowered),
+            )
+        )
+    found.sort(key=lambda f: (f.role != "inbox", f.remote_id))
+    return found
+
+
+def _folder_role(raw: str, name: str, flags: set[bytes]) -> str:
+    if raw.upper() == "INBOX":
+        return "inbox"
+    for flag in flags:
+        if flag in _SPECIAL_USE_ROLES:
+            return _SPECIAL_USE_ROLES[flag]
+    return _NAME_ROLES.get(name.lower(), "user")
+
+
+def folder_status(client: IMAPClient, remote_id: str, *, condstore: bool) -> FolderStatus:
+    items = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"] + ([b"HIGHESTMODSEQ"] if condstore else [])
+    data = client.folder_status(remote_id, items)
+    return FolderStatus(
+        uidvalidity=int(data[b"UIDVALIDITY"]),
+        uidnext=int(data[b"UIDNEXT"]),
+        highestmodseq=int(data[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in data else None,
+        messages=int(data.get(b"MESSAGES", 0)),
+    )
+
+
+def folder_select(client: IMAPClient, remote_id: str, *, readonly: bool = True) -> FolderStatus:
+    data = client.select_folder(remote_id, readonly=readonly)
+    modseq = data.get(b"HIGHESTMODSEQ")
+    return FolderStatus(
+        uidvalidity=int(data[b"UIDVALIDITY"]),
+        uidnext=int(data.get(b"UIDNEXT", 1)),
+        highestmodseq=int(modseq) if modseq is not None else None,
+        messages=int(data.get(b"EXISTS", 0)),
+    )
+
+
+# --- searching and fetching ------------------------------------------------------------------------
+
+
+def uids_search(client: IMAPClient, *, since: date | None = None, after_uid: int = 0) -> list[int]:
+    """UIDs (ascending) of messages after ``after_uid`` received on or after ``since``."""
+    criteria: list = []
+    if after_uid:
+        criteria += ["UID", f"{after_uid + 1}:*"]
+    if since:
+        criteria += ["SINCE", since]
+    uids = client.search(criteria or "ALL")
+    # "n:*" always matches the highest UID, even when it is below n.
+    return sorted(uid for uid in uids if uid > after_uid)
+
+
+def fetch(
+    client: IMAPClient, uid_set: str, items: Iterable[str], *, modifiers: Iterable[str] = ()
+) -> tuple[dict[int, dict[bytes, object]], list[bytes]]:
+    """``UID FETCH`` that keeps every FETCH response and returns VANISHED data too.
+
+    imapclient's own ``fetch`` drops responses for UIDs it was not given by number, which rules out
+    ``1:*`` with CHANGEDSINCE; this mirrors it without that filter.
+    """
+    args = ["FETCH", uid_set, "(" + " ".join(items) + ")"]
+    modifiers = list(modifiers)
+    if modifiers:
+        args.append("(" + " ".join(modifiers) + ")")
+    imap = client._imap
+    imap.untagged_responses.pop("VANISHED", None)
+    try:
+        tag = imap._command("UID", *args)
+        typ, data = imap._command_complete("FETCH", tag)
+    except imaplib.IMAP4.error as exc:
+        if isinstance(exc, imaplib.IMAP4.abort):
+            raise
+        raise IMAPClientError(str(exc)) from None
+    if typ != "OK":
+        raise IMAPClientError(f"UID FETCH failed: {data!r}"[:300])
+    typ, data = imap._untagged_response(typ, data, "FETCH")
+    vanished = imap.untagged_responses.pop("VANISHED", [])
+    parsed = parse_fetch_response([d for d in data if d is not None], client.normalise_times, True)
+    return parsed, vanished
+
+
+def uid_set(uids: Iterable[int]) -> str:
+    """Compact an ascending UID list into an IMAP set ("1:4,7,9:10")."""
+    parts: list[str] = []
+    start = prev = None
+    for uid in uids:
+        if start is None:
+            start = prev = uid
+        elif uid == prev + 1:
+            prev = uid
+        else:
+            parts.append(f"{start}:{prev}" if start != prev else str(start))
+            start = prev = uid
+    if start is not None:
+        parts.append(f"{start}:{prev}" if start != prev else str(start))
+    return ",".join(parts)
+
+
+def uid_ranges(data: Iterable[bytes]) -> Iterator[tuple[int, int]]:
+    """(first, last) ranges from VANISHED responses (``(EARLIER) 1:3,7``)."""
+    for item in data:
+        text = item.decode("ascii", "replace") if isinstance(item, bytes) else str(item)
+        text = text.replace("(EARLIER)", "").strip()
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            first, _, last = part.partition(":")
+            low, high = int(first), int(last or first)
+            yield min(low, high), max(low, high)
+
+
+def message_id_of(header_bytes: bytes) -> str:
+    """The Message-ID (without <>) from a message's header block, or ""."""
+    headers = email.parser.BytesHeaderParser().parsebytes(header_bytes)
+    value = headers.get("Message-ID", "")
+    if not isinstance(value, str):
+        value = str(value)
+    raw = value.encode("utf-8", "replace")
+    match = _ANGLE_ID.search(raw)
+    found = match.group(1) if match else raw.strip()
+    return found.decode("utf-8", "replace")[:900]
+
+
+def remote_id_for(*, message_id: str = "", raw: bytes = b"") -> str:
+    """The store key of an IMAP message: its Message-ID (the same mail in two folders is one row),
+    or its content when it has none. Stable across moves and UIDVALIDITY changes."""
+    if message_id:
+        return "msgid:" + hashlib.sha256(message_id.encode("utf-8", "replace")).hexdigest()[:48]
+    return "sha256:" + hashlib.sha256(raw).hexdigest()[:48]
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, CONNECTION_ERRORS) or isinstance(exc, socket.timeout)

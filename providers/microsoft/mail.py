@@ -1,0 +1,519 @@
+"""Outlook mail over IMAP (sync, write-back) and SMTP (send), both with XOAUTH2.
+
+Store keys: a message's ``remote_id`` is derived from its Message-ID (else its bytes), so the same mail in
+two folders is one row with two memberships, a move keeps the row, and a UIDVALIDITY change re-links
+messages by identity instead of downloading them again. ``MessageFolder.uid`` holds the per-folder UID.
+
+Sync state: per folder UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ on ``Folder``; while a full sync runs,
+``SyncState.resume`` records per folder the last UID stored (a killed worker resumes from there).
+Nothing here marks or deletes anything on the server except on the user's explicit action.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django.conf import settings
+from django.db.models import Q
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from accounts.models import MailAccount
+from accounts.services import account_access_token
+from mailbox import store
+from mailbox.models import Folder, Message, MessageFolder, SyncState
+from providers.base import ChangeKind, MessageChange, NoMailbox, ProviderError
+from providers.microsoft import imap
+from providers.microsoft.imap import CONNECTION_ERRORS, NO_MAILBOX_MESSAGE, FolderStatus
+
+if TYPE_CHECKING:
+    from mailbox.models import OutgoingMessage
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RECONNECT_DELAYS = (0.2, 1.0, 3.0, 8.0)  # seconds between attempts after a dropped connection
+DEFAULT_CHUNK = 200  # messages per UID FETCH
+DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024  # body bytes per UID FETCH (RFC822.SIZE tells us beforehand)
+HEADER_ITEMS = ["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
+
+
+@dataclass
+class _Seen:
+    """One message as the header pass saw it in a folder."""
+
+    uid: int
+    flags: frozenset[bytes]
+    internal_date: datetime | None
+    size: int
+    message_id: str
+
+
+class _Session:
+    """One IMAP connection that logs in with the account's token and comes back after a drop."""
+
+    def __init__(self, account: MailAccount) -> None:
+        self.account = account
+        self.client: IMAPClient | None = None
+        self.selected: tuple[str, bool] | None = None
+        self.capabilities: set[bytes] = set()
+        self.commands = [0]
+        self.connections = 0
+
+    @property
+    def condstore(self) -> bool:
+        return b"CONDSTORE" in self.capabilities or b"QRESYNC" in self.capabilities
+
+    @property
+    def qresync(self) -> bool:
+        return b"QRESYNC" in self.capabilities
+
+    def open(self) -> IMAPClient:
+        if self.client is not None:
+            return self.client
+        client = imap.imap_connect()
+        counter = imap.command_counter(client)
+        counter[0] = self.commands[0]
+        self.commands = counter
+        client.normalise_times = False
+        try:
+            self._login(client)
+            self.capabilities = set(client.capabilities())
+            if self.qresync:
+                client.enable("QRESYNC")
+            elif self.condstore:
+                client.enable("CONDSTORE")
+        except BaseException:
+            imap.imap_close(client)
+            raise
+        self.client = client
+        self.connections += 1
+        if self.selected:
+            remote_id, readonly = self.selected
+            self.selected = None
+            self.select(remote_id, readonly=readonly)
+        return client
+
+    def _login(self, client: IMAPClient) -> None:
+        email = self.account.email
+        token = account_access_token(account=self.account)
+        try:
+            imap.imap_login(client, email=email, access_token=token)
+            return
+        except LoginError:
+            pass
+        # Expired or revoked at Microsoft although we thought it valid: refresh once (ReauthorizationRequired
+        # propagates when the grant is dead). A fresh token that is still refused means no mailbox.
+        token = account_access_token(account=self.account, force_refresh=True)
+        try:
+            imap.imap_login(client, email=email, access_token=token)
+        except LoginError:
+            account_mark_no_mailbox(account=self.account)
+            raise NoMailbox(NO_MAILBOX_MESSAGE) from None
+
+    def close(self) -> None:
+        if self.client is not None:
+            imap.imap_close(self.client)
+        self.client = None
+
+    def drop(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.shutdown()
+            except Exception:  # noqa: BLE001, S110 - the socket is already broken
+                pass
+        self.client = None
+
+    def select(self, remote_id: str, *, readonly: bool = True) -> FolderStatus:
+        status = imap.folder_select(self.open(), remote_id, readonly=readonly)
+        self.selected = (remote_id, readonly)
+        return status
+
+    def run(self, operation: Callable[[IMAPClient], T]) -> T:
+        """Run ``operation`` with the connection, reconnecting (with backoff) if it drops meanwhile.
+
+        ``operation`` must be safe to repeat: the sync's writes are idempotent.
+        """
+        for attempt, delay in enumerate((*RECONNECT_DELAYS, None)):
+            try:
+                return operation(self.open())
+            except CONNECTION_ERRORS as exc:
+                self.drop()
+                if delay is None:
+                    raise ProviderError(
+                        "Outlook's mail server keeps closing the connection; the sync will be retried later."
+                    ) from None
+                logger.info("IMAP connection of account %s dropped (%s); reconnect #%d",
+                            self.account.pk, type(exc).__name__, attempt + 1)
+                time.sleep(delay)
+            except IMAPClientError as exc:
+                raise ProviderError(f"Outlook's mail server refused a command ({_short(exc)}).") from None
+        raise AssertionError("unreachable")
+
+    def __enter__(self) -> _Session:
+        self.run(lambda client: None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).replace("\r", " ").replace("\n", " ")[:160]
+
+
+def account_mark_no_mailbox(*, account: MailAccount) -> None:
+    account.status = MailAccount.Status.NO_MAILBOX
+    account.status_detail = NO_MAILBOX_MESSAGE
+    MailAccount.objects.filter(pk=account.pk).update(status=account.status, status_detail=account.status_detail)
+
+
+class OutlookClient:
+    """Mailhub's MailClient for Outlook mailboxes (any XOAUTH2 IMAP/SMTP server, in fact)."""
+
+    def __init__(
+        self, account: MailAccount, *, chunk_size: int = DEFAULT_CHUNK, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    ) -> None:
+        self.account = account
+        self.chunk_size = chunk_size
+        self.chunk_bytes = chunk_bytes
+        self.session = _Session(account)
+
+    @property
+    def commands_sent(self) -> int:
+        return self.session.commands[0]
+
+    # -- sync -------------------------------------------------------------------------------------
+
+    def full_sync(self) -> None:
+        """Store every message since the account's start date from every folder; resumable."""
+        state, _ = SyncState.objects.get_or_create(account=self.account)
+        resume: dict[str, Any] = dict(state.resume or {})
+        resume.setdefault("folders", {})
+        with self.session:
+            folders = self._folders_refresh()
+            total = self._progress_total(folders, since=state.sync_since)
+            done = sum(int(p.get("done", 0)) for p in resume["folders"].values())
+            self._progress(done=done, total=total, resume=resume)
+            for folder in folders:
+                position = resume["folders"].get(folder.remote_id, {})
+                if position.get("finished"):
+                    continue
+                self._folder_full(folder, since=state.sync_since, resume=resume, total=total)
+
+    def incremental_sync(self) -> None:
+        """New mail, flag changes and expunges since the last sync; cost independent of mailbox size."""
+        state, _ = SyncState.objects.get_or_create(account=self.account)
+        with self.session:
+            for folder in self._folders_refresh():
+                if folder.uidvalidity is None:  # a folder that appeared since the last sync
+                    self._folder_full(folder, since=state.sync_since, resume=None, total=None)
+                else:
+                    self._folder_incremental(folder, since=state.sync_since)
+
+    def _folders_refresh(self) -> list[Folder]:
+        remote = self.session.run(imap.folders_list)
+        stored = store.folders_by_remote_id(account=self.account)
+        folders = []
+        for item in remote:
+            folder = store.folder_upsert(
+                account=self.account, remote_id=item.remote_id, name=item.name, role=item.role,
+                is_selectable=item.is_selectable,
+            )
+            if item.is_selectable:
+                folders.append(folder)
+        gone = set(stored) - {item.remote_id for item in remote}
+        for remote_id in gone:
+            orphans = list(Message.objects.filter(messagefolder__folder=stored[remote_id]).values_list("pk", flat=True))
+            store.folder_delete(account=self.account, remote_id=remote_id)
+            self._delete_orphans(orphans)
+        return folders
+
+    def _progress_total(self, folders: list[Folder], *, since) -> int:
+        def count(client: IMAPClient) -> int:
+            total = 0
+            for folder in folders:
+                self.session.select(folder.remote_id)
+                total += len(client.search(["SINCE", since] if since else "ALL"))
+            return total
+
+        return self.session.run(count)
+
+    def _progress(self, *, done: int | None = None, total: int | None = None, resume: dict | None = None) -> None:
+        from mailbox.services import sync_state_progress
+
+        sync_state_progress(account=self.account, done=done, total=total, resume=resume)
+
+    def _folder_full(self, folder: Folder, *, since, resume: dict | None, total: int | None) -> None:
+        """Fetch the folder from scratch (or from where a killed run stopped), in bounded chunks."""
+        status = self.session.run(lambda c: self.session.select(folder.remote_id))
+        position = (resume or {}).get("folders", {}).get(folder.remote_id) or {}
+        if position.get("uidvalidity") != status.uidvalidity:
+            position = {
+                "uidvalidity": status.uidvalidity, "uidnext": status.uidnext,
+                "modseq": status.highestmodseq, "after": 0, "done": 0,
+            }
+            if folder.uidvalidity is not None and folder.uidvalidity != status.uidvalidity:
+                # The UIDs we know in this folder mean nothing now; messages are re-linked by identity.
+                MessageFolder.objects.filter(folder=folder).update(uid=None)
+        uids = self.session.run(lambda c: imap.uids_search(c, since=since, after_uid=position["after"]))
+        for start in range(0, len(uids), self.chunk_size):
+            chunk = uids[start : start + self.chunk_size]
+            self._chunk_store(folder, chunk)
+            position["after"] = chunk[-1]
+            position["done"] = position.get("done", 0) + len(chunk)
+            if resume is not None:
+                resume["folders"][folder.remote_id] = position
+                self._progress(done=sum(int(p.get("done", 0)) for p in resume["folders"].values()), resume=resume)
+        # Anything we hold for this folder that the server no longer has (or that lost its UID) goes.
+        server_uids = set(self.session.run(lambda c: c.search("ALL")))
+        local = MessageFolder.objects.filter(folder=folder).values_list("uid", flat=True)
+        stale = [uid for uid in local if uid is None or uid not in server_uids]
+        if stale:
+            self._memberships_remove(folder, uids=[u for u in stale if u is not None], null_uids=None in stale)
+        folder.uidvalidity = status.uidvalidity
+        folder.uidnext = max(position["uidnext"], (uids[-1] + 1) if uids else 0)
+        folder.highestmodseq = position["modseq"]
+        folder.save(update_fields=["uidvalidity", "uidnext", "highestmodseq"])
+        if resume is not None:
+            position["finished"] = True
+            resume["folders"][folder.remote_id] = position
+            self._progress(resume=resume)
+
+    def _folder_incremental(self, folder: Folder, *, since) -> None:
+        session = self.session
+        status = session.run(lambda c: imap.folder_status(c, folder.remote_id, condstore=session.condstore))
+        if status.uidvalidity != folder.uidvalidity:
+            logger.info("UIDVALIDITY of folder %s changed; resyncing it", folder.pk)
+            self._folder_full(folder, since=since, resume=None, total=None)
+            return
+        unchanged_modseq = status.highestmodseq is not None and status.highestmodseq == folder.highestmodseq
+        if status.uidnext == folder.uidnext and (unchanged_modseq or not session.condstore):
+            if session.condstore:
+                return
+        selected = session.run(lambda c: session.select(folder.remote_id))
+        if selected.uidvalidity != folder.uidvalidity:
+            self._folder_full(folder, since=since, resume=None, total=None)
+            return
+        known_next = folder.uidnext or 1
+        if session.condstore and folder.highestmodseq:
+            self._changes_since(folder, modseq=folder.highestmodseq, below_uid=known_next)
+        else:
+            self._flags_refresh(folder, below_uid=known_next)
+        if not session.qresync:
+            server = set(session.run(lambda c: c.search("ALL")))
+            local = MessageFolder.objects.filter(folder=folder, uid__isnull=False).values_list("uid", flat=True)
+            gone = [uid for uid in local if uid not in server]
+            if gone:
+                self._memberships_remove(folder, uids=gone)
+        new = session.run(lambda c: imap.uids_search(c, after_uid=known_next - 1))
+        for start in range(0, len(new), self.chunk_size):
+            self._chunk_store(folder, new[start : start + self.chunk_size])
+        folder.uidnext = max(selected.uidnext, (new[-1] + 1) if new else 0, known_next)
+        folder.highestmodseq = selected.highestmodseq
+        folder.save(update_fields=["uidnext", "highestmodseq"])
+
+    def _changes_since(self, folder: Folder, *, modseq: int, below_uid: int) -> None:
+        """Flag changes (CONDSTORE) and expunges (QRESYNC VANISHED) since ``modseq``, in one command."""
+        modifiers = [f"CHANGEDSINCE {modseq}"] + (["VANISHED"] if self.session.qresync else [])
+        changed, vanished = self.session.run(
+            lambda c: imap.fetch(c, "1:*", ["UID", "FLAGS"], modifiers=modifiers)
+        )
+        flags = {
+            int(data[b"UID"]): frozenset(data.get(b"FLAGS", ()))
+            for data in changed.values()
+            if b"UID" in data and int(data[b"UID"]) < below_uid
+        }
+        self._flags_apply(folder, flags)
+        ranges = list(imap.uid_ranges(vanished))
+        if ranges:
+            query = Q()
+            for low, high in ranges:
+                query |= Q(uid__gte=low, uid__lte=high)
+            uids = list(MessageFolder.objects.filter(query, folder=folder).values_list("uid", flat=True))
+            self._memberships_remove(folder, uids=uids)
+
+    def _flags_refresh(self, folder: Folder, *, below_uid: int) -> None:
+        """Without CONDSTORE: read the flags of the messages we hold, a chunk at a time."""
+        uids = sorted(
+            MessageFolder.objects.filter(folder=folder, uid__isnull=False, uid__lt=below_uid).values_list(
+                "uid", flat=True
+            )
+        )
+        for start in range(0, len(uids), 1000):
+            chunk = uids[start : start + 1000]
+            data, _ = self.session.run(lambda c, chunk=chunk: imap.fetch(c, imap.uid_set(chunk), ["UID", "FLAGS"]))
+            self._flags_apply(folder, {int(d[b"UID"]): frozenset(d.get(b"FLAGS", ())) for d in data.values()})
+
+    def _flags_apply(self, folder: Folder, flags_by_uid: dict[int, frozenset[bytes]]) -> None:
+        if not flags_by_uid:
+            return
+        remote_by_uid = dict(
+            MessageFolder.objects.filter(folder=folder, uid__in=list(flags_by_uid)).values_list(
+                "uid", "message__remote_id"
+            )
+        )
+        groups: dict[tuple[bool, bool, bool], list[str]] = defaultdict(list)
+        for uid, flags in flags_by_uid.items():
+            if uid in remote_by_uid:
+                groups[_flag_tuple(flags)].append(remote_by_uid[uid])
+        for (is_read, is_starred, is_draft), remote_ids in groups.items():
+            store.message_flags_update(
+                account=self.account, remote_ids=remote_ids, is_read=is_read, is_starred=is_starred,
+                is_draft=is_draft,
+            )
+
+    def _memberships_remove(self, folder: Folder, *, uids: Sequence[int], null_uids: bool = False) -> None:
+        """The server no longer has these UIDs in ``folder``: drop the memberships, and messages left nowhere."""
+        query = Q(uid__in=list(uids))
+        if null_uids:
+            query |= Q(uid__isnull=True)
+        rows = list(
+            MessageFolder.objects.filter(query, folder=folder).values_list("message_id", "message__remote_id")
+        )
+        if not rows:
+            return
+        store.message_folders_change(account=self.account, remote_ids=[r for _, r in rows], remove=[folder])
+        self._delete_orphans([m for m, _ in rows])
+
+    def _delete_orphans(self, message_ids: list[int]) -> None:
+        if not message_ids:
+            return
+        orphans = Message.objects.filter(account=self.account, pk__in=message_ids, messagefolder__isnull=True)
+        store.messages_delete(account=self.account, remote_ids=list(orphans.values_list("remote_id", flat=True)))
+
+    def _chunk_store(self, folder: Folder, uids: list[int]) -> None:
+        """Store one chunk: headers first, then bodies only for messages not already held (idempotent)."""
+        if not uids:
+            return
+        data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(uids), HEADER_ITEMS))
+        seen = [_seen(item) for item in data.values() if b"UID" in item]
+        by_remote: dict[str, _Seen] = {}
+        need_body: list[_Seen] = []
+        for item in seen:
+            if item.message_id:
+                by_remote[imap.remote_id_for(message_id=item.message_id)] = item
+            else:
+                need_body.append(item)
+        known = set(
+            Message.objects.filter(account=self.account, remote_id__in=list(by_remote)).values_list(
+                "remote_id", flat=True
+            )
+        )
+        need_body += [item for remote_id, item in by_remote.items() if remote_id not in known]
+        existing: dict[str, _Seen] = {r: item for r, item in by_remote.items() if r in known}
+        for fetched in self._bodies(sorted(need_body, key=lambda s: s.uid)):
+            keyed = [(item, imap.remote_id_for(message_id=item.message_id, raw=raw), raw) for item, raw in fetched]
+            # Content-keyed messages may already be stored (e.g. after a move): update those instead.
+            stored = set(
+                Message.objects.filter(account=self.account, remote_id__in=[r for _, r, _ in keyed]).values_list(
+                    "remote_id", flat=True
+                )
+            )
+            incoming = []
+            for item, remote_id, raw in keyed:
+                if remote_id in stored:
+                    existing[remote_id] = item
+                    continue
+                read, starred, draft = _flag_tuple(item.flags)
+                incoming.append(
+                    store.IncomingMessage(
+                        remote_id=remote_id, raw=raw, folders=[folder], is_read=read, is_starred=starred,
+                        is_draft=draft, internal_date=item.internal_date, uid_by_folder={folder.pk: item.uid},
+                    )
+                )
+            store.messages_upsert(account=self.account, items=incoming)
+        if existing:
+            self._memberships_add(folder, existing)
+
+    def _bodies(self, items: list[_Seen]) -> Iterator[list[tuple[_Seen, bytes]]]:
+        """Fetch BODY.PEEK[] for ``items`` in sub-chunks bounded by their announced size."""
+        batch: list[_Seen] = []
+        size = 0
+        for item in items:
+            if batch and size + item.size > self.chunk_bytes:
+                yield self._bodies_fetch(batch)
+                batch, size = [], 0
+            batch.append(item)
+            size += item.size
+        if batch:
+            yield self._bodies_fetch(batch)
+
+    def _bodies_fetch(self, batch: list[_Seen]) -> list[tuple[_Seen, bytes]]:
+        uids = [item.uid for item in batch]
+        data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(uids), ["UID", "BODY.PEEK[]"]))
+        raw_by_uid = {int(d[b"UID"]): d.get(b"BODY[]") for d in data.values() if b"UID" in d}
+        # A UID expunged between the two fetches is simply skipped (the next sync sees it gone).
+        return [(item, bytes(raw_by_uid[item.uid])) for item in batch if raw_by_uid.get(item.uid) is not None]
+
+    def _memberships_add(self, folder: Folder, seen: dict[str, _Seen]) -> None:
+        """Messages we already hold, seen (again) in ``folder``: add the membership and UID, take its flags."""
+        current: dict[str, dict[int, int | None]] = defaultdict(dict)
+        for remote_id, folder_id, uid in MessageFolder.objects.filter(
+            message__account=self.account, message__remote_id__in=list(seen)
+        ).values_list("message__remote_id", "folder_id", "uid"):
+            current[remote_id][folder_id] = uid
+        states = {}
+        for remote_id, item in seen.items():
+            memberships = current.get(remote_id, {})
+            memberships[folder.pk] = item.uid
+            read, starred, draft = _flag_tuple(item.flags)
+            states[remote_id] = store.MessageState(
+                folders=list(memberships), is_read=read, is_starred=starred, is_draft=draft,
+                uid_by_folder={f: u for f, u in memberships.items() if u is not None},
+            )
+        store.messages_state_set(account=self.account, states=states)
+
+    # -- write-back -------------------------------------------------------------------------------
+
+    def apply_changes(self, *, messages: Sequence[Message], change: MessageChange) -> None:
+        """Write a user's action to the server: flags with STORE, moves with MOVE (or COPY + UID EXPUNGE)."""
+        if not messages:
+            return
+        from providers.microsoft.writeback import changes_apply
+
+        with self.session:
+            changes_apply(session=self.session, account=self.account, messages=messages, change=change)
+
+    # -- send -------------------------------------------------------------------------------------
+
+    def send(self, *, outgoing: OutgoingMessage) -> str:
+        from providers.microsoft.smtp import outgoing_send_smtp
+
+        return outgoing_send_smtp(client=self, outgoing=outgoing)
+
+    def find_sent(self, *, outgoing: OutgoingMessage) -> str | None:
+        """The remote id of ``outgoing`` if it is already in Sent (an interrupted send may have gone)."""
+        from providers.microsoft.smtp import sent_find
+
+        return sent_find(client=self, outgoing=outgoing)
+
+
+def _seen(item: dict[bytes, Any]) -> _Seen:
+    header = next((v for k, v in item.items() if k.startswith(b"BODY[HEADER")), b"") or b""
+    return _Seen(
+        uid=int(item[b"UID"]),
+        flags=frozenset(item.get(b"FLAGS", ())),
+        internal_date=item.get(b"INTERNALDATE"),
+        size=int(item.get(b"RFC822.SIZE", 0)),
+        message_id=imap.message_id_of(bytes(header)),
+    )
+
+
+def _flag_tuple(flags: frozenset[bytes]) -> tuple[bool, bool, bool]:
+    lowered = {f.lower() for f in flags}
+    return b"\\seen" in lowered, b"\\flagged" in lowered, b"\\draft" in lowered
+
+
+KIND_FLAGS = {
+    ChangeKind.READ: (b"\\Seen", True),
+    ChangeKind.UNREAD: (b"\\Seen", False),
+    ChangeKind.STAR: (b"\\Flagged", True),
+    ChangeKind.UNSTAR: (b"\\Flagged", False),
+}

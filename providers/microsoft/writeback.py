@@ -1,0 +1,152 @@
+"""Write a user's actions back to an IMAP mailbox: \\Seen and \\Flagged with STORE, moves with MOVE
+(or COPY + \\Deleted + UID EXPUNGE), "delete" as a move to Trash.
+
+The local store has usually been changed already (``mailbox.services.messages_change``), so a message's
+place on the server is found again by Message-ID (``UID SEARCH HEADER``) where its local UID is gone.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from imapclient import IMAPClient
+
+from mailbox import store
+from mailbox.models import Folder, Message, MessageFolder
+from providers.base import ChangeKind, MessageChange, ProviderError
+
+if TYPE_CHECKING:
+    from accounts.models import MailAccount
+    from providers.microsoft.mail import _Session
+
+FLAG_KINDS = {
+    ChangeKind.READ: (b"\\Seen", True),
+    ChangeKind.UNREAD: (b"\\Seen", False),
+    ChangeKind.STAR: (b"\\Flagged", True),
+    ChangeKind.UNSTAR: (b"\\Flagged", False),
+}
+# Where a message may be when the user moves it (besides the folders the store still lists for it).
+MOVE_SOURCES = ("inbox", "spam", "archive", "trash")
+
+
+def changes_apply(*, session: _Session, account: MailAccount, messages: Sequence[Message], change: MessageChange) -> None:
+    folders = {f.remote_id: f for f in Folder.objects.filter(account=account, is_selectable=True)}
+    by_role: dict[str, Folder] = {}
+    for folder in sorted(folders.values(), key=lambda f: f.pk):
+        by_role.setdefault(folder.role, folder)
+    kind = ChangeKind(change.kind)
+    if kind in FLAG_KINDS:
+        flag, on = FLAG_KINDS[kind]
+        for folder, uids in _locate(session, messages, _stored_folders(messages) or [by_role.get("inbox")]).items():
+            session.run(lambda c, f=folder, u=uids: _store_flag(session, c, f, u, flag, on))
+        return
+    target = _target(kind, change, folders, by_role)
+    if kind == ChangeKind.REMOVE_LABEL:
+        found = _locate(session, messages, [target])
+        for folder, uids in found.items():
+            session.run(lambda c, f=folder, u=uids: _expunge(session, c, f, u))
+        return
+    if kind == ChangeKind.ADD_LABEL:
+        candidates = [f for f in _stored_folders(messages) if f != target] or [by_role.get("inbox")]
+        found = _locate(session, messages, candidates)
+        copied: set[int] = set()
+        for folder, uids in found.items():
+            todo = [uid for uid in uids if uid not in copied]
+            session.run(lambda c, f=folder, u=todo: _copy(session, c, f, u, target))
+        return
+    if kind == ChangeKind.UNTRASH:
+        sources = [by_role.get("trash")]
+    elif kind == ChangeKind.ARCHIVE:
+        sources = [by_role.get("inbox")]
+    else:
+        sources = [by_role.get(role) for role in MOVE_SOURCES] + _stored_folders(messages)
+    sources = [f for f in dict.fromkeys(sources) if f is not None and f != target]
+    moved: dict[int, list[str]] = defaultdict(list)  # source folder id -> remote ids moved from it
+    located = _locate(session, messages, sources, want_remote_ids=True)
+    for folder, pairs in located.items():
+        uids = [uid for uid, _ in pairs]
+        session.run(lambda c, f=folder, u=uids: _move(session, c, f, u, target))
+        moved[folder.pk] += [remote_id for _, remote_id in pairs]
+    for folder_id, remote_ids in moved.items():
+        # The UID in the target is learnt by the next sync, which finds the message by identity.
+        store.message_folders_change(account=account, remote_ids=remote_ids, add=[target], remove=[folder_id])
+
+
+def _target(kind: ChangeKind, change: MessageChange, folders: dict[str, Folder], by_role: dict[str, Folder]) -> Folder:
+    if kind in (ChangeKind.MOVE, ChangeKind.ADD_LABEL, ChangeKind.REMOVE_LABEL):
+        target = folders.get(change.folder_remote_id)
+        if target is None:
+            raise ProviderError("That folder no longer exists in the mailbox.")
+        return target
+    role = {ChangeKind.ARCHIVE: "archive", ChangeKind.TRASH: "trash", ChangeKind.UNTRASH: "inbox"}[kind]
+    target = by_role.get(role)
+    if target is None:
+        raise ProviderError(f"This mailbox has no {role} folder to move the messages to.")
+    return target
+
+
+def _stored_folders(messages: Sequence[Message]) -> list[Folder]:
+    ids = MessageFolder.objects.filter(message__in=list(messages)).values_list("folder_id", flat=True).distinct()
+    return list(Folder.objects.filter(pk__in=list(ids), is_selectable=True).order_by("pk"))
+
+
+def _locate(session: _Session, messages: Sequence[Message], folders: Sequence[Folder | None], *,
+            want_remote_ids: bool = False) -> dict[Folder, list]:
+    """Where each message is on the server now: {folder: [uid, ...]} (or [(uid, remote_id)])."""
+    local_uid = {
+        (m, f): u
+        for m, f, u in MessageFolder.objects.filter(message__in=list(messages), uid__isnull=False).values_list(
+            "message_id", "folder_id", "uid"
+        )
+    }
+    found: dict[Folder, list] = {}
+    for folder in folders:
+        if folder is None:
+            continue
+
+        def search(client: IMAPClient, folder: Folder = folder) -> list:
+            session.select(folder.remote_id, readonly=True)
+            hits = []
+            for message in messages:
+                uids: list[int] = []
+                if message.message_id:
+                    uids = client.search(["HEADER", "Message-ID", f"<{message.message_id}>"])
+                elif (message.pk, folder.pk) in local_uid:
+                    uids = client.search(["UID", str(local_uid[(message.pk, folder.pk)])])
+                hits += [(uid, message.remote_id) if want_remote_ids else uid for uid in uids]
+            return hits
+
+        hits = session.run(search)
+        if hits:
+            found[folder] = hits
+    return found
+
+
+def _store_flag(session: _Session, client: IMAPClient, folder: Folder, uids: list[int], flag: bytes, on: bool) -> None:
+    session.select(folder.remote_id, readonly=False)
+    (client.add_flags if on else client.remove_flags)(uids, [flag], silent=True)
+
+
+def _copy(session: _Session, client: IMAPClient, folder: Folder, uids: list[int], target: Folder) -> None:
+    session.select(folder.remote_id, readonly=False)
+    client.copy(uids, target.remote_id)
+
+
+def _move(session: _Session, client: IMAPClient, folder: Folder, uids: list[int], target: Folder) -> None:
+    session.select(folder.remote_id, readonly=False)
+    if b"MOVE" in session.capabilities:
+        client.move(uids, target.remote_id)
+        return
+    client.copy(uids, target.remote_id)
+    _expunge(session, client, folder, uids)
+
+
+def _expunge(session: _Session, client: IMAPClient, folder: Folder, uids: list[int]) -> None:
+    session.select(folder.remote_id, readonly=False)
+    client.add_flags(uids, [b"\\Deleted"], silent=True)
+    if b"UIDPLUS" in session.capabilities:
+        client.uid_expunge(uids)
+    else:
+        client.expunge()
