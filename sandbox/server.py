@@ -69,7 +69,10 @@ class Sandbox:
         google_mounts: dict[str, WSGIApp] = {"/": self.google}
         if self.gmail is not None:
             gmail_app = GmailApp(tokens=self.tokens, store=self.gmail)
-            google_mounts.update({"/gmail/": gmail_app, "/batch/": gmail_app, "/upload/": gmail_app})
+            # google-api-python-client posts batches to "<rootUrl>batch" (no trailing slash).
+            google_mounts.update(
+                {prefix: gmail_app for prefix in ("/gmail/", "/batch", "/upload/", "/resumable/upload/")}
+            )
         self._google_server = LoopbackServer(PrefixRouter(google_mounts), port=google_port)
         self._microsoft_server = LoopbackServer(
             self.microsoft, port=microsoft_port, ssl_context=self.tls.server_context()

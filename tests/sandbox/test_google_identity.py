@@ -341,3 +341,15 @@ def test_access_token_lifetime_is_configurable(sandbox, client, monkeypatch):
     flow = make_flow(sandbox, client)
     token = flow.fetch_token(code=code_of(sandbox.google.consent(authorize(flow)[0])))
     assert token["expires_in"] == 120
+
+
+def test_gmail_api_is_mounted_and_accepts_issued_tokens(sandbox, client):
+    assert sandbox.has_gmail_api and sandbox.gmail is not None
+    flow = make_flow(sandbox, client)
+    flow.fetch_token(code=code_of(sandbox.google.consent(authorize(flow)[0], email="ann@gmail.com")))
+    profile_url = f"{sandbox.env()['GOOGLE_API_ROOT']}gmail/v1/users/me/profile"
+    profile = requests.get(profile_url, headers={"Authorization": f"Bearer {flow.credentials.token}"}, timeout=5)
+    assert profile.status_code == 200 and profile.json()["emailAddress"] == "ann@gmail.com"
+    sandbox.google.revoke_user("ann@gmail.com")
+    refused = requests.get(profile_url, headers={"Authorization": f"Bearer {flow.credentials.token}"}, timeout=5)
+    assert refused.status_code == 401
