@@ -178,6 +178,10 @@ class SyncState(models.Model):
     last_error_at = models.DateTimeField(null=True, blank=True)
     lock_owner = models.CharField(max_length=64, blank=True)
     lock_expires_at = models.DateTimeField(null=True, blank=True)
+    # Backoff after temporary provider failures: beat leaves the account alone until next_attempt_at.
+    failure_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_duration_ms = models.PositiveIntegerField(null=True, blank=True)  # of the last successful sync
 
     def __str__(self) -> str:
         return f"{self.account}: {self.stage}/{self.status}"

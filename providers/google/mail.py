@@ -20,14 +20,14 @@ import functools
 import json
 import logging
 import random
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime, time as dt_time
+from datetime import UTC, datetime
+from datetime import time as dt_time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import HttpRequest
 
 from accounts.models import MailAccount
-from accounts.services import ReauthorizationRequired, account_access_token
+from accounts.services import account_access_token
 from mailbox import services, store
 from mailbox.models import Folder, Message, SyncState
 from providers.base import ChangeKind, MessageChange, ProviderError
@@ -157,7 +157,7 @@ def _discovery(root: str) -> str:
 
 @functools.cache
 def _service(root: str):
-    return build_from_document(_discovery(root), http=httplib2.Http(timeout=TIMEOUT), static_discovery=True)
+    return build_from_document(_discovery(root), http=httplib2.Http(timeout=TIMEOUT))
 
 
 def gmail_service():
@@ -290,7 +290,7 @@ class GmailClient:
                 return self._authorize(build()).execute(http=self._http())
             except HttpError as exc:
                 outcome = _classify(exc)
-            except (httplib2.HttpLib2Error, OSError, socket.timeout) as exc:
+            except (TimeoutError, httplib2.HttpLib2Error, OSError) as exc:
                 outcome = _Outcome("retry", detail=type(exc).__name__)
             finally:
                 self.pacer.release(entry)
@@ -337,7 +337,7 @@ class GmailClient:
         except HttpError as exc:
             outcome = _classify(exc)
             return {i: outcome for i in ids}
-        except (httplib2.HttpLib2Error, OSError, socket.timeout) as exc:
+        except (TimeoutError, httplib2.HttpLib2Error, OSError) as exc:
             return {i: _Outcome("retry", detail=type(exc).__name__) for i in ids}
         finally:
             self.pacer.release(entry)
@@ -395,6 +395,7 @@ class GmailClient:
                                     retry_after=delay,
                                 )
                             longest = max(longest, delay)
+                            retry.append(message_id)
                 if unauthorized:
                     if refreshed:
                         raise ProviderError("Gmail keeps rejecting Mailhub's access token. Will retry later.")
@@ -402,10 +403,9 @@ class GmailClient:
                     refreshed = True
                 if retry or longest:
                     # Throttled ids go back in the queue after a pause that holds every request of the user.
-                    failed = [i for i in chunk_ids(done_ids=ready, retry=retry, attempts=attempts, done=done)]
                     self.pacer.pause(longest)
-                    for start in range(0, len(failed), self.batch_size):
-                        queue.append(failed[start : start + self.batch_size])
+                    for start in range(0, len(retry), self.batch_size):
+                        queue.append(retry[start : start + self.batch_size])
                 if ready:
                     yield ready
         finally:
@@ -767,9 +767,3 @@ class GmailClient:
             thread_key=data.get("threadId") or None,
         )
 
-
-def chunk_ids(*, done_ids, retry, attempts, done) -> list[str]:  # noqa: ARG001 - see _fetch_stream
-    raise NotImplementedError
-
-
-__all__ = ["GmailClient", "QuotaPacer", "ReauthorizationRequired", "gmail_service", "quota_pacer"]

@@ -1,0 +1,43 @@
+"""Celery tasks: thin wrappers that take ids and call one service each."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from mailbox import services
+from providers.base import ChangeKind, MessageChange
+
+MAX_SYNC_RETRIES = 8
+
+
+@shared_task(bind=True, max_retries=MAX_SYNC_RETRIES, ignore_result=True)
+def sync_account(self, account_id: int) -> str:
+    result = services.account_sync(account_id=account_id)
+    if result.outcome == "retry" and self.request.retries < self.max_retries:
+        raise self.retry(countdown=result.retry_after or 60)
+    return result.outcome
+
+
+@shared_task(ignore_result=True)
+def sync_all_accounts() -> int:
+    account_ids = services.accounts_due_for_sync()
+    for account_id in account_ids:
+        sync_account.delay(account_id)
+    return len(account_ids)
+
+
+@shared_task(bind=True, max_retries=services.MAX_SEND_ATTEMPTS, ignore_result=True)
+def send_outgoing(self, outgoing_id: int) -> str:
+    result = services.outgoing_send(outgoing_id=outgoing_id)
+    if result.outcome == "retry" and self.request.retries < self.max_retries:
+        raise self.retry(countdown=result.retry_after or 30)
+    return result.outcome
+
+
+@shared_task(bind=True, max_retries=6, ignore_result=True)
+def apply_change(self, account_id: int, message_ids: list[int], kind: str, folder_remote_id: str = "") -> str:
+    change = MessageChange(kind=ChangeKind(kind), folder_remote_id=folder_remote_id)
+    result = services.messages_change_apply(account_id=account_id, message_ids=message_ids, change=change)
+    if result.outcome == "retry" and self.request.retries < self.max_retries:
+        raise self.retry(countdown=result.retry_after or 30 * 2**self.request.retries)
+    return result.outcome
