@@ -19,9 +19,11 @@ PROCESSES: dict[str, list[str]] = {
 }
 
 
-def main() -> int:
-    children = {name: subprocess.Popen(command) for name, command in PROCESSES.items()}  # noqa: S603
-    bind = os.environ.get("MAILHUB_BIND", "127.0.0.1:8000")
+def run_all(*, extra_env: dict[str, str] | None = None) -> int:
+    """Start web, worker and beat with ``extra_env`` added; return when one exits or on Ctrl-C."""
+    env = {**os.environ, **(extra_env or {})}
+    children = {name: subprocess.Popen(command, env=env) for name, command in PROCESSES.items()}  # noqa: S603
+    bind = env.get("MAILHUB_BIND", "127.0.0.1:8000")
     print(f"Mailhub is starting at http://{bind}/ (Ctrl-C stops web, worker and beat)", flush=True)
     try:
         while all(child.poll() is None for child in children.values()):
@@ -41,4 +43,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_all())
