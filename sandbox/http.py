@@ -21,6 +21,20 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    tls_handshake_timeout = 10.0
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # The TLS handshake runs here, in the connection's own thread: done in the accept loop,
+        # one client that connects and stays silent (a port probe) would stall the whole server.
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.settimeout(self.tls_handshake_timeout)
+                request.do_handshake()
+                request.settimeout(None)
+            except (OSError, ValueError):
+                self.shutdown_request(request)
+                return
+        super().process_request_thread(request, client_address)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -52,7 +66,9 @@ class LoopbackServer:
         )
         self.scheme = "http"
         if ssl_context is not None:
-            self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
+            self.httpd.socket = ssl_context.wrap_socket(
+                self.httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
             self.scheme = "https"
         self.port: int = self.httpd.server_address[1]
         self._thread = threading.Thread(

@@ -303,3 +303,29 @@ def test_sandbox_settings_and_provider_app_fixtures(sandbox_settings, settings, 
     microsoft_app.refresh_from_db()
     result = connect(sandbox_settings, (microsoft_app.client_id, microsoft_app.client_secret))
     assert result["id_token_claims"]["aud"] == microsoft_app.client_id
+
+
+def test_a_silent_connection_does_not_stall_the_https_server(sandbox):
+    import socket
+
+    port = int(sandbox.microsoft_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)):  # a port probe: connects, never says hello
+        config = https_session(sandbox).get(f"{sandbox.microsoft_url}/common/v2.0/.well-known/openid-configuration",
+                                            timeout=3)
+        assert config.status_code == 200
+    with pytest.raises(requests.ConnectionError):  # plain HTTP on the TLS port is dropped, not served
+        requests.get(f"http://127.0.0.1:{port}/common/v2.0/.well-known/openid-configuration", timeout=3)
+
+
+def test_refresh_rotation_is_atomic_under_concurrency(sandbox, client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    refresh_token = connect(sandbox, client)["refresh_token"]
+
+    def redeem(_: int) -> dict:
+        return make_app(sandbox, client).acquire_token_by_refresh_token(refresh_token, SCOPES)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(redeem, range(8)))
+    assert sum("access_token" in r for r in results) == 1
+    assert all(r.get("error") == "invalid_grant" for r in results if "access_token" not in r)
