@@ -257,8 +257,7 @@ class GmailApp:
         if failure is not None:
             self.store.count(email, "injected_failures")
             raise failure
-        with self.store.lock:
-            box = self.store.mailbox(email)
+        box = self.store.api_mailbox(email)
         wait = self.store.charge(email, method)
         if wait is not None:
             self.store.count(email, "throttled")

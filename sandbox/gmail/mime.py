@@ -22,6 +22,7 @@ SNIPPET_LENGTH = 200
 _TAG = re.compile(r"<[^>]*>")
 _INVISIBLE = re.compile(r"<(style|script|head|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _SPACE = re.compile(r"\s+")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f\ufeff]")
 _MSGID = re.compile(r"<[^<>\s]+>")
 
 
@@ -56,10 +57,23 @@ def parse(raw: bytes) -> EmailMessage:
 
 
 def clean_text(value: str) -> str:
-    """Make a str JSON-safe: surrogate-escaped 8-bit bytes become UTF-8 if they are, else U+FFFD."""
+    """Make a str JSON-safe: surrogate-escaped 8-bit bytes are read as UTF-8, else as windows-1252."""
     if any("\udc80" <= ch <= "\udcff" for ch in value):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        data = value.encode("utf-8", "surrogateescape")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("windows-1252", "replace")
     return value
+
+
+def raw_header(message: EmailMessage, name: str, default: str = "") -> str:
+    """The first ``name`` header as written (compat32's ``get`` mangles raw 8-bit values)."""
+    wanted = name.lower()
+    for key, value in message.raw_items():
+        if key.lower() == wanted:
+            return str(value)
+    return default
 
 
 def decode_header_value(value: object) -> str:
@@ -107,11 +121,12 @@ def _payload_bytes(part: EmailMessage) -> bytes:
 
 def _part_text(part: EmailMessage) -> str:
     data = _payload_bytes(part)
-    charset = part.get_content_charset() or "us-ascii"
-    try:
-        return data.decode(charset, "replace")
-    except LookupError:
-        return data.decode("utf-8", "replace")
+    for charset in (part.get_content_charset() or "us-ascii", "utf-8"):
+        try:
+            return data.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return data.decode("windows-1252", "replace")
 
 
 def _filename(part: EmailMessage) -> str:
@@ -123,7 +138,7 @@ def _filename(part: EmailMessage) -> str:
 
 
 def is_attachment(part: EmailMessage) -> bool:
-    if part.is_multipart():
+    if part.is_multipart() and part.get_content_type() != "message/rfc822":
         return False
     disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
     return bool(_filename(part)) or disposition == "attachment"
@@ -146,14 +161,17 @@ def snippet_of(message: EmailMessage) -> str:
         if plain is not None:
             break
     text = plain if plain is not None else _html_to_text(markup or "")
-    text = _SPACE.sub(" ", text).strip()[:SNIPPET_LENGTH]
+    text = _SPACE.sub(" ", _CONTROL.sub("", text)).strip()[:SNIPPET_LENGTH]
     return html.escape(text, quote=True).replace("&#x27;", "&#39;")
 
 
 def facts_of(raw: bytes) -> MessageFacts:
     try:
         message = parse(raw)
-        get = message.get
+
+        def get(name: str, default: str = "") -> str:
+            return raw_header(message, name, default)
+
         subject = decode_header_value(get("Subject", ""))
         sender = decode_header_value(get("From", ""))
         recipients = " ".join(decode_header_value(get(name, "")) for name in ("To", "Cc", "Bcc"))

@@ -160,6 +160,7 @@ class GmailStore:
     def __init__(self, *, history_retention: int | None = None) -> None:
         self.lock = threading.RLock()
         self._mailboxes: dict[str, Mailbox] = {}
+        self._no_mail: set[str] = set()
         self._seq = 0
         #: When true, each user gets QUOTA_UNITS_PER_SECOND units per moving one-second window.
         self.quota_enabled = False
@@ -176,11 +177,25 @@ class GmailStore:
     # --- users and labels ----------------------------------------------------------------------
     def add_user(self, email: str) -> None:
         with self.lock:
+            self._no_mail.discard(email.lower())
             if email.lower() not in self._mailboxes:
                 box = Mailbox(email=email, history_id=1000 + len(self._mailboxes) * 1000)
                 box.labels = {label_id: _system_label(label_id) for label_id in SYSTEM_LABELS}
                 box.history_floor = box.history_id
                 self._mailboxes[email.lower()] = box
+
+    def disable_mail(self, email: str) -> None:
+        """Make ``email`` a Google account without Gmail: the API answers 400 failedPrecondition."""
+        with self.lock:
+            self._mailboxes.pop(email.lower(), None)
+            self._no_mail.add(email.lower())
+
+    def api_mailbox(self, email: str) -> Mailbox:
+        """The mailbox an authenticated API call works on, created on first use like a new account's."""
+        with self.lock:
+            if email.lower() not in self._no_mail:
+                self.add_user(email)
+            return self.mailbox(email)
 
     def users(self) -> list[str]:
         with self.lock:
