@@ -71,6 +71,7 @@ class MicrosoftProvider(Provider):
         email = (claims.get("email") or claims.get("preferred_username") or "").lower()
         if "@" not in email:
             raise NoMailbox(NO_MAILBOX_MESSAGE)
+        _check_mailbox(email=email, access_token=grant.access_token)
         return TokenGrant(
             access_token=grant.access_token,
             refresh_token=grant.refresh_token,
@@ -95,6 +96,21 @@ class MicrosoftProvider(Provider):
         from providers.microsoft.mail import OutlookClient
 
         return OutlookClient(account)
+
+
+def _check_mailbox(*, email: str, access_token: str) -> None:
+    """Refuse a Microsoft account whose fresh token Outlook's IMAP server won't accept (no mailbox).
+
+    If the server can't be reached at all, the account is connected anyway and the first sync reports it.
+    """
+    from providers.microsoft.imap import imap_check_login
+
+    try:
+        imap_check_login(email=email, access_token=access_token)
+    except NoMailbox:
+        raise
+    except ProviderError:
+        logger.warning("Could not check the Outlook mailbox of a new account; the first sync will tell")
 
 
 def authority(app: ProviderApp) -> str:

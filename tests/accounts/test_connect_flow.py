@@ -70,7 +70,10 @@ def test_google_connect_stores_the_mailbox_with_a_refresh_token(alice_client, al
     assert GMAIL in listing and account.access_token not in listing
 
 
-def test_microsoft_connect_takes_the_address_from_the_id_token(alice_client, alice, sandbox, microsoft_app):
+@pytest.mark.dovecot
+def test_microsoft_connect_takes_the_address_from_the_id_token(
+    alice_client, alice, sandbox, microsoft_app, outlook_settings
+):
     authorize_url = start(alice_client, "microsoft", sync_window="all")
     query = parse_qs(urlsplit(authorize_url).query)
     scopes = query["scope"][0].split()
@@ -93,6 +96,16 @@ def test_reconnecting_the_same_address_updates_instead_of_duplicating(alice_clie
     assert again.pk == first.pk and again.status == "active" and again.access_token != first.access_token
     connect(alice_client, sandbox, "google", "alice.work@gmail.test")
     assert MailAccount.objects.filter(user=alice).count() == 2
+
+
+@pytest.mark.dovecot
+def test_microsoft_account_without_an_outlook_mailbox_is_explained(
+    alice_client, sandbox, microsoft_app, outlook_settings
+):
+    sandbox.microsoft.add_user("someone@gmail-backed.test", has_mailbox=False)
+    response = connect(alice_client, sandbox, "microsoft", "someone@gmail-backed.test")
+    assert "has no Outlook mailbox" in flash(response)
+    assert not MailAccount.objects.exists()
 
 
 def test_user_denies_consent(alice_client, sandbox, google_app):
@@ -205,7 +218,10 @@ def test_disconnect_revokes_at_google_and_deletes_locally(alice_client, alice, s
     assert sandbox.tokens.get(refresh).revoked
 
 
-def test_refresh_before_expiry_and_persist_rotated_microsoft_token(alice_client, alice, sandbox, microsoft_app):
+@pytest.mark.dovecot
+def test_refresh_before_expiry_and_persist_rotated_microsoft_token(
+    alice_client, alice, sandbox, microsoft_app, outlook_settings
+):
     connect(alice_client, sandbox, "microsoft", OUTLOOK)
     account = MailAccount.objects.get(user=alice)
     old_access, old_refresh = account.access_token, account.refresh_token
@@ -229,9 +245,10 @@ def test_google_refresh_keeps_the_refresh_token(alice_client, alice, sandbox, go
     assert stored.access_token == new_access and stored.refresh_token == refresh
 
 
+@pytest.mark.dovecot
 @pytest.mark.parametrize("provider,email", [("google", GMAIL), ("microsoft", OUTLOOK)])
 def test_revoked_grant_becomes_reconnect_state_without_retrying(
-    alice_client, alice, sandbox, google_app, microsoft_app, provider, email
+    alice_client, alice, sandbox, google_app, microsoft_app, outlook_settings, provider, email
 ):
     connect(alice_client, sandbox, provider, email)
     account = MailAccount.objects.get(user=alice)

@@ -18,7 +18,7 @@ def sign_in(page, live_server, username: str, password: str) -> None:
 
 
 def test_admin_configures_google_and_user_connects_both_mailboxes(
-    page, live_server, sandbox, sandbox_settings, admin_user, alice, microsoft_app
+    page, live_server, sandbox, outlook_settings, admin_user, alice, microsoft_app
 ):
     client = sandbox.google.register_client("browser-test.apps.googleusercontent.com", "browser-test-secret")
 
