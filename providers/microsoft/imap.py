@@ -5,12 +5,13 @@ Nothing here touches the database; :mod:`providers.microsoft.mail` drives the sy
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import hashlib
 import imaplib
 import re
-import socket
 import ssl
+import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -128,11 +129,9 @@ def imap_check_login(*, email: str, access_token: str) -> None:
 def imap_close(client: IMAPClient) -> None:
     try:
         client.logout()
-    except Exception:  # noqa: BLE001, S110 - closing a connection that may already be dead
-        try:
+    except Exception:  # noqa: BLE001 - closing a connection that may already be dead
+        with contextlib.suppress(Exception):
             client.shutdown()
-        except Exception:  # noqa: BLE001, S110
-            pass
 
 
 def command_counter(client: IMAPClient) -> list[int]:
@@ -140,11 +139,12 @@ def command_counter(client: IMAPClient) -> list[int]:
     count = [0]
     original = client._imap._command
 
-    def counted(name, *args):
+    def counted(self, name, *args):
         count[0] += 1
         return original(name, *args)
 
-    client._imap._command = counted
+    # A bound method, not a plain function: imaplib compares literal types with type(self._command).
+    client._imap._command = types.MethodType(counted, client._imap)
     return count
 
 
@@ -242,6 +242,8 @@ def fetch(
     typ, data = imap._untagged_response(typ, data, "FETCH")
     vanished = imap.untagged_responses.pop("VANISHED", [])
     parsed = parse_fetch_response([d for d in data if d is not None], client.normalise_times, True)
+    for uid, item in parsed.items():
+        item[b"UID"] = uid  # the parser keys by UID and drops it from the item
     return parsed, vanished
 
 
@@ -294,7 +296,3 @@ def remote_id_for(*, message_id: str = "", raw: bytes = b"") -> str:
     if message_id:
         return "msgid:" + hashlib.sha256(message_id.encode("utf-8", "replace")).hexdigest()[:48]
     return "sha256:" + hashlib.sha256(raw).hexdigest()[:48]
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    return isinstance(exc, CONNECTION_ERRORS) or isinstance(exc, socket.timeout)

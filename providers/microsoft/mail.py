@@ -11,6 +11,7 @@ Nothing here marks or deletes anything on the server except on the user's explic
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from django.conf import settings
 from django.db.models import Q
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
@@ -124,10 +124,8 @@ class _Session:
 
     def drop(self) -> None:
         if self.client is not None:
-            try:
+            with contextlib.suppress(Exception):  # the socket is already broken
                 self.client.shutdown()
-            except Exception:  # noqa: BLE001, S110 - the socket is already broken
-                pass
         self.client = None
 
     def select(self, remote_id: str, *, readonly: bool = True) -> FolderStatus:
@@ -294,9 +292,8 @@ class OutlookClient:
             self._folder_full(folder, since=since, resume=None, total=None)
             return
         unchanged_modseq = status.highestmodseq is not None and status.highestmodseq == folder.highestmodseq
-        if status.uidnext == folder.uidnext and (unchanged_modseq or not session.condstore):
-            if session.condstore:
-                return
+        if session.condstore and status.uidnext == folder.uidnext and unchanged_modseq:
+            return  # nothing new, changed or expunged: no SELECT at all
         selected = session.run(lambda c: session.select(folder.remote_id))
         if selected.uidvalidity != folder.uidvalidity:
             self._folder_full(folder, since=since, resume=None, total=None)

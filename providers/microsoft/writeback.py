@@ -31,7 +31,9 @@ FLAG_KINDS = {
 MOVE_SOURCES = ("inbox", "spam", "archive", "trash")
 
 
-def changes_apply(*, session: _Session, account: MailAccount, messages: Sequence[Message], change: MessageChange) -> None:
+def changes_apply(
+    *, session: _Session, account: MailAccount, messages: Sequence[Message], change: MessageChange
+) -> None:
     folders = {f.remote_id: f for f in Folder.objects.filter(account=account, is_selectable=True)}
     by_role: dict[str, Folder] = {}
     for folder in sorted(folders.values(), key=lambda f: f.pk):
@@ -48,13 +50,14 @@ def changes_apply(*, session: _Session, account: MailAccount, messages: Sequence
         for folder, uids in found.items():
             session.run(lambda c, f=folder, u=uids: _expunge(session, c, f, u))
         return
-    if kind == ChangeKind.ADD_LABEL:
+    if kind == ChangeKind.ADD_LABEL:  # IMAP has no labels: a copy in the target folder
         candidates = [f for f in _stored_folders(messages) if f != target] or [by_role.get("inbox")]
-        found = _locate(session, messages, candidates)
-        copied: set[int] = set()
-        for folder, uids in found.items():
-            todo = [uid for uid in uids if uid not in copied]
-            session.run(lambda c, f=folder, u=todo: _copy(session, c, f, u, target))
+        copied: set[str] = set()
+        for folder, pairs in _locate(session, messages, candidates, want_remote_ids=True).items():
+            uids = [uid for uid, remote_id in pairs if remote_id not in copied]
+            copied |= {remote_id for _, remote_id in pairs}
+            if uids:
+                session.run(lambda c, f=folder, u=uids: _copy(session, c, f, u, target))
         return
     if kind == ChangeKind.UNTRASH:
         sources = [by_role.get("trash")]
