@@ -156,6 +156,9 @@ MICROSOFT_SMTP_PORT = env.int("MICROSOFT_SMTP_PORT", default=587)
 MICROSOFT_SMTP_SECURITY = env("MICROSOFT_SMTP_SECURITY", default="starttls")  # ssl | starttls | none
 # Exchange Online files SMTP-sent mail in Sent Items itself; servers that don't need an APPEND.
 MICROSOFT_APPEND_SENT = env.bool("MICROSOFT_APPEND_SENT", default=False)
+# Exchange Online accepts 30 messages a minute per mailbox; sends are paced to stay under it.
+MICROSOFT_SMTP_RATE_LIMIT = env.int("MICROSOFT_SMTP_RATE_LIMIT", default=30)
+MICROSOFT_SMTP_RATE_WINDOW_SECONDS = env.float("MICROSOFT_SMTP_RATE_WINDOW_SECONDS", default=60.0)
 
 # --- Logging ----------------------------------------------------------------------------------
 LOGGING = {

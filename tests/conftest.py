@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures.mail",
     "tests.fixtures.ui",
     "tests.fixtures.sandbox",
+    "tests.fixtures.dovecot",
 ]
 
 
