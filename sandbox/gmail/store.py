@@ -260,7 +260,12 @@ class GmailStore:
         ``internal_date`` (epoch ms or datetime) defaults to the Date header, else now. Without
         ``thread_id`` the message joins the thread of a message it names in In-Reply-To/References.
         """
-        facts = facts_of(raw)
+        return self._insert(email, raw, facts_of(raw), label_ids, thread_id, internal_date)
+
+    def _insert(
+        self, email: str, raw: bytes, facts: MessageFacts, label_ids: Iterable[str], thread_id: str | None,
+        internal_date: int | float | datetime | None,
+    ) -> str:
         with self.lock:
             self.add_user(email)
             box = self.mailbox(email)
@@ -276,8 +281,12 @@ class GmailStore:
         labels: Callable[[int, bytes], Iterable[str]] | None = None,
     ) -> list[str]:
         """Insert many messages; ``labels(index, raw)`` picks each one's labels (default: see seed_labels)."""
-        chooser = labels or (lambda index, raw: seed_labels(raw, owner=email, index=index))
-        return [self.insert_message(email, raw, label_ids=chooser(i, raw)) for i, raw in enumerate(raws)]
+        ids = []
+        for index, raw in enumerate(raws):
+            facts = facts_of(raw)
+            chosen = labels(index, raw) if labels else seed_labels(raw, owner=email, index=index, facts=facts)
+            ids.append(self._insert(email, raw, facts, chosen, None, None))
+        return ids
 
     def _check_labels(self, box: Mailbox, labels: Iterable[str]) -> None:
         for label_id in labels:
@@ -568,10 +577,10 @@ def failure_error(status: int, retry_after: float | None) -> GmailError:
     return GmailError(status, "Internal error encountered.", reason="backendError", retry_after=retry_after)
 
 
-def seed_labels(raw: bytes, *, owner: str, index: int) -> tuple[str, ...]:
+def seed_labels(raw: bytes, *, owner: str, index: int, facts: MessageFacts | None = None) -> tuple[str, ...]:
     """Plausible labels for a seeded message: SENT when the owner wrote it, else INBOX with a
     deterministic mix of read/unread, starred, important and categories."""
-    facts = facts_of(raw)
+    facts = facts or facts_of(raw)
     if owner.lower() in facts.sender.lower():
         return ("SENT",)
     labels = ["INBOX", ("CATEGORY_PERSONAL", "CATEGORY_UPDATES", "CATEGORY_PROMOTIONS", "CATEGORY_SOCIAL")[index % 4]]
