@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures.ui",
     "tests.fixtures.sandbox",
     "tests.fixtures.dovecot",
+    "tests.fixtures.gmail_api",
 ]
 
 
