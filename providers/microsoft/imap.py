@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import email.parser
+import email.utils
 import hashlib
 import imaplib
 import re
@@ -278,21 +279,37 @@ def uid_ranges(data: Iterable[bytes]) -> Iterator[tuple[int, int]]:
             yield min(low, high), max(low, high)
 
 
-def message_id_of(header_bytes: bytes) -> str:
-    """The Message-ID (without <>) from a message's header block, or ""."""
+def header_block(raw: bytes) -> bytes:
+    """The header section of a raw message (CRLF or bare LF line ends)."""
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    return raw[: min(ends) + 2] if ends else raw
+
+
+def message_identity(header_bytes: bytes) -> str:
+    """What makes two copies "the same mail": Message-ID (without <>) plus the Date as a UTC timestamp.
+
+    The Date tells apart different messages that reuse a Message-ID (broken mailers); it is compared as a
+    timestamp because servers may re-format the header. "" when there is no Message-ID.
+    """
     headers = email.parser.BytesHeaderParser().parsebytes(header_bytes)
-    value = headers.get("Message-ID", "")
-    if not isinstance(value, str):
-        value = str(value)
+    value = str(headers.get("Message-ID", "") or "")
     raw = value.encode("utf-8", "replace")
     match = _ANGLE_ID.search(raw)
-    found = match.group(1) if match else raw.strip()
-    return found.decode("utf-8", "replace")[:900]
+    found = (match.group(1) if match else raw.strip()).decode("utf-8", "replace")[:900]
+    if not found:
+        return ""
+    stamp = ""
+    try:
+        parsed = email.utils.parsedate_to_datetime(str(headers.get("Date", "") or ""))
+        stamp = str(int(parsed.timestamp())) if parsed else ""
+    except (TypeError, ValueError, IndexError, OverflowError):
+        stamp = ""
+    return f"{found}\n{stamp}"
 
 
-def remote_id_for(*, message_id: str = "", raw: bytes = b"") -> str:
-    """The store key of an IMAP message: its Message-ID (the same mail in two folders is one row),
-    or its content when it has none. Stable across moves and UIDVALIDITY changes."""
-    if message_id:
-        return "msgid:" + hashlib.sha256(message_id.encode("utf-8", "replace")).hexdigest()[:48]
+def remote_id_for(*, identity: str = "", raw: bytes = b"") -> str:
+    """The store key of an IMAP message: from its identity (so the same mail in two folders is one row),
+    or from its bytes when it has no Message-ID. Stable across moves and UIDVALIDITY changes."""
+    if identity:
+        return "msgid:" + hashlib.sha256(identity.encode("utf-8", "replace")).hexdigest()[:48]
     return "sha256:" + hashlib.sha256(raw).hexdigest()[:48]

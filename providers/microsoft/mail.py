@@ -1,6 +1,6 @@
 """Outlook mail over IMAP (sync, write-back) and SMTP (send), both with XOAUTH2.
 
-Store keys: a message's ``remote_id`` is derived from its Message-ID (else its bytes), so the same mail in
+Store keys: a message's ``remote_id`` is derived from its Message-ID and Date (else its bytes), so the same mail in
 two folders is one row with two memberships, a move keeps the row, and a UIDVALIDITY change re-links
 messages by identity instead of downloading them again. ``MessageFolder.uid`` holds the per-folder UID.
 
@@ -41,7 +41,7 @@ T = TypeVar("T")
 RECONNECT_DELAYS = (0.2, 1.0, 3.0, 8.0)  # seconds between attempts after a dropped connection
 DEFAULT_CHUNK = 200  # messages per UID FETCH
 DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024  # body bytes per UID FETCH (RFC822.SIZE tells us beforehand)
-HEADER_ITEMS = ["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
+HEADER_ITEMS = ["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)]"]
 
 
 @dataclass
@@ -52,7 +52,7 @@ class _Seen:
     flags: frozenset[bytes]
     internal_date: datetime | None
     size: int
-    message_id: str
+    identity: str  # see imap.message_identity; "" without a Message-ID
 
 
 class _Session:
@@ -394,8 +394,8 @@ class OutlookClient:
         by_remote: dict[str, _Seen] = {}
         need_body: list[_Seen] = []
         for item in seen:
-            if item.message_id:
-                by_remote[imap.remote_id_for(message_id=item.message_id)] = item
+            if item.identity:
+                by_remote[imap.remote_id_for(identity=item.identity)] = item
             else:
                 need_body.append(item)
         known = set(
@@ -406,7 +406,7 @@ class OutlookClient:
         need_body += [item for remote_id, item in by_remote.items() if remote_id not in known]
         existing: dict[str, _Seen] = {r: item for r, item in by_remote.items() if r in known}
         for fetched in self._bodies(sorted(need_body, key=lambda s: s.uid)):
-            keyed = [(item, imap.remote_id_for(message_id=item.message_id, raw=raw), raw) for item, raw in fetched]
+            keyed = [(item, imap.remote_id_for(identity=item.identity, raw=raw), raw) for item, raw in fetched]
             # Content-keyed messages may already be stored (e.g. after a move): update those instead.
             stored = set(
                 Message.objects.filter(account=self.account, remote_id__in=[r for _, r, _ in keyed]).values_list(
@@ -499,7 +499,7 @@ def _seen(item: dict[bytes, Any]) -> _Seen:
         flags=frozenset(item.get(b"FLAGS", ())),
         internal_date=item.get(b"INTERNALDATE"),
         size=int(item.get(b"RFC822.SIZE", 0)),
-        message_id=imap.message_id_of(bytes(header)),
+        identity=imap.message_identity(bytes(header)),
     )
 
 

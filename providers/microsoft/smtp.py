@@ -184,8 +184,7 @@ def outgoing_send_smtp(*, client: OutlookClient, outgoing: OutgoingMessage) -> s
         except (OSError, smtplib.SMTPException):
             server.close()
     _send_record(account_id=account.pk, outgoing_id=outgoing.pk)
-    parsed_id = imap.message_id_of(raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
-    remote_id = imap.remote_id_for(message_id=parsed_id or outgoing.message_id, raw=raw)
+    remote_id = imap.remote_id_for(identity=imap.message_identity(imap.header_block(raw)), raw=raw)
     if settings.MICROSOFT_APPEND_SENT:
         sent_append(client=client, raw=raw, remote_id=remote_id)
     return remote_id
@@ -257,5 +256,8 @@ def sent_find(*, client: OutlookClient, outgoing: OutgoingMessage) -> str | None
             return c.search(["HEADER", "Message-ID", f"<{outgoing.message_id}>"])
 
         found = session.run(search)
-    return imap.remote_id_for(message_id=outgoing.message_id) if found else None
+    if not found:
+        return None
+    raw = bytes(outgoing.raw or b"")
+    return imap.remote_id_for(identity=imap.message_identity(imap.header_block(raw)), raw=raw)
 

@@ -67,3 +67,175 @@ def test_full_sync_stores_every_message_with_flags_folders_and_state(dovecot, ou
 
     client.full_sync()  # idempotent
     assert Message.objects.filter(account=account).count() == 60
+
+
+def test_incremental_sync_new_mail_flag_changes_and_expunges(dovecot, outlook_account):
+    account = outlook_account()
+    uids = seed(dovecot, account.email, 20)
+    client = OutlookClient(account)
+    client.full_sync()
+
+    dovecot.set_flags(account.email, "INBOX", uids[1:3], [b"\\Seen", b"\\Flagged"])  # another client reads
+    dovecot.set_flags(account.email, "INBOX", [uids[0]], [b"\\Seen"], add=False)
+    dovecot.expunge(account.email, "INBOX", uids[5:8])
+    new = seed(dovecot, account.email, 3, seed=7)
+    client = OutlookClient(account)
+    client.incremental_sync()
+
+    assert db_view(account) == server_view(dovecot, account.email)
+    assert Message.objects.filter(account=account).count() == 20 - 3 + 3
+    inbox = Folder.objects.get(account=account, remote_id="INBOX")
+    assert inbox.uidnext == new[-1] + 1
+
+    # Nothing changed: no folder is even selected, only LIST and one STATUS per folder.
+    client = OutlookClient(account)
+    client.incremental_sync()
+    folders = Folder.objects.filter(account=account).count()
+    assert client.commands_sent <= 3 + folders  # AUTHENTICATE, CAPABILITY, ENABLE + LIST + STATUS each
+    assert db_view(account) == server_view(dovecot, account.email)
+
+
+def test_uidvalidity_change_resyncs_the_folder_without_duplicates(dovecot, outlook_account):
+    account = outlook_account()
+    seed(dovecot, account.email, 30)
+    OutlookClient(account).full_sync()
+    ids_before = set(Message.objects.filter(account=account).values_list("pk", flat=True))
+
+    new_validity = dovecot.renumber(account.email)
+    OutlookClient(account, chunk_size=7).incremental_sync()
+
+    assert Folder.objects.get(account=account, remote_id="INBOX").uidvalidity == new_validity
+    assert set(Message.objects.filter(account=account).values_list("pk", flat=True)) == ids_before
+    assert db_view(account) == server_view(dovecot, account.email)
+
+
+def test_connection_dropped_mid_fetch_reconnects_and_loses_nothing(dovecot, outlook_account, settings):
+    account = outlook_account()
+    seed(dovecot, account.email, 40)
+    settings.MICROSOFT_IMAP_PORT = dovecot.proxy.port
+    dovecot.proxy.cut_after(60_000)  # well inside the first chunk of bodies
+    client = OutlookClient(account, chunk_size=20)
+    client.full_sync()
+
+    assert dovecot.proxy.cuts == 1 and client.session.connections >= 2
+    assert db_view(account) == server_view(dovecot, account.email)
+    assert Message.objects.filter(account=account).count() == 40
+
+
+def test_only_messages_since_the_start_date_are_synced(dovecot, outlook_account):
+    import datetime as dt
+
+    account = outlook_account()
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    seed(dovecot, account.email, 20, start=start)  # spread over two years from 2024-01-01
+    SyncState.objects.filter(account=account).update(sync_since=dt.date(2025, 1, 1))
+    OutlookClient(account).full_sync()
+
+    stored = Message.objects.filter(account=account)
+    assert 0 < stored.count() < 20
+    assert all(m.date.date() >= dt.date(2024, 12, 31) for m in stored)
+
+
+def test_awkward_mime_corpus_is_stored_whole(dovecot, outlook_account):
+    from sandbox.corpus import awkward_corpus
+
+    account = outlook_account()
+    corpus = awkward_corpus()
+    uids = dovecot.append_many(account.email, [(raw, (), None) for _, raw in corpus])
+    OutlookClient(account, chunk_size=5).full_sync()
+
+    # Every message on the server is in the store (the two sharing a Message-ID stay two), byte for byte.
+    assert sorted(db_view(account)) == sorted(uids)
+    with dovecot.client(account.email, folder="INBOX") as imap:
+        server_raw = {uid: d[b"BODY[]"] for uid, d in imap.fetch(uids, ["BODY.PEEK[]"]).items()}
+    for row in MessageFolder.objects.filter(folder__account=account).select_related("message"):
+        assert row.message.raw == server_raw[row.uid]
+    duplicate = Message.objects.filter(account=account, message_id="duplicate@corpus.example")
+    assert duplicate.count() == 2
+
+
+KILLABLE_WORKER = r"""
+import json, os, sys
+import django
+django.setup()
+from django.core.management import call_command
+from django.utils import timezone
+from datetime import timedelta
+from accounts.models import MailAccount
+from mailbox.models import MessageFolder, SyncState
+from providers.microsoft.mail import OutlookClient
+
+mode = sys.argv[1]
+if mode == "init":
+    call_command("migrate", verbosity=0)
+    from django.contrib.auth import get_user_model
+    user = get_user_model().objects.create_user("worker")
+    account = MailAccount.objects.create(
+        user=user, provider="microsoft", email=os.environ["ACCOUNT_EMAIL"], access_token=os.environ["ACCESS_TOKEN"],
+        refresh_token="unused", token_expires_at=timezone.now() + timedelta(hours=1),
+    )
+    SyncState.objects.create(account=account)
+elif mode == "sync":
+    OutlookClient(MailAccount.objects.get(), chunk_size=20).full_sync()
+elif mode == "dump":
+    rows = MessageFolder.objects.filter(folder__remote_id="INBOX").select_related("message", "message__account")
+    state = SyncState.objects.get()
+    print(json.dumps({
+        "view": {row.uid: [row.message.is_read, row.message.is_starred] for row in rows},
+        "messages": rows.count(),
+        "progress": [state.progress_done, state.progress_total],
+    }))
+"""
+
+
+def test_worker_killed_mid_sync_resumes_and_database_equals_mailbox(dovecot, outlook_account, tmp_path, sandbox):
+    import json
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from tests.fixtures.dovecot import issue_tokens
+
+    account = outlook_account()
+    seed(dovecot, account.email, 300)
+    access, _ = issue_tokens(sandbox, client_id="worker-client", email=account.email)
+    db_path = tmp_path / "worker.sqlite3"
+    env = {
+        **os.environ, "DJANGO_SETTINGS_MODULE": "mailhub.settings", "DATABASE_URL": f"sqlite:///{db_path}",
+        "MAILHUB_VAR_DIR": str(tmp_path / "var"), "MICROSOFT_IMAP_HOST": "127.0.0.1",
+        "MICROSOFT_IMAP_PORT": str(dovecot.imap_port), "MICROSOFT_IMAP_SECURITY": "none",
+        "ACCOUNT_EMAIL": account.email, "ACCESS_TOKEN": access,
+    }
+
+    def worker(mode: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", KILLABLE_WORKER, mode], env=env, stdout=subprocess.PIPE)
+
+    assert worker("init").wait(timeout=120) == 0
+    running = worker("sync")
+    deadline = time.time() + 60
+    stored = 0
+    while time.time() < deadline and running.poll() is None:
+        with sqlite3.connect(db_path, timeout=5) as db:
+            stored = db.execute("select count(*) from mailbox_message").fetchone()[0]
+        if stored >= 60:
+            break
+        time.sleep(0.02)
+    running.send_signal(signal.SIGKILL)
+    running.wait()
+    assert 0 < stored < 300, "the worker should have been killed mid-sync"
+
+    out, _ = worker("dump").communicate(timeout=60)
+    killed = json.loads(out)
+    assert 0 < killed["progress"][0] < 300  # progress was recorded for the resume
+
+    assert worker("sync").wait(timeout=120) == 0
+    out, _ = worker("dump").communicate(timeout=60)
+    final = json.loads(out)
+    server = server_view(dovecot, account.email)
+    assert final["messages"] == 300
+    assert {int(uid): flags for uid, flags in final["view"].items()} == {
+        uid: [b"\\Seen" in flags, b"\\Flagged" in flags] for uid, flags in server.items()
+    }
