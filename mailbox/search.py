@@ -112,8 +112,10 @@ class _PgMatch(Func):
         self.query = query
 
     def as_sql(self, compiler, connection, **extra):
-        column = compiler.quote_name_unless_alias(Message._meta.db_table) + '."search_tsv"'
-        return f"{column} @@ websearch_to_tsquery('simple', %s)", [self.query]
+        # Compile the id column to learn the table's alias in this query (it may be a subquery's U0).
+        id_sql, id_params = compiler.compile(self.source_expressions[0])
+        column = id_sql.rsplit(".", 1)[0] + '."search_tsv"'
+        return f"{column} @@ websearch_to_tsquery('simple', %s)", [*id_params, self.query]
 
 
 class _FtsMatch(Func):

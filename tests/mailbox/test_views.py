@@ -1,0 +1,561 @@
+"""The mail UI views: every page and action, ownership (Bob gets 404), login (anonymous is redirected), CSRF."""
+
+from __future__ import annotations
+
+import json
+from email import message_from_bytes
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import MailAccount
+from mailbox import store
+from mailbox.models import Attachment, Message, MessageFolder, OutgoingAttachment, OutgoingMessage, SyncState, Thread
+from tests.fixtures.ui import UiMail, message_add, raw_text_message
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # Autouse, so it runs before the persona fixtures hash their passwords.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def bob_client(bob):
+    c = Client()
+    c.force_login(bob)
+    return c
+
+
+@pytest.fixture
+def objects(ui_mail: UiMail):
+    """One of each row a URL can point at, all Alice's."""
+    draft = OutgoingMessage.objects.create(account=ui_mail.alice_gmail, subject="Draft to keep", to=[])
+    blob = store.blob_store(content=b"draft attachment")
+    draft_file = OutgoingAttachment.objects.create(outgoing=draft, blob=blob, filename="notes.txt", size=16)
+    failed = OutgoingMessage.objects.create(
+        account=ui_mail.alice_gmail,
+        status=OutgoingMessage.Status.FAILED,
+        subject="Failed one",
+        to=[{"name": "", "email": "x@example.org"}],
+        raw=b"Subject: x\r\n\r\nx",
+        last_error="The server refused the message.",
+    )
+    pdf = ui_mail.html.attachments.get(filename="report.pdf")
+    logo = ui_mail.html.attachments.get(content_id="logo@example.org")
+    return {
+        "folder": ui_mail.folders[ui_mail.alice_gmail.email]["INBOX"].id,
+        "thread": ui_mail.html.thread_id,
+        "message": ui_mail.html.id,
+        "attachment": pdf.id,
+        "cid": logo.content_id,
+        "draft": draft.id,
+        "draft_file": draft_file.id,
+        "failed": failed.id,
+        "account": ui_mail.alice_gmail.id,
+    }
+
+
+# (url name, args from `objects`, method, POST data)
+OWNED_URLS = [
+    ("mailbox:folder", ["folder"], "get", None),
+    ("mailbox:thread", ["thread"], "get", None),
+    ("mailbox:thread_read", ["thread"], "post", {}),
+    ("mailbox:message_body", ["message"], "get", None),
+    ("mailbox:message_cid", ["message", "cid"], "get", None),
+    ("mailbox:compose_from_message", ["message", "=reply"], "post", {}),
+    ("mailbox:compose_from_message", ["message", "=reply_all"], "post", {}),
+    ("mailbox:compose_from_message", ["message", "=forward"], "post", {}),
+    ("mailbox:attachment", ["attachment"], "get", None),
+    ("mailbox:draft", ["draft"], "get", None),
+    ("mailbox:draft", ["draft"], "post", {"action": "save", "subject": "hijack"}),
+    ("mailbox:draft_delete", ["draft"], "post", {}),
+    ("mailbox:outgoing_attachment", ["draft_file"], "get", None),
+    ("mailbox:outbox_retry", ["failed"], "post", {}),
+    ("mailbox:account_sync", ["account"], "post", {}),
+    ("mailbox:bulk_action", [], "post", {"action": "archive", "threads": "@thread"}),
+]
+OPEN_URLS = [
+    ("mailbox:inbox", [], "get", None),
+    ("mailbox:search", [], "get", None),
+    ("mailbox:compose", [], "get", None),
+    ("mailbox:compose", [], "post", {"action": "save"}),
+    ("mailbox:drafts", [], "get", None),
+    ("mailbox:outbox", [], "get", None),
+    ("mailbox:suggest", [], "get", None),
+    ("mailbox:sidebar", [], "get", None),
+]
+
+
+def _url(objects, name, args):
+    return reverse(name, args=[a[1:] if a.startswith("=") else objects[a] for a in args])
+
+
+def _data(objects, data):
+    if not data:
+        return data
+    return {k: objects[v[1:]] if isinstance(v, str) and v.startswith("@") else v for k, v in data.items()}
+
+
+@pytest.mark.parametrize(("name", "args", "method", "data"), OWNED_URLS + OPEN_URLS)
+def test_anonymous_is_sent_to_login(client, objects, name, args, method, data):
+    url = _url(objects, name, args)
+    response = getattr(client, method)(url, _data(objects, data) or {})
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/?next=")
+
+
+@pytest.mark.parametrize(("name", "args", "method", "data"), OWNED_URLS)
+def test_other_user_gets_404(bob_client, objects, ui_mail, name, args, method, data):
+    before = (Message.objects.filter(is_read=True).count(), OutgoingMessage.objects.count(),
+              MessageFolder.objects.count())  # fmt: skip
+    response = getattr(bob_client, method)(_url(objects, name, args), _data(objects, data) or {})
+    assert response.status_code == 404
+    after = (Message.objects.filter(is_read=True).count(), OutgoingMessage.objects.count(),
+             MessageFolder.objects.count())  # fmt: skip
+    assert before == after
+    assert OutgoingMessage.objects.get(pk=objects["draft"]).subject == "Draft to keep"
+
+
+@pytest.mark.parametrize(("name", "args", "method", "data"), [u for u in OWNED_URLS + OPEN_URLS if u[2] == "post"])
+def test_state_changes_need_csrf(alice, objects, name, args, method, data):
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(alice)
+    response = strict.post(_url(objects, name, args), _data(objects, data) or {})
+    assert response.status_code == 403
+
+
+def test_gets_do_not_change_state(alice_client, objects):
+    with pytest.raises(AssertionError):
+        # GET on a POST-only action is refused.
+        assert alice_client.get(reverse("mailbox:thread_read", args=[objects["thread"]])).status_code != 405
+    assert not Message.objects.get(pk=objects["message"]).is_read
+
+
+@pytest.mark.parametrize("name", ["mailbox:inbox", "mailbox:search", "mailbox:drafts", "mailbox:outbox"])
+def test_bob_sees_none_of_alices_mail(bob_client, objects, name):
+    url = reverse(name) + ("?q=quarterly" if name == "mailbox:search" else "")
+    body = bob_client.get(url).content.decode()
+    for secret in ("Quarterly report", "alice@gmail.example", "Draft to keep", "Failed one", "Lunch on Friday"):
+        assert secret not in body
+    assert bob_client.get(reverse("mailbox:suggest") + "?q=dana").json() == {"results": []}
+
+
+# --- Sidebar and lists ----------------------------------------------------------------------------
+
+
+def test_inbox_lists_threads_of_all_accounts_newest_first(alice_client, ui_mail):
+    body = alice_client.get(reverse("mailbox:inbox")).content.decode()
+    order = [body.index(s) for s in ("Project kickoff", "Quarterly report", "Lunch on Friday?")]
+    assert order == sorted(order)
+    assert "Bob&#x27;s private mail" not in body and "Bob's private mail" not in body
+    assert 'class="thread-row unread"' in body
+    assert 'title="Has attachments"' in body
+    assert '<span class="msg-count">2</span>' in body  # the Outlook thread of two messages
+    assert "Frank Peer" in body and "Dana Report" in body
+    assert 'hx-trigger="every ' in body  # new mail appears by polling
+
+
+def test_sidebar_shows_accounts_folders_unread_counts_and_sync(alice_client, ui_mail):
+    body = alice_client.get(reverse("mailbox:inbox")).content.decode()
+    assert "alice@gmail.example" in body and "alice@outlook.example" in body
+    inbox = ui_mail.folders["alice@gmail.example"]["INBOX"]
+    label = ui_mail.folders["alice@gmail.example"]["Label_1"]
+    assert f'href="/folder/{inbox.id}/"' in body
+    assert "Receipts" in body
+    sidebar = alice_client.get(reverse("mailbox:sidebar")).content.decode()
+    # The Receipts label holds the one unread message (the HTML one); Trash has none.
+    segment = sidebar.split(f'/folder/{label.id}/"')[1].split("</li>")[0]
+    assert '<span class="count">1</span>' in segment
+    trash = ui_mail.folders["alice@gmail.example"]["TRASH"]
+    assert 'class="count"' not in sidebar.split(f'/folder/{trash.id}/"')[1].split("</li>")[0]
+    assert "Synced" in sidebar
+    assert "Reconnect" not in sidebar
+
+
+def test_reconnect_banner_and_last_error(alice_client, ui_mail):
+    ui_mail.alice_outlook.status = MailAccount.Status.REAUTH_REQUIRED
+    ui_mail.alice_outlook.status_detail = "Microsoft no longer accepts Mailhub's access."
+    ui_mail.alice_outlook.save()
+    SyncState.objects.filter(account=ui_mail.alice_gmail).update(
+        status=SyncState.Status.ERROR, last_error="Gmail is not answering; trying again in 5 minutes."
+    )
+    body = alice_client.get(reverse("mailbox:inbox")).content.decode()
+    assert 'role="alert"' in body and "Reconnect</a>" in body
+    assert f'href="{reverse("accounts:list")}"' in body
+    assert "Microsoft no longer accepts Mailhub&#x27;s access." in body
+    assert "Gmail is not answering; trying again in 5 minutes." in body
+
+
+def test_first_sync_progress_bar(alice_client, ui_mail):
+    SyncState.objects.filter(account=ui_mail.alice_gmail).update(
+        stage=SyncState.Stage.FULL, status=SyncState.Status.RUNNING, progress_done=250, progress_total=1000
+    )
+    body = alice_client.get(reverse("mailbox:sidebar")).content.decode()
+    assert '<progress max="100" value="25">' in body
+    assert "250 of 1000" in body
+
+
+def test_folder_view_lists_only_that_folder(alice_client, ui_mail):
+    label = ui_mail.folders["alice@gmail.example"]["Label_1"]
+    body = alice_client.get(reverse("mailbox:folder", args=[label.id])).content.decode()
+    assert "Quarterly report" in body
+    assert "Lunch on Friday?" not in body and "Project kickoff" not in body
+
+
+def test_keyset_pagination_without_offset(alice_client, ui_mail):
+    inbox = ui_mail.folders["alice@gmail.example"]["INBOX"]
+    base = timezone.now() - timezone.timedelta(days=10)
+    for i in range(57):
+        raw, _ = raw_text_message(subject=f"Bulk {i:02d}", body="x", when=base + timezone.timedelta(minutes=i))
+        message_add(ui_mail.alice_gmail, raw, folders=[inbox], is_read=True, when=base + timezone.timedelta(minutes=i))
+    with CaptureQueriesContext(connection) as queries:
+        first = alice_client.get(reverse("mailbox:inbox")).content.decode()
+    assert not any("OFFSET" in q["sql"].upper() for q in queries.captured_queries)
+    assert len(queries.captured_queries) < 15
+    assert first.count('class="thread-row') == 50
+    cursor = first.split("cursor=")[1].split('"')[0]
+    second = alice_client.get(reverse("mailbox:inbox") + f"?cursor={cursor}").content.decode()
+    assert second.count('class="thread-row') == 60 - 50
+    shown = {s for s in first.split('data-thread="')[1:]} | {s for s in second.split('data-thread="')[1:]}
+    assert len(shown) == 60
+    assert "Bulk 00" in second and "Bulk 56" in first
+    assert "cursor=" not in second.split("</form>")[-1]  # no "Older" link on the last page
+    assert alice_client.get(reverse("mailbox:inbox") + "?cursor=garbage").status_code == 200
+
+
+def test_polling_returns_just_the_rows(alice_client, ui_mail):
+    response = alice_client.get(reverse("mailbox:inbox") + "?partial=list", HTTP_HX_REQUEST="true")
+    body = response.content.decode()
+    assert body.lstrip().startswith('<ul class="thread-list" id="thread-rows"')
+    assert "Quarterly report" in body and "<html" not in body
+
+
+# --- Thread and message bodies ---------------------------------------------------------------------
+
+
+def test_thread_view_newest_expanded_attachments_and_inline_image(alice_client, ui_mail):
+    first = Message.objects.filter(thread=ui_mail.reply.thread).exclude(pk=ui_mail.reply.pk).get()
+    body = alice_client.get(reverse("mailbox:thread", args=[ui_mail.reply.thread_id])).content.decode()
+    assert f'id="message-{first.id}" >' in body  # older: collapsed
+    assert f'id="message-{ui_mail.reply.id}" open>' in body  # newest: expanded
+    assert f'hx-post="{reverse("mailbox:thread_read", args=[ui_mail.reply.thread_id])}" hx-trigger="load"' in body
+
+    body = alice_client.get(reverse("mailbox:thread", args=[ui_mail.html.thread_id])).content.decode()
+    pdf = ui_mail.html.attachments.get(filename="report.pdf")
+    assert f'href="{reverse("mailbox:attachment", args=[pdf.id])}"' in body
+    assert "logo.png" not in body  # the inline image is shown in place, not listed as an attachment
+    assert f'src="{reverse("mailbox:message_body", args=[ui_mail.html.id])}"' in body
+    assert 'sandbox="allow-same-origin allow-popups allow-popups-to-escape-sandbox"' in body
+    assert "Show images" in body
+
+
+def test_plain_text_is_escaped_and_linkified(alice_client, ui_mail):
+    raw, _ = raw_text_message(subject="Links", body="<script>alert(1)</script> see https://example.com/a?b=1&c=2\nline2")
+    message = message_add(ui_mail.alice_gmail, raw, folders=[ui_mail.folders["alice@gmail.example"]["INBOX"]])
+    body = alice_client.get(reverse("mailbox:thread", args=[message.thread_id])).content.decode()
+    assert "<script>alert(1)</script>" not in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert '<a target="_blank" rel="noopener noreferrer nofollow" href="https://example.com/a?b=1&amp;c=2">' in body
+
+
+def test_opening_marks_read_and_queues_write_back(alice_client, ui_mail, django_capture_on_commit_callbacks):
+    thread = ui_mail.reply.thread
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = alice_client.post(reverse("mailbox:thread_read", args=[thread.id]))
+    assert response.status_code == 204
+    assert not Message.objects.filter(thread=thread, is_read=False).exists()
+    assert Thread.objects.get(pk=thread.id).unread_count == 0
+    assert len(callbacks) == 1  # one write-back task for the account
+
+
+def test_message_body_is_sanitised_under_strict_csp(alice_client, ui_mail):
+    response = alice_client.get(reverse("mailbox:message_body", args=[ui_mail.html.id]))
+    csp = response["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "sandbox" in csp and "form-action 'none'" in csp
+    assert "https:" not in csp
+    body = response.content.decode()
+    cid_url = reverse("mailbox:message_cid", args=[ui_mail.html.id, "logo@example.org"])
+    assert f'src="{cid_url}"' in body
+    assert "tracker.example.net" not in body
+    assert "<table" in body and "Quarterly figures" in body and "<br>" in body
+    assert 'style="color: #127a3b"' in body or 'style="color:#127a3b"' in body
+
+    shown = alice_client.get(reverse("mailbox:message_body", args=[ui_mail.html.id]) + "?images=1")
+    assert "https://tracker.example.net/pixel.gif" in shown.content.decode()
+    assert "https:" in shown["Content-Security-Policy"]
+
+
+def test_inline_image_and_attachment_downloads(alice_client, ui_mail):
+    response = alice_client.get(reverse("mailbox:message_cid", args=[ui_mail.html.id, "logo@example.org"]))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/png"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert b"".join(response.streaming_content).startswith(b"\x89PNG")
+
+    pdf = ui_mail.html.attachments.get(filename="report.pdf")
+    response = alice_client.get(reverse("mailbox:attachment", args=[pdf.id]))
+    assert response["Content-Disposition"].startswith("attachment;")
+    assert 'filename="report.pdf"' in response["Content-Disposition"]
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Content-Type"] == "application/octet-stream"
+    assert b"".join(response.streaming_content) == b"%PDF-1.4 fake pdf\n"
+
+
+def test_html_attachment_is_never_served_inline(alice_client, ui_mail):
+    message = ui_mail.html
+    blob = store.blob_store(content=b"<script>alert(1)</script>")
+    evil = Attachment.objects.create(message=message, blob=blob, filename="x.html", content_type="text/html",
+                                     content_id="evil@x", is_inline=True, size=26)  # fmt: skip
+    assert alice_client.get(reverse("mailbox:message_cid", args=[message.id, "evil@x"])).status_code == 404
+    response = alice_client.get(reverse("mailbox:attachment", args=[evil.id]))
+    assert response["Content-Disposition"].startswith("attachment;")
+    assert response["Content-Type"] == "application/octet-stream"
+
+
+# --- Bulk actions --------------------------------------------------------------------------------
+
+
+def _bulk(client, action, threads, **extra):
+    return client.post(reverse("mailbox:bulk_action"), {"action": action, "threads": threads, "next": "/", **extra})
+
+
+def test_bulk_archive_removes_from_inbox(alice_client, ui_mail, django_capture_on_commit_callbacks):
+    threads = [ui_mail.plain.thread_id, ui_mail.reply.thread_id]
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = _bulk(alice_client, "archive", threads)
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert len(callbacks) == 2  # a write-back per account
+    body = alice_client.get(reverse("mailbox:inbox")).content.decode()
+    assert "Lunch on Friday?" not in body and "Project kickoff" not in body
+    assert "Quarterly report" in body
+    assert "3 message(s) updated." in body
+
+
+@pytest.mark.parametrize(
+    ("action", "check"),
+    [
+        ("read", lambda m: m.is_read),
+        ("unread", lambda m: not m.is_read),
+        ("star", lambda m: m.is_starred),
+        ("trash", lambda m: m.folders.filter(role="trash").exists() and not m.folders.filter(role="inbox").exists()),
+    ],
+)
+def test_bulk_flags_and_trash(alice_client, ui_mail, action, check):
+    _bulk(alice_client, action, [ui_mail.html.thread_id])
+    assert check(Message.objects.get(pk=ui_mail.html.pk))
+
+
+def test_bulk_move_to_label(alice_client, ui_mail):
+    label = ui_mail.folders["alice@gmail.example"]["Label_1"]
+    _bulk(alice_client, "move", [ui_mail.plain.thread_id], folder=label.id)
+    assert list(Message.objects.get(pk=ui_mail.plain.pk).folders.values_list("remote_id", flat=True)) == ["Label_1"]
+    response = _bulk(alice_client, "move", [ui_mail.plain.thread_id])  # no folder chosen
+    assert response.status_code == 302
+    assert Message.objects.get(pk=ui_mail.plain.pk).folders.count() == 1
+
+
+def test_bulk_ignores_other_users_threads(alice_client, ui_mail):
+    response = _bulk(alice_client, "read", [ui_mail.bob_message.thread_id])
+    assert response.status_code == 404
+    assert not Message.objects.get(pk=ui_mail.bob_message.pk).is_read
+
+
+def test_bulk_refuses_an_offsite_next(alice_client, ui_mail):
+    response = _bulk(alice_client, "read", [ui_mail.html.thread_id], next="https://evil.example/")
+    assert response["Location"] == reverse("mailbox:inbox")
+
+
+# --- Compose, drafts, outbox ---------------------------------------------------------------------
+
+
+def _compose(client, url, **fields):
+    data = {"account": fields.pop("account"), "to": "", "cc": "", "bcc": "", "subject": "", "body_text": "",
+            "body_format": "text", "action": "save", **fields}  # fmt: skip
+    return client.post(url, data)
+
+
+def test_compose_page_offers_own_accounts_and_states_the_limit(alice_client, ui_mail):
+    body = alice_client.get(reverse("mailbox:compose")).content.decode()
+    assert "alice@gmail.example" in body and "alice@outlook.example" in body
+    assert "bob@gmail.example" not in body
+    assert "Up to 25 MB in total." in body
+    assert 'enctype="multipart/form-data"' in body
+
+
+def test_compose_send_queues_through_outbox(alice_client, ui_mail, django_capture_on_commit_callbacks):
+    upload = SimpleUploadedFile("plan.txt", b"the plan", content_type="text/plain")
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = alice_client.post(reverse("mailbox:compose"), {
+            "account": ui_mail.alice_outlook.id, "to": "Carol Jones <carol@example.org>, dan@example.org",
+            "cc": "", "bcc": "boss@example.org", "subject": "Plan", "body_text": "Here it is.",
+            "body_format": "text", "action": "send", "files": [upload],
+        })  # fmt: skip
+    assert response.status_code == 302 and response["Location"] == reverse("mailbox:outbox")
+    sent = OutgoingMessage.objects.get(subject="Plan")
+    assert sent.account == ui_mail.alice_outlook
+    assert sent.status == OutgoingMessage.Status.QUEUED
+    assert sent.to == [{"name": "Carol Jones", "email": "carol@example.org"}, {"name": "", "email": "dan@example.org"}]
+    assert sent.bcc == [{"name": "", "email": "boss@example.org"}]
+    assert b"plan.txt" in bytes(sent.raw) and b"Here it is." in bytes(sent.raw)
+    assert len(callbacks) == 1
+    outbox = alice_client.get(reverse("mailbox:outbox")).content.decode()
+    assert "Plan" in outbox and "Queued" in outbox
+
+
+def test_compose_rejects_bad_addresses_and_other_users_account(alice_client, ui_mail):
+    response = _compose(alice_client, reverse("mailbox:compose"), account=ui_mail.alice_gmail.id,
+                        to="not an address", action="send")  # fmt: skip
+    assert response.status_code == 400
+    assert "is not a valid email address" in response.content.decode()
+    response = _compose(alice_client, reverse("mailbox:compose"), account=ui_mail.bob_gmail.id, to="x@example.org")
+    assert response.status_code == 400
+    response = _compose(alice_client, reverse("mailbox:compose"), account=ui_mail.alice_gmail.id, action="send")
+    assert response.status_code == 400 and "Add at least one recipient." in response.content.decode()
+    assert not OutgoingMessage.objects.exclude(status="draft").exists()
+
+
+def test_attachments_limited_to_25_mb(alice_client, ui_mail):
+    draft = OutgoingMessage.objects.create(account=ui_mail.alice_gmail, subject="Big")
+    blob = store.blob_store(content=b"stand-in for a large file")
+    OutgoingAttachment.objects.create(outgoing=draft, blob=blob, filename="big.bin", size=25 * 1024 * 1024 - 5)
+    upload = SimpleUploadedFile("more.txt", b"0123456789")
+    response = alice_client.post(reverse("mailbox:draft", args=[draft.id]), {
+        "account": ui_mail.alice_gmail.id, "to": "x@example.org", "subject": "Big", "body_format": "text",
+        "action": "save", "files": [upload],
+    })  # fmt: skip
+    assert response.status_code == 400
+    assert "Attachments may total at most 25 MB." in response.content.decode()
+    assert draft.attachments.count() == 1
+
+
+def test_autosave_creates_then_updates_one_draft(alice_client, ui_mail):
+    url = reverse("mailbox:compose")
+    first = _compose(alice_client, url, account=ui_mail.alice_gmail.id, subject="Half", action="autosave").json()
+    assert first["saved"] is True
+    draft = OutgoingMessage.objects.get(pk=first["id"])
+    assert first["url"] == reverse("mailbox:draft", args=[draft.id])
+    second = _compose(alice_client, first["url"], account=ui_mail.alice_gmail.id, subject="Half done",
+                      body_text="more", action="autosave").json()  # fmt: skip
+    assert second["id"] == draft.id
+    draft.refresh_from_db()
+    assert (draft.subject, draft.body_text, draft.status) == ("Half done", "more", "draft")
+    assert OutgoingMessage.objects.filter(status="draft").count() == 1
+    # The draft can be resumed from the drafts list.
+    assert first["url"] in alice_client.get(reverse("mailbox:drafts")).content.decode()
+    page = alice_client.get(first["url"]).content.decode()
+    assert 'value="Half done"' in page and "more</textarea>" in page
+
+
+def test_rich_text_body_is_sanitised(alice_client, ui_mail):
+    url = reverse("mailbox:compose")
+    result = _compose(alice_client, url, account=ui_mail.alice_gmail.id, body_format="html", action="autosave",
+                      body_html='<p onclick="x()">Hi <b>there</b><script>alert(1)</script></p>').json()  # fmt: skip
+    draft = OutgoingMessage.objects.get(pk=result["id"])
+    assert draft.body_html == "<p>Hi <b>there</b></p>"
+    assert draft.body_text == "Hi there"
+
+
+def test_reply_reply_all_and_forward(alice_client, ui_mail):
+    source = Message.objects.get(pk=ui_mail.html.pk)
+    source.cc = [{"name": "Gil", "email": "gil@example.org"}, {"name": "Me", "email": "alice@gmail.example"}]
+    source.save()
+    response = alice_client.post(reverse("mailbox:compose_from_message", args=[source.id, "reply"]))
+    reply = OutgoingMessage.objects.latest("id")
+    assert response["Location"] == reverse("mailbox:draft", args=[reply.id])
+    assert reply.kind == "reply" and reply.account == ui_mail.alice_gmail
+    assert reply.to == [{"name": "Dana Report", "email": "dana@example.org"}] and reply.cc == []
+    assert reply.subject == "Re: Quarterly report"
+    assert reply.in_reply_to == source.message_id
+    assert reply.references.endswith(f"<{source.message_id}>")
+    assert "> Quarterly figures: 42" in reply.body_text
+
+    alice_client.post(reverse("mailbox:compose_from_message", args=[source.id, "reply_all"]))
+    reply_all = OutgoingMessage.objects.latest("id")
+    assert [p["email"] for p in reply_all.cc] == ["gil@example.org"]  # not herself
+
+    alice_client.post(reverse("mailbox:compose_from_message", args=[source.id, "forward"]))
+    forward = OutgoingMessage.objects.latest("id")
+    assert forward.subject == "Fwd: Quarterly report" and forward.to == []
+    assert sorted(forward.attachments.values_list("filename", flat=True)) == ["logo.png", "report.pdf"]
+    page = alice_client.get(reverse("mailbox:draft", args=[forward.id])).content.decode()
+    assert "report.pdf" in page
+
+    assert alice_client.post(reverse("mailbox:compose_from_message", args=[source.id, "bogus"])).status_code == 404
+
+
+def test_reply_send_builds_threading_headers(alice_client, ui_mail):
+    alice_client.post(reverse("mailbox:compose_from_message", args=[ui_mail.reply.id, "reply"]))
+    draft = OutgoingMessage.objects.latest("id")
+    alice_client.post(reverse("mailbox:draft", args=[draft.id]), {
+        "account": draft.account_id, "to": "frank@example.org", "subject": draft.subject, "body_text": "Thanks",
+        "body_format": "text", "action": "send",
+    })  # fmt: skip
+    draft.refresh_from_db()
+    sent = message_from_bytes(bytes(draft.raw))
+    assert draft.status == "queued"
+    assert sent["In-Reply-To"] == f"<{ui_mail.reply.message_id}>"
+    assert sent["References"].split()[-1] == f"<{ui_mail.reply.message_id}>"
+    assert len(sent["References"].split()) == 2  # the thread's root, then the message replied to
+
+
+def test_draft_remove_attachment_and_discard(alice_client, objects, ui_mail):
+    url = reverse("mailbox:draft", args=[objects["draft"]])
+    response = alice_client.post(url, {"account": ui_mail.alice_gmail.id, "subject": "Draft to keep",
+                                       "body_format": "text", "remove_attachment": objects["draft_file"]})  # fmt: skip
+    assert response.status_code == 302
+    assert not OutgoingAttachment.objects.filter(pk=objects["draft_file"]).exists()
+    alice_client.post(reverse("mailbox:draft_delete", args=[objects["draft"]]))
+    assert not OutgoingMessage.objects.filter(pk=objects["draft"]).exists()
+
+
+def test_queued_message_is_no_longer_editable(alice_client, objects):
+    OutgoingMessage.objects.filter(pk=objects["draft"]).update(status="queued")
+    assert alice_client.get(reverse("mailbox:draft", args=[objects["draft"]])).status_code == 404
+
+
+def test_outbox_shows_failure_and_retry_requeues(alice_client, objects, django_capture_on_commit_callbacks):
+    page = alice_client.get(reverse("mailbox:outbox")).content.decode()
+    assert "Failed one" in page and "The server refused the message." in page and ">Retry</button>" in page
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = alice_client.post(reverse("mailbox:outbox_retry", args=[objects["failed"]]))
+    assert response.status_code == 302
+    assert OutgoingMessage.objects.get(pk=objects["failed"]).status == "queued"
+    assert len(callbacks) == 1
+    # Only a failed message can be retried.
+    assert alice_client.post(reverse("mailbox:outbox_retry", args=[objects["failed"]])).status_code == 404
+
+
+def test_sync_now_queues_a_sync(alice_client, ui_mail, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = alice_client.post(reverse("mailbox:account_sync", args=[ui_mail.alice_gmail.id]), {"next": "/"})
+    assert response.status_code == 302
+    assert len(callbacks) == 1
+
+
+def test_address_suggestions_from_past_correspondents(alice_client, ui_mail):
+    results = alice_client.get(reverse("mailbox:suggest") + "?q=da").json()["results"]
+    assert results == [{"name": "Dana Report", "email": "dana@example.org"}]
+    results = alice_client.get(reverse("mailbox:suggest") + "?q=Fra").json()["results"]
+    assert [r["email"] for r in results] == ["frank@example.org"]
+    assert alice_client.get(reverse("mailbox:suggest") + "?q=").json() == {"results": []}
+
+
+def test_autosave_errors_are_json(alice_client, ui_mail):
+    response = _compose(alice_client, reverse("mailbox:compose"), account=ui_mail.alice_gmail.id, to="bad",
+                        action="autosave")  # fmt: skip
+    assert response.status_code == 400
+    assert json.loads(response.content)["saved"] is False
