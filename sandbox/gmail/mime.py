@@ -231,7 +231,8 @@ def part_json(part: EmailMessage, *, message_id: str, part_id: str = "") -> dict
     }
     if part.get_content_type() == "message/rfc822" or not part.is_multipart():
         data = _message_bytes(part) if part.get_content_type() == "message/rfc822" else _payload_bytes(part)
-        if is_attachment(part) or part.get_content_type() == "message/rfc822":
+        # Gmail serves named parts and every non-text part (inline images too) by attachmentId.
+        if is_attachment(part) or part.get_content_maintype() != "text":
             node["body"] = {"attachmentId": attachment_id(message_id, part_id), "size": len(data)}
         elif data:
             node["body"] = {"size": len(data), "data": b64url(data)}
