@@ -1,0 +1,101 @@
+"""Search: subject, participants and body, with every filter; PostgreSQL full text or SQLite FTS5 underneath."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+
+from mailbox.models import Message
+from mailbox.search import SearchQuery, fts5_query, messages_search, threads_search
+from tests.fixtures.ui import message_add, raw_text_message
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def _subjects(user, **query) -> set[str]:
+    return set(threads_search(user=user, query=SearchQuery(**query)).values_list("subject", flat=True))
+
+
+def test_index_is_in_place():
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'mailbox_message_search'")
+            assert "gin" in cursor.fetchone()[0].lower()
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT name FROM sqlite_master WHERE name = 'mailbox_message_fts'")
+            assert cursor.fetchone() is not None
+
+
+def test_by_subject_sender_recipient_and_body(alice, ui_mail):
+    assert _subjects(alice, text="quarterly") == {"Quarterly report"}
+    assert _subjects(alice, text="Carol") == {"Lunch on Friday?"}  # sender name
+    assert _subjects(alice, text="carol@example.org") == {"Lunch on Friday?"}  # sender address
+    assert _subjects(alice, text="agenda") == {"Project kickoff"}  # body of the reply
+    assert _subjects(alice, text="alice@outlook.example") == {"Project kickoff"}  # recipient
+    assert _subjects(alice, text="lunch noon") == {"Lunch on Friday?"}  # every word must match
+    assert _subjects(alice, text="lunch agenda") == set()
+
+
+def test_only_the_users_own_mail(alice, bob, ui_mail):
+    assert _subjects(alice, text="private") == set()
+    assert _subjects(bob, text="private") == {"Bob's private mail"}
+    assert _subjects(bob, text="quarterly") == set()
+
+
+def test_filters(alice, ui_mail):
+    gmail, outlook = ui_mail.alice_gmail, ui_mail.alice_outlook
+    label = ui_mail.folders[gmail.email]["Label_1"]
+    assert _subjects(alice, account_id=outlook.id) == {"Project kickoff"}
+    assert _subjects(alice, folder_id=label.id) == {"Quarterly report"}
+    assert _subjects(alice, unread=True) == {"Quarterly report", "Project kickoff"}
+    assert _subjects(alice, has_attachment=True) == {"Quarterly report"}
+    today = timezone.localdate()
+    assert _subjects(alice, date_from=today + timedelta(days=1)) == set()
+    old_when = timezone.now() - timedelta(days=40)
+    raw, _ = raw_text_message(subject="Old news", body="Archive me", when=old_when)
+    message_add(gmail, raw, folders=[ui_mail.folders[gmail.email]["INBOX"]], when=old_when)
+    assert _subjects(alice, date_to=today - timedelta(days=30)) == {"Old news"}
+    assert "Old news" not in _subjects(alice, date_from=today - timedelta(days=30))
+    assert _subjects(alice, text="news", account_id=outlook.id) == set()
+
+
+def test_index_follows_updates_and_deletes(alice, ui_mail):
+    Message.objects.filter(pk=ui_mail.plain.pk).update(subject="Dinner on Saturday?")
+    assert _subjects(alice, text="lunch") == set()
+    assert messages_search(user=alice, query=SearchQuery(text="saturday")).count() == 1
+    Message.objects.filter(pk=ui_mail.plain.pk).delete()
+    assert messages_search(user=alice, query=SearchQuery(text="saturday")).count() == 0
+
+
+def test_hostile_query_text_is_just_words(alice, ui_mail):
+    for text in ['"', "NEAR(", "subject:*", "a OR b) --", "' OR 1=1 --", "*", "中文 查询", "<script>"]:
+        assert messages_search(user=alice, query=SearchQuery(text=text)).count() >= 0
+    assert fts5_query('foo" OR bar*') == '"foo"* AND "OR"* AND "bar"*'
+
+
+def test_unicode_and_prefix(alice, ui_mail):
+    raw, _ = raw_text_message(subject="Café meeting 会议", body="Réunion demain", sender="Zoë <zoe@example.org>")
+    message_add(ui_mail.alice_gmail, raw, folders=[ui_mail.folders[ui_mail.alice_gmail.email]["INBOX"]])
+    assert _subjects(alice, text="café") == {"Café meeting 会议"}
+    assert _subjects(alice, text="会议") == {"Café meeting 会议"}
+
+
+def test_search_page(client, alice, ui_mail):
+    client.force_login(alice)
+    label = ui_mail.folders[ui_mail.alice_gmail.email]["Label_1"]
+    body = client.get(reverse("mailbox:search") + f"?q=report&folder={label.id}&attachment=on").content.decode()
+    assert "Quarterly report" in body and "Lunch on Friday?" not in body
+    assert f'<option value="{label.id}" selected>' in body
+    empty = client.get(reverse("mailbox:search") + "?q=nothingmatchesthis").content.decode()
+    assert "No conversations match." in empty
+    assert client.get(reverse("mailbox:search") + "?after=not-a-date").status_code == 200
