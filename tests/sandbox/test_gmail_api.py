@@ -554,3 +554,21 @@ def test_threading_by_references_and_snapshot_round_trip(gmail_api, tmp_path):
     assert [(m.id, m.raw, m.label_ids) for m in restored.messages(ALICE)] == [
         (m.id, m.raw, m.label_ids) for m in store.messages(ALICE)]
     assert restored.create_label(ALICE, "Next") == "Label_2"
+
+
+def test_fast_header_reader_agrees_with_the_full_parser():
+    """The store reads facts (threading ids, search text, snippet) with a light reader for speed;
+    it must agree with the stdlib parser on every generated and awkward message."""
+    from sandbox.corpus import generate_messages
+    from sandbox.gmail import mime
+
+    raws = [*generate_messages(400, to_address=ALICE, seed=5), *(raw for _, raw in awkward_corpus())]
+    light = 0
+    for raw in raws:
+        assert mime.facts_of(raw) == mime._facts(mime.parse(raw))
+        try:
+            mime.LightPart(raw)
+            light += 1
+        except Exception:  # noqa: BLE001, S112 - the full parser takes these
+            continue
+    assert light > len(raws) * 0.9
