@@ -515,6 +515,19 @@ class GmailStore:
         with self.lock:
             self._stats.clear()
 
+    def reset(self) -> None:
+        """Forget every mailbox and go back to defaults (quota off, no failures, zero stats)."""
+        with self.lock:
+            self._mailboxes.clear()
+            self._no_mail.clear()
+            self._usage.clear()
+            self._failures.clear()
+            self._fail_rate = 0.0
+            self._stats.clear()
+            self.quota_enabled = False
+            self.quota_units_per_second = QUOTA_UNITS_PER_SECOND
+            self.history_retention = None
+
     # --- snapshots -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write every mailbox (labels, messages, threads) to a gzipped JSON snapshot."""

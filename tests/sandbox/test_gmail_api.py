@@ -572,3 +572,15 @@ def test_fast_header_reader_agrees_with_the_full_parser():
         except Exception:  # noqa: BLE001, S112 - the full parser takes these
             continue
     assert light > len(raws) * 0.9
+
+
+def test_reset_returns_the_store_to_its_defaults(gmail_api):
+    store = gmail_api.store
+    store.insert_message(ALICE, mail())
+    gmail_api.service(ALICE).users().labels().list(userId="me").execute()
+    store.quota_enabled = True
+    store.fail_next(5)
+    store.fail_rate(0.5)
+    store.reset()
+    assert store.users() == [] and store.stats() == {} and not store.quota_enabled
+    assert gmail_api.service(ALICE).users().getProfile(userId="me").execute()["messagesTotal"] == 0
