@@ -690,18 +690,18 @@ class ExchangeSubmission:
                 else:
                     blob = await self.challenge_auth("", encode_to_b64=False)
                     if blob is None:
-                        return AuthResult(success=False, handled=True, message="501 5.5.2 Can't decode")
+                        return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode")
                 try:
                     text = base64.b64decode(blob).decode()
                     fields = dict(part.split("=", 1) for part in text.split("\x01") if "=" in part)
                     user, token = fields["user"].lower(), fields["auth"].removeprefix("Bearer ")
                 except (ValueError, KeyError):
-                    return AuthResult(success=False, handled=True, message="501 5.5.2 Can't decode")
+                    return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode")
                 email = await self.loop.run_in_executor(None, introspect, front.introspection_url, token)
                 if not email or parseaddr(email)[1].lower() != user:
-                    return AuthResult(success=False, handled=True, message="535 5.7.3 Authentication unsuccessful")
+                    return AuthResult(success=False, handled=False, message="535 5.7.3 Authentication unsuccessful")
                 if user in front.smtp_auth_disabled:
-                    return AuthResult(success=False, handled=True, message=SMTP_AUTH_DISABLED)
+                    return AuthResult(success=False, handled=False, message=SMTP_AUTH_DISABLED)
                 return AuthResult(success=True, auth_data=user)
 
         class _Controller(Controller):
