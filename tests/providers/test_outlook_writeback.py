@@ -1,0 +1,74 @@
+"""Reading, starring, moving and deleting in Mailhub reach the Outlook (Dovecot) mailbox, and come back."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailbox.models import Folder, Message
+from mailbox.services import messages_change, messages_change_apply
+from providers.base import ChangeKind, MessageChange
+from providers.microsoft.mail import OutlookClient
+from tests.providers.test_outlook_sync import db_view, seed, server_view
+
+pytestmark = [pytest.mark.dovecot, pytest.mark.django_db]
+
+
+def change(account, messages, kind: ChangeKind, folder: str = "") -> None:
+    """What the UI does: the local change at once, then the write-back task's service."""
+    ids = [m.pk for m in messages]
+    assert messages_change(user=account.user, message_ids=ids, change=MessageChange(kind, folder)) == len(ids)
+    result = messages_change_apply(account_id=account.pk, message_ids=ids, change=MessageChange(kind, folder))
+    assert result.outcome == "ok"
+
+
+@pytest.fixture
+def synced(dovecot, outlook_account):
+    account = outlook_account()
+    seed(dovecot, account.email, 10)
+    OutlookClient(account).full_sync()
+    return account
+
+
+def by_uid(account, folder="INBOX"):
+    return {mf.uid: mf.message for mf in Message.folders.through.objects.filter(
+        folder__account=account, folder__remote_id=folder).select_related("message")}
+
+
+def test_read_and_star_reach_the_server(dovecot, synced):
+    account = synced
+    messages = by_uid(account)
+    unread = [m for m in messages.values() if not m.is_read][:2]
+    change(account, unread, ChangeKind.READ)
+    change(account, unread[:1], ChangeKind.STAR)
+    change(account, [m for m in messages.values() if m.is_read and m not in unread][:1], ChangeKind.UNREAD)
+
+    OutlookClient(account).incremental_sync()
+    assert db_view(account) == server_view(dovecot, account.email)
+    server = server_view(dovecot, account.email)
+    uid = next(u for u, m in messages.items() if m.pk == unread[0].pk)
+    assert server[uid] == (b"\\Flagged", b"\\Seen")
+
+
+def test_move_archive_and_delete_to_trash_reach_the_server(dovecot, synced):
+    account = synced
+    messages = list(by_uid(account).values())
+    change(account, messages[:2], ChangeKind.TRASH)
+    change(account, messages[2:3], ChangeKind.ARCHIVE)
+    change(account, messages[3:4], ChangeKind.MOVE, "Junk Email")
+
+    assert len(dovecot.uids(account.email, "INBOX")) == 6
+    assert len(dovecot.uids(account.email, "Deleted Items")) == 2
+    assert len(dovecot.uids(account.email, "Archive")) == 1
+    assert len(dovecot.uids(account.email, "Junk Email")) == 1
+
+    OutlookClient(account).incremental_sync()
+    for folder in ("INBOX", "Deleted Items", "Archive", "Junk Email"):
+        assert db_view(account, folder) == server_view(dovecot, account.email, folder), folder
+    trash = Folder.objects.get(account=account, remote_id="Deleted Items")
+    assert set(trash.messages.values_list("pk", flat=True)) == {m.pk for m in messages[:2]}  # same rows
+    assert Message.objects.filter(account=account).count() == 10
+
+    change(account, messages[:1], ChangeKind.UNTRASH)
+    OutlookClient(account).incremental_sync()
+    assert len(dovecot.uids(account.email, "INBOX")) == 7
+    assert db_view(account) == server_view(dovecot, account.email)
