@@ -59,6 +59,7 @@ QUOTA_WINDOW_SECONDS = 1.02  # a little over Google's moving second, for clock a
 LIST_PAGE_SIZE = 500
 STORE_GROUP = 100  # messages stored (and progress recorded) together
 MAX_ATTEMPTS = 8  # per request or message, before the sync gives up for now (and resumes later)
+MAX_THROTTLED_ATTEMPTS = 25  # 429s come with a Retry-After and the pacer slows down: allow more of them
 MAX_INLINE_WAIT = 120.0  # a longer Retry-After ends the sync with ProviderError(retry_after=...)
 TIMEOUT = 60
 
@@ -93,18 +94,20 @@ class QuotaPacer:
 
     def __init__(self, *, limit: float, window: float = QUOTA_WINDOW_SECONDS) -> None:
         self.limit = limit
+        self.configured = limit  # the limit adapts below this when Google still throttles (shared quota)
         self.window = window
         self._cond = threading.Condition()
         self._entries: list[list[float]] = []  # [finished_at or inf, units]
         self._paused_until = 0.0
+        self._last_cut = 0.0
 
     def acquire(self, units: float) -> list[float]:
         entry = [float("inf"), float(units)]
         if not self.limit:
             return entry
-        units = min(units, self.limit)
         with self._cond:
             while True:
+                units = min(entry[1], self.limit)  # a request dearer than the whole limit waits for an empty window
                 now = time.monotonic()
                 self._entries = [e for e in self._entries if e[0] > now - self.window]
                 wait_for = self._paused_until - now
@@ -126,6 +129,21 @@ class QuotaPacer:
         with self._cond:
             self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
+    def throttled(self) -> None:
+        """Google said 429 although we paced: someone else shares the quota. Slow down (multiplicatively)."""
+        if self.configured:
+            with self._cond:
+                now = time.monotonic()
+                if now - self._last_cut > self.window:  # one cut per window, however many 429s a burst drew
+                    self._last_cut = now
+                    self.limit = max(self.limit * 0.7, self.configured * 0.2)
+
+    def succeeded(self) -> None:
+        """Creep back towards the configured limit (additively)."""
+        if self.configured and self.limit < self.configured:
+            with self._cond:
+                self.limit = min(self.limit + self.configured * 0.02, self.configured)
+
 
 _pacers: dict[str, QuotaPacer] = {}
 _pacers_lock = threading.Lock()
@@ -135,7 +153,7 @@ def quota_pacer(email: str) -> QuotaPacer:
     limit = float(_setting("GMAIL_QUOTA_UNITS_PER_SECOND", QUOTA_UNITS_PER_SECOND))
     with _pacers_lock:
         pacer = _pacers.get(email.lower())
-        if pacer is None or pacer.limit != limit:
+        if pacer is None or pacer.configured != limit:
             pacer = _pacers[email.lower()] = QuotaPacer(limit=limit)
         return pacer
 
@@ -175,6 +193,7 @@ class _Outcome:
 
     kind: str  # "ok" | "gone" | "retry" | "unauthorized" | "error"
     data: dict | None = None
+    throttled: bool = False
     delay: float | None = None
     detail: str = ""
 
@@ -214,7 +233,9 @@ def _classify(exc: HttpError) -> _Outcome:
     reason = _error_reason(exc)
     if status == 401:
         return _Outcome("unauthorized")
-    if status == 429 or status >= 500 or (status == 403 and reason in RETRYABLE_REASONS):
+    if status == 429 or (status == 403 and reason in RETRYABLE_REASONS):
+        return _Outcome("retry", delay=_retry_after(exc), detail=f"HTTP {status}", throttled=True)
+    if status >= 500:
         return _Outcome("retry", delay=_retry_after(exc), detail=f"HTTP {status}")
     if status == 404:
         return _Outcome("gone")
@@ -306,7 +327,9 @@ class GmailClient:
                 raise ProviderError(outcome.detail)
             attempt += 1
             delay = _backoff(attempt, outcome.delay)
-            if attempt >= MAX_ATTEMPTS or delay > MAX_INLINE_WAIT:
+            if outcome.throttled:
+                self.pacer.throttled()
+            if attempt >= (MAX_THROTTLED_ATTEMPTS if outcome.throttled else MAX_ATTEMPTS) or delay > MAX_INLINE_WAIT:
                 raise ProviderError(
                     f"Gmail is throttling or failing ({outcome.detail}); the sync will resume later.",
                     retry_after=delay,
@@ -373,6 +396,7 @@ class GmailClient:
                 ready: list[tuple[str, dict | None]] = []
                 retry: list[str] = []
                 unauthorized = False
+                throttled = False
                 longest = 0.0
                 for future in done:
                     chunk = inflight.pop(future)
@@ -389,13 +413,19 @@ class GmailClient:
                         else:
                             attempts[message_id] = attempts.get(message_id, 0) + 1
                             delay = _backoff(attempts[message_id], outcome.delay)
-                            if attempts[message_id] >= MAX_ATTEMPTS or delay > MAX_INLINE_WAIT:
+                            budget = MAX_THROTTLED_ATTEMPTS if outcome.throttled else MAX_ATTEMPTS
+                            throttled = throttled or outcome.throttled
+                            if attempts[message_id] >= budget or delay > MAX_INLINE_WAIT:
                                 raise ProviderError(
                                     f"Gmail is throttling or failing ({outcome.detail}); the sync will resume later.",
                                     retry_after=delay,
                                 )
                             longest = max(longest, delay)
                             retry.append(message_id)
+                if throttled:
+                    self.pacer.throttled()
+                elif ready:
+                    self.pacer.succeeded()
                 if unauthorized:
                     if refreshed:
                         raise ProviderError("Gmail keeps rejecting Mailhub's access token. Will retry later.")
@@ -403,6 +433,7 @@ class GmailClient:
                     refreshed = True
                 if retry or longest:
                     # Throttled ids go back in the queue after a pause that holds every request of the user.
+                    logger.debug("Gmail: retry %d ids after %.2fs (limit %.0f)", len(retry), longest, self.pacer.limit)
                     self.pacer.pause(longest)
                     for start in range(0, len(retry), self.batch_size):
                         queue.append(retry[start : start + self.batch_size])
@@ -525,6 +556,8 @@ class GmailClient:
             cursor=resume["history_id"], stage=SyncState.Stage.INCREMENTAL, resume={},
             progress_done=done, progress_total=done,
         )
+        # Catch up with what changed while the full sync ran (or while a killed run lay dead).
+        self.incremental_sync()
 
     def _total_at_least(self, done: int) -> int:
         total = SyncState.objects.filter(account=self.account).values_list("progress_total", flat=True).first() or 0
