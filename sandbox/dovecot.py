@@ -192,6 +192,11 @@ class TcpProxy:
         with self._lock:
             self._cut_after = server_bytes
 
+    def reset(self) -> None:
+        with self._lock:
+            self._cut_after = None
+            self.cuts = 0
+
     def drop_all(self) -> None:
         with self._lock:
             sockets = list(self._sockets)
@@ -542,14 +547,24 @@ debug = {"yes" if self.debug else "no"}
         messages: Iterable[tuple[bytes, Iterable[str | bytes], dt.datetime | None]],
         *,
         folder: str = "INBOX",
+        batch: int = 200,
     ) -> list[int]:
+        """APPEND many messages (MULTIAPPEND, ``batch`` per command, streamed); return their UIDs in order."""
         uids: list[int] = []
         with self.client(email) as imap:
             if folder != "INBOX" and not imap.folder_exists(folder):
                 imap.create_folder(folder)
+            pending: list[dict] = []
             for raw, flags, date in messages:
-                response = imap.append(folder, raw, flags=tuple(flags), msg_time=date)
-                uids.append(_appenduid(response))
+                item = {"msg": raw, "flags": tuple(flags)}
+                if date is not None:
+                    item["date"] = date
+                pending.append(item)
+                if len(pending) >= batch:
+                    uids += _appenduids(imap.multiappend(folder, pending))
+                    pending = []
+            if pending:
+                uids += _appenduids(imap.multiappend(folder, pending))
         return uids
 
     def set_flags(self, email: str, folder: str, uids: list[int], flags: list[str], *, add: bool = True) -> None:
@@ -613,9 +628,18 @@ debug = {"yes" if self.debug else "no"}
 
 
 def _appenduid(response: bytes) -> int:
-    # b"[APPENDUID 1700000000 42] Append completed."
+    return _appenduids(response)[0]
+
+
+def _appenduids(response: bytes) -> list[int]:
+    # b"[APPENDUID 1700000000 42] Append completed." or, after MULTIAPPEND, "... 42:241]"
     text = response.decode() if isinstance(response, bytes) else str(response)
-    return int(text.split("APPENDUID", 1)[1].split("]", 1)[0].split()[1])
+    uid_set = text.split("APPENDUID", 1)[1].split("]", 1)[0].split()[1]
+    uids: list[int] = []
+    for part in uid_set.split(","):
+        first, _, last = part.partition(":")
+        uids += range(int(first), int(last or first) + 1)
+    return uids
 
 
 # --- Exchange's SMTP quirks ------------------------------------------------------------------------

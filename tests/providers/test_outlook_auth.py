@@ -31,6 +31,7 @@ def test_token_expired_mid_sync_is_refreshed_and_the_rotated_refresh_token_saved
     dovecot.proxy.cut_after(30_000)
     client.full_sync()
 
+    assert dovecot.proxy.cuts == 1  # the sync really had to log in again mid-way
     account.refresh_from_db()
     assert account.access_token != old_access and account.refresh_token != old_refresh
     assert account.status == MailAccount.Status.ACTIVE
