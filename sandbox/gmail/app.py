@@ -83,6 +83,10 @@ def _quota_error(wait: float) -> GmailError:
                       retry_after=wait)
 
 
+def _concurrency_error() -> GmailError:
+    return GmailError(429, "Too many concurrent requests for user.", reason="rateLimitExceeded")
+
+
 # --- partial responses (`fields=`) -------------------------------------------------------------------
 def parse_fields(spec: str) -> dict:
     """``"messages(id,threadId),nextPageToken"`` -> {"messages": {"id": None, ...}, ...}."""
@@ -203,12 +207,23 @@ class GmailApp:
             elif path.startswith(("/upload/", "/resumable/upload/")):
                 response = self._upload(verb, path, params, headers, body, environ)
             else:
-                response = self.call(verb, path, params, headers, body)
+                response = self._single(email, verb, path, params, headers, body)
         except GmailError as error:
             response = error_response(error)
         reason = HTTPStatus(response.status).phrase
         start_response(f"{response.status} {reason}", [*response.headers, ("Content-Length", str(len(response.body)))])
         return [response.body]
+
+    def _single(
+        self, email: str, verb: str, path: str, params: dict[str, list[str]], headers: dict[str, str], body: bytes
+    ) -> Response:
+        if not self.store.enter(email, 1):
+            self.store.count(email, "throttled")
+            return error_response(_concurrency_error())
+        try:
+            return self.call(verb, path, params, headers, body)
+        finally:
+            self.store.leave(email, 1)
 
     def _email(self, authorization: str | None, params: dict[str, list[str]]) -> str | None:
         value = None
@@ -277,11 +292,26 @@ class GmailApp:
         parts = split_multipart(body, boundary)
         if len(parts) > MAX_BATCH:
             raise GmailError(400, f"Too many requests in batch (max {MAX_BATCH}).", reason="badRequest")
-        self.store.count(self._email(headers.get("authorization"), {}) or "", "batch")
+        email = self._email(headers.get("authorization"), {}) or ""
+        self.store.count(email, "batch")
+        # Google runs a batch's parts in parallel: each one counts against the concurrency limit.
+        allowed = self.store.enter(email, len(parts))
+        try:
+            return self._batch_parts(email, headers, parts, allowed)
+        finally:
+            self.store.leave(email, allowed)
+
+    def _batch_parts(
+        self, email: str, headers: dict[str, str], parts: list[tuple[dict[str, str], bytes]], allowed: int
+    ) -> Response:
         out_boundary = "batch_" + secrets.token_urlsafe(12)
         chunks: list[bytes] = []
-        for part_headers, content in parts:
-            response = self._batch_part(headers, content)
+        for index, (part_headers, content) in enumerate(parts):
+            if index < allowed:
+                response = self._batch_part(headers, content)
+            else:
+                self.store.count(email, "throttled")
+                response = error_response(_concurrency_error())
             chunk = f"--{out_boundary}\r\nContent-Type: application/http\r\n"
             content_id = part_headers.get("content-id")
             if content_id:

@@ -173,6 +173,10 @@ class GmailStore:
         self._fail_rate_status = 503
         self._random = random.Random(0)
         self._stats: collections.Counter[tuple[str, str]] = collections.Counter()
+        #: At most this many requests of one user in flight at once (a batch counts each part), like
+        #: Gmail's "Too many concurrent requests for user" 429; None: no limit.
+        self.concurrent_limit: int | None = None
+        self._inflight: collections.Counter[str] = collections.Counter()
 
     # --- users and labels ----------------------------------------------------------------------
     def add_user(self, email: str) -> None:
@@ -462,6 +466,18 @@ class GmailStore:
             window.append((now, cost))
             return None
 
+    def enter(self, email: str, n: int) -> int:
+        """Start ``n`` requests of ``email``; how many the concurrency limit lets through."""
+        with self.lock:
+            key, limit = email.lower(), self.concurrent_limit
+            allowed = n if limit is None else max(0, min(n, limit - self._inflight[key]))
+            self._inflight[key] += allowed
+            return allowed
+
+    def leave(self, email: str, n: int) -> None:
+        with self.lock:
+            self._inflight[email.lower()] -= n
+
     def fail_next(
         self, n: int = 1, *, status: int = 500, retry_after: float | None = None,
         method: str | None = None, email: str | None = None,
@@ -526,6 +542,7 @@ class GmailStore:
             self._stats.clear()
             self.quota_enabled = False
             self.quota_units_per_second = QUOTA_UNITS_PER_SECOND
+            self.concurrent_limit = None
             self.history_retention = None
 
     # --- snapshots -----------------------------------------------------------------------------

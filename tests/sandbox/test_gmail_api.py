@@ -584,3 +584,17 @@ def test_reset_returns_the_store_to_its_defaults(gmail_api):
     store.reset()
     assert store.users() == [] and store.stats() == {} and not store.quota_enabled
     assert gmail_api.service(ALICE).users().getProfile(userId="me").execute()["messagesTotal"] == 0
+
+
+def test_concurrency_limit_counts_each_batch_part(gmail_api, alice):
+    store = gmail_api.store
+    msg_id = store.insert_message(ALICE, mail())
+    store.concurrent_limit = 10
+    outcome: list[int | None] = []
+    batch = alice.new_batch_http_request(callback=lambda rid, resp, exc: outcome.append(exc and exc.resp.status))
+    for _ in range(15):
+        batch.add(alice.users().messages().get(userId="me", id=msg_id, format="minimal"))
+    batch.execute()
+    assert outcome == [None] * 10 + [429] * 5
+    assert alice.users().getProfile(userId="me").execute()  # slots are released after each request
+    assert store.stats(ALICE)["throttled"] == 5
