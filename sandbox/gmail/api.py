@@ -121,26 +121,29 @@ def _matcher(box: Mailbox, request: ApiRequest) -> Callable[[StoredMessage], boo
     return matches
 
 
-def _scan(box: Mailbox, request: ApiRequest, limit: int, *, key: Callable[[StoredMessage], str | None]):
-    """Walk messages newest first from the page token, yielding matches; returns (items, next token)."""
+def _scan(box: Mailbox, request: ApiRequest, limit: int, *, threads: bool = False):
+    """Walk messages newest first from the page token; returns (matches, next page token, matcher).
+
+    With ``threads``, a thread is listed once, where its newest matching message is."""
     matches = _matcher(box, request)
     after = _untoken(request.param("pageToken"))
     start = bisect.bisect_right(box.order, after) if after else 0
     found: list[StoredMessage] = []
-    seen: set[str] = set()
     for index in range(start, len(box.order)):
         message = box.messages[box.order[index][-1]]
-        if not matches(message):
-            continue
-        group = key(message)
-        if group is not None and group in seen:
+        if not matches(message) or (threads and not _newest_match(box, message, matches)):
             continue
         if len(found) == limit:
             return found, _token(box.order[index - 1]) if index else None, matches
         found.append(message)
-        if group is not None:
-            seen.add(group)
     return found, None, matches
+
+
+def _newest_match(box: Mailbox, message: StoredMessage, matches: Callable[[StoredMessage], bool]) -> bool:
+    return not any(
+        box.messages[other].order_key < message.order_key and matches(box.messages[other])
+        for other in box.threads[message.thread_id]
+    )
 
 
 # --- handlers --------------------------------------------------------------------------------------
@@ -189,7 +192,7 @@ def labels_delete(store: GmailStore, box: Mailbox, request: ApiRequest, label_id
 
 def messages_list(store: GmailStore, box: Mailbox, request: ApiRequest) -> Result:
     limit = request.integer("maxResults", 100, low=1, high=500)
-    found, token, matches = _scan(box, request, limit, key=lambda m: None)
+    found, token, matches = _scan(box, request, limit)
     out: Json = {}
     if found:
         out["messages"] = [{"id": m.id, "threadId": m.thread_id} for m in found]
@@ -213,7 +216,7 @@ def _estimate(box: Mailbox, request: ApiRequest, matches: Callable[[StoredMessag
 
 def threads_list(store: GmailStore, box: Mailbox, request: ApiRequest) -> Result:
     limit = request.integer("maxResults", 100, low=1, high=500)
-    found, token, _ = _scan(box, request, limit, key=lambda m: m.thread_id)
+    found, token, _ = _scan(box, request, limit, threads=True)
     out: Json = {}
     if found:
         out["threads"] = [

@@ -292,7 +292,11 @@ def test_send_threads_and_keeps_what_was_posted(gmail_api, alice):
     minimal = alice.users().threads().get(userId="me", id=original, format="minimal").execute()
     assert all("payload" not in m for m in minimal["messages"])
     threads = valid("threads.list", alice.users().threads().list(userId="me", includeSpamTrash=True).execute())
-    assert {t["id"] for t in threads["threads"]} == {original, to_self["threadId"]}
+    assert [t["id"] for t in threads["threads"]] == [to_self["threadId"], original]
+    first = alice.users().threads().list(userId="me", maxResults=1).execute()
+    second = alice.users().threads().list(userId="me", maxResults=1, pageToken=first["nextPageToken"]).execute()
+    assert [first["threads"][0]["id"], second["threads"][0]["id"]] == [to_self["threadId"], original]
+    assert "nextPageToken" not in second  # a thread is listed once, not again for its older messages
 
     no_recipient = EmailMessage()
     no_recipient["Subject"] = "x"
