@@ -41,6 +41,7 @@ _CHARSET_ALIASES = {
     "us-ascii": "utf-8",  # mail labelled us-ascii very often carries 8-bit text anyway
     "ascii": "utf-8",
 }
+
 _ANGLE_ID = re.compile(r"<([^<>\s]+)>")
 _TAG = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
 _SPACE = re.compile(r"\s+")
@@ -228,8 +229,9 @@ def _parse_date(msg: EmailMessage, problems: list[str]) -> datetime | None:
 
 
 def _parse_headers(msg: EmailMessage, result: ParsedMessage, problems: list[str]) -> None:
-    result.message_id = _first_id(_header_text(msg, "Message-ID", problems))
-    result.in_reply_to = _first_id(_header_text(msg, "In-Reply-To", problems))
+    # Message ids carry no encoded words: the raw text is exact (and much faster than the header registry).
+    result.message_id = _first_id(_raw_header_text(msg, "Message-ID"))
+    result.in_reply_to = _first_id(_raw_header_text(msg, "In-Reply-To"))
     result.references = _all_ids(_raw_header_text(msg, "References"))
     result.subject = _header_text(msg, "Subject", problems)
     senders = _addresses(msg, "From", problems)
@@ -245,22 +247,55 @@ def _parse_headers(msg: EmailMessage, result: ParsedMessage, problems: list[str]
 # --- Body ---------------------------------------------------------------------------------------
 
 
+@dataclass
+class _PartInfo:
+    """A part's Content-Type and Content-Disposition, each parsed once (header parsing is the slow bit)."""
+
+    content_type: str
+    charset: str | None
+    disposition: str | None
+    filename: str
+
+
+def _part_info(part: EmailMessage) -> _PartInfo:
+    try:
+        ct = part.get("content-type")
+        if ct is not None and not getattr(ct, "defects", None) and "/" in getattr(ct, "content_type", ""):
+            ctype, params = ct.content_type.lower(), dict(ct.params)
+        else:
+            ctype, params = part.get_content_type(), {}
+    except Exception:  # noqa: BLE001
+        ctype, params = part.get_default_type(), {}
+    try:
+        cd = part.get("content-disposition")
+        disposition = cd.content_disposition.lower() if cd is not None and cd.content_disposition else None
+        cd_params = dict(cd.params) if cd is not None else {}
+    except Exception:  # noqa: BLE001
+        disposition, cd_params = None, {}
+    name = cd_params.get("filename") or params.get("name") or ""
+    if isinstance(name, tuple):
+        name = email.utils.collapse_rfc2231_value(name)
+    name = _decode_rfc2047(str(name)) if "=?" in str(name) else clean_text(str(name))
+    filename = name.replace("/", "_").replace("\\", "_").strip()[:255]
+    return _PartInfo(ctype, params.get("charset"), disposition, filename)
+
+
 def _leaf_parts(part: EmailMessage, depth: int = 0):
-    """Yield the leaf parts; an attached message (message/rfc822) is one leaf, kept as .eml."""
+    """Yield (part, info) for the leaf parts; an attached message (message/rfc822) is one leaf, kept as .eml."""
     if depth > 50:  # a pathological nesting bomb
         return
-    ctype = part.get_content_type()
-    if part.is_multipart() and not ctype.startswith("message/"):
+    info = _part_info(part)
+    if part.is_multipart() and not info.content_type.startswith("message/"):
         payload = part.get_payload()
         if isinstance(payload, list):
             for child in payload:
                 yield from _leaf_parts(child, depth + 1)
         return
-    yield part
+    yield part, info
 
 
-def _part_bytes(part: EmailMessage) -> bytes:
-    if part.get_content_type().startswith("message/") and part.is_multipart():
+def _part_bytes(part: EmailMessage, ctype: str) -> bytes:
+    if ctype.startswith("message/") and part.is_multipart():
         inner = part.get_payload()
         inner = inner[0] if isinstance(inner, list) and inner else inner
         try:
@@ -274,41 +309,19 @@ def _part_bytes(part: EmailMessage) -> bytes:
     return data
 
 
-def _part_filename(part: EmailMessage) -> str:
-    try:
-        name = part.get_filename() or ""
-    except Exception:  # noqa: BLE001
-        name = ""
-    if not name:
-        # Some mailers put the name only on Content-Type (name=...), possibly RFC 2047 encoded.
-        try:
-            name = part.get_param("name", header="content-type") or ""
-        except Exception:  # noqa: BLE001
-            name = ""
-        if isinstance(name, tuple):
-            name = email.utils.collapse_rfc2231_value(name)
-    name = _decode_rfc2047(str(name)) if "=?" in str(name) else clean_text(str(name))
-    return name.replace("/", "_").replace("\\", "_").strip()[:255]
-
-
 def _parse_body(msg: EmailMessage, result: ParsedMessage, problems: list[str]) -> None:
     texts: list[str] = []
     htmls: list[str] = []
-    for part in _leaf_parts(msg):
+    for part, info in _leaf_parts(msg):
         try:
-            ctype = part.get_content_type()
-            try:
-                disposition = part.get_content_disposition()
-            except Exception:  # noqa: BLE001
-                disposition = None
-            filename = _part_filename(part)
+            ctype, disposition, filename = info.content_type, info.disposition, info.filename
             content_id = _first_id(_raw_header_text(part, "Content-ID"))
             is_body_text = ctype in ("text/plain", "text/html") and disposition != "attachment" and not (
                 filename and disposition == "inline" and not content_id and ctype != "text/html"
             )
-            data = _part_bytes(part)
+            data = _part_bytes(part, ctype)
             if is_body_text:
-                text = _decode_bytes(data, part.get_content_charset())
+                text = _decode_bytes(data, info.charset)
                 (htmls if ctype == "text/html" else texts).append(text)
                 continue
             if not data and not filename:

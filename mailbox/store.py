@@ -560,23 +560,23 @@ def _threads_refresh(thread_ids: list[int]) -> None:
         name = row["from_name"] or row["from_address"]
         if name and name not in senders[thread_id] and len(senders[thread_id]) < SENDERS_IN_SUMMARY:
             senders[thread_id].append(name)
-    threads = list(Thread.objects.filter(pk__in=list(stats)))
-    for thread in threads:
+    fields = ["message_count", "unread_count", "last_message_at", "is_starred", "has_attachments", "snippet",
+              "senders", "subject"]
+    for thread in Thread.objects.filter(pk__in=list(stats)).only("id", *fields):
         row = stats[thread.pk]
-        thread.message_count = row["count"]
-        thread.unread_count = row["unread"]
-        thread.last_message_at = row["last"]
-        thread.is_starred = row["starred"] > 0
-        thread.has_attachments = row["attachments"] > 0
-        thread.snippet = latest[thread.pk]["snippet"]
-        thread.senders = ", ".join(senders[thread.pk])
-        if not thread.subject:
-            thread.subject = latest[thread.pk]["subject"]
-    Thread.objects.bulk_update(
-        threads,
-        ["message_count", "unread_count", "last_message_at", "is_starred", "has_attachments", "snippet", "senders",
-         "subject"],
-    )
+        values = {
+            "message_count": row["count"],
+            "unread_count": row["unread"],
+            "last_message_at": row["last"],
+            "is_starred": row["starred"] > 0,
+            "has_attachments": row["attachments"] > 0,
+            "snippet": latest[thread.pk]["snippet"],
+            "senders": ", ".join(senders[thread.pk]),
+            "subject": thread.subject or latest[thread.pk]["subject"],
+        }
+        # One small UPDATE per changed thread: cheaper than bulk_update's CASE expressions on both backends.
+        if any(getattr(thread, name) != value for name, value in values.items()):
+            Thread.objects.filter(pk=thread.pk).update(**values)
 
 
 # --- Attachments --------------------------------------------------------------------------------

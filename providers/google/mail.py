@@ -257,6 +257,19 @@ def _label_flags(label_ids: Sequence[str]) -> dict[str, bool]:
     return {"is_read": "UNREAD" not in labels, "is_starred": "STARRED" in labels, "is_draft": "DRAFT" in labels}
 
 
+class _BearerHttp(httplib2.Http):
+    """httplib2 with the client's current access token on every request (batch envelopes included)."""
+
+    def __init__(self, client: GmailClient, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._client = client
+
+    def request(self, uri, method="GET", body=None, headers=None, *args, **kwargs):  # noqa: ANN001, ANN201
+        headers = dict(headers or {})
+        headers.setdefault("authorization", f"Bearer {self._client._token}")
+        return super().request(uri, method, body, headers, *args, **kwargs)
+
+
 # --- The client -----------------------------------------------------------------------------------
 
 
@@ -267,7 +280,9 @@ class GmailClient:
         self.account = account
         self.service = gmail_service()
         self.pacer = quota_pacer(account.email)
-        self.batch_size = int(_setting("GMAIL_BATCH_SIZE", 20))
+        # Small batches when pacing: a batch's units count until its answer is in, so short requests pace closer
+        # to the quota. Without pacing, bigger batches mean fewer round trips.
+        self.batch_size = int(_setting("GMAIL_BATCH_SIZE", 0)) or (10 if self.pacer.configured else 50)
         self.concurrency = int(_setting("GMAIL_CONCURRENCY", 4))
         self._token = ""
         self._local = threading.local()
@@ -278,7 +293,7 @@ class GmailClient:
     def _http(self) -> httplib2.Http:
         http = getattr(self._local, "http", None)
         if http is None:
-            http = self._local.http = httplib2.Http(timeout=TIMEOUT)
+            http = self._local.http = _BearerHttp(self, timeout=TIMEOUT)
         return http
 
     def _ensure_token(self, *, force: bool = False) -> None:

@@ -148,6 +148,7 @@ def test_worker_killed_mid_sync_then_resumed_ends_equal_to_mailbox(gmail_account
     from mailbox import store
 
     settings.GMAIL_BATCH_SIZE = 10
+    settings.GMAIL_QUOTA_UNITS_PER_SECOND = 0  # pacing off: speed
     ids = gmail_mailbox.seed(450)
     real = store.messages_upsert
     calls = {"n": 0}
@@ -205,9 +206,10 @@ def test_expired_access_token_is_refreshed_transparently(gmail_account, gmail_ma
     assert Message.objects.filter(account=gmail_account).count() == 3
 
 
-def test_two_syncs_of_one_account_never_run_at_once(gmail_account, gmail_mailbox):
+def test_two_syncs_of_one_account_never_run_at_once(gmail_account, gmail_mailbox, settings):
     import threading
 
+    settings.GMAIL_QUOTA_UNITS_PER_SECOND = 0
     gmail_mailbox.seed(200)
     outcomes = []
     threads = [

@@ -1,0 +1,155 @@
+"""Gmail sync benchmark against the in-process sandbox Gmail API over real HTTP.
+
+Runs on a throwaway test database (Django's test-database machinery: a temp SQLite file, or
+``test_<name>`` on PostgreSQL when DATABASE_URL points there) and a temp MEDIA_ROOT; never touches
+``var/mailhub.sqlite3``. ``BENCH_GMAIL_MESSAGES`` changes the mailbox size (default 10,000).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+QUOTA_CEILING_MESSAGES_PER_SECOND = 250 / 5  # 250 units/s per user, messages.get costs 5
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _account(*, sandbox, app, user, email: str):
+    from django.utils import timezone
+
+    from accounts.models import MailAccount
+    from mailbox.models import SyncState
+
+    scopes = ("openid", "https://www.googleapis.com/auth/userinfo.email", "https://www.googleapis.com/auth/gmail.modify")
+    sandbox.google.add_user(email)
+    common = {"provider": "google", "client_id": app.client_id, "email": email, "scopes": scopes, "grant": email}
+    access = sandbox.tokens.issue(kind="access", lifetime=7200, **common)
+    refresh = sandbox.tokens.issue(kind="refresh", lifetime=None, **common)
+    account = MailAccount.objects.create(
+        user=user, provider="google", email=email, access_token=access.value, refresh_token=refresh.value,
+        token_expires_at=timezone.now() + timedelta(hours=2), scopes=" ".join(scopes),
+    )
+    SyncState.objects.create(account=account, sync_since=None)
+    return account
+
+
+def _timed_sync(account) -> tuple[float, str]:
+    from mailbox.services import account_sync
+
+    started = time.perf_counter()
+    outcome = account_sync(account_id=account.pk).outcome
+    return time.perf_counter() - started, outcome
+
+
+def _run(n: int, tmp: Path) -> dict:
+    from django.contrib.auth import get_user_model
+    from django.test import override_settings
+
+    from mailbox.models import Message
+    from providers.models import ProviderApp
+    from sandbox.corpus import generate_messages
+    from sandbox.server import Sandbox
+
+    sandbox = Sandbox(tls_dir=tmp / "tls").start()
+    try:
+        client_id, secret = "bench.apps.googleusercontent.com", "GOCSPX-bench"
+        sandbox.google.register_client(client_id, secret)
+        os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+        with override_settings(MEDIA_ROOT=str(tmp / "media"), **sandbox.env()):
+            app = ProviderApp.objects.create(provider="google", client_id=client_id, client_secret=secret, enabled=True)
+            user = get_user_model().objects.create_user("bench", "bench@example.org", "bench-password-1")
+            raws = list(generate_messages(n, to_address="owner@gmail.com"))
+            emails = {mode: f"bench.{mode}.{uuid.uuid4().hex[:6]}@gmail.com" for mode in ("on", "off")}
+            for email in emails.values():
+                sandbox.gmail.seed(email, raws)
+            del raws
+            store = sandbox.gmail
+            figures: dict = {"messages": n}
+
+            # 1. Quota emulation on: the client paces itself for Google's 250 units/s.
+            account_on = _account(sandbox=sandbox, app=app, user=user, email=emails["on"])
+            store.quota_enabled = True
+            store.reset_stats()
+            seconds, outcome = _timed_sync(account_on)
+            stats = store.stats(emails["on"])
+            stored = Message.objects.filter(account=account_on).count()
+            rate = stored / seconds
+            figures["quota_on"] = {
+                "outcome": outcome,
+                "seconds": round(seconds, 2),
+                "messages_per_second": round(rate, 1),
+                "share_of_ceiling": round(rate / QUOTA_CEILING_MESSAGES_PER_SECOND, 3),
+                "throttled_429s_seen": stats.get("throttled", 0),
+                "messages_lost": n - stored,
+                "http_requests": stats.get("http_requests", 0),
+            }
+            store.quota_enabled = False
+
+            # 2. Quota emulation off, and the client's pacing off: what the code itself costs.
+            rss_before = _peak_rss_mb()
+            with override_settings(GMAIL_QUOTA_UNITS_PER_SECOND=0, GMAIL_BATCH_SIZE=50):
+                account_off = _account(sandbox=sandbox, app=app, user=user, email=emails["off"])
+                seconds, outcome = _timed_sync(account_off)
+            stored = Message.objects.filter(account=account_off).count()
+            figures["quota_off"] = {
+                "outcome": outcome,
+                "seconds": round(seconds, 2),
+                "messages_per_second": round(stored / seconds, 1),
+                "messages_lost": n - stored,
+                "peak_rss_mb_process": _peak_rss_mb(),
+                "peak_rss_mb_before_sync": rss_before,
+                "note": "the sandbox (holding both mailboxes) runs in the same process",
+            }
+
+            # 3. Incremental syncs of the quota-on mailbox (pacing on, as in production).
+            store.quota_enabled = True
+            _timed_sync(account_on)  # warm: token, connections
+            time.sleep(1.1)  # let the quota window drain so pacing does not count
+            store.reset_stats()
+            seconds, outcome = _timed_sync(account_on)
+            figures["incremental_no_change"] = {
+                "outcome": outcome,
+                "api_requests": store.stats(emails["on"]).get("http_requests", 0),
+                "milliseconds": round(seconds * 1000, 1),
+            }
+            store.insert_message(emails["on"], next(generate_messages(1, to_address=emails["on"], seed=99)))
+            time.sleep(1.1)
+            store.reset_stats()
+            seconds, outcome = _timed_sync(account_on)
+            figures["incremental_one_new"] = {
+                "outcome": outcome,
+                "api_requests": store.stats(emails["on"]).get("http_requests", 0),
+                "milliseconds": round(seconds * 1000, 1),
+                "stored": Message.objects.filter(account=account_on).count() == n + 1,
+            }
+            store.quota_enabled = False
+            from django.db import connection
+
+            figures["database"] = connection.vendor
+            return figures
+    finally:
+        sandbox.stop()
+
+
+def run() -> dict:
+    from django.db import connection
+
+    n = int(os.environ.get("BENCH_GMAIL_MESSAGES", "10000"))
+    with tempfile.TemporaryDirectory(prefix="mailhub-bench-gmail-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        test_settings = connection.settings_dict.setdefault("TEST", {})
+        if connection.vendor == "sqlite":
+            test_settings["NAME"] = str(tmp / "bench.sqlite3")  # a real file, as in production, not :memory:
+        old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+        try:
+            return _run(n, tmp)
+        finally:
+            connection.creation.destroy_test_db(old_name, verbosity=0)
