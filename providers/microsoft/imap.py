@@ -62,6 +62,10 @@ _NAME_ROLES = {
 _ANGLE_ID = re.compile(rb"<([^<>\s]+)>")
 
 
+class ServerUnreachable(ProviderError, ConnectionError):
+    """The IMAP server could not be reached (a ConnectionError too, so a session retries it with backoff)."""
+
+
 @dataclass(frozen=True)
 class RemoteFolder:
     remote_id: str  # the raw (modified UTF-7) name, as the server spells it
@@ -96,7 +100,7 @@ def imap_connect(*, timeout: float = 60) -> IMAPClient:
         if security == "starttls":
             client.starttls(context)
     except CONNECTION_ERRORS as exc:
-        raise ProviderError(f"Outlook's mail server could not be reached ({type(exc).__name__}).") from None
+        raise ServerUnreachable(f"Outlook's mail server could not be reached ({type(exc).__name__}).") from None
     client.folder_encode = False  # keep raw names: they are the folders' ids; decoded separately
     return client
 

@@ -65,6 +65,7 @@ class _Session:
         self.capabilities: set[bytes] = set()
         self.commands = [0]
         self.connections = 0
+        self.seconds = 0.0  # wall time spent talking to the server (the benchmark splits IMAP from storing)
 
     @property
     def condstore(self) -> bool:
@@ -139,6 +140,7 @@ class _Session:
         ``operation`` must be safe to repeat: the sync's writes are idempotent.
         """
         for attempt, delay in enumerate((*RECONNECT_DELAYS, None)):
+            started = time.perf_counter()
             try:
                 return operation(self.open())
             except CONNECTION_ERRORS as exc:
@@ -152,6 +154,8 @@ class _Session:
                 time.sleep(delay)
             except IMAPClientError as exc:
                 raise ProviderError(f"Outlook's mail server refused a command ({_short(exc)}).") from None
+            finally:
+                self.seconds += time.perf_counter() - started
         raise AssertionError("unreachable")
 
     def __enter__(self) -> _Session:

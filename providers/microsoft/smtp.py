@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.utils import timezone
+from imapclient.exceptions import IMAPClientError
 
 from accounts.services import account_access_token
 from mailbox import store
@@ -158,9 +159,8 @@ def outgoing_send_smtp(*, client: OutlookClient, outgoing: OutgoingMessage) -> s
     if not recipients:
         raise ProviderError("This message has no recipients.")
     send_pace(account_id=account.pk, exclude_id=outgoing.pk)
-    server = smtp_connect()
+    server = _connect_and_login(account=account)
     try:
-        _login_with_refresh(server, account=account)
         try:
             server.sendmail(sender, recipients, body)
         except smtplib.SMTPRecipientsRefused as exc:
@@ -179,37 +179,57 @@ def outgoing_send_smtp(*, client: OutlookClient, outgoing: OutgoingMessage) -> s
         except (OSError, smtplib.SMTPServerDisconnected):
             raise ProviderError("The connection to Outlook's SMTP server broke while sending.") from None
     finally:
-        try:
-            server.quit()
-        except (OSError, smtplib.SMTPException):
-            server.close()
+        _close(server)
     _send_record(account_id=account.pk, outgoing_id=outgoing.pk)
     remote_id = imap.remote_id_for(identity=imap.message_identity(imap.header_block(raw)), raw=raw)
     if settings.MICROSOFT_APPEND_SENT:
-        sent_append(client=client, raw=raw, remote_id=remote_id)
+        try:
+            sent_append(client=client, raw=raw, remote_id=remote_id)
+        except (ProviderError, IMAPClientError, OSError) as exc:
+            # The message has gone: failing now would make the outbox send it again. The outbox
+            # files it locally; only the server's Sent copy is missing.
+            logger.warning("Sent message of account %s not appended to Sent: %s", account.pk, type(exc).__name__)
     return remote_id
 
 
-def _login_with_refresh(server: smtplib.SMTP, *, account) -> None:
+def _connect_and_login(*, account) -> smtplib.SMTP:
+    """A connection authenticated with XOAUTH2; a refused token is refreshed once, on a new connection."""
+    server = smtp_connect()
     try:
         smtp_login(server, email=account.email, access_token=account_access_token(account=account))
-        return
+        return server
     except smtplib.SMTPAuthenticationError as exc:
+        _close(server)
         if _auth_disabled(exc):
             raise SmtpAuthDisabled(SMTP_AUTH_DISABLED_MESSAGE) from None
     except (OSError, smtplib.SMTPException):
+        _close(server)
         raise ProviderError("The connection to Outlook's SMTP server broke during sign-in.") from None
+    except BaseException:
+        _close(server)
+        raise
     token = account_access_token(account=account, force_refresh=True)
+    server = smtp_connect()
     try:
         smtp_login(server, email=account.email, access_token=token)
+        return server
     except smtplib.SMTPAuthenticationError as exc:
+        _close(server)
         if _auth_disabled(exc):
             raise SmtpAuthDisabled(SMTP_AUTH_DISABLED_MESSAGE) from None
         raise ProviderError(
             "Outlook refused Mailhub's sign-in for sending from this mailbox. Reconnect the mailbox and try again."
         ) from None
     except (OSError, smtplib.SMTPException):
+        _close(server)
         raise ProviderError("The connection to Outlook's SMTP server broke during sign-in.") from None
+
+
+def _close(server: smtplib.SMTP) -> None:
+    try:
+        server.quit()
+    except (OSError, smtplib.SMTPException):
+        server.close()
 
 
 def _sent_folder(account) -> Folder | None:

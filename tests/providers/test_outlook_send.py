@@ -118,3 +118,15 @@ def test_sends_are_paced_to_the_mailbox_limit_instead_of_failing(dovecot, outloo
     assert [r.outcome for r in results] == ["ok"] * 5
     assert len(dovecot.sink.messages) == 5 and exchange.refused == [account.email]
     assert time.monotonic() - started >= 2 * 1.5 - 0.2  # two waits for the window to pass
+
+
+def test_send_with_a_token_microsoft_expired_early_refreshes_and_sends(dovecot, outlook_account, sandbox):
+    account = outlook_account()
+    old_access = account.access_token
+    sandbox.microsoft.expire_access_tokens(account.email)  # we still think it valid for an hour
+    outgoing = queued(account)
+
+    assert outgoing_send(outgoing_id=outgoing.pk).outcome == "ok"
+    assert len(dovecot.sink.wait_for(1)) == 1
+    account.refresh_from_db()
+    assert account.access_token != old_access
