@@ -60,6 +60,7 @@ LIST_PAGE_SIZE = 500
 STORE_GROUP = 100  # messages stored (and progress recorded) together
 MAX_ATTEMPTS = 8  # per request or message, before the sync gives up for now (and resumes later)
 MAX_THROTTLED_ATTEMPTS = 25  # 429s come with a Retry-After and the pacer slows down: allow more of them
+SEND_ATTEMPTS = 3
 MAX_INLINE_WAIT = 120.0  # a longer Retry-After ends the sync with ProviderError(retry_after=...)
 TIMEOUT = 60
 
@@ -314,7 +315,7 @@ class GmailClient:
             services.sync_lock_heartbeat(account=self.account)
             time.sleep(min(left, 20.0))
 
-    def _execute(self, build: Callable[[], HttpRequest], *, method: str) -> dict:
+    def _execute(self, build: Callable[[], HttpRequest], *, method: str, max_attempts: int = MAX_ATTEMPTS) -> dict:
         """Run one request with pacing, token refresh and backoff; 404 raises _Gone."""
         self._ensure_token()
         refreshed = False
@@ -344,7 +345,8 @@ class GmailClient:
             delay = _backoff(attempt, outcome.delay)
             if outcome.throttled:
                 self.pacer.throttled()
-            if attempt >= (MAX_THROTTLED_ATTEMPTS if outcome.throttled else MAX_ATTEMPTS) or delay > MAX_INLINE_WAIT:
+            budget = max(max_attempts, MAX_THROTTLED_ATTEMPTS if outcome.throttled else 0)
+            if attempt >= budget or delay > MAX_INLINE_WAIT:
                 raise ProviderError(
                     f"Gmail is throttling or failing ({outcome.detail}); the sync will resume later.",
                     retry_after=delay,
@@ -783,8 +785,10 @@ class GmailClient:
             thread_key = source.thread.remote_id
             if not thread_key.startswith(("mid:", "remote:")):
                 body["threadId"] = thread_key
+        # Few inline attempts: the outbox task retries later, checking first whether an attempt went through.
         response = self._execute(
-            lambda: self.service.users().messages().send(userId="me", body=body), method="messages.send"
+            lambda: self.service.users().messages().send(userId="me", body=body), method="messages.send",
+            max_attempts=SEND_ATTEMPTS,
         )
         self._file_sent(outgoing=outgoing, data=response)
         return response["id"]
