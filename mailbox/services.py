@@ -258,10 +258,15 @@ def _change_local(*, account: MailAccount, remote_ids: list[str], change: Messag
     if kind in (ChangeKind.READ, ChangeKind.UNREAD):
         store.message_flags_update(account=account, remote_ids=remote_ids, is_read=kind == ChangeKind.READ)
         return
+    roles = _role_folders(account)
     if kind in (ChangeKind.STAR, ChangeKind.UNSTAR):
         store.message_flags_update(account=account, remote_ids=remote_ids, is_starred=kind == ChangeKind.STAR)
+        starred = roles.get(Folder.Role.STARRED)  # Gmail shows stars as a label too
+        if starred is not None:
+            change_sets = ([starred], []) if kind == ChangeKind.STAR else ([], [starred])
+            store.message_folders_change(account=account, remote_ids=remote_ids, add=change_sets[0],
+                                         remove=change_sets[1])
         return
-    roles = _role_folders(account)
     inbox, trash, spam = roles.get(Folder.Role.INBOX), roles.get(Folder.Role.TRASH), roles.get(Folder.Role.SPAM)
     target = None
     if change.folder_remote_id:
