@@ -124,6 +124,8 @@ def _only_escapes(value: str) -> bool:
 
 def _decode_bytes(data: bytes, charset: str | None) -> str:
     """Decode with the declared charset if it works, then UTF-8, then cp1252, then latin-1."""
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark says more than any label
+        return data[3:].decode("utf-8", errors="replace").replace("\x00", "")
     candidates = []
     if charset:
         name = charset.strip().strip('"').lower()
@@ -316,6 +318,8 @@ def _parse_body(msg: EmailMessage, result: ParsedMessage, problems: list[str]) -
         try:
             ctype, disposition, filename = info.content_type, info.disposition, info.filename
             content_id = _first_id(_raw_header_text(part, "Content-ID"))
+            if ctype.startswith("multipart/"):  # a multipart whose boundary is missing: show what is there
+                ctype = "text/plain"
             is_body_text = ctype in ("text/plain", "text/html") and disposition != "attachment" and not (
                 filename and disposition == "inline" and not content_id and ctype != "text/html"
             )
@@ -341,9 +345,31 @@ def _parse_body(msg: EmailMessage, result: ParsedMessage, problems: list[str]) -
             problems.append(f"a {type(exc).__name__} in one part was skipped")
     result.text = "\n".join(t for t in texts if t)
     result.html = "\n".join(h for h in htmls if h)
-    for defect in getattr(msg, "defects", []):
-        if type(defect).__name__ in {"StartBoundaryNotFoundDefect", "MultipartInvariantViolationDefect"}:
-            problems.append(type(defect).__name__)
+    for part in _all_parts(msg):
+        for defect in getattr(part, "defects", []):
+            explanation = _SERIOUS_DEFECTS.get(type(defect).__name__)
+            if explanation:
+                problems.append(explanation)
+
+
+_SERIOUS_DEFECTS = {
+    "StartBoundaryNotFoundDefect": "a multipart boundary is missing",
+    "MultipartInvariantViolationDefect": "a multipart part has no boundary",
+    "CloseBoundaryNotFoundDefect": "the message is truncated (a multipart never ends)",
+    "InvalidBase64CharactersDefect": "a base64 part is damaged",
+    "InvalidBase64PaddingDefect": "a base64 part is damaged",
+    "InvalidBase64LengthDefect": "a base64 part is damaged",
+}
+
+
+def _all_parts(part: EmailMessage, depth: int = 0):
+    if depth > 50:
+        return
+    yield part
+    payload = part.get_payload() if part.is_multipart() else None
+    if isinstance(payload, list):
+        for child in payload:
+            yield from _all_parts(child, depth + 1)
 
 
 def _snippet(result: ParsedMessage) -> str:
