@@ -2,14 +2,17 @@
 
 :class:`DovecotServer` writes a config into a temporary folder and runs ``dovecot -F`` from it:
 
-- IMAP (plain, STARTTLS offered) and IMAPS on ephemeral ports, CONDSTORE/QRESYNC/MOVE/UIDPLUS/SPECIAL-USE,
+- IMAP (plain, STARTTLS offered) and IMAPS on ephemeral ports, with a certificate from ``sandbox.tls``
+  (pass the sandbox's, so one CA bundle serves everything), CONDSTORE/QRESYNC/MOVE/UIDPLUS/SPECIAL-USE,
   Outlook's folder names (``Sent Items``, ``Deleted Items``, ``Junk Email``, ``Drafts``, ``Archive``);
 - XOAUTH2/OAUTHBEARER checked by ``passdb oauth2`` against an RFC 7662 introspection endpoint
   (the sandbox's Microsoft one), so a revoked or expired token is refused by the server itself;
 - Microsoft accounts without a mailbox refused at login although their token is valid
   (a ``deny = yes`` passwd-file, see :meth:`DovecotServer.deny_mailbox`);
-- a submission service (``dovecot-submissiond``) authenticating with XOAUTH2 and relaying to an
+- a submission service (``dovecot-submissiond``, STARTTLS offered) authenticating with XOAUTH2 and relaying to an
   :class:`SmtpSink`, so a test sees exactly what was sent.
+
+:attr:`DovecotServer.proxy` forwards to IMAPS and can cut a connection mid-response.
 
 Exchange Online quirks Dovecot cannot imitate (``535 5.7.139`` when SMTP AUTH is disabled for a
 mailbox, 30 messages a minute per mailbox) live in :class:`ExchangeSubmission`, a small aiosmtpd
@@ -43,6 +46,8 @@ from pathlib import Path
 
 from imapclient import IMAPClient
 
+from sandbox.tls import TlsFiles, tls_files_create
+
 MAIL_USER = "mailhub-mail"  # Dovecot refuses to run mail processes as root
 MASTER_USER = "harness"
 OUTLOOK_FOLDERS = {
@@ -58,55 +63,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-# --- TLS -------------------------------------------------------------------------------------------
-
-
-def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a 127.0.0.1/localhost certificate it signs: (ca, cert, key) paths."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Mailhub sandbox Dovecot CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return paths
 
 
 # --- SMTP sink -------------------------------------------------------------------------------------
@@ -288,8 +244,10 @@ class DovecotServer:
         root: Path | None = None,
         debug: bool = False,
         mailbox_attribute: str | None = "mailbox",
+        tls: TlsFiles | None = None,
     ) -> None:
         self.introspection_url = introspection_url
+        self._tls = tls  # the sandbox's CA and certificate, so one CA bundle serves msal, IMAP and SMTP
         # The sandbox's introspection says ``"mailbox": "yes"|"no"``: Dovecot treats "no" as an inactive
         # token, so an account without a mailbox is refused at once (no passwd-file reload delay).
         self.mailbox_attribute = mailbox_attribute
@@ -318,7 +276,13 @@ class DovecotServer:
 
     @property
     def ca_path(self) -> Path:
-        return self.root / "ca.pem"
+        return Path(self.tls.ca_path)
+
+    @property
+    def tls(self) -> TlsFiles:
+        if self._tls is None:
+            self._tls = tls_files_create(folder=self.root / "tls")
+        return self._tls
 
     def start(self) -> DovecotServer:
         self.root.chmod(0o755)  # login and mail processes run unprivileged and must traverse it
@@ -327,7 +291,7 @@ class DovecotServer:
         home = self.root / "home"
         home.mkdir(exist_ok=True)
         os.chown(home, uid, gid)
-        make_tls_files(self.root)
+        self.tls  # noqa: B018 - create the certificate now if none was given
         for name in ("denied-users", "passwords", "master-users"):
             (self.root / name).touch()
         (self.root / "master-users").write_text(f"{MASTER_USER}:{{PLAIN}}{self.master_password}\n")
@@ -338,7 +302,7 @@ class DovecotServer:
             stdout=subprocess.DEVNULL, stderr=open(self.root / "dovecot.stderr", "wb"),  # noqa: SIM115
         )
         self._wait_listening()
-        self.proxy = TcpProxy(self.imap_port)
+        self.proxy = TcpProxy(self.imaps_port)  # IMAPS, as clients reach Outlook
         return self
 
     def stop(self) -> None:
@@ -397,8 +361,8 @@ default_internal_user = {internal}
 default_internal_group = {internal}
 default_login_user = {login}
 ssl = yes
-ssl_cert = <{root}/cert.pem
-ssl_key = <{root}/key.pem
+ssl_cert = <{self.tls.cert_path}
+ssl_key = <{self.tls.key_path}
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
 auth_mechanisms = xoauth2 oauthbearer plain login
