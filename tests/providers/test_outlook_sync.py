@@ -239,3 +239,21 @@ def test_worker_killed_mid_sync_resumes_and_database_equals_mailbox(dovecot, out
     assert {int(uid): flags for uid, flags in final["view"].items()} == {
         uid: [b"\\Seen" in flags, b"\\Flagged" in flags] for uid, flags in server.items()
     }
+
+
+def test_user_folders_with_non_ascii_names_and_folders_deleted_on_the_server(dovecot, outlook_account):
+    account = outlook_account()
+    seed(dovecot, account.email, 4, folder="Bücher/Übersicht")
+    seed(dovecot, account.email, 3, folder="Projekte", seed=5)
+    OutlookClient(account).full_sync()
+
+    folder = Folder.objects.get(account=account, name="Bücher/Übersicht")  # decoded from modified UTF-7
+    assert folder.remote_id == "B&APw-cher/&ANw-bersicht" and folder.role == "user"
+    assert folder.messages.count() == 4
+    assert db_view(account, folder.remote_id) == server_view(dovecot, account.email, "Bücher/Übersicht")
+
+    with dovecot.client(account.email) as imap:
+        imap.delete_folder("Projekte")
+    OutlookClient(account).incremental_sync()
+    assert not Folder.objects.filter(account=account, remote_id="Projekte").exists()
+    assert Message.objects.filter(account=account).count() == 4  # its messages lived nowhere else
