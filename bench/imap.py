@@ -102,17 +102,7 @@ print(json.dumps({
 
 
 def _seed(dovecot, address: str, n: int) -> None:
-    from sandbox.corpus import generate_messages
-
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=700)
-
-    def items():
-        for index, raw in enumerate(generate_messages(n, to_address=address, seed=1, start=start)):
-            head = raw.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-            date = email.utils.parsedate_to_datetime(email.message_from_string(head + "\r\n\r\n")["Date"])
-            yield raw, [b"\\Seen"] * (index % 3 == 0), date
-
-    dovecot.append_many(address, items(), batch=500)
+    dovecot.seed(address, n, seed=1, start=dt.datetime.now(dt.UTC) - dt.timedelta(days=700))
 
 
 def _run(python: str, code: str, args: list[str], env: dict[str, str], cwd: Path = ROOT) -> dict:

@@ -245,6 +245,9 @@ class DovecotServer:
         debug: bool = False,
         mailbox_attribute: str | None = "mailbox",
         tls: TlsFiles | None = None,
+        imap_port: int = 0,
+        imaps_port: int = 0,
+        submission_port: int = 0,
     ) -> None:
         self.introspection_url = introspection_url
         self._tls = tls  # the sandbox's CA and certificate, so one CA bundle serves msal, IMAP and SMTP
@@ -254,9 +257,9 @@ class DovecotServer:
         self.debug = debug
         self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="mailhub-dovecot-"))
-        self.imap_port = free_port()
-        self.imaps_port = free_port()
-        self.submission_port = free_port()
+        self.imap_port = imap_port or free_port()
+        self.imaps_port = imaps_port or free_port()
+        self.submission_port = submission_port or free_port()
         self.master_password = secrets.token_urlsafe(16)
         self.sink = SmtpSink()
         self.proxy: TcpProxy | None = None
@@ -530,6 +533,41 @@ debug = {"yes" if self.debug else "no"}
             if pending:
                 uids += _appenduids(imap.multiappend(folder, pending))
         return uids
+
+    def seed(
+        self,
+        email: str,
+        n: int,
+        *,
+        folder: str = "INBOX",
+        seed: int = 0,
+        start: dt.datetime | None = None,
+    ) -> list[int]:
+        """APPEND ``n`` messages from ``sandbox.corpus.generate_messages`` (INTERNALDATE = their Date;
+        every third one \\Seen, every fifth \\Flagged); returns their UIDs."""
+        from email.utils import parsedate_to_datetime
+
+        from sandbox.corpus import generate_messages
+
+        def items():
+            for index, raw in enumerate(generate_messages(n, to_address=email, seed=seed, start=start)):
+                head = raw.split(b"\r\n\r\n", 1)[0]
+                date_line = next(
+                    (line for line in head.split(b"\r\n") if line.lower().startswith(b"date:")), b""
+                )
+                date = parsedate_to_datetime(date_line[5:].decode("latin-1").strip()) if date_line else None
+                flags = [b"\\Seen"] * (index % 3 == 0) + [b"\\Flagged"] * (index % 5 == 0)
+                yield raw, flags, date
+
+        return self.append_many(email, items(), folder=folder, batch=500)
+
+    def seed_awkward(self, email: str, *, folder: str = "INBOX") -> dict[str, int]:
+        """APPEND the hand-written awkward-MIME corpus; returns {file name: UID}."""
+        from sandbox.corpus import awkward_corpus
+
+        corpus = awkward_corpus()
+        uids = self.append_many(email, [(raw, (), None) for _, raw in corpus], folder=folder)
+        return {name: uid for (name, _), uid in zip(corpus, uids, strict=True)}
 
     def set_flags(self, email: str, folder: str, uids: list[int], flags: list[str], *, add: bool = True) -> None:
         with self.client(email, folder=folder) as imap:

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import email.utils
-
 import pytest
 
 from mailbox.models import Folder, Message, MessageFolder, SyncState
 from providers.microsoft.mail import OutlookClient
-from sandbox.corpus import generate_messages
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.django_db]
 
 
 def seed(dovecot, address: str, n: int, *, folder: str = "INBOX", seed: int = 0, start=None) -> list[int]:
     """APPEND ``n`` generated messages (every third one read, every fifth flagged); returns their UIDs."""
-    items = []
-    for index, raw in enumerate(generate_messages(n, to_address=address, seed=seed, start=start)):
-        head = raw.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-        date = email.utils.parsedate_to_datetime(email.message_from_string(head + "\r\n\r\n")["Date"])
-        flags = [b"\\Seen"] * (index % 3 == 0) + [b"\\Flagged"] * (index % 5 == 0)
-        items.append((raw, flags, date))
-    return dovecot.append_many(address, items, folder=folder)
+    return dovecot.seed(address, n, folder=folder, seed=seed, start=start)
 
 
 def db_view(account, folder: str = "INBOX") -> dict[int, tuple[bytes, ...]]:
@@ -137,11 +128,8 @@ def test_only_messages_since_the_start_date_are_synced(dovecot, outlook_account)
 
 
 def test_awkward_mime_corpus_is_stored_whole(dovecot, outlook_account):
-    from sandbox.corpus import awkward_corpus
-
     account = outlook_account()
-    corpus = awkward_corpus()
-    uids = dovecot.append_many(account.email, [(raw, (), None) for _, raw in corpus])
+    uids = list(dovecot.seed_awkward(account.email).values())
     OutlookClient(account, chunk_size=5).full_sync()
 
     # Every message on the server is in the store (the two sharing a Message-ID stay two), byte for byte.
