@@ -62,7 +62,10 @@ class ComposeForm(forms.Form):
     bcc = forms.CharField(label=_("Bcc"), required=False)
     subject = forms.CharField(label=_("Subject"), required=False)
     body_format = forms.ChoiceField(
-        choices=[("text", _("Plain text")), ("html", _("Rich text"))], initial="text", required=False
+        choices=[("text", _("Plain text")), ("html", _("Rich text"))],
+        initial="text",
+        required=False,
+        widget=forms.RadioSelect,
     )
     body_text = forms.CharField(label=_("Message"), widget=forms.Textarea(attrs={"rows": 14}), required=False)
     body_html = forms.CharField(widget=forms.HiddenInput, required=False)

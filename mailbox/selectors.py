@@ -8,6 +8,7 @@ from datetime import datetime
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import MailAccount
@@ -45,6 +46,11 @@ class AccountNav:
     @property
     def first_sync_running(self) -> bool:
         return bool(self.sync and self.sync.stage in {SyncState.Stage.PENDING, SyncState.Stage.FULL})
+
+    @property
+    def synced_recently(self) -> bool:
+        last = self.sync.last_success_at if self.sync else None
+        return bool(last and (timezone.now() - last).total_seconds() < 60)
 
     @property
     def progress_percent(self) -> int:

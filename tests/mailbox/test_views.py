@@ -120,12 +120,18 @@ def test_anonymous_is_sent_to_login(client, objects, name, args, method, data):
 
 @pytest.mark.parametrize(("name", "args", "method", "data"), OWNED_URLS)
 def test_other_user_gets_404(bob_client, objects, ui_mail, name, args, method, data):
-    before = (Message.objects.filter(is_read=True).count(), OutgoingMessage.objects.count(),
-              MessageFolder.objects.count())  # fmt: skip
+    before = (
+        Message.objects.filter(is_read=True).count(),
+        OutgoingMessage.objects.count(),
+        MessageFolder.objects.count(),
+    )
     response = getattr(bob_client, method)(_url(objects, name, args), _data(objects, data) or {})
     assert response.status_code == 404
-    after = (Message.objects.filter(is_read=True).count(), OutgoingMessage.objects.count(),
-             MessageFolder.objects.count())  # fmt: skip
+    after = (
+        Message.objects.filter(is_read=True).count(),
+        OutgoingMessage.objects.count(),
+        MessageFolder.objects.count(),
+    )
     assert before == after
     assert OutgoingMessage.objects.get(pk=objects["draft"]).subject == "Draft to keep"
 
@@ -264,7 +270,9 @@ def test_thread_view_newest_expanded_attachments_and_inline_image(alice_client, 
 
 
 def test_plain_text_is_escaped_and_linkified(alice_client, ui_mail):
-    raw, _ = raw_text_message(subject="Links", body="<script>alert(1)</script> see https://example.com/a?b=1&c=2\nline2")
+    raw, _ = raw_text_message(
+        subject="Links", body="<script>alert(1)</script> see https://example.com/a?b=1&c=2\nline2"
+    )
     message = message_add(ui_mail.alice_gmail, raw, folders=[ui_mail.folders["alice@gmail.example"]["INBOX"]])
     body = alice_client.get(reverse("mailbox:thread", args=[message.thread_id])).content.decode()
     assert "<script>alert(1)</script>" not in body
@@ -318,8 +326,15 @@ def test_inline_image_and_attachment_downloads(alice_client, ui_mail):
 def test_html_attachment_is_never_served_inline(alice_client, ui_mail):
     message = ui_mail.html
     blob = store.blob_store(content=b"<script>alert(1)</script>")
-    evil = Attachment.objects.create(message=message, blob=blob, filename="x.html", content_type="text/html",
-                                     content_id="evil@x", is_inline=True, size=26)  # fmt: skip
+    evil = Attachment.objects.create(
+        message=message,
+        blob=blob,
+        filename="x.html",
+        content_type="text/html",
+        content_id="evil@x",
+        is_inline=True,
+        size=26,
+    )
     assert alice_client.get(reverse("mailbox:message_cid", args=[message.id, "evil@x"])).status_code == 404
     response = alice_client.get(reverse("mailbox:attachment", args=[evil.id]))
     assert response["Content-Disposition"].startswith("attachment;")
@@ -383,8 +398,17 @@ def test_bulk_refuses_an_offsite_next(alice_client, ui_mail):
 
 
 def _compose(client, url, **fields):
-    data = {"account": fields.pop("account"), "to": "", "cc": "", "bcc": "", "subject": "", "body_text": "",
-            "body_format": "text", "action": "save", **fields}  # fmt: skip
+    data = {
+        "account": fields.pop("account"),
+        "to": "",
+        "cc": "",
+        "bcc": "",
+        "subject": "",
+        "body_text": "",
+        "body_format": "text",
+        "action": "save",
+        **fields,
+    }
     return client.post(url, data)
 
 
@@ -399,11 +423,20 @@ def test_compose_page_offers_own_accounts_and_states_the_limit(alice_client, ui_
 def test_compose_send_queues_through_outbox(alice_client, ui_mail, django_capture_on_commit_callbacks):
     upload = SimpleUploadedFile("plan.txt", b"the plan", content_type="text/plain")
     with django_capture_on_commit_callbacks() as callbacks:
-        response = alice_client.post(reverse("mailbox:compose"), {
-            "account": ui_mail.alice_outlook.id, "to": "Carol Jones <carol@example.org>, dan@example.org",
-            "cc": "", "bcc": "boss@example.org", "subject": "Plan", "body_text": "Here it is.",
-            "body_format": "text", "action": "send", "files": [upload],
-        })  # fmt: skip
+        response = alice_client.post(
+            reverse("mailbox:compose"),
+            {
+                "account": ui_mail.alice_outlook.id,
+                "to": "Carol Jones <carol@example.org>, dan@example.org",
+                "cc": "",
+                "bcc": "boss@example.org",
+                "subject": "Plan",
+                "body_text": "Here it is.",
+                "body_format": "text",
+                "action": "send",
+                "files": [upload],
+            },
+        )
     assert response.status_code == 302 and response["Location"] == reverse("mailbox:outbox")
     sent = OutgoingMessage.objects.get(subject="Plan")
     assert sent.account == ui_mail.alice_outlook
@@ -417,8 +450,9 @@ def test_compose_send_queues_through_outbox(alice_client, ui_mail, django_captur
 
 
 def test_compose_rejects_bad_addresses_and_other_users_account(alice_client, ui_mail):
-    response = _compose(alice_client, reverse("mailbox:compose"), account=ui_mail.alice_gmail.id,
-                        to="not an address", action="send")  # fmt: skip
+    response = _compose(
+        alice_client, reverse("mailbox:compose"), account=ui_mail.alice_gmail.id, to="not an address", action="send"
+    )
     assert response.status_code == 400
     assert "is not a valid email address" in response.content.decode()
     response = _compose(alice_client, reverse("mailbox:compose"), account=ui_mail.bob_gmail.id, to="x@example.org")
@@ -433,10 +467,17 @@ def test_attachments_limited_to_25_mb(alice_client, ui_mail):
     blob = store.blob_store(content=b"stand-in for a large file")
     OutgoingAttachment.objects.create(outgoing=draft, blob=blob, filename="big.bin", size=25 * 1024 * 1024 - 5)
     upload = SimpleUploadedFile("more.txt", b"0123456789")
-    response = alice_client.post(reverse("mailbox:draft", args=[draft.id]), {
-        "account": ui_mail.alice_gmail.id, "to": "x@example.org", "subject": "Big", "body_format": "text",
-        "action": "save", "files": [upload],
-    })  # fmt: skip
+    response = alice_client.post(
+        reverse("mailbox:draft", args=[draft.id]),
+        {
+            "account": ui_mail.alice_gmail.id,
+            "to": "x@example.org",
+            "subject": "Big",
+            "body_format": "text",
+            "action": "save",
+            "files": [upload],
+        },
+    )
     assert response.status_code == 400
     assert "Attachments may total at most 25 MB." in response.content.decode()
     assert draft.attachments.count() == 1
@@ -448,8 +489,14 @@ def test_autosave_creates_then_updates_one_draft(alice_client, ui_mail):
     assert first["saved"] is True
     draft = OutgoingMessage.objects.get(pk=first["id"])
     assert first["url"] == reverse("mailbox:draft", args=[draft.id])
-    second = _compose(alice_client, first["url"], account=ui_mail.alice_gmail.id, subject="Half done",
-                      body_text="more", action="autosave").json()  # fmt: skip
+    second = _compose(
+        alice_client,
+        first["url"],
+        account=ui_mail.alice_gmail.id,
+        subject="Half done",
+        body_text="more",
+        action="autosave",
+    ).json()
     assert second["id"] == draft.id
     draft.refresh_from_db()
     assert (draft.subject, draft.body_text, draft.status) == ("Half done", "more", "draft")
@@ -462,8 +509,14 @@ def test_autosave_creates_then_updates_one_draft(alice_client, ui_mail):
 
 def test_rich_text_body_is_sanitised(alice_client, ui_mail):
     url = reverse("mailbox:compose")
-    result = _compose(alice_client, url, account=ui_mail.alice_gmail.id, body_format="html", action="autosave",
-                      body_html='<p onclick="x()">Hi <b>there</b><script>alert(1)</script></p>').json()  # fmt: skip
+    result = _compose(
+        alice_client,
+        url,
+        account=ui_mail.alice_gmail.id,
+        body_format="html",
+        action="autosave",
+        body_html='<p onclick="x()">Hi <b>there</b><script>alert(1)</script></p>',
+    ).json()
     draft = OutgoingMessage.objects.get(pk=result["id"])
     assert draft.body_html == "<p>Hi <b>there</b></p>"
     assert draft.body_text == "Hi there"
@@ -500,10 +553,17 @@ def test_reply_reply_all_and_forward(alice_client, ui_mail):
 def test_reply_send_builds_threading_headers(alice_client, ui_mail):
     alice_client.post(reverse("mailbox:compose_from_message", args=[ui_mail.reply.id, "reply"]))
     draft = OutgoingMessage.objects.latest("id")
-    alice_client.post(reverse("mailbox:draft", args=[draft.id]), {
-        "account": draft.account_id, "to": "frank@example.org", "subject": draft.subject, "body_text": "Thanks",
-        "body_format": "text", "action": "send",
-    })  # fmt: skip
+    alice_client.post(
+        reverse("mailbox:draft", args=[draft.id]),
+        {
+            "account": draft.account_id,
+            "to": "frank@example.org",
+            "subject": draft.subject,
+            "body_text": "Thanks",
+            "body_format": "text",
+            "action": "send",
+        },
+    )
     draft.refresh_from_db()
     sent = message_from_bytes(bytes(draft.raw))
     assert draft.status == "queued"
@@ -514,8 +574,15 @@ def test_reply_send_builds_threading_headers(alice_client, ui_mail):
 
 def test_draft_remove_attachment_and_discard(alice_client, objects, ui_mail):
     url = reverse("mailbox:draft", args=[objects["draft"]])
-    response = alice_client.post(url, {"account": ui_mail.alice_gmail.id, "subject": "Draft to keep",
-                                       "body_format": "text", "remove_attachment": objects["draft_file"]})  # fmt: skip
+    response = alice_client.post(
+        url,
+        {
+            "account": ui_mail.alice_gmail.id,
+            "subject": "Draft to keep",
+            "body_format": "text",
+            "remove_attachment": objects["draft_file"],
+        },
+    )
     assert response.status_code == 302
     assert not OutgoingAttachment.objects.filter(pk=objects["draft_file"]).exists()
     alice_client.post(reverse("mailbox:draft_delete", args=[objects["draft"]]))
@@ -555,7 +622,8 @@ def test_address_suggestions_from_past_correspondents(alice_client, ui_mail):
 
 
 def test_autosave_errors_are_json(alice_client, ui_mail):
-    response = _compose(alice_client, reverse("mailbox:compose"), account=ui_mail.alice_gmail.id, to="bad",
-                        action="autosave")  # fmt: skip
+    response = _compose(
+        alice_client, reverse("mailbox:compose"), account=ui_mail.alice_gmail.id, to="bad", action="autosave"
+    )
     assert response.status_code == 400
     assert json.loads(response.content)["saved"] is False

@@ -45,7 +45,7 @@
   function fitFrame(frame) {
     try {
       const doc = frame.contentDocument;
-      if (doc && doc.documentElement) frame.style.height = (doc.documentElement.scrollHeight + 8) + "px";
+      if (doc && doc.body) frame.style.height = (Math.max(doc.body.scrollHeight, doc.body.offsetHeight) + 16) + "px";
     } catch (e) { /* not ready */ }
   }
   function watchFrames(root) {

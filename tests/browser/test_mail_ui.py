@@ -1,0 +1,293 @@
+"""The mail UI in Debian's Chromium: hostile mail stays inert, and the main journeys against the sandbox Gmail.
+
+Every test fails if the page sends any request to a host other than the loopback one, or if any dialog opens.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from email import message_from_bytes
+from email import policy as email_policy
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import MailAccount
+from mailbox import services
+from mailbox.models import Message, OutgoingMessage
+from mailhub.celery import app as celery_app
+from tests.fixtures.browser import screenshot
+from tests.fixtures.mail import gmail_account_create
+from tests.fixtures.ui import HTML_BODY, mailbox_create, message_add, png_bytes, raw_html_message, raw_text_message
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+CORPUS = sorted((Path(__file__).parent / "hostile").glob("*.html"))
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+class Guard:
+    """Records any request for a non-loopback host (and aborts it) and any dialog (alert/confirm/prompt)."""
+
+    def __init__(self, page) -> None:
+        self.remote: list[str] = []
+        self.dialogs: list[str] = []
+        page.context.route("**/*", self._route)
+        page.on("dialog", self._dialog)
+
+    def _route(self, route) -> None:
+        url = route.request.url
+        if urlsplit(url).hostname not in LOOPBACK:
+            self.remote.append(url)
+            route.abort()
+        else:
+            route.continue_()
+
+    def _dialog(self, dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def assert_clean(self) -> None:
+        assert self.remote == [], f"requests left for remote hosts: {self.remote}"
+        assert self.dialogs == [], f"script ran and opened dialogs: {self.dialogs}"
+
+
+def sign_in(page, live_server, user) -> Guard:
+    client = Client()
+    client.force_login(user)
+    page.context.add_cookies(
+        [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}]
+    )
+    return Guard(page)
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def frames_loaded(page) -> None:
+    page.wait_for_load_state("networkidle")
+    for frame in page.frames[1:]:
+        frame.wait_for_load_state("load")
+
+
+# --- Hostile HTML ---------------------------------------------------------------------------------
+
+
+def test_hostile_corpus_runs_no_script_and_loads_nothing_remote(page, live_server, alice):
+    account, folders = mailbox_create(user=alice, email="alice@hostile.example")
+    messages = []
+    for path in CORPUS:
+        raw, _ = raw_html_message(
+            subject=f"Hostile {path.stem}", html=path.read_text(), sender="Mallory <m@evil.example>"
+        )
+        messages.append(message_add(account, raw, folders=[folders["INBOX"]]))
+    guard = sign_in(page, live_server, alice)
+    titles = []
+    for message in messages:
+        page.goto(live_server.url + reverse("mailbox:thread", args=[message.thread_id]))
+        frames_loaded(page)
+        assert page.locator("iframe.message-body").count() == 1
+        titles.append(page.title())
+        # The body document on its own, as a top-level page: its CSP still forbids scripts and remote loads.
+        page.goto(live_server.url + reverse("mailbox:message_body", args=[message.id]))
+        page.wait_for_load_state("networkidle")
+        assert urlsplit(page.url).hostname in LOOPBACK
+    page.wait_for_timeout(500)  # a late meta refresh or timer would show up here
+    guard.assert_clean()
+    assert all(t.startswith("Hostile ") for t in titles)
+    # Hovering, clicking and focusing inside a hostile message does nothing either.
+    page.goto(live_server.url + reverse("mailbox:thread", args=[messages[1].thread_id]))
+    frames_loaded(page)
+    body = page.frame_locator("iframe.message-body").locator("body")
+    body.hover()
+    body.click()
+    page.wait_for_timeout(300)
+    guard.assert_clean()
+
+
+# --- Journeys against the sandbox Gmail ------------------------------------------------------------
+
+
+@pytest.fixture
+def eager_celery():
+    """Run queued tasks at once in the web process (no worker in these tests): sends and write-backs happen."""
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def gmail_ui(alice, google_app, sandbox_settings, eager_celery):
+    account = gmail_account_create(sandbox=sandbox_settings, app=google_app, user=alice)
+    gmail = sandbox_settings.gmail
+    raw, mid = raw_html_message(
+        subject="Quarterly report",
+        html=HTML_BODY,
+        text="Quarterly figures: 42",
+        sender="Dana Report <dana@example.org>",
+        to=account.email,
+        inline_images=[("logo@example.org", png_bytes())],
+        attachments=[("report.pdf", "application/pdf", b"%PDF-1.4 fake\n")],
+    )
+    ids = {"report": gmail.insert_message(account.email, raw)}
+    for hours, (subject, sender) in enumerate(
+        [
+            ("Project kickoff", "Erin <erin@example.org>"),
+            ("Lunch on Friday?", "Carol <carol@example.org>"),
+            ("Weekly digest", "News <news@example.org>"),
+        ],
+        start=1,
+    ):
+        raw, _ = raw_text_message(
+            subject=subject,
+            body=f"{subject} body text",
+            sender=sender,
+            to=account.email,
+            when=timezone.now() - timedelta(hours=hours),
+        )
+        ids[subject] = gmail.insert_message(account.email, raw)
+    assert services.account_sync(account_id=account.pk).outcome == "ok"
+    assert Message.objects.filter(account=account).count() == 4
+    return {"account": account, "gmail": gmail, "ids": ids, "report_message_id": mid}
+
+
+def test_read_thread_with_inline_image_then_reply_with_attachment(page, live_server, alice, gmail_ui):
+    account, gmail = gmail_ui["account"], gmail_ui["gmail"]
+    guard = sign_in(page, live_server, alice)
+    page.goto(live_server.url + "/")
+    rows = page.locator(".thread-row")
+    assert rows.count() == 4
+    assert "Quarterly report" in rows.first.inner_text()
+    screenshot(page, "inbox")
+
+    page.click("text=Quarterly report")
+    page.wait_for_url("**/thread/*/")
+    frames_loaded(page)
+    logo = page.frame_locator("iframe.message-body").locator("img[alt=logo]")
+    assert wait_for(lambda: logo.evaluate("img => img.complete && img.naturalWidth") == 24)
+    assert page.locator("iframe.message-body").evaluate("f => f.getBoundingClientRect().height") > 150
+    assert page.is_visible("text=Show images")  # the tracking pixel stayed out
+    assert [t.split()[0] for t in page.locator(".attachments li").all_inner_texts()] == ["report.pdf"]  # the logo is inline
+    screenshot(page, "thread")
+    # Opening marked it read, here and in Gmail.
+    message = Message.objects.get(account=account, subject="Quarterly report")
+    wait_for(lambda: Message.objects.get(pk=message.pk).is_read)
+    assert "UNREAD" not in gmail.message(account.email, gmail_ui["ids"]["report"]).label_ids
+
+    page.click("button[data-key=r]")
+    page.wait_for_url("**/drafts/*/")
+    assert page.input_value("input[name=to]") == "Dana Report <dana@example.org>"
+    assert page.input_value("input[name=subject]") == "Re: Quarterly report"
+    page.locator("textarea[name=body_text]").press("Control+Home")
+    page.locator("textarea[name=body_text]").type("Thanks, figures attached.")
+    page.set_input_files(
+        "input[name=files]",
+        files=[{"name": "figures.csv", "mimeType": "text/csv", "buffer": b"quarter,value\nQ3,42\n"}],
+    )
+    wait_for(lambda: "Draft saved at" in page.inner_text(".autosave-status"))  # autosave ran
+    screenshot(page, "compose")
+    page.click("#send-button")
+    page.wait_for_url("**/outbox/")
+    assert "Sent" in page.inner_text("#outbox-table")
+    sent = gmail.sent_messages(account.email)
+    assert len(sent) == 1
+    mail = message_from_bytes(sent[0].raw, policy=email_policy.default)
+    assert mail["In-Reply-To"] == f"<{gmail_ui['report_message_id']}>"
+    assert [p.get_filename() for p in mail.iter_attachments()] == ["figures.csv"]
+    assert "Thanks, figures attached." in mail.get_body(("plain",)).get_content()
+    assert sent[0].thread_id == gmail.message(account.email, gmail_ui["ids"]["report"]).thread_id
+    assert OutgoingMessage.objects.get().status == OutgoingMessage.Status.SENT
+    guard.assert_clean()
+
+
+def test_search_from_the_keyboard(page, live_server, alice, gmail_ui):
+    guard = sign_in(page, live_server, alice)
+    page.goto(live_server.url + "/")
+    page.keyboard.press("/")
+    page.keyboard.type("kickoff")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/search/?q=kickoff")
+    rows = page.locator(".thread-row")
+    assert rows.count() == 1 and "Project kickoff" in rows.first.inner_text()
+    page.fill("#search-input", "figures")
+    page.check("input[name=attachment]")
+    page.click(".search-bar button[type=submit]")
+    page.wait_for_url("**/search/?**")
+    assert page.locator(".thread-row").count() == 1 and "Quarterly report" in page.inner_text(".thread-list")
+    screenshot(page, "search")
+    guard.assert_clean()
+
+
+def test_bulk_archive_and_keyboard_archive(page, live_server, alice, gmail_ui):
+    account, gmail, ids = gmail_ui["account"], gmail_ui["gmail"], gmail_ui["ids"]
+    guard = sign_in(page, live_server, alice)
+    page.goto(live_server.url + "/")
+    for subject in ("Lunch on Friday?", "Weekly digest"):
+        page.locator(".thread-row", has_text=subject).locator("input[name=threads]").check()
+    with page.expect_navigation():
+        page.click(".toolbar button[value=archive]")
+    assert "2 message(s) updated." in page.inner_text(".flash")
+    assert page.locator(".thread-row").count() == 2
+    for subject in ("Lunch on Friday?", "Weekly digest"):
+        assert "INBOX" not in gmail.message(account.email, ids[subject]).label_ids
+    # j moves to the first row, e archives it.
+    page.keyboard.press("j")
+    assert "selected" in page.locator(".thread-row").first.get_attribute("class")
+    with page.expect_navigation():
+        page.keyboard.press("e")
+    assert page.locator(".thread-row").count() == 1
+    assert "INBOX" not in gmail.message(account.email, ids["report"]).label_ids
+    # Enter opens the remaining one.
+    page.keyboard.press("j")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/thread/*/")
+    assert "Project kickoff" in page.inner_text("h1")
+    guard.assert_clean()
+
+
+def test_reconnect_banner_after_revoked_token(page, live_server, alice, gmail_ui, sandbox_settings):
+    account = gmail_ui["account"]
+    sandbox_settings.tokens.revoke_user(account.email)
+    account.token_expires_at = None  # force a refresh, which the sandbox now refuses
+    account.save(update_fields=["token_expires_at"])
+    assert services.account_sync(account_id=account.pk).outcome == "stopped"
+    assert MailAccount.objects.get(pk=account.pk).needs_reconnect
+    guard = sign_in(page, live_server, alice)
+    page.goto(live_server.url + "/")
+    banner = page.locator(".reconnect")
+    assert banner.is_visible()
+    assert "lost access" in banner.inner_text()
+    assert page.locator(".thread-row").count() == 4  # the mail already synced stays readable
+    screenshot(page, "reconnect")
+    banner.locator("a", has_text="Reconnect").click()
+    page.wait_for_url(f"{live_server.url}/accounts/")
+    guard.assert_clean()
+
+
+def test_phone_width_layout(page, live_server, alice, gmail_ui):
+    guard = sign_in(page, live_server, alice)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(live_server.url + "/")
+    assert not page.is_visible("#mail-nav")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "inbox-phone")
+    page.click(".nav-toggle")
+    assert page.is_visible("#mail-nav")
+    page.click("text=Quarterly report")
+    page.wait_for_url("**/thread/*/")
+    frames_loaded(page)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "thread-phone")
+    guard.assert_clean()
