@@ -627,3 +627,13 @@ def test_autosave_errors_are_json(alice_client, ui_mail):
     )
     assert response.status_code == 400
     assert json.loads(response.content)["saved"] is False
+
+
+def test_simplified_chinese_catalogue(alice_client, ui_mail, settings):
+    alice_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
+    body = alice_client.get(reverse("mailbox:inbox")).content.decode()
+    assert '<html lang="zh-hans">' in body
+    for text in ("所有收件箱", "写邮件", "归档", "收件箱", "搜索邮件"):
+        assert text in body
+    page = alice_client.get(reverse("mailbox:compose")).content.decode()
+    assert "总大小不超过 25 MB。" in page and "发送" in page
