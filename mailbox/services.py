@@ -230,7 +230,10 @@ def account_sync_start(*, account: MailAccount, since: date | None | _Default = 
 
 
 def accounts_due_for_sync() -> list[int]:
-    """Accounts beat should sync now: connected, not running, not waiting out a backoff."""
+    """Accounts beat should sync now: connected, not running, not waiting out a backoff.
+
+    A STOPPED sync state does not exclude an account that is connected again (its status is active).
+    """
     now = timezone.now()
     busy = Q(sync_state__lock_owner__gt="") & Q(sync_state__lock_expires_at__gt=now)
     waiting = Q(sync_state__next_attempt_at__gt=now)
@@ -238,7 +241,6 @@ def accounts_due_for_sync() -> list[int]:
         MailAccount.objects.filter(status=MailAccount.Status.ACTIVE)
         .exclude(busy)
         .exclude(waiting)
-        .exclude(sync_state__status=SyncState.Status.STOPPED)
         .values_list("pk", flat=True)
     )
 

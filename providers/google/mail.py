@@ -38,7 +38,7 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import HttpRequest
 
 from accounts.models import MailAccount
-from accounts.services import account_access_token
+from accounts.services import ReauthorizationRequired, account_access_token, account_mark_reauth_required
 from mailbox import services, store
 from mailbox.models import Folder, Message, SyncState
 from providers.base import ChangeKind, MessageChange, ProviderError
@@ -192,7 +192,7 @@ class _Gone(Exception):
 class _Outcome:
     """What became of one sub-request of a batch."""
 
-    kind: str  # "ok" | "gone" | "retry" | "unauthorized" | "error"
+    kind: str  # "ok" | "gone" | "retry" | "unauthorized" | "denied" | "no_mailbox" | "error"
     data: dict | None = None
     throttled: bool = False
     delay: float | None = None
@@ -241,9 +241,11 @@ def _classify(exc: HttpError) -> _Outcome:
     if status == 404:
         return _Outcome("gone")
     if status == 403:
-        return _Outcome("error", detail="Gmail refused access to this mailbox (missing permission).")
+        return _Outcome(
+            "denied", detail="Gmail refused access to this mailbox. Reconnect it and allow Mailhub to use Gmail."
+        )
     if status == 400 and reason == "failedPrecondition":
-        return _Outcome("error", detail="Gmail says this account has no mailbox.")
+        return _Outcome("no_mailbox", detail="This Google account has no Gmail mailbox.")
     return _Outcome("error", detail=f"Gmail answered with an error (HTTP {status}).")
 
 
@@ -339,8 +341,7 @@ class GmailClient:
                 self._ensure_token(force=True)
                 refreshed = True
                 continue
-            if outcome.kind == "error":
-                raise ProviderError(outcome.detail)
+            self._raise_for(outcome)
             attempt += 1
             delay = _backoff(attempt, outcome.delay)
             if outcome.throttled:
@@ -354,6 +355,19 @@ class GmailClient:
             if outcome.delay is not None:
                 self.pacer.pause(outcome.delay)
             self._wait(delay)
+
+    def _raise_for(self, outcome: _Outcome) -> None:
+        """Final answers: lost permission or no mailbox stop the account (the user must act); others are errors."""
+        if outcome.kind == "denied":
+            account_mark_reauth_required(account=self.account, detail=outcome.detail)
+            raise ReauthorizationRequired(outcome.detail)
+        if outcome.kind == "no_mailbox":
+            MailAccount.objects.filter(pk=self.account.pk).update(
+                status=MailAccount.Status.NO_MAILBOX, status_detail=outcome.detail
+            )
+            raise ReauthorizationRequired(outcome.detail)
+        if outcome.kind == "error":
+            raise ProviderError(outcome.detail)
 
     def _batch_call(self, ids: list[str], build: Callable[[str], HttpRequest], method: str) -> dict[str, _Outcome]:
         """One batch request (in a worker thread): an outcome per id."""
@@ -425,8 +439,8 @@ class GmailClient:
                         elif outcome.kind == "unauthorized":
                             unauthorized = True
                             retry.append(message_id)
-                        elif outcome.kind == "error":
-                            raise ProviderError(outcome.detail)
+                        elif outcome.kind in ("error", "denied", "no_mailbox"):
+                            self._raise_for(outcome)
                         else:
                             attempts[message_id] = attempts.get(message_id, 0) + 1
                             delay = _backoff(attempts[message_id], outcome.delay)
