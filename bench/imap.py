@@ -211,8 +211,8 @@ def run() -> dict:
                 }
             figures["incremental"] = incremental
             figures["incremental_note"] = (
-                "commands include AUTHENTICATE, CAPABILITY, ENABLE QRESYNC, LIST and one STATUS per folder "
-                "(6 folders); a folder whose UIDNEXT and HIGHESTMODSEQ are unchanged is not even selected"
+                "every IMAP command of the run is counted, login and logout included; a folder whose UIDNEXT and "
+                "HIGHESTMODSEQ (STATUS) are unchanged is not even selected; the mailbox has 6 folders"
             )
         finally:
             dovecot.stop()

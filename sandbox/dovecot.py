@@ -248,6 +248,7 @@ class DovecotServer:
         imap_port: int = 0,
         imaps_port: int = 0,
         submission_port: int = 0,
+        imap_capability: str = "",
     ) -> None:
         self.introspection_url = introspection_url
         self._tls = tls  # the sandbox's CA and certificate, so one CA bundle serves msal, IMAP and SMTP
@@ -260,6 +261,9 @@ class DovecotServer:
         self.imap_port = imap_port or free_port()
         self.imaps_port = imaps_port or free_port()
         self.submission_port = submission_port or free_port()
+        # A full post-login CAPABILITY list overrides Dovecot's (e.g. one without CONDSTORE, QRESYNC and
+        # MOVE, to exercise a client's fallbacks); "" keeps Dovecot's own.
+        self.imap_capability = imap_capability
         self.master_password = secrets.token_urlsafe(16)
         self.sink = SmtpSink()
         self.proxy: TcpProxy | None = None
@@ -422,6 +426,7 @@ namespace inbox {{
 
 protocol imap {{
   mail_max_userip_connections = 500
+{f"  imap_capability = {self.imap_capability}" if self.imap_capability else ""}
 }}
 service imap-login {{
   inet_listener imap {{

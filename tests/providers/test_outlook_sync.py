@@ -245,3 +245,31 @@ def test_user_folders_with_non_ascii_names_and_folders_deleted_on_the_server(dov
     OutlookClient(account).incremental_sync()
     assert not Folder.objects.filter(account=account, remote_id="Projekte").exists()
     assert Message.objects.filter(account=account).count() == 4  # its messages lived nowhere else
+
+
+def test_server_without_condstore_qresync_or_move_uses_the_fallbacks(plain_imap_settings, outlook_account):
+    from mailbox.services import messages_change, messages_change_apply
+    from providers.base import ChangeKind, MessageChange
+
+    server = plain_imap_settings
+    account = outlook_account()
+    uids = seed(server, account.email, 15)
+    client = OutlookClient(account)
+    client.full_sync()
+    assert b"CONDSTORE" not in client.session.capabilities and b"MOVE" not in client.session.capabilities
+    assert Folder.objects.get(account=account, remote_id="INBOX").highestmodseq is None
+
+    server.set_flags(account.email, "INBOX", uids[:4], [b"\\Flagged"])  # bounded flag refresh
+    server.expunge(account.email, "INBOX", uids[10:12])  # UID set comparison
+    seed(server, account.email, 2, seed=9)
+    OutlookClient(account).incremental_sync()
+    assert db_view(account) == server_view(server, account.email)
+
+    moved = list(Message.objects.filter(account=account, messagefolder__uid=uids[0]))
+    change = MessageChange(ChangeKind.MOVE, "Archive")
+    messages_change(user=account.user, message_ids=[m.pk for m in moved], change=change)
+    assert messages_change_apply(account_id=account.pk, message_ids=[moved[0].pk], change=change).outcome == "ok"
+    assert uids[0] not in server.uids(account.email) and len(server.uids(account.email, "Archive")) == 1  # COPY+EXPUNGE
+    OutlookClient(account).incremental_sync()
+    assert db_view(account, "Archive") == server_view(server, account.email, "Archive")
+    assert db_view(account) == server_view(server, account.email)
