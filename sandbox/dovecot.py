@@ -206,6 +206,17 @@ class TcpProxy:
 # --- Dovecot -------------------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when the process that started it dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _binary(name: str) -> str:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin") or name
 
@@ -307,6 +318,7 @@ class DovecotServer:
         self._process = subprocess.Popen(  # noqa: S603
             [_binary("dovecot"), "-F", "-c", str(self.config_path)],
             stdout=subprocess.DEVNULL, stderr=open(self.root / "dovecot.stderr", "wb"),  # noqa: SIM115
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - a killed test run must not leave Dovecot behind
         )
         self._wait_listening()
         self.proxy = TcpProxy(self.imaps_port)  # IMAPS, as clients reach Outlook
