@@ -57,7 +57,11 @@ class Thread(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["account", "remote_id"], name="unique_thread_per_account")]
-        indexes = [models.Index(fields=["account", "-last_message_at", "-id"], name="thread_recent")]
+        indexes = [
+            models.Index(fields=["account", "-last_message_at", "-id"], name="thread_recent"),
+            # The unified inbox pages across accounts: newest first without sorting every thread.
+            models.Index(fields=["-last_message_at", "-id"], name="thread_recent_all"),
+        ]
 
     def __str__(self) -> str:
         return self.subject or "(no subject)"
@@ -97,7 +101,11 @@ class Message(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["account", "remote_id"], name="unique_message_per_account")]
-        indexes = [models.Index(fields=["thread", "date"], name="message_in_thread")]
+        indexes = [
+            models.Index(fields=["thread", "date"], name="message_in_thread"),
+            # Unread counts per folder read only the (few) unread messages.
+            models.Index(fields=["account"], condition=models.Q(is_read=False), name="message_unread"),
+        ]
 
     def __str__(self) -> str:
         return self.subject or "(no subject)"

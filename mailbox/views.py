@@ -42,8 +42,13 @@ def _chrome(request: HttpRequest) -> dict:
     return {
         "nav": selectors.sidebar_get(user=request.user),
         "counts": selectors.sidebar_counts(user=request.user),
-        "poll_seconds": max(10, min(60, settings.MAILHUB_SYNC_INTERVAL_SECONDS)),
+        "poll_seconds": _poll_seconds(),
     }
+
+
+def _poll_seconds() -> int:
+    """Poll as often as the worker syncs, within 10..60 s, so new mail shows up within one sync interval."""
+    return max(10, min(60, settings.MAILHUB_SYNC_INTERVAL_SECONDS))
 
 
 def _list_render(request: HttpRequest, *, threads, title: str, folder: Folder | None = None, **extra) -> HttpResponse:
@@ -62,7 +67,7 @@ def _list_render(request: HttpRequest, *, threads, title: str, folder: Folder | 
         **extra,
     }
     if request.htmx and request.GET.get("partial") == "list":
-        context.update(_chrome(request))
+        context["poll_seconds"] = _poll_seconds()
         return render(request, "mailbox/_list_poll.html", context)
     context.update(_chrome(request))
     return render(request, "mailbox/list.html", context)
