@@ -66,6 +66,12 @@ def test_valid_token_refused_at_login_means_no_mailbox(dovecot, outlook_account,
     assert account.status == MailAccount.Status.NO_MAILBOX and account.needs_reconnect
     assert "Outlook" in account.status_detail
 
+    # Through the sync service: the user reads the explanation, and the account is not retried forever.
+    other = outlook_account(has_mailbox=False)
+    assert account_sync(account_id=other.pk).outcome == "retry"
+    assert "no Outlook mailbox" in SyncState.objects.get(account=other).last_error
+    assert account_sync(account_id=other.pk).outcome == "stopped"
+
     # The connect-time check says the same for a mailbox-less token, and nothing for a good one.
     with pytest.raises(NoMailbox):
         imap_check_login(email=account.email, access_token=account.access_token)
