@@ -324,6 +324,19 @@ class DovecotServer:
         self.proxy = TcpProxy(self.imaps_port)  # IMAPS, as clients reach Outlook
         return self
 
+    def env(self) -> dict[str, str]:
+        """Settings/environment variables that point the app's Outlook client at this server (with the
+        sandbox's ``env()``, whose MICROSOFT_CA_BUNDLE trusts this certificate when ``tls=sandbox.tls``)."""
+        return {
+            "MICROSOFT_IMAP_HOST": "127.0.0.1",
+            "MICROSOFT_IMAP_PORT": str(self.imaps_port),
+            "MICROSOFT_IMAP_SECURITY": "ssl",
+            "MICROSOFT_SMTP_HOST": "127.0.0.1",
+            "MICROSOFT_SMTP_PORT": str(self.submission_port),
+            "MICROSOFT_SMTP_SECURITY": "starttls",
+            "MICROSOFT_APPEND_SENT": "false",
+        }
+
     def stop(self) -> None:
         if self.proxy:
             self.proxy.stop()
