@@ -334,7 +334,8 @@ class DovecotServer:
             "MICROSOFT_SMTP_HOST": "127.0.0.1",
             "MICROSOFT_SMTP_PORT": str(self.submission_port),
             "MICROSOFT_SMTP_SECURITY": "starttls",
-            "MICROSOFT_APPEND_SENT": "false",
+            # Unlike Exchange, Dovecot's submission does not file sent mail in Sent: the client must.
+            "MICROSOFT_APPEND_SENT": "true",
         }
 
     def stop(self) -> None:
