@@ -209,6 +209,8 @@ def test_expired_access_token_is_refreshed_transparently(gmail_account, gmail_ma
 def test_two_syncs_of_one_account_never_run_at_once(gmail_account, gmail_mailbox, settings):
     import threading
 
+    from django.db import connection
+
     settings.GMAIL_QUOTA_UNITS_PER_SECOND = 0
     gmail_mailbox.seed(200)
     outcomes = []
@@ -218,6 +220,8 @@ def test_two_syncs_of_one_account_never_run_at_once(gmail_account, gmail_mailbox
             outcomes.append(services.account_sync(account_id=gmail_account.pk).outcome)
         except Exception as exc:  # noqa: BLE001 - reported below
             outcomes.append(repr(exc))
+        finally:
+            connection.close()  # this thread's own database connection
 
     threads = [threading.Thread(target=run) for _ in range(3)]
     for t in threads:
