@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - translation table: CJK text counts double width
 """Fill locale/zh_Hans/LC_MESSAGES/django.po from the table below (run after `makemessages`; keeps existing msgstrs).
 
 python locale/translate_zh_hans.py && python manage.py compilemessages

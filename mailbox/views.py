@@ -47,8 +47,8 @@ def _chrome(request: HttpRequest) -> dict:
 
 
 def _poll_seconds() -> int:
-    """Poll as often as the worker syncs, within 10..60 s, so new mail shows up within one sync interval."""
-    return max(10, min(60, settings.MAILHUB_SYNC_INTERVAL_SECONDS))
+    """Poll as often as the worker syncs, within 5..60 s, so new mail shows up within one sync interval."""
+    return max(5, min(60, settings.MAILHUB_SYNC_INTERVAL_SECONDS))
 
 
 def _list_render(request: HttpRequest, *, threads, title: str, folder: Folder | None = None, **extra) -> HttpResponse:

@@ -65,13 +65,14 @@ def sign_in(page, live_server, user) -> Guard:
     return Guard(page)
 
 
-def wait_for(predicate, timeout: float = 10.0):
+def wait_for(page, predicate, timeout: float = 10.0):
+    """Poll ``predicate``; waits through Playwright so its event loop (and our request router) keeps running."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.1)
+        page.wait_for_timeout(100)
     raise AssertionError("condition not met in time")
 
 
@@ -176,14 +177,16 @@ def test_read_thread_with_inline_image_then_reply_with_attachment(page, live_ser
     page.wait_for_url("**/thread/*/")
     frames_loaded(page)
     logo = page.frame_locator("iframe.message-body").locator("img[alt=logo]")
-    assert wait_for(lambda: logo.evaluate("img => img.complete && img.naturalWidth") == 24)
+    assert wait_for(page, lambda: logo.evaluate("img => img.complete && img.naturalWidth") == 24)
     assert page.locator("iframe.message-body").evaluate("f => f.getBoundingClientRect().height") > 150
     assert page.is_visible("text=Show images")  # the tracking pixel stayed out
-    assert [t.split()[0] for t in page.locator(".attachments li").all_inner_texts()] == ["report.pdf"]  # the logo is inline
+    assert [t.split()[0] for t in page.locator(".attachments li").all_inner_texts()] == [
+        "report.pdf"
+    ]  # the logo is inline
     screenshot(page, "thread")
     # Opening marked it read, here and in Gmail.
     message = Message.objects.get(account=account, subject="Quarterly report")
-    wait_for(lambda: Message.objects.get(pk=message.pk).is_read)
+    wait_for(page, lambda: Message.objects.get(pk=message.pk).is_read)
     assert "UNREAD" not in gmail.message(account.email, gmail_ui["ids"]["report"]).label_ids
 
     page.click("button[data-key=r]")
@@ -196,7 +199,8 @@ def test_read_thread_with_inline_image_then_reply_with_attachment(page, live_ser
         "input[name=files]",
         files=[{"name": "figures.csv", "mimeType": "text/csv", "buffer": b"quarter,value\nQ3,42\n"}],
     )
-    wait_for(lambda: "Draft saved at" in page.inner_text(".autosave-status"))  # autosave ran
+    # Autosave keeps the typed text in the draft (files are added on save or send).
+    wait_for(page, lambda: OutgoingMessage.objects.filter(body_text__startswith="Thanks, figures attached.").exists())
     screenshot(page, "compose")
     page.click("#send-button")
     page.wait_for_url("**/outbox/")
@@ -290,4 +294,49 @@ def test_phone_width_layout(page, live_server, alice, gmail_ui):
     frames_loaded(page)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     screenshot(page, "thread-phone")
+    guard.assert_clean()
+
+
+def test_new_mail_appears_without_reload(page, live_server, alice, gmail_ui, settings):
+    settings.MAILHUB_SYNC_INTERVAL_SECONDS = 5
+    account, gmail = gmail_ui["account"], gmail_ui["gmail"]
+    guard = sign_in(page, live_server, alice)
+    page.goto(live_server.url + "/")
+    assert page.locator(".thread-row").count() == 4
+    raw, _ = raw_text_message(
+        subject="Fresh news", body="Just arrived", sender="Hal <hal@example.org>", to=account.email
+    )
+    gmail.insert_message(account.email, raw)
+    assert services.account_sync(account_id=account.pk).outcome == "ok"  # what the worker's beat would do
+    page.locator(".thread-row", has_text="Fresh news").wait_for(timeout=12_000)
+    assert "Fresh news" in page.locator(".thread-row").first.inner_text()
+    inbox_count = page.locator(".nav-account .folders a", has_text="Inbox").locator(".count")
+    assert inbox_count.inner_text() == "5"  # the sidebar polls too
+    guard.assert_clean()
+
+
+def test_compose_with_suggestions_and_rich_text(page, live_server, alice, gmail_ui):
+    account, gmail = gmail_ui["account"], gmail_ui["gmail"]
+    guard = sign_in(page, live_server, alice)
+    page.goto(live_server.url + "/")
+    page.keyboard.press("c")
+    page.wait_for_url("**/compose/")
+    page.locator("input[name=to]").type("dan")
+    suggestion = page.locator(".suggestions li", has_text="dana@example.org")
+    suggestion.wait_for()
+    suggestion.click()
+    assert page.input_value("input[name=to]") == "Dana Report <dana@example.org>, "
+    page.fill("input[name=subject]", "Rich hello")
+    page.check("input[name=body_format][value=html]")
+    editor = page.locator(".rich-editor")
+    editor.click()
+    page.click(".rich-toolbar button[data-cmd=bold]")
+    page.keyboard.type("Bold words")
+    wait_for(page, lambda: "/drafts/" in page.url)  # autosave created the draft and the address bar follows it
+    page.click("#send-button")
+    page.wait_for_url("**/outbox/")
+    mail = message_from_bytes(gmail.sent_messages(account.email)[0].raw, policy=email_policy.default)
+    assert mail["To"] == "Dana Report <dana@example.org>"
+    assert "<b>Bold words</b>" in mail.get_body(("html",)).get_content()
+    assert "Bold words" in mail.get_body(("plain",)).get_content()
     guard.assert_clean()

@@ -163,12 +163,13 @@
       data.delete("files");
       data.set("action", "autosave");
       saving = true; dirty = false;
-      fetch(form.action, { method: "POST", body: data, headers: { "X-CSRFToken": csrfToken() }, credentials: "same-origin" })
+      // form.action would be the buttons named "action"; the attribute is the URL.
+      fetch(form.getAttribute("action"), { method: "POST", body: data, headers: { "X-CSRFToken": csrfToken() }, credentials: "same-origin" })
         .then(function (r) { return r.json(); })
         .then(function (json) {
           if (json.saved) {
-            if (!form.action.endsWith(json.url)) {
-              form.action = json.url;
+            if (form.getAttribute("action") !== json.url) {
+              form.setAttribute("action", json.url);
               window.history.replaceState(null, "", json.url);
             }
             status.textContent = status.dataset.savedLabel + " " + json.saved_at;
