@@ -35,6 +35,7 @@ class Guard:
 
     def __init__(self, page) -> None:
         self.remote: list[str] = []
+        self.remote_types: set[str] = set()
         self.dialogs: list[str] = []
         page.context.route("**/*", self._route)
         page.on("dialog", self._dialog)
@@ -43,6 +44,7 @@ class Guard:
         url = route.request.url
         if urlsplit(url).hostname not in LOOPBACK:
             self.remote.append(url)
+            self.remote_types.add(route.request.resource_type)
             route.abort()
         else:
             route.continue_()
@@ -115,6 +117,12 @@ def test_hostile_corpus_runs_no_script_and_loads_nothing_remote(page, live_serve
     body.click()
     page.wait_for_timeout(300)
     guard.assert_clean()
+    # After "Show images" remote images may load (the user asked), but still no script and nothing else remote.
+    for message in messages:
+        page.goto(live_server.url + reverse("mailbox:message_body", args=[message.id]) + "?images=1")
+        page.wait_for_load_state("networkidle")
+    assert guard.dialogs == []
+    assert guard.remote and guard.remote_types == {"image"}, guard.remote_types
 
 
 # --- Journeys against the sandbox Gmail ------------------------------------------------------------
@@ -312,6 +320,17 @@ def test_new_mail_appears_without_reload(page, live_server, alice, gmail_ui, set
     assert "Fresh news" in page.locator(".thread-row").first.inner_text()
     inbox_count = page.locator(".nav-account .folders a", has_text="Inbox").locator(".count")
     assert inbox_count.inner_text() == "5"  # the sidebar polls too
+    guard.assert_clean()
+
+
+def test_simplified_chinese_ui(page, live_server, alice, gmail_ui):
+    guard = sign_in(page, live_server, alice)
+    page.goto(live_server.url + "/")
+    page.select_option("#lang-select", "zh-hans")
+    page.wait_for_load_state("networkidle")
+    assert "所有收件箱" in page.inner_text("h1")
+    assert page.is_visible("text=写邮件")
+    screenshot(page, "inbox-zh-hans")
     guard.assert_clean()
 
 
