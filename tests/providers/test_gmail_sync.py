@@ -268,3 +268,53 @@ def test_missing_gmail_permission_or_mailbox_asks_the_user(alice, google_app, sa
     no_mail.refresh_from_db()
     assert no_mail.status == MailAccount.Status.NO_MAILBOX
     assert SyncState.objects.get(account=no_mail).status == SyncState.Status.STOPPED
+
+
+def test_real_worker_process_killed_mid_sync_then_resumed(gmail_account, gmail_mailbox, sandbox_settings, settings):
+    """A separate process runs the sync against the same database and gets SIGKILLed half-way."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from django.db import connection
+
+    settings.GMAIL_QUOTA_UNITS_PER_SECOND = 0  # for the in-process resume; the child paces at Google's rate
+    gmail_mailbox.seed(300)
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        url = f"sqlite:///{db['NAME']}"
+    else:
+        url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = {**os.environ, **sandbox_settings.env(), "DATABASE_URL": url, "MEDIA_ROOT": settings.MEDIA_ROOT,
+           "DJANGO_SETTINGS_MODULE": "mailhub.settings"}
+    code = (
+        "import django; django.setup()\n"
+        "from mailbox.services import account_sync\n"
+        f"account_sync(account_id={gmail_account.pk})\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=root, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and child.poll() is None:
+            if Message.objects.filter(account=gmail_account).count() >= 60:
+                break
+            time.sleep(0.05)
+        assert child.poll() is None, "the child finished before it could be killed"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    stored = Message.objects.filter(account=gmail_account).count()
+    assert 0 < stored < 300
+    state = SyncState.objects.get(account=gmail_account)
+    assert state.status == SyncState.Status.RUNNING and state.lock_owner  # nobody cleaned up after it
+    assert services.account_sync(account_id=gmail_account.pk).outcome == "busy"
+    SyncState.objects.filter(pk=state.pk).update(lock_expires_at=state.lock_expires_at.replace(year=2000))
+    gmail_mailbox.deliver(subject="while nobody was syncing")
+    assert services.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    _assert_db_equals_mailbox(gmail_account, gmail_mailbox)
