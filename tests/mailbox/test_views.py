@@ -637,3 +637,12 @@ def test_simplified_chinese_catalogue(alice_client, ui_mail, settings):
         assert text in body
     page = alice_client.get(reverse("mailbox:compose")).content.decode()
     assert "总大小不超过 25 MB。" in page and "发送" in page
+
+
+def test_user_without_accounts_is_pointed_at_connecting_one(client, charlie):
+    client.force_login(charlie)
+    body = client.get(reverse("mailbox:inbox")).content.decode()
+    assert "No mail accounts yet." in body and f'href="{reverse("accounts:list")}"' in body
+    assert "No conversations here." in body
+    response = client.get(reverse("mailbox:compose"))
+    assert response.status_code == 302 and response["Location"] == reverse("accounts:list")
