@@ -53,16 +53,10 @@ def _poll_seconds() -> int:
 
 def _list_render(request: HttpRequest, *, threads, title: str, folder: Folder | None = None, **extra) -> HttpResponse:
     page = selectors.thread_page(threads=threads, cursor=request.GET.get("cursor"))
-    user_folders = (
-        Folder.objects.filter(account__user=request.user, is_selectable=True)
-        .select_related("account")
-        .order_by("account__email", "role", "name")
-    )
     context = {
         "page": page,
         "title": title,
         "folder": folder,
-        "move_folders": user_folders,
         "first_page": not request.GET.get("cursor"),
         **extra,
     }
