@@ -126,6 +126,13 @@ def threads_in_folders(*, user, folders: QuerySet[Folder] | list[Folder]) -> Que
     return Thread.objects.filter(account__user=user).filter(Exists(in_folder))
 
 
+def threads_in_folder(*, folder: Folder) -> QuerySet[Thread]:
+    """One folder's threads (``folder`` already checked to be the user's): the folder's memberships drive the
+    query, which beats probing every recent thread when the folder holds a small share of the mail."""
+    in_folder = Message.objects.filter(account_id=folder.account_id, messagefolder__folder=folder).values("thread_id")
+    return Thread.objects.filter(account_id=folder.account_id, id__in=in_folder)
+
+
 def inbox_folders(*, user) -> QuerySet[Folder]:
     return Folder.objects.filter(account__user=user, role=Folder.Role.INBOX)
 

@@ -78,7 +78,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
 @require_GET
 def folder(request: HttpRequest, folder_id: int) -> HttpResponse:
     current = selectors.folder_get(user=request.user, folder_id=folder_id)
-    threads = selectors.threads_in_folders(user=request.user, folders=[current])
+    threads = selectors.threads_in_folder(folder=current)
     return _list_render(request, threads=threads, title=f"{current.name} · {current.account.email}", folder=current)
 
 
