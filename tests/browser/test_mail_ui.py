@@ -53,6 +53,19 @@ class Guard:
         self.dialogs.append(dialog.message)
         dialog.dismiss()
 
+    def watch_scripts(self, page) -> None:
+        """Record every script V8 compiles in the page's own JavaScript worlds, other than our static files."""
+        self.scripts: list[str] = []
+        cdp = page.context.new_cdp_session(page)
+        cdp.on("Debugger.scriptParsed", self._script)
+        cdp.send("Debugger.enable")
+
+    def _script(self, event: dict) -> None:
+        aux = event.get("executionContextAuxData") or {}
+        url = event.get("url", "")
+        if aux.get("isDefault") and not url.endswith(("/static/mailbox/htmx.min.js", "/static/mailbox/mailbox.js")):
+            self.scripts.append(url or "(inline)")
+
     def assert_clean(self) -> None:
         assert self.remote == [], f"requests left for remote hosts: {self.remote}"
         assert self.dialogs == [], f"script ran and opened dialogs: {self.dialogs}"
@@ -96,6 +109,7 @@ def test_hostile_corpus_runs_no_script_and_loads_nothing_remote(page, live_serve
         )
         messages.append(message_add(account, raw, folders=[folders["INBOX"]]))
     guard = sign_in(page, live_server, alice)
+    guard.watch_scripts(page)
     titles = []
     for message in messages:
         page.goto(live_server.url + reverse("mailbox:thread", args=[message.thread_id]))
@@ -108,6 +122,7 @@ def test_hostile_corpus_runs_no_script_and_loads_nothing_remote(page, live_serve
         assert urlsplit(page.url).hostname in LOOPBACK
     page.wait_for_timeout(500)  # a late meta refresh or timer would show up here
     guard.assert_clean()
+    assert guard.scripts == [], f"scripts compiled: {guard.scripts}"
     assert all(t.startswith("Hostile ") for t in titles)
     # Hovering, clicking and focusing inside a hostile message does nothing either.
     page.goto(live_server.url + reverse("mailbox:thread", args=[messages[1].thread_id]))
