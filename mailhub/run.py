@@ -9,21 +9,26 @@ import subprocess
 import sys
 import time
 
-PROCESSES: dict[str, list[str]] = {
-    "web": [
-        sys.executable, "-m", "gunicorn", "mailhub.wsgi", "--bind",
-        os.environ.get("MAILHUB_BIND", "127.0.0.1:8000"), "--threads", "4", "--access-logfile", "-",
-    ],
-    "worker": [sys.executable, "-m", "celery", "-A", "mailhub", "worker", "-l", "info", "-c", "2"],
-    "beat": [sys.executable, "-m", "celery", "-A", "mailhub", "beat", "-l", "info"],
-}
+DEFAULT_BIND = "127.0.0.1:8000"
+
+
+def process_commands(*, bind: str = DEFAULT_BIND) -> dict[str, list[str]]:
+    return {
+        "web": [
+            sys.executable, "-m", "gunicorn", "mailhub.wsgi", "--bind", bind, "--threads", "4",
+            "--access-logfile", "-",
+        ],
+        "worker": [sys.executable, "-m", "celery", "-A", "mailhub", "worker", "-l", "info", "-c", "2"],
+        "beat": [sys.executable, "-m", "celery", "-A", "mailhub", "beat", "-l", "info"],
+    }
 
 
 def run_all(*, extra_env: dict[str, str] | None = None) -> int:
     """Start web, worker and beat with ``extra_env`` added; return when one exits or on Ctrl-C."""
     env = {**os.environ, **(extra_env or {})}
-    children = {name: subprocess.Popen(command, env=env) for name, command in PROCESSES.items()}  # noqa: S603
-    bind = env.get("MAILHUB_BIND", "127.0.0.1:8000")
+    bind = env.get("MAILHUB_BIND", DEFAULT_BIND)
+    commands = process_commands(bind=bind)
+    children = {name: subprocess.Popen(command, env=env) for name, command in commands.items()}  # noqa: S603
     print(f"Mailhub is starting at http://{bind}/ (Ctrl-C stops web, worker and beat)", flush=True)
     try:
         while all(child.poll() is None for child in children.values()):

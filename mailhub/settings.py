@@ -171,6 +171,6 @@ LOGGING = {
     "loggers": {
         name: {"level": "WARNING"}
         for name in ("requests_oauthlib", "oauthlib", "urllib3", "google.auth", "google_auth_oauthlib",
-                     "googleapiclient", "msal", "imapclient", "smtplib")
+                     "googleapiclient", "msal", "imapclient", "smtplib", "mail.log")
     },
 }

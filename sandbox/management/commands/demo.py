@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -77,16 +78,13 @@ class Command(BaseCommand):
 
     def _start_outlook(self, sandbox: Sandbox, count: int) -> dict[str, str] | None:
         """A local Dovecot standing in for Outlook's IMAP/SMTP, or None where it can't run here."""
+        from sandbox.dovecot import DovecotServer
+
         try:
-            from sandbox.dovecot import DovecotServer, outlook_env
-        except ImportError:
-            return None
-        try:
-            dovecot = DovecotServer(introspection_url=sandbox.microsoft_introspection_url).start()
-        except (OSError, RuntimeError) as exc:
+            dovecot = DovecotServer(introspection_url=sandbox.microsoft_introspection_url, tls=sandbox.tls).start()
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             self.stderr.write(f"Outlook demo disabled: Dovecot could not start ({exc}).")
             return None
         address = next(e for p, e, _, has in DEMO_USERS if p == "microsoft" and has)
-        dovecot.append_many(address, "INBOX", generate_messages(count, to_address=address, seed=1))
-        return outlook_env(dovecot)
-
+        dovecot.seed(address, count, seed=1)
+        return dovecot.env()
