@@ -38,8 +38,8 @@ test: install
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory install-system; fi
 	$(VENV)/bin/ruff check .
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null
-	$(VENV)/bin/pytest
-	@if [ -n "$(TEST_DATABASE_URL)" ]; then DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest -m "not browser"; fi
+	$(VENV)/bin/pytest -n 2
+	@if [ -n "$(TEST_DATABASE_URL)" ]; then DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest -n 2 -m "not browser"; fi
 
 bench: install
 	$(PY) -m bench
