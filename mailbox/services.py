@@ -31,7 +31,7 @@ from accounts.services import ReauthorizationRequired
 from mailbox import store
 from mailbox.models import Folder, Message, OutgoingMessage, SyncState
 from providers import registry
-from providers.base import ChangeKind, MailClient, MessageChange, ProviderError
+from providers.base import ActionRequired, ChangeKind, MailClient, MessageChange, ProviderError
 
 logger = logging.getLogger(__name__)
 
@@ -470,7 +470,7 @@ def outgoing_send(*, outgoing_id: int) -> SyncResult:
             remote_id = finder(outgoing=outgoing)
         if remote_id is None:
             remote_id = client.send(outgoing=outgoing)
-    except ReauthorizationRequired as exc:
+    except (ReauthorizationRequired, ActionRequired) as exc:
         _outgoing_finish(outgoing=outgoing, status=OutgoingMessage.Status.FAILED, last_error=str(exc))
         return SyncResult("stopped")
     except ProviderError as exc:

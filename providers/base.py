@@ -38,7 +38,11 @@ class InvalidGrant(ProviderError):
     """The grant (code or refresh token) is expired, revoked or already used: reconnect, don't retry."""
 
 
-class NoMailbox(ProviderError):
+class ActionRequired(ProviderError):
+    """Retrying cannot help until a person acts (an administrator's setting, another mailbox)."""
+
+
+class NoMailbox(ActionRequired):
     """The identity is valid but has no mailbox the provider lets us reach."""
 
 

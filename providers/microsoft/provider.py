@@ -21,6 +21,7 @@ from providers.base import (
     ProviderError,
     TokenGrant,
 )
+from providers.microsoft.imap import NO_MAILBOX_MESSAGE
 
 if TYPE_CHECKING:
     from accounts.models import MailAccount
@@ -38,11 +39,6 @@ SCOPES = [
     "https://outlook.office.com/IMAP.AccessAsUser.All",
     "https://outlook.office.com/SMTP.Send",
 ]
-NO_MAILBOX_MESSAGE = (
-    "This Microsoft account has no Outlook mailbox, so Mailhub cannot read its mail. Only Outlook.com, "
-    "Hotmail and Microsoft 365 mailboxes can be connected; a Microsoft account that uses another "
-    "address (such as Gmail) must be connected with that provider instead."
-)
 
 
 class MicrosoftProvider(Provider):

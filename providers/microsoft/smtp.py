@@ -28,7 +28,7 @@ from imapclient.exceptions import IMAPClientError
 from accounts.services import account_access_token
 from mailbox import store
 from mailbox.models import Folder, OutgoingMessage
-from providers.base import ProviderError
+from providers.base import ActionRequired, ProviderError
 from providers.microsoft import imap
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ _BCC_HEADER = re.compile(rb"^(bcc|resent-bcc):.*(\r?\n[ \t].*)*\r?\n", re.IGNORE
 _QUOTA_MARKERS = ("SubmissionQuotaExceeded", "4.5.127", "5.2.0 STOREDRV.Submission.Exception:Submission")
 
 
-class SmtpAuthDisabled(ProviderError):
+class SmtpAuthDisabled(ActionRequired):
     """Exchange answered ``535 5.7.139``: an administrator must enable SMTP AUTH for the mailbox."""
 
 

@@ -94,7 +94,9 @@ def test_smtp_auth_disabled_gets_a_plain_explanation(dovecot, outlook_account, e
 
     result = outgoing_send(outgoing_id=outgoing.pk)
     outgoing.refresh_from_db()
-    assert result.outcome in {"retry", "error"} and outgoing.status != OutgoingMessage.Status.SENT
+    # Retrying can't help until an admin acts: failed at once, kept with the reason, not retried.
+    assert result.outcome == "stopped" and outgoing.status == OutgoingMessage.Status.FAILED
+    assert outgoing.attempts == 1
     assert "Authenticated SMTP" in outgoing.last_error and "administrator" in outgoing.last_error
     assert account.access_token not in outgoing.last_error
     assert dovecot.sink.messages == []
