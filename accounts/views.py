@@ -2,6 +2,7 @@
 
 import logging
 import time
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -64,8 +65,8 @@ def connect(request: HttpRequest, provider_id: str) -> HttpResponse:
         ),
     )
     url = authorization.url
-    if form.cleaned_data.get("login_hint"):
-        url += "&login_hint=" + form.cleaned_data["login_hint"].replace("@", "%40")
+    if form.cleaned_data.get("login_hint"):  # reconnecting: preselect the mailbox at the provider
+        url += "&" + urlencode({"login_hint": form.cleaned_data["login_hint"]})
     return HttpResponseRedirect(url)
 
 

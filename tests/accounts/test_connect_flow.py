@@ -263,6 +263,10 @@ def test_revoked_grant_becomes_reconnect_state_without_retrying(
     assert getattr(sandbox, provider).token_endpoint_calls == calls  # no retry against the provider
     page = alice_client.get("/accounts/").content.decode()
     assert "Reconnect" in page and f'name="login_hint" value="{email}"' in page
+    authorize_url = start(alice_client, provider, login_hint=email)
+    assert parse_qs(urlsplit(authorize_url).query)["login_hint"] == [email]
+    come_back(alice_client, getattr(sandbox, provider).consent(authorize_url))  # the hint picks the account
+    assert MailAccount.objects.get(pk=account.pk).status == MailAccount.Status.ACTIVE
 
 
 def test_temporary_refresh_failure_leaves_the_account_active(alice_client, alice, sandbox, google_app):
