@@ -33,6 +33,10 @@ class Command(BaseCommand):
             "--tls-dir", default=None, help="Where the sandbox CA and certificate live (default: var/sandbox/tls)."
         )
         parser.add_argument("--env-file", default=None, help="Also write the export lines to this file.")
+        parser.add_argument(
+            "--gmail-snapshot", default=None,
+            help="Load Gmail mailboxes from a snapshot written by `manage.py sandbox_seed --snapshot`.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         tls_dir = Path(options["tls_dir"] or Path(settings.VAR_DIR) / "sandbox" / "tls")
@@ -43,6 +47,8 @@ class Command(BaseCommand):
             tls_dir=tls_dir,
         )
         credentials = sandbox.register_demo()
+        if options["gmail_snapshot"] and sandbox.has_gmail_api:
+            sandbox.gmail.load(options["gmail_snapshot"])
         sandbox.start()
         exports = "\n".join(f"export {name}={shlex.quote(value)}" for name, value in sandbox.env().items())
         if options["env_file"]:
