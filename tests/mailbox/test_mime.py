@@ -1,11 +1,16 @@
 """mime_parse: decodes or degrades, never raises."""
 
 import base64
+import email
+import email.utils
 from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from email.policy import compat32
 
 import pytest
 
 from mailbox.mime import clean_text, mime_parse
+from sandbox.corpus import PEOPLE, generate_messages
 
 
 def test_plain_message_fields():
@@ -103,3 +108,62 @@ def test_unparseable_message_flags_parse_error():
 
 def test_clean_text_strips_nul_and_surrogates():
     assert clean_text("a\x00b\udce9") == "abé"
+
+
+def test_adjacent_encoded_words_in_a_display_name_join_without_a_space():
+    # RFC 2047 §6.2: the folding whitespace between two encoded words is not part of the text.
+    raw = (
+        b"From: =?iso-8859-1?B?SOls6G5lIER1Ym9p?=\r\n =?iso-8859-1?B?cw==?= <helene.dubois@exemple.fr>\r\n"
+        b"To: =?utf-8?Q?Ren=C3=A9e?= =?utf-8?Q?_Martin?= <renee@example.org>\r\n"
+        b"Reply-To: =?utf-8?q?M=C3=BCller,_J?= <m@example.org>\r\n"
+        b"Subject: =?utf-8?Q?caf=C3?=\r\n =?utf-8?Q?=A9?= =?iso-8859-1?q?cr=E8me?= au lait\r\n\r\nx"
+    )
+    parsed = mime_parse(raw)
+    assert (parsed.from_name, parsed.from_address) == ("Hélène Dubois", "helene.dubois@exemple.fr")
+    assert parsed.to == [{"name": "Renée Martin", "email": "renee@example.org"}]
+    assert parsed.reply_to == [{"name": "Müller, J", "email": "m@example.org"}]
+    assert parsed.subject == "cafécrème au lait"  # a UTF-8 character split across two words survives
+    assert parsed.parse_error == ""
+
+
+def test_generated_names_have_no_stray_spaces():
+    people = {name.replace(" ", ""): name for name, _, _ in PEOPLE}
+    seen = set()
+    for raw in generate_messages(300, to_address="owner.person@example.org", start=datetime(2024, 1, 1, tzinfo=UTC)):
+        parsed = mime_parse(raw)
+        headers = email.message_from_bytes(raw, policy=compat32)
+        for header, addresses in [
+            ("From", [{"name": parsed.from_name, "email": parsed.from_address}]),
+            ("To", parsed.to),
+            ("Cc", parsed.cc),
+        ]:
+            expected = [
+                (str(make_header(decode_header(name))), mailbox)
+                for name, mailbox in email.utils.getaddresses(headers.get_all(header, []))
+            ]
+            assert [(a["name"], a["email"]) for a in addresses] == expected, (header, raw[:400])
+            for address in addresses:
+                original = people.get(address["name"].replace(" ", ""))
+                if original:
+                    assert address["name"] == original
+                    seen.add(original)
+    assert {"Hélène Dubois", "Ольга Смирнова", "田中 太郎", "Käthe Schröder"} <= seen
+
+
+def test_headers_and_parameters_degrade_field_by_field():
+    raw = (
+        b"Subject: =?unknown-8bit?q?=E9t=E9?=\r\n"
+        b"From: =?x-bogus?b?w6k=?= <a@example.org>\r\n"
+        b"Content-Type: multipart/mixed; boundary=x\r\n\r\n"
+        b"--x\r\nContent-Type: text/plain; charset*=utf-8''iso-8859-1\r\n\r\ncaf\xe9\r\n"
+        b"--x\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Disposition: attachment; filename=\"=?utf-8?B?w6kuZG9j?=\"\r\n\r\nzz\r\n"
+        b"--x\r\nContent-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename=\"r\xc3\xa9sum\xc3\xa9.pdf\"\r\n"
+        b"\r\n%PDF\r\n--x--\r\n"
+    )
+    parsed = mime_parse(raw)
+    assert (parsed.subject, parsed.from_name) == ("été", "é")
+    assert parsed.text.strip() == "café"
+    assert [a.filename for a in parsed.attachments] == ["é.doc", "résumé.pdf"]
+    assert parsed.parse_error == ""
