@@ -104,13 +104,17 @@ class SearchQuery:
         )
 
 
-class _PgMatch(Func):
+class _IdMatch(Func):
+    """A full-text condition on a message's id column; subclasses write the backend's SQL."""
+
     output_field = BooleanField()
 
     def __init__(self, query: str) -> None:
         super().__init__(F("id"))
         self.query = query
 
+
+class _PgMatch(_IdMatch):
     def as_sql(self, compiler, connection, **extra):
         # Compile the id column to learn the table's alias in this query (it may be a subquery's U0).
         id_sql, id_params = compiler.compile(self.source_expressions[0])
@@ -118,13 +122,7 @@ class _PgMatch(Func):
         return f"{column} @@ websearch_to_tsquery('simple', %s)", [*id_params, self.query]
 
 
-class _FtsMatch(Func):
-    output_field = BooleanField()
-
-    def __init__(self, query: str) -> None:
-        super().__init__(F("id"))
-        self.query = query
-
+class _FtsMatch(_IdMatch):
     def as_sql(self, compiler, connection, **extra):
         id_sql, id_params = compiler.compile(self.source_expressions[0])
         sql = f"{id_sql} IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s)"  # noqa: S608 - constants
