@@ -20,7 +20,6 @@ from django.utils import timezone
 from accounts.models import MailAccount
 from mailbox import services
 from mailbox.models import Message, OutgoingMessage
-from mailhub.celery import app as celery_app
 from tests.fixtures.browser import screenshot
 from tests.fixtures.mail import gmail_account_create
 from tests.fixtures.ui import HTML_BODY, mailbox_create, message_add, png_bytes, raw_html_message, raw_text_message
@@ -142,14 +141,6 @@ def test_hostile_corpus_runs_no_script_and_loads_nothing_remote(page, live_serve
 
 # --- Journeys against the sandbox Gmail ------------------------------------------------------------
 
-
-@pytest.fixture
-def eager_celery():
-    """Run queued tasks at once in the web process (no worker in these tests): sends and write-backs happen."""
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = previous
 
 
 @pytest.fixture

@@ -14,18 +14,10 @@ from django.urls import reverse
 
 from mailbox import services
 from mailbox.models import Message, OutgoingMessage
-from mailhub.celery import app as celery_app
 from tests.fixtures.ui import raw_text_message
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.django_db(transaction=True)]
 
-
-@pytest.fixture
-def eager_celery():
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = previous
 
 
 def test_outlook_read_reply_with_attachment_and_archive(client, alice, dovecot, outlook_account, eager_celery):
