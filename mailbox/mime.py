@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
 from email.message import Message as EmailMessage
-from email.parser import BytesParser
+from email.parser import Parser
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,19 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # RFC 2047: =?charset?encoding?text?= (the text may not hold "?"; broken mailers do put spaces in it).
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([qQbB])\?([^?]*)\?=")
 _ADDRESS_SPECIALS = re.compile(r'[\s,;:<>()@"\[\]\\]')
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_ADDR_SPEC = rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PHRASE_WORD = r'[^()<>@,:;"\[\]\\ \t\r\n]+'  # what email.utils reads as one word of a display name
+_SIMPLE_MAILBOX = re.compile(
+    rf'[ \t]*(?:(?:({_PHRASE_WORD}(?:[ \t]+{_PHRASE_WORD})*)|"([^"\\\r\n]*)")[ \t]*<({_ADDR_SPEC})>|({_ADDR_SPEC}))'
+    r"[ \t]*(?:,|\Z)"
+)
+_BLANKS = re.compile(r"[ \t]+")
+_SIMPLE_PARAM = re.compile(r'\s*([^\s=;"*\\()<>]+)\s*=\s*(?:"([^"\\\r\n<>]*)"|([^\s;"\\()<>]*))\s*(?:;|\Z)')
 _PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")  # private-use characters: not in real names
-_PARSER = BytesParser(policy=policy.compat32)
+_PARSER = Parser(policy=policy.compat32)
+_HEADER_NAME = re.compile(r"[\041-\071\073-\176]+:")  # the feed parser's header line, name not empty
+_DELIMITER_TAIL = re.compile(r"(--)?[ \t]*(\r\n|\n)?\Z")  # what may follow "--boundary" on its line
 # Re-serialising an attached message (message/rfc822): keep its header lines as they were written.
 _EML_POLICY = policy.default.clone(linesep="\r\n", refold_source="none")
 
@@ -99,7 +110,7 @@ def mime_parse(raw: bytes) -> ParsedMessage:
         if not raw or not raw.strip():
             result.parse_error = "The message is empty."
             return result
-        msg = _PARSER.parsebytes(raw)
+        msg = mime_tree(raw)
         problems: list[str] = []
         _parse_headers(msg, result, problems)
         _parse_body(msg, result, problems)
@@ -114,6 +125,109 @@ def mime_parse(raw: bytes) -> ParsedMessage:
             result.text = clean_text(_decode_bytes(raw or b"", None))
     result.snippet = _snippet(result)
     return result
+
+
+def mime_tree(raw: bytes) -> EmailMessage:
+    """``raw`` as the tree of ``email.message.Message`` objects that ``BytesParser(policy=compat32)`` builds.
+
+    Well-formed mail takes a fast path that splits the text with string searches; the stdlib's feed
+    parser, which runs line by line and compiles a new regular expression for every multipart
+    boundary, is used for anything the fast path is not sure of (see :func:`_fast_part`).
+    """
+    text = raw.decode("ascii", "surrogateescape")
+    if not _odd_line_breaks(text):
+        msg = _fast_part(text, 0, len(text))
+        if msg is not None:
+            return msg
+    return _PARSER.parsestr(text)
+
+
+def _fast_part(text: str, start: int, end: int) -> EmailMessage | None:
+    """The message in ``text[start:end]``, built as the stdlib's feed parser builds it; None if unsure.
+
+    It gives up (None) wherever the feed parser would record a defect or take a rare branch: a header
+    line that is not a header, a Unix From line, message/* and multipart/digest bodies, a multipart
+    without its boundary, its first or its closing delimiter, or with a delimiter straight after another.
+    """
+    msg = EmailMessage(policy=policy.compat32)
+    header: list[str] = []
+    position = start
+    while position < end:
+        line_end = text.find("\n", position, end) + 1 or end
+        line = text[position:line_end]
+        position = line_end
+        if line[0] in "\r\n":  # the blank line that ends the headers
+            break
+        if line[0] in " \t":
+            if not header:
+                return None
+            header.append(line)
+            continue
+        if line.startswith("From ") or not _HEADER_NAME.match(line):
+            return None
+        if header:
+            msg.set_raw(*policy.compat32.header_source_parse(header))
+        header = [line]
+    if header:
+        msg.set_raw(*policy.compat32.header_source_parse(header))
+    ctype = msg.get_content_type()
+    if ctype.startswith("message/") or ctype == "multipart/digest":
+        return None
+    if not ctype.startswith("multipart/"):
+        msg.set_payload(text[position:end])
+        return msg
+    return msg if _fast_multipart(msg, text, position, end) else None
+
+
+def _fast_multipart(msg: EmailMessage, text: str, start: int, end: int) -> bool:
+    """Split the multipart body ``text[start:end]`` into ``msg``'s parts, preamble and epilogue."""
+    boundary = msg.get_boundary()
+    encoding = str(msg.get("content-transfer-encoding", "8bit")).lower()
+    if not boundary or encoding not in ("7bit", "8bit", "binary"):
+        return False
+    delimiter = "--" + boundary
+    lines: list[tuple[int, int]] = []  # (start, end) of each delimiter line up to the closing one
+    closed = False
+    found = text.find(delimiter, start, end)
+    while found >= 0:
+        line_end = text.find("\n", found, end) + 1 or end
+        if found == start or text[found - 1] == "\n":
+            tail = _DELIMITER_TAIL.match(text, found + len(delimiter), line_end)
+            if tail:
+                lines.append((found, line_end))
+                if tail.group(1):
+                    closed = True
+                    break
+        found = text.find(delimiter, line_end, end)
+    if not closed or len(lines) < 2:
+        return False
+    if lines[0][0] > start:
+        msg.preamble = _strip_eol(text[start : lines[0][0]])
+    for (_, part_start), (part_end, _) in zip(lines, lines[1:], strict=False):
+        if part_start == part_end:  # two delimiters in a row: the stdlib skips the empty part
+            return False
+        part = _fast_part(text, part_start, part_end)
+        if part is None:
+            return False
+        # RFC 2046: the line break before a delimiter belongs to the delimiter.
+        if part.is_multipart():
+            part.epilogue = _strip_eol(part.epilogue) if part.epilogue else None
+        else:
+            part.set_payload(_strip_eol(part._payload))  # get_payload() would re-decode it
+        msg.attach(part)
+    msg.epilogue = text[lines[-1][1] : end]
+    return True
+
+
+def _odd_line_breaks(text: str) -> bool:
+    """Whether ``text`` has a line ending in a lone CR, or another separator str.splitlines would honour."""
+    return text.count("\r") != text.count("\r\n") or any(char in text for char in "\v\f\x1c\x1d\x1e")
+
+
+def _strip_eol(value: str) -> str:
+    if value.endswith("\r\n"):
+        return value[:-2]
+    return value[:-1] if value.endswith("\n") else value
 
 
 def clean_text(value: str) -> str:
@@ -247,14 +361,36 @@ def _addresses(headers: dict[str, str], name: str) -> list[dict[str, str]]:
     if not value:
         return []
     text, saved = _set_aside_words(_unfold(value))
+    pairs = None if saved else _simple_addresses(text)
     found: list[dict[str, str]] = []
-    for display, mailbox in email.utils.getaddresses([text]):
+    for display, mailbox in email.utils.getaddresses([text]) if pairs is None else pairs:
         if saved:
             display, mailbox = _restore_words(display, saved), _restore_words(mailbox, saved)
         if mailbox or display:
             display = clean_text(_decode_words(display)).strip() if display else ""
             found.append({"name": display[:255], "email": clean_text(mailbox)[:320]})
     return found
+
+
+def _simple_addresses(text: str) -> list[tuple[str, str]] | None:
+    """What ``email.utils.getaddresses([text])`` gives, for the common shapes only; None for anything else.
+
+    The shapes: ``addr``, ``Display Name <addr>`` and ``"Quoted, Name" <addr>``, comma separated, with
+    a dot-atom address (no comments, groups, escapes, route or domain literals).
+    """
+    pairs = []
+    position = 0
+    while position < len(text):
+        match = _SIMPLE_MAILBOX.match(text, position)
+        if match is None:
+            return None
+        phrase, quoted, routed, bare = match.groups()
+        if bare is not None:
+            pairs.append(("", bare))
+        else:
+            pairs.append((quoted if quoted is not None else " ".join(_BLANKS.split(phrase)), routed))
+        position = match.end()
+    return pairs
 
 
 def _set_aside_words(text: str) -> tuple[str, list[str]]:
@@ -363,33 +499,54 @@ def _content_type(part: EmailMessage, headers: dict[str, str]) -> str:
     return ctype if ctype.count("/") == 1 else "text/plain"
 
 
-def _params(headers: dict[str, str], name: str) -> list[tuple[str, object]]:
-    """The parameters of header ``name`` (RFC 2231 continuations joined, values as ``get_params`` gives them)."""
+def _params(headers: dict[str, str], name: str) -> dict[str, str]:
+    """The parameters of header ``name`` by lower-case name: the first of each, as ``Message.get_param``
+    reads it (RFC 2231 continuations joined, quotes removed, stripped)."""
     value = headers.get(name)
     if not value or ";" not in value:
-        return []
+        return {}
+    simple = _simple_params(value)
+    return simple if simple is not None else _stdlib_params(value)
+
+
+def _stdlib_params(value: str) -> dict[str, str]:
     holder = EmailMessage(policy=policy.compat32)
-    holder[name] = value  # decoded text: compat32 would otherwise replace raw 8-bit bytes with U+FFFD
-    return holder.get_params(header=name) or []
+    holder["content-type"] = value  # decoded text: compat32 would otherwise replace raw 8-bit bytes with U+FFFD
+    found: dict[str, str] = {}
+    for key, param in (holder.get_params() or [])[1:]:
+        if key:
+            found.setdefault(key.lower(), str(email.utils.collapse_rfc2231_value(param)).strip())
+    return found
 
 
-def _param(params: list[tuple[str, object]], name: str) -> str:
-    for key, value in params[1:]:
-        if key.lower() == name:
-            return str(email.utils.collapse_rfc2231_value(value)).strip()
-    return ""
+def _simple_params(value: str) -> dict[str, str] | None:
+    """:func:`_params` for plain ``name=token`` and ``name="quoted"`` parameters; None for anything else
+    (RFC 2231, escapes, comments, angle brackets, 8-bit text, a parameter without a value)."""
+    head, _, rest = value.partition(";")
+    if '"' in head or not value.isascii():
+        return None
+    found: dict[str, str] = {}
+    position = 0
+    while position < len(rest):
+        match = _SIMPLE_PARAM.match(rest, position)
+        if match is None:
+            return None if rest[position:].strip() else found
+        key, quoted, token = match.groups()
+        found.setdefault(key.lower(), (quoted if quoted is not None else token).strip())
+        position = match.end()
+    return found
 
 
 def _part_info(part: EmailMessage, headers: dict[str, str]) -> _PartInfo:
     info = _PartInfo(_content_type(part, headers))
     try:
         ct_params = _params(headers, "content-type")
-        info.charset = _param(ct_params, "charset") or None
+        info.charset = ct_params.get("charset") or None
         disposition = headers.get("content-disposition")
         if disposition is not None:
             info.disposition = disposition.partition(";")[0].strip().lower() or None
         # As Message.get_filename: Content-Disposition filename, else Content-Type name.
-        name = _param(_params(headers, "content-disposition"), "filename") or _param(ct_params, "name")
+        name = _params(headers, "content-disposition").get("filename") or ct_params.get("name", "")
     except Exception:  # noqa: BLE001 - unreadable parameters: treat the part as having none
         logger.debug("unreadable MIME parameters")
         name = ""

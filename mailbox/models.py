@@ -116,7 +116,12 @@ class Message(models.Model):
 
     @raw.setter
     def raw(self, value: bytes) -> None:
-        self.raw_compressed = zlib.compress(value, 6)
+        self.raw_compressed = raw_compress(value)
+
+
+def raw_compress(raw: bytes) -> bytes:
+    """The stored form of a message's raw bytes (see ``Message.raw``)."""
+    return zlib.compress(raw, 6)
 
 
 class MessageFolder(models.Model):
