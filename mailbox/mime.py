@@ -142,6 +142,16 @@ def mime_tree(raw: bytes) -> EmailMessage:
     return _PARSER.parsestr(text)
 
 
+def mime_headers(raw: bytes) -> EmailMessage:
+    """The headers of ``raw`` as ``BytesHeaderParser(policy=compat32)`` reads them (the body is not parsed)."""
+    text = raw.decode("ascii", "surrogateescape")
+    if not _odd_line_breaks(text):
+        headers = _fast_headers(text, 0, len(text))
+        if headers is not None:
+            return headers[0]
+    return _PARSER.parsestr(text, headersonly=True)
+
+
 def _fast_part(text: str, start: int, end: int) -> EmailMessage | None:
     """The message in ``text[start:end]``, built as the stdlib's feed parser builds it; None if unsure.
 
@@ -149,6 +159,21 @@ def _fast_part(text: str, start: int, end: int) -> EmailMessage | None:
     line that is not a header, a Unix From line, message/* and multipart/digest bodies, a multipart
     without its boundary, its first or its closing delimiter, or with a delimiter straight after another.
     """
+    headers = _fast_headers(text, start, end)
+    if headers is None:
+        return None
+    msg, position = headers
+    ctype = msg.get_content_type()
+    if ctype.startswith("message/") or ctype == "multipart/digest":
+        return None
+    if not ctype.startswith("multipart/"):
+        msg.set_payload(text[position:end])
+        return msg
+    return msg if _fast_multipart(msg, text, position, end) else None
+
+
+def _fast_headers(text: str, start: int, end: int) -> tuple[EmailMessage, int] | None:
+    """The header section at ``text[start:end]`` as a message, and where its body starts; None if unsure."""
     msg = EmailMessage(policy=policy.compat32)
     header: list[str] = []
     position = start
@@ -170,13 +195,7 @@ def _fast_part(text: str, start: int, end: int) -> EmailMessage | None:
         header = [line]
     if header:
         msg.set_raw(*policy.compat32.header_source_parse(header))
-    ctype = msg.get_content_type()
-    if ctype.startswith("message/") or ctype == "multipart/digest":
-        return None
-    if not ctype.startswith("multipart/"):
-        msg.set_payload(text[position:end])
-        return msg
-    return msg if _fast_multipart(msg, text, position, end) else None
+    return msg, position
 
 
 def _fast_multipart(msg: EmailMessage, text: str, start: int, end: int) -> bool:

@@ -73,7 +73,7 @@ class Message(models.Model):
     account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="messages")
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="messages")
     remote_id = models.CharField(max_length=255)  # Gmail message id; for IMAP see providers.microsoft
-    message_id = models.CharField(max_length=998, blank=True, db_index=True)  # RFC 5322, without <>
+    message_id = models.CharField(max_length=998, blank=True)  # RFC 5322, without <>
     in_reply_to = models.CharField(max_length=998, blank=True)
     references = models.TextField(blank=True)
     subject = models.TextField(blank=True)
@@ -103,6 +103,9 @@ class Message(models.Model):
         constraints = [models.UniqueConstraint(fields=["account", "remote_id"], name="unique_message_per_account")]
         indexes = [
             models.Index(fields=["thread", "date"], name="message_in_thread"),
+            # Threading looks up, within the account, the messages a new one refers to and its replies.
+            models.Index(fields=["account", "message_id"], name="message_by_id"),
+            models.Index(fields=["account", "in_reply_to"], name="message_reply_to"),
             # Unread counts per folder read only the (few) unread messages.
             models.Index(fields=["account"], condition=models.Q(is_read=False), name="message_unread"),
         ]

@@ -33,6 +33,7 @@ from datetime import datetime
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import Count, Max, Q
+from django.db.models.constants import OnConflict
 from django.utils import timezone
 
 from accounts.models import MailAccount
@@ -212,6 +213,10 @@ def _messages_upsert(*, account: MailAccount, items: list[IncomingMessage]) -> d
     return {**{remote_id: m.pk for remote_id, m in existing.items()}, **message_ids}
 
 
+_THREAD_COLUMNS = (
+    "account", "remote_id", "subject", "snippet", "senders", "last_message_at", "message_count", "unread_count",
+    "is_starred", "has_attachments",
+)
 _MESSAGE_COLUMNS = (
     "account", "thread", "remote_id", "message_id", "in_reply_to", "references", "subject", "from_name",
     "from_address", "to", "cc", "bcc", "reply_to", "date", "snippet", "body_text", "body_html", "size", "is_read",
@@ -255,14 +260,19 @@ def _messages_insert(
     return ids
 
 
-def _rows_insert(model: type[models.Model], names: Sequence[str], rows: list[tuple]) -> None:
+def _rows_insert(
+    model: type[models.Model], names: Sequence[str], rows: list[tuple], *, ignore_conflicts: bool = False
+) -> None:
     """One parametrised INSERT of ``names`` (field names) per row, sent with executemany."""
     connection = connections[router.db_for_write(model)]
     quote = connection.ops.quote_name
     fields = [model._meta.get_field(name) for name in names]
     columns = ", ".join(quote(f.column) for f in fields)
     placeholders = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608 (identifiers from model meta)
+    sql = connection.ops.insert_statement(on_conflict=OnConflict.IGNORE if ignore_conflicts else None)
+    sql += f" {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders})"
+    if ignore_conflicts:
+        sql += " " + connection.ops.on_conflict_suffix_sql(fields, OnConflict.IGNORE, None, None)
     prepare = [
         (lambda value, field=f: field.get_db_prep_save(value, connection))
         if f.get_internal_type() in _PREPARED_TYPES else None
@@ -521,10 +531,9 @@ def _threads_resolve(
         missing = needed - set(thread_by_key)
         if missing:
             subjects = {keys[i.remote_id]: parsed[i.remote_id].subject for i in items if i.remote_id in keys}
-            Thread.objects.bulk_create(
-                [Thread(account=account, remote_id=k, subject=subjects.get(k, "")) for k in missing],
-                ignore_conflicts=True,
-            )
+            empty_summary = ("", "", None, 0, 0, False, False)
+            rows = [(account.pk, key, subjects.get(key, ""), *empty_summary) for key in missing]
+            _rows_insert(Thread, _THREAD_COLUMNS, rows, ignore_conflicts=True)
             for remote_id, thread_id in Thread.objects.filter(account=account, remote_id__in=list(missing)).values_list(
                 "remote_id", "id"
             ):

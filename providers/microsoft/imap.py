@@ -6,7 +6,6 @@ Nothing here touches the database; :mod:`providers.microsoft.mail` drives the sy
 from __future__ import annotations
 
 import contextlib
-import email.parser
 import email.utils
 import hashlib
 import imaplib
@@ -22,6 +21,7 @@ from imapclient import IMAPClient, imap_utf7
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
+from mailbox.mime import mime_headers
 from providers.base import NoMailbox, ProviderError
 
 NO_MAILBOX_MESSAGE = (
@@ -295,7 +295,7 @@ def message_identity(header_bytes: bytes) -> str:
     The Date tells apart different messages that reuse a Message-ID (broken mailers); it is compared as a
     timestamp because servers may re-format the header. "" when there is no Message-ID.
     """
-    headers = email.parser.BytesHeaderParser().parsebytes(header_bytes)
+    headers = mime_headers(header_bytes)
     value = str(headers.get("Message-ID", "") or "")
     raw = value.encode("utf-8", "replace")
     match = _ANGLE_ID.search(raw)

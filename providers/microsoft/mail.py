@@ -42,6 +42,8 @@ RECONNECT_DELAYS = (0.2, 1.0, 3.0, 8.0)  # seconds between attempts after a drop
 DEFAULT_CHUNK = 200  # messages per UID FETCH
 DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024  # body bytes per UID FETCH (RFC822.SIZE tells us beforehand)
 HEADER_ITEMS = ["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)]"]
+SIZE_ITEMS = ["UID", "RFC822.SIZE"]
+BODY_ITEMS = ["UID", "FLAGS", "INTERNALDATE", "BODY.PEEK[]"]
 
 
 @dataclass
@@ -52,7 +54,7 @@ class _Seen:
     flags: frozenset[bytes]
     internal_date: datetime | None
     size: int
-    identity: str  # see imap.message_identity; "" without a Message-ID
+    identity: str | None  # see imap.message_identity; "" without a Message-ID, None: not read yet
 
 
 class _Session:
@@ -265,9 +267,10 @@ class OutlookClient:
                 # The UIDs we know in this folder mean nothing now; messages are re-linked by identity.
                 MessageFolder.objects.filter(folder=folder).update(uid=None)
         uids = self.session.run(lambda c: imap.uids_search(c, since=since, after_uid=position["after"]))
+        seen_before = folder.uidvalidity is not None  # then most of its messages are probably stored
         for start in range(0, len(uids), self.chunk_size):
             chunk = uids[start : start + self.chunk_size]
-            self._chunk_store(folder, chunk)
+            self._chunk_store(folder, chunk, skip_known=seen_before)
             position["after"] = chunk[-1]
             position["done"] = position.get("done", 0) + len(chunk)
             if resume is not None:
@@ -389,28 +392,24 @@ class OutlookClient:
         orphans = Message.objects.filter(account=self.account, pk__in=message_ids, messagefolder__isnull=True)
         store.messages_delete(account=self.account, remote_ids=list(orphans.values_list("remote_id", flat=True)))
 
-    def _chunk_store(self, folder: Folder, uids: list[int]) -> None:
-        """Store one chunk: headers first, then bodies only for messages not already held (idempotent)."""
+    def _chunk_store(self, folder: Folder, uids: list[int], *, skip_known: bool = True) -> None:
+        """Store one chunk of UIDs (idempotent).
+
+        ``skip_known``: read each message's Message-ID and Date first and download only the bodies not
+        already stored. A folder's first sync leaves it out: it downloads straight away (one pass over
+        the chunk fewer) and finds what is already stored, e.g. the same mail in another folder, by the
+        same identity once the bodies are in.
+        """
         if not uids:
             return
-        data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(uids), HEADER_ITEMS))
-        seen = [_seen(item) for item in data.values() if b"UID" in item]
-        by_remote: dict[str, _Seen] = {}
-        need_body: list[_Seen] = []
-        for item in seen:
-            if item.identity:
-                by_remote[imap.remote_id_for(identity=item.identity)] = item
-            else:
-                need_body.append(item)
-        known = set(
-            Message.objects.filter(account=self.account, remote_id__in=list(by_remote)).values_list(
-                "remote_id", flat=True
-            )
-        )
-        need_body += [item for remote_id, item in by_remote.items() if remote_id not in known]
-        existing: dict[str, _Seen] = {r: item for r, item in by_remote.items() if r in known}
+        if skip_known:
+            need_body, existing = self._unknown(folder, uids)
+        else:
+            data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(uids), SIZE_ITEMS))
+            need_body = [_seen(item) for item in data.values() if b"UID" in item]
+            existing = {}
         for fetched in self._bodies(sorted(need_body, key=lambda s: s.uid)):
-            keyed = [(item, imap.remote_id_for(identity=item.identity, raw=raw), raw) for item, raw in fetched]
+            keyed = [(item, imap.remote_id_for(identity=item.identity or "", raw=raw), raw) for item, raw in fetched]
             # Content-keyed messages may already be stored (e.g. after a move): update those instead.
             stored = set(
                 Message.objects.filter(account=self.account, remote_id__in=[r for _, r, _ in keyed]).values_list(
@@ -433,6 +432,24 @@ class OutlookClient:
         if existing:
             self._memberships_add(folder, existing)
 
+    def _unknown(self, folder: Folder, uids: list[int]) -> tuple[list[_Seen], dict[str, _Seen]]:
+        """Split ``uids`` by their headers into (messages to download, {remote id: message already stored})."""
+        data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(uids), HEADER_ITEMS))
+        by_remote: dict[str, _Seen] = {}
+        need_body: list[_Seen] = []
+        for item in (_seen(d) for d in data.values() if b"UID" in d):
+            if item.identity:
+                by_remote[imap.remote_id_for(identity=item.identity)] = item
+            else:
+                need_body.append(item)
+        known = set(
+            Message.objects.filter(account=self.account, remote_id__in=list(by_remote)).values_list(
+                "remote_id", flat=True
+            )
+        )
+        need_body += [item for remote_id, item in by_remote.items() if remote_id not in known]
+        return need_body, {r: item for r, item in by_remote.items() if r in known}
+
     def _bodies(self, items: list[_Seen]) -> Iterator[list[tuple[_Seen, bytes]]]:
         """Fetch BODY.PEEK[] for ``items`` in sub-chunks bounded by their announced size."""
         batch: list[_Seen] = []
@@ -447,11 +464,20 @@ class OutlookClient:
             yield self._bodies_fetch(batch)
 
     def _bodies_fetch(self, batch: list[_Seen]) -> list[tuple[_Seen, bytes]]:
+        """The bodies of ``batch``, each with its flags and date as fetched along with it."""
         uids = [item.uid for item in batch]
-        data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(uids), ["UID", "BODY.PEEK[]"]))
-        raw_by_uid = {int(d[b"UID"]): d.get(b"BODY[]") for d in data.values() if b"UID" in d}
+        data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(uids), BODY_ITEMS))
+        by_uid = {int(d[b"UID"]): d for d in data.values() if b"UID" in d and d.get(b"BODY[]") is not None}
         # A UID expunged between the two fetches is simply skipped (the next sync sees it gone).
-        return [(item, bytes(raw_by_uid[item.uid])) for item in batch if raw_by_uid.get(item.uid) is not None]
+        fetched = []
+        for item in batch:
+            if item.uid in by_uid:
+                raw = bytes(by_uid[item.uid][b"BODY[]"])
+                seen = _seen(by_uid[item.uid], identity=item.identity)
+                if seen.identity is None:
+                    seen.identity = imap.message_identity(imap.header_block(raw))
+                fetched.append((seen, raw))
+        return fetched
 
     def _memberships_add(self, folder: Folder, seen: dict[str, _Seen]) -> None:
         """Messages we already hold, seen (again) in ``folder``: add the membership and UID, take its flags."""
@@ -496,14 +522,15 @@ class OutlookClient:
         return sent_find(client=self, outgoing=outgoing)
 
 
-def _seen(item: dict[bytes, Any]) -> _Seen:
-    header = next((v for k, v in item.items() if k.startswith(b"BODY[HEADER")), b"") or b""
+def _seen(item: dict[bytes, Any], *, identity: str | None = None) -> _Seen:
+    """A FETCH response as a _Seen; the identity comes from a BODY[HEADER.FIELDS ...] item if there is one."""
+    header = next((v for k, v in item.items() if k.startswith(b"BODY[HEADER")), None)
     return _Seen(
         uid=int(item[b"UID"]),
         flags=frozenset(item.get(b"FLAGS", ())),
         internal_date=item.get(b"INTERNALDATE"),
         size=int(item.get(b"RFC822.SIZE", 0)),
-        identity=imap.message_identity(bytes(header)),
+        identity=imap.message_identity(bytes(header)) if header is not None else identity,
     )
 
 

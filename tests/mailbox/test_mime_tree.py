@@ -2,7 +2,7 @@
 
 import email.utils
 from email.message import Message
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 from email.policy import compat32
 
 import pytest
@@ -47,6 +47,12 @@ def test_generated_mail_takes_the_fast_path_and_matches_the_stdlib(seed):
 @pytest.mark.parametrize(("name", "raw"), awkward_corpus(), ids=[name for name, _ in awkward_corpus()])
 def test_awkward_corpus_matches_the_stdlib(name, raw):
     _assert_fast_equals_stdlib(raw)
+
+
+def test_mime_headers_reads_the_headers_as_the_stdlib_header_parser_does():
+    raws = [*generate_messages(200, to_address="tree@example.org", seed=5), *(raw for _, raw in awkward_corpus())]
+    for raw in [*raws, *EDGES.values()]:
+        assert mime.mime_headers(raw)._headers == BytesHeaderParser(policy=compat32).parsebytes(raw)._headers
 
 
 def _mail(body: bytes, *, boundary: bytes = b"b1", headers: bytes = b"") -> bytes:
