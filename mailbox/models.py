@@ -1,6 +1,8 @@
 """The local mail store, shared by every provider: one shape for Gmail and IMAP alike."""
 
+import io
 import zlib
+from typing import IO
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -143,14 +145,21 @@ class MessageFolder(models.Model):
 
 
 class AttachmentBlob(models.Model):
-    """Attachment bytes in Django's storage, stored once per content hash."""
+    """Attachment bytes, stored once per content hash: small ones in the row, the rest in Django's storage."""
 
     sha256 = models.CharField(max_length=64, unique=True)
     size = models.PositiveBigIntegerField()
-    file = models.FileField(upload_to="attachments/%Y/%m/")
+    content = models.BinaryField(null=True, blank=True)  # the bytes of a small blob; None when in ``file``
+    file = models.FileField(upload_to="attachments/%Y/%m/", blank=True)
 
     def __str__(self) -> str:
         return self.sha256
+
+    def open(self) -> IO[bytes]:
+        """The bytes, as a file open for reading (the caller closes it)."""
+        if self.content is not None:
+            return io.BytesIO(bytes(self.content))
+        return self.file.open("rb")
 
 
 class Attachment(models.Model):

@@ -387,7 +387,7 @@ def outgoing_build_raw(*, outgoing: OutgoingMessage) -> bytes:
         msg.add_alternative(outgoing.body_html, subtype="html")
     for attachment in outgoing.attachments.select_related("blob"):
         maintype, _, subtype = (attachment.content_type or "application/octet-stream").partition("/")
-        with attachment.blob.file.open("rb") as handle:
+        with attachment.blob.open() as handle:
             data = handle.read()
         msg.add_attachment(data, maintype=maintype, subtype=subtype or "octet-stream", filename=attachment.filename)
     return msg.as_bytes()

@@ -8,7 +8,8 @@ Contract:
 - The raw RFC 5322 bytes are always kept (zlib-compressed on the row); MIME is parsed once, when a
   message is first stored, by :func:`mailbox.mime.mime_parse`, which never raises. A message that
   fails to parse is stored with ``parse_error`` set.
-- Attachments are stored once per SHA-256 in Django's default storage (:class:`AttachmentBlob`).
+- Attachments are stored once per SHA-256 (:class:`AttachmentBlob`): up to 64 KiB in the database row,
+  bigger ones in Django's default storage.
 - Threads: a caller that knows the provider's thread (Gmail) passes ``thread_key``. Otherwise (IMAP)
   the store threads by Message-ID / In-Reply-To / References within the account, across folders, and
   merges threads when a missing parent arrives later. Never by subject. The same Message-ID in two
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 FolderRef = Folder | int
 SENDERS_IN_SUMMARY = 3
+INLINE_BLOB_MAX = 64 * 1024  # attachment bytes kept in the database row rather than in a file
 
 
 @dataclass
@@ -650,38 +652,35 @@ def _threads_update(fields: list[str], rows: list[dict]) -> None:
 
 
 def blob_store(*, content: bytes) -> AttachmentBlob:
-    """The blob holding ``content``, writing it to storage only if no blob has that SHA-256 yet."""
+    """The blob holding ``content``, storing it only if no blob has that SHA-256 yet."""
     digest = hashlib.sha256(content).hexdigest()
-    blob = AttachmentBlob.objects.filter(sha256=digest).first()
-    if blob is not None:
-        return blob
-    blob = AttachmentBlob(sha256=digest, size=len(content))
-    blob.file.save(digest, ContentFile(content), save=False)
-    try:
-        with transaction.atomic():
-            blob.save()
-    except IntegrityError:  # stored by a concurrent writer meanwhile; its file has the same bytes
-        blob.file.delete(save=False)
-        blob = AttachmentBlob.objects.get(sha256=digest)
-    return blob
+    return _blobs_store({digest: content})[digest]
 
 
 def _blobs_store(contents: dict[str, bytes]) -> dict[str, AttachmentBlob]:
-    """The blobs of ``contents`` (sha256 -> bytes), writing files and rows only for digests not stored yet."""
+    """The blobs of ``contents`` (sha256 -> bytes), storing only the digests not stored yet.
+
+    Up to ``INLINE_BLOB_MAX`` bytes stay in the row (one INSERT for the batch, no file per attachment:
+    writing files cost a sync more than parsing its mail); bigger blobs go to Django's storage.
+    """
     blobs = {b.sha256: b for b in AttachmentBlob.objects.filter(sha256__in=list(contents))}
     fresh: list[AttachmentBlob] = []
     for digest, content in contents.items():
-        if digest not in blobs:
-            blob = AttachmentBlob(sha256=digest, size=len(content))
+        if digest in blobs:
+            continue
+        blob = AttachmentBlob(sha256=digest, size=len(content))
+        if len(content) <= INLINE_BLOB_MAX:
+            blob.content = content
+        else:
             blob.file.save(digest, ContentFile(content), save=False)
-            fresh.append(blob)
+        fresh.append(blob)
     if not fresh:
         return blobs
-    # One INSERT for the batch; a digest a concurrent writer stored meanwhile is skipped, not an error.
+    # A digest a concurrent writer stored meanwhile is skipped, not an error.
     AttachmentBlob.objects.bulk_create(fresh, ignore_conflicts=True)
     stored = {b.sha256: b for b in AttachmentBlob.objects.filter(sha256__in=[b.sha256 for b in fresh])}
     for blob in fresh:
-        if stored[blob.sha256].file.name != blob.file.name:  # the other writer's row won; its file has our bytes
+        if blob.file and stored[blob.sha256].file.name != blob.file.name:  # the other writer won; same bytes
             blob.file.delete(save=False)
     blobs.update(stored)
     return blobs

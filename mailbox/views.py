@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from mailbox import compose, selectors, services
 from mailbox.forms import BulkActionForm, ComposeForm, SearchForm, addresses_format
-from mailbox.models import Folder, Message, OutgoingMessage
+from mailbox.models import AttachmentBlob, Folder, Message, OutgoingMessage
 from mailbox.sanitize import html_has_remote_images, html_sanitize, message_body_csp, text_render
 from mailbox.search import threads_search
 from providers.base import ChangeKind, MessageChange
@@ -196,9 +196,9 @@ def message_body(request: HttpRequest, message_id: int) -> HttpResponse:
     return response
 
 
-def _download(file, *, filename: str, content_type: str, inline: bool) -> FileResponse:
+def _download(blob: AttachmentBlob, *, filename: str, content_type: str, inline: bool) -> FileResponse:
     response = FileResponse(
-        file.open("rb"),
+        blob.open(),
         as_attachment=not inline,
         filename=filename or "attachment",
         content_type=content_type if inline else "application/octet-stream",
@@ -217,21 +217,21 @@ def message_cid(request: HttpRequest, message_id: int, content_id: str) -> HttpR
     content_type = part.content_type.lower()
     if content_type not in INLINE_IMAGE_TYPES:
         raise Http404
-    return _download(part.blob.file, filename=part.filename, content_type=content_type, inline=True)
+    return _download(part.blob, filename=part.filename, content_type=content_type, inline=True)
 
 
 @login_required
 @require_GET
 def attachment(request: HttpRequest, attachment_id: int) -> HttpResponse:
     part = selectors.attachment_get(user=request.user, attachment_id=attachment_id)
-    return _download(part.blob.file, filename=part.filename, content_type=part.content_type, inline=False)
+    return _download(part.blob, filename=part.filename, content_type=part.content_type, inline=False)
 
 
 @login_required
 @require_GET
 def outgoing_attachment(request: HttpRequest, attachment_id: int) -> HttpResponse:
     part = selectors.outgoing_attachment_get(user=request.user, attachment_id=attachment_id)
-    return _download(part.blob.file, filename=part.filename, content_type=part.content_type, inline=False)
+    return _download(part.blob, filename=part.filename, content_type=part.content_type, inline=False)
 
 
 # --- Compose ------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The store: idempotent writes keyed by (account, remote_id), threading, summaries, attachments."""
 
+import os
 from datetime import UTC, datetime
 
 import pytest
@@ -42,14 +43,19 @@ def test_message_upsert_twice_gives_one_row_and_updates_state(mail_account, inbo
     assert thread.has_attachments and thread.senders == "Sam Sender"
 
 
-def test_attachments_deduplicated_by_hash(mail_account, inbox, make_raw):
-    data = b"same bytes" * 100
+@pytest.mark.parametrize(
+    ("size", "in_row"), [(1000, True), (store.INLINE_BLOB_MAX, True), (store.INLINE_BLOB_MAX + 1, False)]
+)
+def test_attachments_deduplicated_by_hash_small_ones_in_the_row(mail_account, inbox, make_raw, size, in_row):
+    data = os.urandom(size)
     for n in range(3):
         raw = make_raw(subject=f"s{n}", attachments=[("a.bin", "application/octet-stream", data)])
         store.message_upsert(account=mail_account, remote_id=f"g{n}", raw=raw, folders=[inbox])
     assert Attachment.objects.count() == 3
     blob = AttachmentBlob.objects.get()
-    assert blob.file.read() == data
+    assert (blob.content is not None, bool(blob.file)) == (in_row, not in_row)
+    with blob.open() as handle:
+        assert handle.read() == data
 
 
 def test_header_threading_across_folders_and_late_parent(mail_account, inbox, work, make_raw):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from email import message_from_bytes
 
 import pytest
@@ -321,6 +322,16 @@ def test_inline_image_and_attachment_downloads(alice_client, ui_mail):
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Content-Type"] == "application/octet-stream"
     assert b"".join(response.streaming_content) == b"%PDF-1.4 fake pdf\n"
+
+
+def test_a_large_attachment_is_downloaded_from_file_storage(alice_client, ui_mail):
+    data = os.urandom(store.INLINE_BLOB_MAX + 10)
+    big = Attachment.objects.create(
+        message=ui_mail.html, blob=store.blob_store(content=data), filename="big.bin", size=len(data)
+    )
+    assert big.blob.file and big.blob.content is None
+    response = alice_client.get(reverse("mailbox:attachment", args=[big.id]))
+    assert b"".join(response.streaming_content) == data
 
 
 def test_html_attachment_is_never_served_inline(alice_client, ui_mail):
