@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RECONNECT_DELAYS = (0.2, 1.0, 3.0, 8.0)  # seconds between attempts after a dropped connection
-DEFAULT_CHUNK = 200  # messages per UID FETCH
+DEFAULT_CHUNK = 500  # messages per UID FETCH
 DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024  # body bytes per UID FETCH (RFC822.SIZE tells us beforehand)
 HEADER_ITEMS = ["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)]"]
 SIZE_ITEMS = ["UID", "RFC822.SIZE"]
