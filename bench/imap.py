@@ -3,8 +3,9 @@
 - Initial sync of N (10,000) generated messages: messages per second and peak RSS, for Mailhub (XOAUTH2,
   the real OutlookClient into the real store) and for django-mailbox (installed from PyPI into
   ``bench/.venv``, its own minimal Django project and models, a plain password login, since it cannot do
-  XOAUTH2). django-mailbox deletes what it reads from the server (``\\Deleted`` + EXPUNGE), so it reads an
-  identical copy (same generator, same seed) in a second mailbox of the same Dovecot.
+  XOAUTH2). django-mailbox deletes what it reads from the server (``\\Deleted`` + EXPUNGE), so each of its
+  runs reads an identical copy (same generator, same seed) in another mailbox of the same Dovecot. The two
+  sides take turns (3 Mailhub runs, 2 django-mailbox runs) and each is judged by its best run.
 - Incremental sync with nothing changed and with one new message, for 1,000 and 10,000 messages: IMAP
   commands issued (counted on the connection, including the login) and wall time.
 
@@ -25,6 +26,8 @@ import time
 from pathlib import Path
 
 SIZE = int(os.environ.get("BENCH_IMAP_MESSAGES", "10000"))
+MAILHUB_RUNS = 3
+DJANGO_MAILBOX_RUNS = 2  # about 90 s each
 SMALL = 1000
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -138,71 +141,90 @@ def run() -> dict:
         dovecot = DovecotServer(introspection_url=sandbox.microsoft_introspection_url).start()
         try:
             big, small = "bench-10k@contoso-sandbox.test", "bench-1k@contoso-sandbox.test"
-            copy, password = "bench-copy@contoso-sandbox.test", secrets.token_urlsafe(12)
+            copies = [f"bench-copy-{n}@contoso-sandbox.test" for n in range(DJANGO_MAILBOX_RUNS)]
+            password = secrets.token_urlsafe(12)
             for address in (big, small):
                 sandbox.microsoft.add_user(address)
-            dovecot.set_password(copy, password)
             started = time.perf_counter()
             _seed(dovecot, big, SIZE)
-            _seed(dovecot, copy, SIZE)
             _seed(dovecot, small, SMALL)
+            for copy in copies:
+                dovecot.set_password(copy, password)
+                _seed(dovecot, copy, SIZE)
             figures["seed_seconds"] = round(time.perf_counter() - started, 1)
 
-            env = {
-                **os.environ, "DJANGO_SETTINGS_MODULE": "mailhub.settings",
-                "DATABASE_URL": f"sqlite:///{work / 'mailhub.sqlite3'}", "MAILHUB_VAR_DIR": str(work / "var"),
-                "MICROSOFT_IMAP_HOST": "127.0.0.1", "MICROSOFT_IMAP_PORT": str(dovecot.imap_port),
-                "MICROSOFT_IMAP_SECURITY": "none", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
-            }
+            def env_for(db: str) -> dict[str, str]:
+                return {
+                    **os.environ, "DJANGO_SETTINGS_MODULE": "mailhub.settings",
+                    "DATABASE_URL": f"sqlite:///{work / db}.sqlite3", "MAILHUB_VAR_DIR": str(work / db),
+                    "MICROSOFT_IMAP_HOST": "127.0.0.1", "MICROSOFT_IMAP_PORT": str(dovecot.imap_port),
+                    "MICROSOFT_IMAP_SECURITY": "none", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+                }
 
-            def mailhub(mode: str, address: str) -> dict:
+            def mailhub(mode: str, address: str, db: str = "mailhub") -> dict:
+                if not (work / f"{db}.sqlite3").exists():
+                    _run(sys.executable, MAILHUB_WORKER, ["init", "-"], env_for(db))
                 token = sandbox.tokens.issue(
                     kind="access", provider="microsoft", client_id="bench", email=address,
                     scopes=("https://outlook.office.com/IMAP.AccessAsUser.All",), lifetime=7200,
                 )
-                return _run(sys.executable, MAILHUB_WORKER, [mode, address], {**env, "ACCESS_TOKEN": token.value})
-
-            _run(sys.executable, MAILHUB_WORKER, ["init", "-"], env)
-            full = mailhub("full", big)
-            figures["mailhub_initial"] = {
-                "messages": full["messages"], "seconds": round(full["seconds"], 2),
-                "messages_per_second": round(full["messages"] / full["seconds"], 1),
-                "peak_rss_mb": round(full["peak_rss_mb"], 1), "imap_commands": full["commands"],
-                "seconds_talking_imap": round(full["imap_seconds"], 2),
-                "seconds_storing": round(full["seconds"] - full["imap_seconds"], 2),
-            }
+                env = {**env_for(db), "ACCESS_TOKEN": token.value}
+                return _run(sys.executable, MAILHUB_WORKER, [mode, address], env)
 
             python = _django_mailbox_python()
+
+            def django_mailbox(copy: str, run: int) -> dict:
+                settings_dir = work / f"dm-{run}"
+                settings_dir.mkdir()
+                db, media = str(settings_dir / "dm.sqlite3"), str(settings_dir / "media")
+                (settings_dir / "dm_settings.py").write_text(DJANGO_MAILBOX_SETTINGS.format(db=db, media=media))
+                dm_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "dm_settings", "PYTHONPATH": str(settings_dir)}
+                # Run outside the project: our app "mailbox" would shadow the stdlib module django-mailbox needs.
+                return _run(python, DJANGO_MAILBOX_WORKER, [copy, password, str(dovecot.imap_port)], dm_env,
+                            cwd=settings_dir)
+
+            # The machine's speed drifts by a quarter over minutes, so the two sides take turns and each
+            # is judged by its best run.
+            mailhub_runs, dm_runs = [], []
+            for run in range(MAILHUB_RUNS):
+                mailhub_runs.append(mailhub("full", big, db=f"mailhub-{run}"))
+                if python is not None and run < len(copies):
+                    dm_runs.append(django_mailbox(copies[run], run))
+            best = min(mailhub_runs, key=lambda r: r["seconds"])
+            figures["mailhub_initial"] = {
+                "messages": best["messages"], "seconds": round(best["seconds"], 2),
+                "messages_per_second": round(best["messages"] / best["seconds"], 1),
+                "peak_rss_mb": round(best["peak_rss_mb"], 1), "imap_commands": best["commands"],
+                "seconds_talking_imap": round(best["imap_seconds"], 2),
+                "seconds_storing": round(best["seconds"] - best["imap_seconds"], 2),
+                "messages_per_second_each_run": [round(r["messages"] / r["seconds"], 1) for r in mailhub_runs],
+            }
             if python is None:
                 figures["django_mailbox_initial"] = "not run: django-mailbox could not be installed into bench/.venv"
             else:
-                settings_dir = work / "dm"
-                settings_dir.mkdir()
-                (settings_dir / "dm_settings.py").write_text(
-                    DJANGO_MAILBOX_SETTINGS.format(db=str(work / "dm.sqlite3"), media=str(work / "dm-media"))
-                )
-                dm_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "dm_settings", "PYTHONPATH": str(settings_dir)}
-                # Run outside the project: our app "mailbox" would shadow the stdlib module django-mailbox needs.
-                dm = _run(python, DJANGO_MAILBOX_WORKER, [copy, password, str(dovecot.imap_port)], dm_env,
-                          cwd=settings_dir)
+                best_dm = min(dm_runs, key=lambda r: r["seconds"])
                 figures["django_mailbox_initial"] = {
-                    "messages": dm["messages"], "seconds": round(dm["seconds"], 2),
-                    "messages_per_second": round(dm["messages"] / dm["seconds"], 1),
-                    "peak_rss_mb": round(dm["peak_rss_mb"], 1),
-                    "note": "reads an identical copy: django-mailbox expunges every message it fetches",
+                    "messages": best_dm["messages"], "seconds": round(best_dm["seconds"], 2),
+                    "messages_per_second": round(best_dm["messages"] / best_dm["seconds"], 1),
+                    "peak_rss_mb": round(best_dm["peak_rss_mb"], 1),
+                    "messages_per_second_each_run": [round(r["messages"] / r["seconds"], 1) for r in dm_runs],
+                    "note": "reads an identical copy per run: django-mailbox expunges every message it fetches",
                 }
                 figures["initial_sync_speed_ratio"] = round(
                     figures["mailhub_initial"]["messages_per_second"] / figures["django_mailbox_initial"][
                         "messages_per_second"], 1
                 )
                 figures["initial_sync_target_ratio"] = 10
+                figures["initial_sync_note"] = (
+                    f"best of {MAILHUB_RUNS} Mailhub and {DJANGO_MAILBOX_RUNS} django-mailbox runs, taking turns"
+                )
 
             mailhub("full", small)
             incremental = {}
-            for label, address in ((str(SMALL), small), (str(SIZE), big)):
-                unchanged = mailhub("incremental", address)
+            for label, address, db in ((str(SMALL), small, "mailhub"), (str(SIZE), big, "mailhub-0")):
+                unchanged = mailhub("incremental", address, db=db)
                 _seed_one(dovecot, address)
-                one_new = mailhub("incremental", address)
+                one_new = mailhub("incremental", address, db=db)
                 incremental[label] = {
                     "nothing_changed": {"imap_commands": unchanged["commands"],
                                         "ms": round(unchanged["seconds"] * 1000, 1)},
