@@ -234,10 +234,10 @@ def _messages_insert(
     thread_ids: dict[str, int],
     compressed: Iterable[bytes],
 ) -> dict[str, int]:
-    """INSERT new messages with one executemany; returns their ids by remote id.
+    """INSERT new messages; returns their ids by remote id.
 
-    The sync's hottest write: building a model instance per message and compiling a multi-row INSERT
-    cost more than parsing the mail did. Values still go through each field's own DB preparation.
+    The sync's hottest write, done without model instances: building one per message and letting
+    bulk_create prepare them cost more than parsing the mail did.
     """
     now = timezone.now()
     rows = []

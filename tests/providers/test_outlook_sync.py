@@ -86,6 +86,19 @@ def test_incremental_sync_new_mail_flag_changes_and_expunges(dovecot, outlook_ac
     assert db_view(account) == server_view(dovecot, account.email)
 
 
+def test_first_sync_stores_mail_held_in_two_folders_once_with_both_memberships(dovecot, outlook_account):
+    account = outlook_account()
+    seed(dovecot, account.email, 12, seed=4)
+    seed(dovecot, account.email, 12, folder="Archive", seed=4)  # the very same messages again
+    OutlookClient(account, chunk_size=5).full_sync()
+
+    assert Message.objects.filter(account=account).count() == 12
+    for message in Message.objects.filter(account=account):
+        assert set(message.folders.values_list("remote_id", flat=True)) == {"INBOX", "Archive"}
+    assert db_view(account, "Archive") == server_view(dovecot, account.email, "Archive")
+    assert db_view(account) == server_view(dovecot, account.email)
+
+
 def test_uidvalidity_change_resyncs_the_folder_without_duplicates(dovecot, outlook_account):
     account = outlook_account()
     seed(dovecot, account.email, 30)
