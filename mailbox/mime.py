@@ -1,7 +1,9 @@
 """Parse raw RFC 5322 bytes into the fields the store keeps. Never raises.
 
-:func:`mime_parse` parses with the standard library's ``email`` package under ``policy.compat32``: plain
-strings instead of header objects, several times faster than ``policy.default``. Every header and body
+:func:`mime_parse` works on the tree the standard library's ``email`` package builds under
+``policy.compat32`` (plain strings instead of header objects, several times faster than ``policy.default``);
+:func:`mime_tree` builds that same tree faster for well-formed mail and leaves the rest to the stdlib's
+parser, and address lists and MIME parameters have the same kind of fast path. Every header and body
 part is then decoded explicitly, degrading field by field: raw 8-bit header text is decoded as UTF-8 with
 cp1252/latin-1 fallbacks, RFC 2047 encoded words are decoded word by word (an undecodable word stays as
 written), a body in an unknown or lying charset is decoded with fallbacks and ``errors="replace"``, and if
