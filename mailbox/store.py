@@ -26,7 +26,7 @@ import hashlib
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -279,21 +279,31 @@ def _rows_insert(
     if ignore_conflicts:
         tail = " " + connection.ops.on_conflict_suffix_sql(fields, OnConflict.IGNORE, None, None)
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    prepare = [
-        (lambda value, field=f: field.get_db_prep_save(value, connection))
-        if f.get_internal_type() in _PREPARED_TYPES else None
-        for f in fields
-    ]
+    db_values = _db_values(fields, connection)
     batch = max(connection.ops.bulk_batch_size(fields, rows), 1)
     with connection.cursor() as cursor:
         for start in range(0, len(rows), batch):
             chunk = rows[start : start + batch]
-            params = [p(v) if p else v for row in chunk for p, v in zip(prepare, row, strict=True)]
+            params = [value for row in chunk for value in db_values(row)]
             cursor.execute(head + ", ".join([row_sql] * len(chunk)) + tail, params)
 
 
 # Field types whose Python values the database driver cannot take as they are.
 _PREPARED_TYPES = {"JSONField", "DateTimeField", "BinaryField"}
+
+
+def _db_values(fields: Sequence[models.Field], connection) -> Callable[[Sequence], list]:
+    """A function turning a row of Python values for ``fields`` into what the database driver takes.
+
+    Only the types that need it go through the field's own preparation: calling it for every value
+    was a noticeable share of a sync's inserts.
+    """
+    prepare = [
+        (lambda value, field=f: field.get_db_prep_save(value, connection))
+        if f.get_internal_type() in _PREPARED_TYPES else None
+        for f in fields
+    ]
+    return lambda row: [p(v) if p else v for p, v in zip(prepare, row, strict=True)]
 
 
 def _folder_ids(folders: Iterable[FolderRef]) -> list[int]:
@@ -639,7 +649,7 @@ def _threads_update(fields: list[str], rows: list[dict]) -> None:
     """One parametrised UPDATE per changed thread, sent with executemany.
 
     Cheaper than bulk_update's CASE expressions and than a queryset ``update()`` per row (whose query
-    compilation dominated a sync's thread refresh); values go through the fields' own DB preparation.
+    compilation dominated a sync's thread refresh); values are prepared as for :func:`_rows_insert`.
     """
     if not rows:
         return
@@ -648,9 +658,8 @@ def _threads_update(fields: list[str], rows: list[dict]) -> None:
     model_fields = [Thread._meta.get_field(name) for name in fields]
     assignments = ", ".join(f"{quote(f.column)} = %s" for f in model_fields)
     sql = f"UPDATE {quote(Thread._meta.db_table)} SET {assignments} WHERE {quote(Thread._meta.pk.column)} = %s"  # noqa: S608 (identifiers from model meta)
-    params = [
-        [f.get_db_prep_save(row[f.name], connection) for f in model_fields] + [row["id"]] for row in rows
-    ]
+    db_values = _db_values(model_fields, connection)
+    params = [[*db_values([row[f.name] for f in model_fields]), row["id"]] for row in rows]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
 
