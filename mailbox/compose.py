@@ -1,6 +1,6 @@
 """Drafts for the compose form: new, reply, reply all and forward, and saving the form into a draft.
 
-Sending is not here: a finished draft goes to ``mailbox.services.outgoing_queue``.
+Sending is not here: a finished draft goes to ``mailbox.outbox.outgoing_queue``.
 """
 
 from __future__ import annotations

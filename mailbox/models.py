@@ -213,7 +213,13 @@ class SyncState(models.Model):
 
 
 class OutgoingMessage(models.Model):
-    """A message being written or sent: a draft, or a row in the outbox."""
+    """A message being written or sent: a draft, or a row in the outbox.
+
+    The outbox is a state machine (see ``mailbox.outbox``): draft → queued → sending → sent, or failed
+    (it certainly did not go), or unknown (the provider may or may not have it; the user decides).
+    ``handed_off_at`` is set, and committed, just before the bytes leave for the provider; while it is set
+    the provider is asked whether the message went before it is ever sent again.
+    """
 
     class Status(models.TextChoices):
         DRAFT = "draft", _("Draft")
@@ -221,6 +227,7 @@ class OutgoingMessage(models.Model):
         SENDING = "sending", _("Sending")
         SENT = "sent", _("Sent")
         FAILED = "failed", _("Failed")
+        UNKNOWN = "unknown", _("Not sure it was sent")
 
     class Kind(models.TextChoices):
         NEW = "new", _("New message")
@@ -244,11 +251,31 @@ class OutgoingMessage(models.Model):
     raw = models.BinaryField(null=True, blank=True)  # built when queued; a retry sends these exact bytes
     remote_id = models.CharField(max_length=255, blank=True)  # the provider's id once sent
     attempts = models.PositiveIntegerField(default=0)
+    # When a queued row is due (backoff, or waiting for a sent copy to show up); the sweep re-dispatches overdue rows.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # While "sending": the worker that claimed the row holds it until then (a dead worker's claim runs out).
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    handed_off_at = models.DateTimeField(null=True, blank=True)
+    # When the sent copy was filed in the mailbox's Sent folder (servers that do not file SMTP mail themselves).
+    filed_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     queued_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="outgoing_due")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=["draft", "queued", "sending", "sent", "failed", "unknown"]),
+                name="outgoing_status_known",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(status="sending") | models.Q(lease_expires_at__isnull=False),
+                name="outgoing_sending_has_lease",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.subject or "(no subject)"

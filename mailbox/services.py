@@ -1,11 +1,9 @@
-"""Sync orchestration, write-back and the outbox. Provider-neutral: provider code is reached via the registry.
+"""Sync orchestration and write-back. Provider-neutral: provider code is reached via the registry.
 
 - :func:`account_sync` runs one sync of one account under a lock kept in its SyncState (never two at
   once; the lock expires if its worker dies) and records how it went in plain words.
 - :func:`messages_change` applies a user's action locally at once and queues the write-back.
-- :func:`outgoing_queue` / :func:`outgoing_send` / :func:`outgoing_retry`: the outbox. The raw MIME
-  is built once, so a retry sends the very same message, and a send interrupted by a crash is
-  checked against the provider before it is sent again.
+- The outbox lives in :mod:`mailbox.outbox`.
 """
 
 from __future__ import annotations
@@ -19,8 +17,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid
 
 from django.db import transaction
 from django.db.models import Q
@@ -29,9 +25,9 @@ from django.utils import timezone
 from accounts.models import MailAccount
 from accounts.services import ReauthorizationRequired
 from mailbox import store
-from mailbox.models import Folder, Message, OutgoingMessage, SyncState
+from mailbox.models import Folder, Message, SyncState
 from providers import registry
-from providers.base import ActionRequired, ChangeKind, MailClient, MessageChange, ProviderError
+from providers.base import ChangeKind, MailClient, MessageChange, ProviderError
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +35,6 @@ DEFAULT_SYNC_DAYS = 90
 LOCK_TTL = timedelta(minutes=5)  # extended by every progress report, so only a dead worker's lock expires
 BACKOFF_BASE_SECONDS = 30.0
 BACKOFF_MAX_SECONDS = 3600.0
-MAX_SEND_ATTEMPTS = 5
-# A row "sending" for longer than this was abandoned by a crashed worker (a send takes seconds).
-SENDING_LEASE = timedelta(minutes=5)
 
 _lock_owner: contextvars.ContextVar[str] = contextvars.ContextVar("mailhub_sync_lock_owner", default="")
 
@@ -339,173 +332,3 @@ def messages_change_apply(*, account_id: int, message_ids: Sequence[int], change
 
 def _mail_client(account: MailAccount) -> MailClient:
     return registry.get(account.provider).mail_client(account=account)
-
-
-# --- Outbox -------------------------------------------------------------------------------------
-
-
-def _address_list(people: list) -> list[str]:
-    out = []
-    for person in people or []:
-        if isinstance(person, str):
-            out.append(person)
-        elif person.get("email"):
-            out.append(formataddr((person.get("name") or "", person["email"])))
-    return out
-
-
-def outgoing_build_raw(*, outgoing: OutgoingMessage) -> bytes:
-    """The RFC 5322 bytes of ``outgoing`` (sets its Message-ID and reply headers if not chosen yet)."""
-    account = outgoing.account
-    if not outgoing.message_id:
-        domain = account.email.rpartition("@")[2] or "mailhub.invalid"
-        outgoing.message_id = make_msgid(domain=domain).strip("<>")
-    source = outgoing.source
-    replying = outgoing.kind in (OutgoingMessage.Kind.REPLY, OutgoingMessage.Kind.REPLY_ALL)
-    if replying and source is not None and source.message_id and not outgoing.in_reply_to:
-        outgoing.in_reply_to = source.message_id
-        refs = source.references.split() if source.references else []
-        if not refs and source.in_reply_to:
-            refs = [f"<{source.in_reply_to}>"]
-        outgoing.references = " ".join([*refs, f"<{source.message_id}>"])
-    msg = EmailMessage()
-    msg["From"] = formataddr((account.display_name or "", account.email))
-    for header, people in (("To", outgoing.to), ("Cc", outgoing.cc), ("Bcc", outgoing.bcc)):
-        addresses = _address_list(people)
-        if addresses:
-            msg[header] = ", ".join(addresses)
-    msg["Subject"] = outgoing.subject
-    msg["Date"] = format_datetime(timezone.now())
-    msg["Message-ID"] = f"<{outgoing.message_id}>"
-    if outgoing.in_reply_to:
-        msg["In-Reply-To"] = f"<{outgoing.in_reply_to}>"
-    if outgoing.references:
-        msg["References"] = outgoing.references
-    msg["MIME-Version"] = "1.0"
-    msg.set_content(outgoing.body_text or "")
-    if outgoing.body_html:
-        msg.add_alternative(outgoing.body_html, subtype="html")
-    for attachment in outgoing.attachments.select_related("blob"):
-        maintype, _, subtype = (attachment.content_type or "application/octet-stream").partition("/")
-        with attachment.blob.open() as handle:
-            data = handle.read()
-        msg.add_attachment(data, maintype=maintype, subtype=subtype or "octet-stream", filename=attachment.filename)
-    return msg.as_bytes()
-
-
-def outgoing_queue(*, outgoing: OutgoingMessage) -> OutgoingMessage:
-    """Freeze the message (raw MIME built once, Message-ID chosen once) and queue it for sending."""
-    from mailbox.tasks import send_outgoing
-
-    with transaction.atomic():
-        outgoing.raw = outgoing_build_raw(outgoing=outgoing)
-        outgoing.status = OutgoingMessage.Status.QUEUED
-        outgoing.queued_at = timezone.now()
-        outgoing.last_error = ""
-        outgoing.save()
-        transaction.on_commit(lambda: send_outgoing.delay(outgoing.pk))
-    return outgoing
-
-
-def outgoing_retry(*, outgoing: OutgoingMessage) -> OutgoingMessage:
-    """Queue a failed message again (the same bytes; the provider is checked first if it may have gone)."""
-    from mailbox.tasks import send_outgoing
-
-    with transaction.atomic():
-        updated = OutgoingMessage.objects.filter(pk=outgoing.pk, status=OutgoingMessage.Status.FAILED).update(
-            status=OutgoingMessage.Status.QUEUED, queued_at=timezone.now(), updated_at=timezone.now()
-        )
-        if updated:
-            transaction.on_commit(lambda: send_outgoing.delay(outgoing.pk))
-    outgoing.refresh_from_db()
-    return outgoing
-
-
-def _outgoing_claim(outgoing_id: int) -> tuple[OutgoingMessage | None, bool]:
-    """Move the row to "sending" under a row lock; returns it (None: nothing to do) and whether it may have gone."""
-    with transaction.atomic():
-        row = OutgoingMessage.objects.select_for_update().select_related("account").filter(pk=outgoing_id).first()
-        if row is None:
-            return None, False
-        now = timezone.now()
-        if row.status == OutgoingMessage.Status.SENDING and row.updated_at > now - SENDING_LEASE:
-            return None, False  # another worker is sending it right now
-        if row.status not in (OutgoingMessage.Status.QUEUED, OutgoingMessage.Status.SENDING):
-            return None, False
-        maybe_sent = row.status == OutgoingMessage.Status.SENDING or row.attempts > 0
-        row.status = OutgoingMessage.Status.SENDING
-        row.attempts += 1
-        row.save(update_fields=["status", "attempts", "updated_at"])
-        return row, maybe_sent
-
-
-def _outgoing_finish(*, outgoing: OutgoingMessage, status: str, **values) -> None:
-    OutgoingMessage.objects.filter(pk=outgoing.pk).update(status=status, updated_at=timezone.now(), **values)
-
-
-def outgoing_send(*, outgoing_id: int) -> SyncResult:
-    """Send one queued message: queued → sending → sent (or failed, with its reason). Never sends twice.
-
-    A message that may already have gone (an earlier attempt crashed or timed out) is looked up at the
-    provider first (``client.find_sent``); a provider that cannot check makes it FAILED instead of
-    risking a duplicate. Temporary failures return ``retry`` (the row goes back to "queued") until
-    MAX_SEND_ATTEMPTS; then the row is FAILED and kept for the user.
-    """
-    outgoing, maybe_sent = _outgoing_claim(outgoing_id)
-    if outgoing is None:
-        return SyncResult("busy")
-    account = outgoing.account
-    try:
-        client = _mail_client(account)
-        remote_id = None
-        if maybe_sent:
-            finder = getattr(client, "find_sent", None)
-            if finder is None:
-                _outgoing_finish(
-                    outgoing=outgoing, status=OutgoingMessage.Status.FAILED,
-                    last_error="An earlier attempt was interrupted and may have been sent; check the Sent folder "
-                    "before retrying.",
-                )
-                return SyncResult("error")
-            remote_id = finder(outgoing=outgoing)
-        if remote_id is None:
-            remote_id = client.send(outgoing=outgoing)
-    except (ReauthorizationRequired, ActionRequired) as exc:
-        _outgoing_finish(outgoing=outgoing, status=OutgoingMessage.Status.FAILED, last_error=str(exc))
-        return SyncResult("stopped")
-    except ProviderError as exc:
-        if outgoing.attempts >= MAX_SEND_ATTEMPTS:
-            _outgoing_finish(outgoing=outgoing, status=OutgoingMessage.Status.FAILED, last_error=str(exc))
-            return SyncResult("error")
-        _outgoing_finish(outgoing=outgoing, status=OutgoingMessage.Status.QUEUED, last_error=str(exc))
-        delay = _backoff_seconds(failures=outgoing.attempts, retry_after=exc.retry_after)
-        return SyncResult("retry", retry_after=delay)
-    except Exception as exc:
-        logger.exception("Sending outgoing message %s crashed", outgoing_id)
-        _outgoing_finish(
-            outgoing=outgoing, status=OutgoingMessage.Status.FAILED,
-            last_error=f"Sending failed on an unexpected error ({type(exc).__name__}).",
-        )
-        return SyncResult("error")
-    _outgoing_finish(
-        outgoing=outgoing, status=OutgoingMessage.Status.SENT, remote_id=remote_id, sent_at=timezone.now(),
-        last_error="",
-    )
-    _outgoing_file_sent(outgoing=outgoing, remote_id=remote_id)
-    return SyncResult("ok")
-
-
-def _outgoing_file_sent(*, outgoing: OutgoingMessage, remote_id: str) -> None:
-    """Show the sent message in the local Sent folder, unless the client has already stored it."""
-    account = outgoing.account
-    if Message.objects.filter(account=account, remote_id=remote_id).exists():
-        return
-    sent = Folder.objects.filter(account=account, role=Folder.Role.SENT).first()
-    source = outgoing.source
-    thread_key = None
-    if source is not None and not source.thread.remote_id.startswith(("mid:", "remote:")):
-        thread_key = source.thread.remote_id  # the provider's own thread (Gmail)
-    store.message_upsert(
-        account=account, remote_id=remote_id, raw=bytes(outgoing.raw), folders=[sent] if sent else [],
-        is_read=True, thread_key=thread_key,
-    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from mailbox import services
+from mailbox import outbox, services
 from providers.base import ChangeKind, MessageChange
 
 MAX_SYNC_RETRIES = 8
@@ -26,12 +26,29 @@ def sync_all_accounts() -> int:
     return len(account_ids)
 
 
-@shared_task(bind=True, max_retries=services.MAX_SEND_ATTEMPTS, ignore_result=True)
-def send_outgoing(self, outgoing_id: int) -> str:
-    result = services.outgoing_send(outgoing_id=outgoing_id)
-    if result.outcome == "retry" and self.request.retries < self.max_retries:
-        raise self.retry(countdown=result.retry_after or 30)
+@shared_task(ignore_result=True)
+def send_outgoing(outgoing_id: int) -> str:
+    """One step of the outbox's state machine; comes back by itself when the row says when."""
+    result = outbox.outgoing_send(outgoing_id=outgoing_id)
+    if result.retry_after is not None:
+        send_outgoing.apply_async((outgoing_id,), countdown=max(result.retry_after, 0.5))
     return result.outcome
+
+
+@shared_task(ignore_result=True)
+def file_outgoing(outgoing_id: int) -> bool:
+    return outbox.outgoing_file(outgoing_id=outgoing_id)
+
+
+@shared_task(ignore_result=True)
+def sweep_outbox() -> int:
+    """Beat: dispatch again what a lost task or a dead worker left in the outbox."""
+    result = outbox.outbox_sweep()
+    for outgoing_id in result.send:
+        send_outgoing.delay(outgoing_id)
+    for outgoing_id in result.file:
+        file_outgoing.delay(outgoing_id)
+    return len(result.send) + len(result.file)
 
 
 @shared_task(bind=True, max_retries=6, ignore_result=True)

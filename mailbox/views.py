@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from mailbox import compose, selectors, services
 from mailbox.forms import BulkActionForm, ComposeForm, SearchForm, addresses_format
 from mailbox.models import AttachmentBlob, Folder, Message, OutgoingMessage
+from mailbox.outbox import outgoing_check_again, outgoing_queue, outgoing_retry, outgoing_send_anyway
 from mailbox.sanitize import html_has_remote_images, html_sanitize, message_body_csp, text_render
 from mailbox.search import threads_search
 from providers.base import ChangeKind, MessageChange
@@ -286,7 +287,7 @@ def _compose_post(request: HttpRequest, draft: OutgoingMessage | None) -> HttpRe
     if action == "send":
         if not form.require_recipients():
             return _compose_render(request, form=form, draft=draft, status=400)
-        services.outgoing_queue(outgoing=draft)
+        outgoing_queue(outgoing=draft)
         flash.success(request, _("Your message is in the outbox and will be sent shortly."))
         return redirect("mailbox:outbox")
     if remove_ids or form.cleaned_data["files"]:
@@ -358,7 +359,25 @@ def outbox(request: HttpRequest) -> HttpResponse:
 @require_POST
 def outbox_retry(request: HttpRequest, outgoing_id: int) -> HttpResponse:
     current = selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=OutgoingMessage.Status.FAILED)
-    services.outgoing_retry(outgoing=current)
+    outgoing_retry(outgoing=current)
+    flash.success(request, _("Sending again."))
+    return redirect("mailbox:outbox")
+
+
+@login_required
+@require_POST
+def outbox_check_again(request: HttpRequest, outgoing_id: int) -> HttpResponse:
+    current = selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=OutgoingMessage.Status.UNKNOWN)
+    outgoing_check_again(outgoing=current)
+    flash.success(request, _("Checking whether the message went out."))
+    return redirect("mailbox:outbox")
+
+
+@login_required
+@require_POST
+def outbox_send_anyway(request: HttpRequest, outgoing_id: int) -> HttpResponse:
+    current = selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=OutgoingMessage.Status.UNKNOWN)
+    outgoing_send_anyway(outgoing=current)
     flash.success(request, _("Sending again."))
     return redirect("mailbox:outbox")
 

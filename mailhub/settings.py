@@ -135,10 +135,21 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 MAILHUB_SYNC_INTERVAL_SECONDS = env.int("MAILHUB_SYNC_INTERVAL_SECONDS", default=60)
+# The outbox (mailbox/outbox.py): how long a worker holds a row it is sending, how long a message the provider
+# accepted may take to show up where Mailhub looks for it, and how often beat re-dispatches what a dead
+# worker or a lost task left behind (queued rows overdue by MAILHUB_OUTBOX_OVERDUE_SECONDS).
+MAILHUB_SEND_LEASE_SECONDS = env.float("MAILHUB_SEND_LEASE_SECONDS", default=300.0)
+MAILHUB_SEND_SETTLE_SECONDS = env.float("MAILHUB_SEND_SETTLE_SECONDS", default=30.0)
+MAILHUB_OUTBOX_SWEEP_SECONDS = env.float("MAILHUB_OUTBOX_SWEEP_SECONDS", default=30.0)
+MAILHUB_OUTBOX_OVERDUE_SECONDS = env.float("MAILHUB_OUTBOX_OVERDUE_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE = {
     "sync-all-accounts": {
         "task": "mailbox.tasks.sync_all_accounts",
         "schedule": float(MAILHUB_SYNC_INTERVAL_SECONDS),
+    },
+    "sweep-outbox": {
+        "task": "mailbox.tasks.sweep_outbox",
+        "schedule": MAILHUB_OUTBOX_SWEEP_SECONDS,
     },
 }
 

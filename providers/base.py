@@ -7,7 +7,7 @@ Provider code never renders anything and never puts a secret in an exception mes
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -44,6 +44,14 @@ class ActionRequired(ProviderError):
 
 class NoMailbox(ActionRequired):
     """The identity is valid but has no mailbox the provider lets us reach."""
+
+
+class SendUncertain(ProviderError):
+    """The message was handed to the provider and no answer came back: it may or may not have gone.
+
+    Only ``MailClient.send`` raises it, and only after calling ``handoff()``. Any other error from ``send``
+    means the provider certainly does not have the message.
+    """
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,14 @@ class MailClient(Protocol):
 
     Sync methods write through ``mailbox.store`` and record progress in the account's SyncState;
     they raise ProviderError for temporary failures and let accounts' ReauthorizationRequired through.
+
+    Sending (see ``mailbox.outbox``) never retries by itself: ``send`` makes one attempt and calls
+    ``handoff()`` immediately before the bytes leave; ``find_sent`` tells whether an attempt went.
     """
+
+    #: The provider keeps a copy of every message it accepted where ``find_sent`` looks (Gmail; Exchange's
+    #: Sent Items), so "not found" after the settle time proves the message did not go.
+    keeps_sent_copy: bool
 
     def full_sync(self) -> None: ...
 
@@ -98,8 +113,20 @@ class MailClient(Protocol):
 
     def apply_changes(self, *, messages: Sequence[Message], change: MessageChange) -> None: ...
 
-    def send(self, *, outgoing: OutgoingMessage) -> str:
-        """Send ``outgoing.raw``; return the provider's id for the sent message."""
+    def send(self, *, outgoing: OutgoingMessage, handoff: Callable[[], None]) -> str:
+        """Send ``outgoing.raw`` once; return the provider's id for the sent message.
+
+        Raises SendUncertain when the answer was lost after ``handoff()``; any other ProviderError means
+        the message did not go (ActionRequired: not until a person acts).
+        """
+        ...
+
+    def find_sent(self, *, outgoing: OutgoingMessage) -> str | None:
+        """The provider's id of ``outgoing`` (by its Message-ID) if the provider has it, else None."""
+        ...
+
+    def file_sent(self, *, outgoing: OutgoingMessage, remote_id: str) -> None:
+        """Put the sent message in the mailbox's Sent folder where the server does not, and in the local store."""
         ...
 
 

@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import random
+import socket
 import threading
 import time
 from collections import deque
@@ -41,12 +42,16 @@ from accounts.models import MailAccount
 from accounts.services import ReauthorizationRequired, account_access_token, account_mark_reauth_required
 from mailbox import services, store
 from mailbox.models import Folder, Message, SyncState
-from providers.base import ChangeKind, MessageChange, ProviderError
+from providers.base import ActionRequired, ChangeKind, MessageChange, ProviderError, SendUncertain
 
 if TYPE_CHECKING:
     from mailbox.models import OutgoingMessage
 
 logger = logging.getLogger(__name__)
+
+# httplib2 sends a request again, once, when the connection drops before the answer, whatever the method: a
+# messages.send whose answer was lost would go out twice. Mailhub's own code decides what is retried.
+httplib2.RETRIES = 1
 
 # Google's quota units per method (https://developers.google.com/gmail/api/reference/quota).
 METHOD_COSTS = {
@@ -60,7 +65,6 @@ LIST_PAGE_SIZE = 500
 STORE_GROUP = 100  # messages stored (and progress recorded) together
 MAX_ATTEMPTS = 8  # per request or message, before the sync gives up for now (and resumes later)
 MAX_THROTTLED_ATTEMPTS = 25  # 429s come with a Retry-After and the pacer slows down: allow more of them
-SEND_ATTEMPTS = 3
 MAX_INLINE_WAIT = 120.0  # a longer Retry-After ends the sync with ProviderError(retry_after=...)
 TIMEOUT = 60
 
@@ -792,21 +796,64 @@ class GmailClient:
         }.get(change.kind, ([], []))
 
     # --- send -------------------------------------------------------------------------------------
-    def send(self, *, outgoing: OutgoingMessage) -> str:
-        """messages.send with the frozen raw bytes (and the Gmail thread for a reply); files it locally."""
+    keeps_sent_copy = True  # everything messages.send accepted is in the mailbox, found by rfc822msgid:
+
+    def send(self, *, outgoing: OutgoingMessage, handoff: Callable[[], None]) -> str:
+        """One messages.send of the frozen raw bytes (with the Gmail thread for a reply); files it locally.
+
+        Never repeated here: a lost answer (network error, timeout, 5xx) raises SendUncertain and the outbox
+        asks Gmail (:meth:`find_sent`) before anything is sent again. A refused token is the one retry: Gmail
+        answered 401 before taking the message.
+        """
         body: dict[str, Any] = {"raw": base64.urlsafe_b64encode(bytes(outgoing.raw)).decode("ascii")}
         source = outgoing.source
         if source is not None and outgoing.kind in ("reply", "reply_all", "forward") and outgoing.in_reply_to:
             thread_key = source.thread.remote_id
             if not thread_key.startswith(("mid:", "remote:")):
                 body["threadId"] = thread_key
-        # Few inline attempts: the outbox task retries later, checking first whether an attempt went through.
-        response = self._execute(
-            lambda: self.service.users().messages().send(userId="me", body=body), method="messages.send",
-            max_attempts=SEND_ATTEMPTS,
-        )
-        self._file_sent(outgoing=outgoing, data=response)
-        return response["id"]
+        self._ensure_token()
+        for refreshed in (False, True):
+            try:
+                response = self._send_once(body, handoff=handoff)
+            except HttpError as exc:
+                outcome = _classify(exc)
+                if outcome.kind == "unauthorized" and not refreshed:
+                    self._ensure_token(force=True)
+                    continue
+                raise self._send_error(outcome) from None
+            self._file_sent(outgoing=outgoing, data=response)
+            return response["id"]
+        raise ProviderError("Gmail keeps rejecting Mailhub's access token. Will retry later.")
+
+    def _send_once(self, body: dict[str, Any], *, handoff: Callable[[], None]) -> dict:
+        request = self._authorize(self.service.users().messages().send(userId="me", body=body))
+        # A connection of its own: a stale keep-alive socket would fail after the request may have gone out.
+        http = _BearerHttp(self, timeout=TIMEOUT)
+        entry = self.pacer.acquire(METHOD_COSTS["messages.send"])
+        try:
+            self.requests_made += 1
+            handoff()
+            return request.execute(http=http, num_retries=0)
+        except (ConnectionRefusedError, socket.gaierror):
+            raise ProviderError("Gmail could not be reached; the message will be sent later.") from None
+        except (TimeoutError, httplib2.HttpLib2Error, OSError) as exc:
+            raise SendUncertain(
+                f"The connection to Gmail broke while it was taking the message ({type(exc).__name__})."
+            ) from None
+        finally:
+            self.pacer.release(entry)
+            http.close()
+
+    def _send_error(self, outcome: _Outcome) -> ProviderError:
+        """What a refused messages.send means for the outbox (only a 5xx leaves Gmail's side in doubt)."""
+        if outcome.kind == "retry" and outcome.throttled:
+            self.pacer.throttled()
+            return ProviderError(f"Gmail is throttling sends ({outcome.detail}).", retry_after=outcome.delay)
+        if outcome.kind == "retry":
+            return SendUncertain(f"Gmail failed while taking the message ({outcome.detail}).")
+        if outcome.kind in ("denied", "no_mailbox"):
+            self._raise_for(outcome)  # the account needs its user: ReauthorizationRequired
+        return ActionRequired(outcome.detail or "Gmail refused the message.")
 
     def find_sent(self, *, outgoing: OutgoingMessage) -> str | None:
         """The id of ``outgoing`` if Gmail already has it (an earlier attempt went through), else None."""
@@ -819,6 +866,9 @@ class GmailClient:
         data = self._execute(lambda: self._get_minimal(found[0]["id"]), method="messages.get")
         self._file_sent(outgoing=outgoing, data=data)
         return found[0]["id"]
+
+    def file_sent(self, *, outgoing: OutgoingMessage, remote_id: str) -> None:
+        """Gmail files what it sends itself; :meth:`send` and :meth:`find_sent` store the local copy."""
 
     def _file_sent(self, *, outgoing: OutgoingMessage, data: dict) -> None:
         if not self._folders:

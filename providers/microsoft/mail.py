@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from django.conf import settings
 from django.db.models import Q
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
@@ -510,16 +511,26 @@ class OutlookClient:
 
     # -- send -------------------------------------------------------------------------------------
 
-    def send(self, *, outgoing: OutgoingMessage) -> str:
+    @property
+    def keeps_sent_copy(self) -> bool:
+        """Exchange files what SMTP accepted in Sent Items itself; a server we APPEND to for it does not."""
+        return not settings.MICROSOFT_APPEND_SENT
+
+    def send(self, *, outgoing: OutgoingMessage, handoff: Callable[[], None]) -> str:
         from providers.microsoft.smtp import outgoing_send_smtp
 
-        return outgoing_send_smtp(client=self, outgoing=outgoing)
+        return outgoing_send_smtp(client=self, outgoing=outgoing, handoff=handoff)
 
     def find_sent(self, *, outgoing: OutgoingMessage) -> str | None:
         """The remote id of ``outgoing`` if it is already in Sent (an interrupted send may have gone)."""
         from providers.microsoft.smtp import sent_find
 
         return sent_find(client=self, outgoing=outgoing)
+
+    def file_sent(self, *, outgoing: OutgoingMessage, remote_id: str) -> None:
+        from providers.microsoft.smtp import sent_file
+
+        sent_file(client=self, outgoing=outgoing, remote_id=remote_id)
 
 
 def _seen(item: dict[bytes, Any], *, identity: str | None = None) -> _Seen:

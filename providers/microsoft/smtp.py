@@ -3,7 +3,9 @@
 - The outbox's frozen bytes (``outgoing.raw``) are sent as they are, minus the Bcc header.
 - ``535 5.7.139``: SMTP AUTH is disabled for the mailbox; :class:`SmtpAuthDisabled` says what to enable.
 - Exchange allows 30 messages a minute per mailbox: sends are paced to that (they wait, they don't fail).
-- MICROSOFT_APPEND_SENT: Exchange files SMTP-sent mail in Sent Items itself; other servers need an APPEND.
+- MICROSOFT_APPEND_SENT: Exchange files SMTP-sent mail in Sent Items itself; other servers need an APPEND,
+  made by the outbox after the send is recorded (:func:`sent_file`), never before.
+- One attempt per call: the outbox decides about retries (see ``mailbox.outbox``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import ssl
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -28,7 +31,7 @@ from imapclient.exceptions import IMAPClientError
 from accounts.services import account_access_token
 from mailbox import store
 from mailbox.models import Folder, OutgoingMessage
-from providers.base import ActionRequired, ProviderError
+from providers.base import ActionRequired, ProviderError, SendUncertain
 from providers.microsoft import imap
 
 if TYPE_CHECKING:
@@ -44,6 +47,7 @@ SMTP_AUTH_DISABLED_MESSAGE = (
     "$false), and make sure Security defaults do not block it. Then retry the message."
 )
 _BCC_HEADER = re.compile(rb"^(bcc|resent-bcc):.*(\r?\n[ \t].*)*\r?\n", re.IGNORECASE | re.MULTILINE)
+_LEADING_DOT = re.compile(rb"^\\.", re.MULTILINE)
 _QUOTA_MARKERS = ("SubmissionQuotaExceeded", "4.5.127", "5.2.0 STOREDRV.Submission.Exception:Submission")
 
 
@@ -149,47 +153,93 @@ def envelope(raw: bytes, *, sender: str) -> tuple[str, list[str], bytes]:
     return sender, recipients, body
 
 
-def outgoing_send_smtp(*, client: OutlookClient, outgoing: OutgoingMessage) -> str:
-    """Send ``outgoing.raw`` for the client's account; returns the remote id the sync will file it under."""
+def outgoing_send_smtp(*, client: OutlookClient, outgoing: OutgoingMessage, handoff: Callable[[], None]) -> str:
+    """Send ``outgoing.raw`` once for the client's account; returns the remote id the sync will file it under.
+
+    Every refusal up to the DATA command's 354 means nothing was sent. ``handoff()`` is called right after it;
+    from then on only a reply from the server is definite, and a lost one raises SendUncertain.
+    """
     account = client.account
     raw = bytes(outgoing.raw or b"")
     if not raw:
-        raise ProviderError("This message has no content to send.")
+        raise ActionRequired("This message has no content to send.")
     sender, recipients, body = envelope(raw, sender=account.email)
     if not recipients:
-        raise ProviderError("This message has no recipients.")
+        raise ActionRequired("This message has no recipients.")
     send_pace(account_id=account.pk, exclude_id=outgoing.pk)
     server = _connect_and_login(account=account)
     try:
-        try:
-            server.sendmail(sender, recipients, body)
-        except smtplib.SMTPRecipientsRefused as exc:
-            addresses = ", ".join(sorted(exc.recipients))[:200]
-            raise ProviderError(f"Outlook refused the recipients: {addresses}.") from None
-        except smtplib.SMTPResponseException as exc:
-            text = _text(exc)
-            if any(marker in text for marker in _QUOTA_MARKERS) or exc.smtp_code == 452:
-                raise ProviderError(
-                    "Outlook's sending limit for this mailbox was reached; the message will be retried shortly.",
-                    retry_after=rate_limit()[1],
-                ) from None
-            if 400 <= exc.smtp_code < 500:
-                raise ProviderError(f"Outlook deferred the message ({exc.smtp_code}); it will be retried.") from None
-            raise ProviderError(f"Outlook refused the message: {exc.smtp_code} {text[:160]}") from None
-        except (OSError, smtplib.SMTPServerDisconnected):
-            raise ProviderError("The connection to Outlook's SMTP server broke while sending.") from None
+        _envelope_send(server, sender=sender, recipients=recipients)
+        handoff()
+        _data_send(server, body)
     finally:
         _close(server)
     _send_record(account_id=account.pk, outgoing_id=outgoing.pk)
-    remote_id = imap.remote_id_for(identity=imap.message_identity(imap.header_block(raw)), raw=raw)
-    if settings.MICROSOFT_APPEND_SENT:
-        try:
-            sent_append(client=client, raw=raw, remote_id=remote_id)
-        except (ProviderError, IMAPClientError, OSError) as exc:
-            # The message has gone: failing now would make the outbox send it again. The outbox
-            # files it locally; only the server's Sent copy is missing.
-            logger.warning("Sent message of account %s not appended to Sent: %s", account.pk, type(exc).__name__)
-    return remote_id
+    return imap.remote_id_for(identity=imap.message_identity(imap.header_block(raw)), raw=raw)
+
+
+def _envelope_send(server: smtplib.SMTP, *, sender: str, recipients: list[str]) -> None:
+    """MAIL FROM, every RCPT TO and DATA up to its 354: the server has nothing yet if any of them fails."""
+    try:
+        code, reply = server.mail(sender)
+        if code != 250:
+            raise _refusal(code, reply)
+        refused = []
+        for recipient in recipients:
+            code, reply = server.rcpt(recipient)
+            if code not in (250, 251):
+                if 400 <= code < 500:
+                    raise _refusal(code, reply)
+                refused.append(recipient)
+        if refused:
+            raise ActionRequired(f"Outlook refused these recipients: {', '.join(refused)[:400]}. Nothing was sent.")
+        code, reply = server.docmd("DATA")
+        if code != 354:
+            raise _refusal(code, reply)
+    except (OSError, smtplib.SMTPServerDisconnected):
+        raise ProviderError("The connection to Outlook's SMTP server broke before the message was sent.") from None
+
+
+def _data_send(server: smtplib.SMTP, body: bytes) -> None:
+    """The message and its final dot (what smtplib's data() does after the 354), then the server's verdict."""
+    quoted = _LEADING_DOT.sub(b"..", body)
+    if not quoted.endswith(b"\r\n"):
+        quoted += b"\r\n"
+    try:
+        server.send(quoted + b".\r\n")
+        code, reply = server.getreply()
+    except (OSError, smtplib.SMTPServerDisconnected):
+        raise SendUncertain(
+            "The connection to Outlook's SMTP server broke while it was taking the message."
+        ) from None
+    if code != 250:
+        raise _refusal(code, reply)
+
+
+def _refusal(code: int, reply: bytes) -> ProviderError:
+    """A definite "no" from the server: nothing was sent. Temporary ones are retried, the rest need a person."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    if any(marker in text for marker in _QUOTA_MARKERS) or code == 452:
+        return ProviderError(
+            "Outlook's sending limit for this mailbox was reached; the message will be retried shortly.",
+            retry_after=rate_limit()[1],
+        )
+    if 400 <= code < 500:
+        return ProviderError(f"Outlook deferred the message ({code}); it will be retried.")
+    return ActionRequired(f"Outlook refused the message: {code} {text[:160]}")
+
+
+def sent_file(*, client: OutlookClient, outgoing: OutgoingMessage, remote_id: str) -> None:
+    """Servers that do not file SMTP mail themselves (MICROSOFT_APPEND_SENT): APPEND it to Sent, once."""
+    if not settings.MICROSOFT_APPEND_SENT:
+        return
+    raw = bytes(outgoing.raw or b"")
+    if sent_find(client=client, outgoing=outgoing) is not None:
+        return  # an earlier filing went through
+    try:
+        sent_append(client=client, raw=raw, remote_id=remote_id)
+    except (IMAPClientError, OSError) as exc:
+        raise ProviderError(f"The sent message could not be put in Sent ({type(exc).__name__}).") from None
 
 
 def _connect_and_login(*, account) -> smtplib.SMTP:

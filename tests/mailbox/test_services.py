@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import MailAccount
-from mailbox import services, store
+from mailbox import outbox, services, store
 from mailbox.models import Folder, Message, OutgoingMessage, SyncState
 from providers.base import ChangeKind, MessageChange
 
@@ -87,7 +87,7 @@ def test_outgoing_queue_builds_mime_once(mail_account, make_raw, django_capture_
         to=[{"name": "Sam", "email": "sam@example.org"}], body_text="Thanks",
     )
     with django_capture_on_commit_callbacks() as callbacks:
-        services.outgoing_queue(outgoing=outgoing)
+        outbox.outgoing_queue(outgoing=outgoing)
     assert len(callbacks) == 1
     outgoing.refresh_from_db()
     raw = bytes(outgoing.raw)

@@ -6,7 +6,7 @@ import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 
-from mailbox import services
+from mailbox import outbox, services
 from mailbox.models import Message, OutgoingMessage, SyncState
 from mailhub.celery import app as celery_app
 
@@ -62,6 +62,6 @@ def test_worker_runs_first_sync_beat_fanout_and_outbox(redis_worker, gmail_accou
     outgoing = OutgoingMessage.objects.create(
         account=gmail_account, to=[{"name": "", "email": "dan@example.org"}], subject="From the worker", body_text="x"
     )
-    services.outgoing_queue(outgoing=outgoing)
+    outbox.outgoing_queue(outgoing=outgoing)
     assert _wait_for(lambda: OutgoingMessage.objects.get(pk=outgoing.pk).status == OutgoingMessage.Status.SENT)
     assert len(gmail_mailbox.store.sent_messages(gmail_mailbox.email)) == 1

@@ -6,7 +6,7 @@ from email import message_from_bytes, policy
 import pytest
 from django.utils import timezone
 
-from mailbox import services
+from mailbox import outbox, services
 from mailbox.models import Message, OutgoingAttachment, OutgoingMessage
 from mailbox.store import blob_store
 
@@ -30,12 +30,12 @@ def test_send_new_message_with_attachment(gmail_account, gmail_mailbox):
     outgoing = _outgoing(gmail_account)
     blob = blob_store(content=b"a,b\n1,2\n")
     OutgoingAttachment.objects.create(outgoing=outgoing, blob=blob, filename="numbers.csv", content_type="text/csv")
-    services.outgoing_queue(outgoing=outgoing)
+    outbox.outgoing_queue(outgoing=outgoing)
     outgoing.refresh_from_db()
     assert outgoing.status == OutgoingMessage.Status.QUEUED and outgoing.message_id and outgoing.raw
     frozen = bytes(outgoing.raw)
 
-    assert services.outgoing_send(outgoing_id=outgoing.pk).outcome == "ok"
+    assert outbox.outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
     outgoing.refresh_from_db()
     assert outgoing.status == OutgoingMessage.Status.SENT and outgoing.remote_id and outgoing.sent_at
     (sent,) = gmail_mailbox.store.sent_messages(gmail_mailbox.email)
@@ -69,8 +69,8 @@ def test_reply_carries_thread_and_reference_headers(gmail_account, gmail_mailbox
         gmail_account, kind=OutgoingMessage.Kind.REPLY, source=source, subject="Re: Lunch?", body_html="",
         to=[{"name": "Bob", "email": "bob@example.org"}], cc=[],
     )
-    services.outgoing_queue(outgoing=outgoing)
-    assert services.outgoing_send(outgoing_id=outgoing.pk).outcome == "ok"
+    outbox.outgoing_queue(outgoing=outgoing)
+    assert outbox.outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
     (sent,) = gmail_mailbox.store.sent_messages(gmail_mailbox.email)
     assert sent.requested_thread_id == source.thread.remote_id == sent.thread_id
     mime = message_from_bytes(sent.raw, policy=policy.default)
@@ -83,42 +83,77 @@ def test_reply_carries_thread_and_reference_headers(gmail_account, gmail_mailbox
     assert source.thread.message_count == 3
 
 
-def test_send_is_never_repeated(gmail_account, gmail_mailbox):
+def test_send_is_never_repeated(gmail_account, gmail_mailbox, settings):
+    settings.MAILHUB_SEND_SETTLE_SECONDS = 0
     outgoing = _outgoing(gmail_account)
-    services.outgoing_queue(outgoing=outgoing)
-    assert services.outgoing_send(outgoing_id=outgoing.pk).outcome == "ok"
+    outbox.outgoing_queue(outgoing=outgoing)
+    assert outbox.outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
     # A duplicate task for a sent row does nothing.
-    assert services.outgoing_send(outgoing_id=outgoing.pk).outcome == "busy"
+    assert outbox.outgoing_send(outgoing_id=outgoing.pk).outcome == "nothing"
     # A worker that died after Gmail accepted the message but before recording it: the row is stuck
-    # in "sending". The retry finds the message at Gmail (rfc822msgid:) instead of sending it again.
+    # in "sending" with its handoff recorded. While the dead worker's lease holds, a task comes back later;
+    # once it ran out, the message is found at Gmail (rfc822msgid:) instead of being sent again.
     remote_id = OutgoingMessage.objects.get(pk=outgoing.pk).remote_id
-    OutgoingMessage.objects.filter(pk=outgoing.pk).update(status=OutgoingMessage.Status.SENDING, remote_id="")
-    assert services.outgoing_send(outgoing_id=outgoing.pk).outcome == "busy"  # maybe still in progress
-    OutgoingMessage.objects.filter(pk=outgoing.pk).update(updated_at=timezone.now() - timedelta(hours=1))
-    assert services.outgoing_send(outgoing_id=outgoing.pk).outcome == "ok"
+    lease = timezone.now() + timedelta(minutes=5)
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+        status=OutgoingMessage.Status.SENDING, remote_id="", lease_expires_at=lease
+    )
+    waiting = outbox.outgoing_send(outgoing_id=outgoing.pk)
+    assert waiting.outcome == "wait" and 290 < waiting.retry_after <= 300
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert outbox.outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
     outgoing.refresh_from_db()
     assert outgoing.status == OutgoingMessage.Status.SENT and outgoing.remote_id == remote_id
     assert len(gmail_mailbox.store.sent_messages(gmail_mailbox.email)) == 1
 
 
-def test_temporary_failure_retries_the_same_bytes_once(gmail_account, gmail_mailbox):
+def test_a_5xx_on_send_is_checked_at_gmail_before_the_same_bytes_go_again(gmail_account, gmail_mailbox, settings):
+    settings.MAILHUB_SEND_SETTLE_SECONDS = 0
     outgoing = _outgoing(gmail_account)
-    services.outgoing_queue(outgoing=outgoing)
-    gmail_mailbox.store.fail_next(3, status=503, method="messages.send", email=gmail_mailbox.email)
-    result = services.outgoing_send(outgoing_id=outgoing.pk)
-    assert result.outcome == "retry" and result.retry_after
+    outbox.outgoing_queue(outgoing=outgoing)
+    gmail_mailbox.store.fail_next(1, status=503, method="messages.send", email=gmail_mailbox.email)
+    result = outbox.outgoing_send(outgoing_id=outgoing.pk)
+    assert result.outcome == "retry" and result.retry_after == 0
     outgoing.refresh_from_db()
     assert outgoing.status == OutgoingMessage.Status.QUEUED and "503" in outgoing.last_error
-    assert services.outgoing_send(outgoing_id=outgoing.pk).outcome == "ok"
+    assert outgoing.handed_off_at is not None  # Gmail may have it: it is asked first
+    assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
+    assert outbox.outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
     (sent,) = gmail_mailbox.store.sent_messages(gmail_mailbox.email)
     assert sent.raw == bytes(OutgoingMessage.objects.get(pk=outgoing.pk).raw)
 
 
+def test_the_check_waits_for_gmail_to_show_what_it_accepted(gmail_account, gmail_mailbox, settings):
+    settings.MAILHUB_SEND_SETTLE_SECONDS = 30
+    outgoing = _outgoing(gmail_account)
+    outbox.outgoing_queue(outgoing=outgoing)
+    gmail_mailbox.store.fail_next(1, status=500, method="messages.send", email=gmail_mailbox.email)
+    result = outbox.outgoing_send(outgoing_id=outgoing.pk)
+    assert result.outcome == "retry" and result.retry_after == 30
+    # A task that comes before then is a duplicate and does nothing.
+    assert outbox.outgoing_send(outgoing_id=outgoing.pk).outcome == "nothing"
+    assert OutgoingMessage.objects.get(pk=outgoing.pk).status == OutgoingMessage.Status.QUEUED
+
+
+def test_a_throttled_send_did_not_go_and_is_sent_later_without_a_check(gmail_account, gmail_mailbox, settings):
+    settings.MAILHUB_SEND_SETTLE_SECONDS = 3600  # a check would have to wait an hour
+    outgoing = _outgoing(gmail_account)
+    outbox.outgoing_queue(outgoing=outgoing)
+    gmail_mailbox.store.fail_next(1, status=429, method="messages.send", email=gmail_mailbox.email)
+    result = outbox.outgoing_send(outgoing_id=outgoing.pk)
+    assert result.outcome == "retry"
+    outgoing.refresh_from_db()
+    assert outgoing.handed_off_at is None and outgoing.status == OutgoingMessage.Status.QUEUED
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(next_attempt_at=timezone.now())
+    assert outbox.outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
+    assert len(gmail_mailbox.store.sent_messages(gmail_mailbox.email)) == 1
+
+
 def test_failure_is_kept_with_its_reason_and_can_be_retried(gmail_account, gmail_mailbox, sandbox_settings):
     outgoing = _outgoing(gmail_account)
-    services.outgoing_queue(outgoing=outgoing)
+    outbox.outgoing_queue(outgoing=outgoing)
     sandbox_settings.tokens.revoke_user(gmail_account.email)
-    assert services.outgoing_send(outgoing_id=outgoing.pk).outcome == "stopped"
+    assert outbox.outgoing_send(outgoing_id=outgoing.pk).outcome == "failed"
     outgoing.refresh_from_db()
     assert outgoing.status == OutgoingMessage.Status.FAILED and "Reconnect" in outgoing.last_error
     assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
@@ -130,7 +165,7 @@ def test_failure_is_kept_with_its_reason_and_can_be_retried(gmail_account, gmail
     gmail_account.access_token = sandbox_settings.tokens.issue(kind="access", lifetime=3600, **common).value
     gmail_account.status = gmail_account.Status.ACTIVE
     gmail_account.save()
-    services.outgoing_retry(outgoing=outgoing)
+    outbox.outgoing_retry(outgoing=outgoing)
     assert outgoing.status == OutgoingMessage.Status.QUEUED
-    assert services.outgoing_send(outgoing_id=outgoing.pk).outcome == "ok"
+    assert outbox.outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
     assert len(gmail_mailbox.store.sent_messages(gmail_mailbox.email)) == 1

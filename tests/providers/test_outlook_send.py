@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mailbox.models import Folder, Message, OutgoingMessage
-from mailbox.services import outgoing_queue, outgoing_send
+from mailbox.outbox import outgoing_queue, outgoing_send
 from providers.microsoft.mail import OutlookClient
 from sandbox.dovecot import ExchangeSubmission
 from tests.providers.test_outlook_sync import seed
@@ -37,7 +37,7 @@ def test_send_goes_through_dovecot_submission_with_xoauth2(dovecot, outlook_acco
     outgoing = queued(account, cc=[{"name": "", "email": "carol@example.org"}],
                       bcc=[{"name": "", "email": "hidden@example.org"}])
 
-    assert outgoing_send(outgoing_id=outgoing.pk).outcome == "ok"
+    assert outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
     [sent] = dovecot.sink.wait_for(1)
     assert sent.mail_from == account.email
     assert sorted(sent.rcpt_tos) == ["bob@example.org", "carol@example.org", "hidden@example.org"]
@@ -56,7 +56,7 @@ def test_reply_carries_thread_headers_and_sent_copy_is_not_duplicated(dovecot, o
     source = Message.objects.filter(account=account).exclude(message_id="").order_by("date").first()
     reply = queued(account, kind=OutgoingMessage.Kind.REPLY, source=source, subject=f"Re: {source.subject}")
 
-    assert outgoing_send(outgoing_id=reply.pk).outcome == "ok"
+    assert outgoing_send(outgoing_id=reply.pk).outcome == "sent"
     [sent] = dovecot.sink.wait_for(1)
     message = sent.message()
     assert message["In-Reply-To"] == f"<{source.message_id}>"
@@ -79,7 +79,7 @@ def test_append_sent_setting_files_one_copy_on_the_server_and_locally(dovecot, o
     OutlookClient(account).full_sync()
     outgoing = queued(account)
 
-    assert outgoing_send(outgoing_id=outgoing.pk).outcome == "ok"
+    assert outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
     assert len(dovecot.uids(account.email, "Sent Items")) == 1
     OutlookClient(account).incremental_sync()
     copies = Message.objects.filter(account=account, message_id=outgoing.message_id)
@@ -95,7 +95,7 @@ def test_smtp_auth_disabled_gets_a_plain_explanation(dovecot, outlook_account, e
     result = outgoing_send(outgoing_id=outgoing.pk)
     outgoing.refresh_from_db()
     # Retrying can't help until an admin acts: failed at once, kept with the reason, not retried.
-    assert result.outcome == "stopped" and outgoing.status == OutgoingMessage.Status.FAILED
+    assert result.outcome == "failed" and outgoing.status == OutgoingMessage.Status.FAILED
     assert outgoing.attempts == 1
     assert "Authenticated SMTP" in outgoing.last_error and "administrator" in outgoing.last_error
     assert account.access_token not in outgoing.last_error
@@ -109,7 +109,7 @@ def test_sends_are_paced_to_the_mailbox_limit_instead_of_failing(dovecot, outloo
     # Without pacing the server's limit bites: the third message is refused (and left for a retry).
     settings.MICROSOFT_SMTP_RATE_LIMIT = 100
     results = [outgoing_send(outgoing_id=queued(account).pk) for _ in range(3)]
-    assert [r.outcome for r in results] == ["ok", "ok", "retry"] and results[2].retry_after
+    assert [r.outcome for r in results] == ["sent", "sent", "retry"] and results[2].retry_after
     assert exchange.refused == [account.email]
     time.sleep(exchange.rate_window)
 
@@ -118,7 +118,7 @@ def test_sends_are_paced_to_the_mailbox_limit_instead_of_failing(dovecot, outloo
     dovecot.sink.clear()
     started = time.monotonic()
     results = [outgoing_send(outgoing_id=queued(other).pk) for _ in range(5)]
-    assert [r.outcome for r in results] == ["ok"] * 5
+    assert [r.outcome for r in results] == ["sent"] * 5
     assert len(dovecot.sink.messages) == 5 and exchange.refused == [account.email]
     assert time.monotonic() - started >= 2 * 1.5 - 0.2  # two waits for the window to pass
 
@@ -129,7 +129,7 @@ def test_send_with_a_token_microsoft_expired_early_refreshes_and_sends(dovecot, 
     sandbox.microsoft.expire_access_tokens(account.email)  # we still think it valid for an hour
     outgoing = queued(account)
 
-    assert outgoing_send(outgoing_id=outgoing.pk).outcome == "ok"
+    assert outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
     assert len(dovecot.sink.wait_for(1)) == 1
     account.refresh_from_db()
     assert account.access_token != old_access

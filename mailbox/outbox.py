@@ -1,0 +1,430 @@
+"""The outbox: every message is sent exactly once, through a state machine the user can see.
+
+``OutgoingMessage.status``: draft → queued → sending → sent, or failed (it certainly did not go), or
+unknown (the provider may or may not have it: the user checks again or sends anyway).
+
+- **One path.** :func:`outgoing_send` is the only code that sends. The Celery task, its reschedules, the
+  sweep and the user's buttons all end up there, and it claims the row first: a compare-and-set from
+  "queued" (or "sending" with a run-out lease) to "sending" with a lease of ``MAILHUB_SEND_LEASE_SECONDS``.
+  A task that finds the lease held comes back when it ends; a task that comes before a queued row is due
+  is a duplicate and does nothing.
+- **Handoff.** The provider calls ``handoff()`` immediately before the bytes leave, which commits
+  ``handed_off_at``. Errors raised before it, and definite refusals after it, mean the message did not go:
+  temporary ones are retried with backoff, the rest fail. After a handoff whose answer was lost
+  (SendUncertain, a killed worker) nothing is sent again until the provider has been asked
+  (``find_sent``, by the Message-ID fixed when the row was queued), no earlier than
+  ``MAILHUB_SEND_SETTLE_SECONDS`` after the handoff. Found: sent. Not found at a provider that keeps a copy
+  of everything it accepted (``keeps_sent_copy``): it did not go, send it. Otherwise: unknown.
+- **Nothing stuck.** :func:`outbox_sweep` (beat) re-dispatches queued rows whose task is overdue (lost with
+  a killed worker or a broker without acknowledgements, like the filesystem broker of ``make run``) and
+  rows whose "sending" lease ran out, and files sent copies that a dead worker did not file.
+- Transport-level retries of the send call are off in every provider (see ``providers.google.mail``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, make_msgid
+from enum import StrEnum
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.models import MailAccount
+from accounts.services import ReauthorizationRequired
+from mailbox import store
+from mailbox.models import Folder, Message, OutgoingMessage
+from providers import registry
+from providers.base import ActionRequired, MailClient, ProviderError, SendUncertain
+
+logger = logging.getLogger(__name__)
+
+Status = OutgoingMessage.Status
+MAX_SEND_ATTEMPTS = 5  # claims of one row (sends and checks) before it is failed or unknown
+RETRY_BASE_SECONDS = 30.0
+RETRY_MAX_SECONDS = 1800.0
+EARLY_TOLERANCE = timedelta(seconds=2)  # a task this close to its row's due time is the row's own task
+SWEEP_BATCH = 500
+FILE_SENT_WITHIN = timedelta(days=7)  # the sweep stops trying to file a sent copy after this
+
+
+class SendOutcome(StrEnum):
+    SENT = "sent"
+    RETRY = "retry"  # back in the queue: the task comes back after ``retry_after``
+    WAIT = "wait"  # another worker holds the row: come back after ``retry_after``
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    NOTHING = "nothing"  # no such row, not due yet, or nothing left to do (sent, failed, a draft)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: SendOutcome
+    retry_after: float | None = None
+
+
+def _seconds(name: str, default: float) -> float:
+    return float(getattr(settings, name, default))
+
+
+def send_lease() -> timedelta:
+    return timedelta(seconds=_seconds("MAILHUB_SEND_LEASE_SECONDS", 300))
+
+
+def send_settle() -> timedelta:
+    """How long a message the provider accepted may take to show up where ``find_sent`` looks."""
+    return timedelta(seconds=_seconds("MAILHUB_SEND_SETTLE_SECONDS", 30))
+
+
+def outbox_overdue() -> timedelta:
+    """A queued row whose task has not run this long after it was due has lost its task."""
+    return timedelta(seconds=_seconds("MAILHUB_OUTBOX_OVERDUE_SECONDS", 60))
+
+
+# --- Writing the message ------------------------------------------------------------------------
+
+
+def _address_list(people: list) -> list[str]:
+    out = []
+    for person in people or []:
+        if isinstance(person, str):
+            out.append(person)
+        elif person.get("email"):
+            out.append(formataddr((person.get("name") or "", person["email"])))
+    return out
+
+
+def outgoing_build_raw(*, outgoing: OutgoingMessage) -> bytes:
+    """The RFC 5322 bytes of ``outgoing`` (sets its Message-ID and reply headers if not chosen yet)."""
+    account = outgoing.account
+    if not outgoing.message_id:
+        domain = account.email.rpartition("@")[2] or "mailhub.invalid"
+        outgoing.message_id = make_msgid(domain=domain).strip("<>")
+    source = outgoing.source
+    replying = outgoing.kind in (OutgoingMessage.Kind.REPLY, OutgoingMessage.Kind.REPLY_ALL)
+    if replying and source is not None and source.message_id and not outgoing.in_reply_to:
+        outgoing.in_reply_to = source.message_id
+        refs = source.references.split() if source.references else []
+        if not refs and source.in_reply_to:
+            refs = [f"<{source.in_reply_to}>"]
+        outgoing.references = " ".join([*refs, f"<{source.message_id}>"])
+    msg = EmailMessage()
+    msg["From"] = formataddr((account.display_name or "", account.email))
+    for header, people in (("To", outgoing.to), ("Cc", outgoing.cc), ("Bcc", outgoing.bcc)):
+        addresses = _address_list(people)
+        if addresses:
+            msg[header] = ", ".join(addresses)
+    msg["Subject"] = outgoing.subject
+    msg["Date"] = format_datetime(timezone.now())
+    msg["Message-ID"] = f"<{outgoing.message_id}>"
+    if outgoing.in_reply_to:
+        msg["In-Reply-To"] = f"<{outgoing.in_reply_to}>"
+    if outgoing.references:
+        msg["References"] = outgoing.references
+    msg["MIME-Version"] = "1.0"
+    msg.set_content(outgoing.body_text or "")
+    if outgoing.body_html:
+        msg.add_alternative(outgoing.body_html, subtype="html")
+    for attachment in outgoing.attachments.select_related("blob"):
+        maintype, _sep, subtype = (attachment.content_type or "application/octet-stream").partition("/")
+        with attachment.blob.open() as handle:
+            data = handle.read()
+        msg.add_attachment(data, maintype=maintype, subtype=subtype or "octet-stream", filename=attachment.filename)
+    return msg.as_bytes()
+
+
+# --- What users do ------------------------------------------------------------------------------
+
+
+def _dispatch(outgoing_id: int) -> None:
+    from mailbox.tasks import send_outgoing
+
+    transaction.on_commit(lambda: send_outgoing.delay(outgoing_id))
+
+
+def outgoing_queue(*, outgoing: OutgoingMessage) -> OutgoingMessage:
+    """Freeze the message (raw MIME built once, Message-ID chosen once) and queue it for sending."""
+    with transaction.atomic():
+        outgoing.raw = outgoing_build_raw(outgoing=outgoing)
+        outgoing.status = Status.QUEUED
+        outgoing.queued_at = outgoing.next_attempt_at = timezone.now()
+        outgoing.last_error = ""
+        outgoing.save()
+        _dispatch(outgoing.pk)
+    return outgoing
+
+
+def _requeue_by_user(*, outgoing: OutgoingMessage, from_status: str, forget_handoff: bool) -> OutgoingMessage:
+    now = timezone.now()
+    values: dict = {"status": Status.QUEUED, "attempts": 0, "next_attempt_at": now, "updated_at": now}
+    if forget_handoff:
+        values["handed_off_at"] = None
+    with transaction.atomic():
+        if OutgoingMessage.objects.filter(pk=outgoing.pk, status=from_status).update(**values):
+            _dispatch(outgoing.pk)
+    outgoing.refresh_from_db()
+    return outgoing
+
+
+def outgoing_retry(*, outgoing: OutgoingMessage) -> OutgoingMessage:
+    """Queue a failed message again: the same bytes; the provider is asked first if an attempt may have gone."""
+    return _requeue_by_user(outgoing=outgoing, from_status=Status.FAILED, forget_handoff=False)
+
+
+def outgoing_check_again(*, outgoing: OutgoingMessage) -> OutgoingMessage:
+    """For an "unknown" row: ask the provider again (and send it only if the provider proves it did not go)."""
+    return _requeue_by_user(outgoing=outgoing, from_status=Status.UNKNOWN, forget_handoff=False)
+
+
+def outgoing_send_anyway(*, outgoing: OutgoingMessage) -> OutgoingMessage:
+    """For an "unknown" row: the user accepts that recipients may get it twice; send it again."""
+    return _requeue_by_user(outgoing=outgoing, from_status=Status.UNKNOWN, forget_handoff=True)
+
+
+# --- Sending ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Claim:
+    row: OutgoingMessage | None
+    wait: float | None = None  # seconds until another worker's lease on the row ends
+
+
+def _outgoing_claim(outgoing_id: int) -> _Claim:
+    """Take the row for this worker (queued, or sending with a run-out lease → sending, with a fresh lease).
+
+    A compare-and-set on the values read, so two workers never both win, on PostgreSQL and SQLite alike.
+    """
+    row = OutgoingMessage.objects.select_related("account").filter(pk=outgoing_id).first()
+    if row is None:
+        return _Claim(None)
+    now = timezone.now()
+    if row.status == Status.SENDING and row.lease_expires_at and row.lease_expires_at > now:
+        return _Claim(None, wait=(row.lease_expires_at - now).total_seconds())
+    if row.status == Status.QUEUED and row.next_attempt_at and row.next_attempt_at > now + EARLY_TOLERANCE:
+        return _Claim(None)  # an early duplicate: the row's own task (or the sweep) comes when it is due
+    if row.status not in (Status.QUEUED, Status.SENDING):
+        return _Claim(None)
+    lease = now + send_lease()
+    won = OutgoingMessage.objects.filter(
+        pk=row.pk, status=row.status, attempts=row.attempts, lease_expires_at=row.lease_expires_at
+    ).update(status=Status.SENDING, attempts=row.attempts + 1, lease_expires_at=lease, updated_at=now)
+    if not won:
+        return _Claim(None)
+    row.status, row.attempts, row.lease_expires_at = Status.SENDING, row.attempts + 1, lease
+    return _Claim(row)
+
+
+def _finish(row: OutgoingMessage, status: str, **values) -> None:
+    """Leave "sending" (only if this worker's claim still holds the row)."""
+    OutgoingMessage.objects.filter(pk=row.pk, status=Status.SENDING, lease_expires_at=row.lease_expires_at).update(
+        status=status, lease_expires_at=None, updated_at=timezone.now(), **values
+    )
+
+
+def _retry_delay(attempts: int) -> float:
+    delay = min(RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0), RETRY_MAX_SECONDS)
+    return delay * random.uniform(0.8, 1.2)
+
+
+def _requeue(row: OutgoingMessage, *, delay: float, error: str, **values) -> SendResult:
+    _finish(row, Status.QUEUED, next_attempt_at=timezone.now() + timedelta(seconds=delay), last_error=error, **values)
+    return SendResult(SendOutcome.RETRY, retry_after=delay)
+
+
+def _fail(row: OutgoingMessage, *, error: str, **values) -> SendResult:
+    _finish(row, Status.FAILED, last_error=error, **values)
+    return SendResult(SendOutcome.FAILED)
+
+
+def _unknown(row: OutgoingMessage, *, error: str) -> SendResult:
+    _finish(row, Status.UNKNOWN, last_error=error)
+    return SendResult(SendOutcome.UNKNOWN)
+
+
+def _sent(row: OutgoingMessage, *, remote_id: str) -> SendResult:
+    _finish(row, Status.SENT, remote_id=remote_id, sent_at=timezone.now(), last_error="")
+    return SendResult(SendOutcome.SENT)
+
+
+def _mail_client(account: MailAccount) -> MailClient:
+    return registry.get(account.provider).mail_client(account=account)
+
+
+def outgoing_send(*, outgoing_id: int) -> SendResult:
+    """Move one queued message on: send it, find it at the provider, or record why it cannot (module docstring)."""
+    row = _outgoing_claim(outgoing_id)
+    if row.row is None:
+        return SendResult(SendOutcome.WAIT, retry_after=row.wait) if row.wait else SendResult(SendOutcome.NOTHING)
+    outgoing = row.row
+    try:
+        client = _mail_client(outgoing.account)
+    except ProviderError as exc:  # e.g. the provider was disabled
+        return _fail(outgoing, error=str(exc))
+    if outgoing.handed_off_at is not None:
+        checked = _outgoing_check(outgoing, client)
+        if checked is not None:
+            return checked
+    return _outgoing_attempt(outgoing, client)
+
+
+def _outgoing_check(outgoing: OutgoingMessage, client: MailClient) -> SendResult | None:
+    """An earlier attempt handed the message over: ask the provider. None: proven not sent, send it."""
+    settled_at = outgoing.handed_off_at + send_settle()
+    now = timezone.now()
+    if now < settled_at:
+        return _requeue(outgoing, delay=(settled_at - now).total_seconds(), error=outgoing.last_error)
+    try:
+        remote_id = client.find_sent(outgoing=outgoing)
+    except (ReauthorizationRequired, ActionRequired) as exc:
+        return _unknown(outgoing, error=_("It could not be checked whether this message went out: %(reason)s")
+                        % {"reason": exc})
+    except Exception as exc:
+        if not isinstance(exc, ProviderError):
+            logger.exception("Checking whether outgoing message %s went out crashed", outgoing.pk)
+        if outgoing.attempts >= MAX_SEND_ATTEMPTS:
+            return _unknown(outgoing, error=_("It could not be checked whether this message went out: %(reason)s")
+                            % {"reason": exc if isinstance(exc, ProviderError) else type(exc).__name__})
+        return _requeue(outgoing, delay=_retry_delay(outgoing.attempts), error=outgoing.last_error)
+    if remote_id:
+        logger.info("Outgoing message %s was already at the provider; not sending it again", outgoing.pk)
+        result = _sent(outgoing, remote_id=remote_id)
+        _outgoing_file(outgoing, client, remote_id=remote_id)
+        return result
+    if not client.keeps_sent_copy:
+        return _unknown(outgoing, error=_(
+            "The connection broke while the server was taking this message, and this server keeps no record "
+            "of what it accepted: it may or may not have been sent. Check the recipients' replies or your Sent "
+            "folder, then check again or send it anyway."
+        ))
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(handed_off_at=None)
+    outgoing.handed_off_at = None
+    return None
+
+
+def _outgoing_attempt(outgoing: OutgoingMessage, client: MailClient) -> SendResult:
+    handed_off = False
+
+    def handoff() -> None:
+        nonlocal handed_off
+        OutgoingMessage.objects.filter(pk=outgoing.pk).update(handed_off_at=timezone.now())
+        handed_off = True
+
+    try:
+        remote_id = client.send(outgoing=outgoing, handoff=handoff)
+    except SendUncertain as exc:
+        return _after_uncertain(outgoing, error=str(exc))
+    except (ReauthorizationRequired, ActionRequired) as exc:
+        return _fail(outgoing, error=str(exc), handed_off_at=None)
+    except ProviderError as exc:
+        if outgoing.attempts >= MAX_SEND_ATTEMPTS:
+            return _fail(outgoing, error=str(exc), handed_off_at=None)
+        delay = exc.retry_after if exc.retry_after else _retry_delay(outgoing.attempts)
+        return _requeue(outgoing, delay=delay, error=str(exc), handed_off_at=None)
+    except Exception as exc:
+        logger.exception("Sending outgoing message %s crashed", outgoing.pk)
+        error = _("Sending failed on an unexpected error (%(error)s).") % {"error": type(exc).__name__}
+        if handed_off:
+            return _after_uncertain(outgoing, error=error)
+        return _fail(outgoing, error=error)
+    result = _sent(outgoing, remote_id=remote_id)
+    _outgoing_file(outgoing, client, remote_id=remote_id)
+    return result
+
+
+def _after_uncertain(outgoing: OutgoingMessage, *, error: str) -> SendResult:
+    """The answer to a handoff was lost: come back once the provider has had time to show the message."""
+    if outgoing.attempts >= MAX_SEND_ATTEMPTS:
+        return _unknown(outgoing, error=error)
+    return _requeue(outgoing, delay=send_settle().total_seconds(), error=error)
+
+
+# --- Filing the sent copy -----------------------------------------------------------------------
+
+
+def _outgoing_file(outgoing: OutgoingMessage, client: MailClient, *, remote_id: str) -> None:
+    """Put the sent message in Sent (where the server does not) and in the local store; the sweep retries."""
+    try:
+        client.file_sent(outgoing=outgoing, remote_id=remote_id)
+        _outgoing_file_local(outgoing=outgoing, remote_id=remote_id)
+    except ProviderError as exc:
+        logger.warning("Sent message %s not filed in Sent yet (%s); will retry", outgoing.pk, exc)
+        return
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(filed_at=timezone.now())
+
+
+def _outgoing_file_local(*, outgoing: OutgoingMessage, remote_id: str) -> None:
+    """Show the sent message in the local Sent folder, unless the client has already stored it."""
+    account = outgoing.account
+    if Message.objects.filter(account=account, remote_id=remote_id).exists():
+        return
+    sent = Folder.objects.filter(account=account, role=Folder.Role.SENT).first()
+    source = outgoing.source
+    thread_key = None
+    if source is not None and not source.thread.remote_id.startswith(("mid:", "remote:")):
+        thread_key = source.thread.remote_id  # the provider's own thread (Gmail)
+    store.message_upsert(
+        account=account, remote_id=remote_id, raw=bytes(outgoing.raw), folders=[sent] if sent else [],
+        is_read=True, thread_key=thread_key,
+    )
+
+
+def outgoing_file(*, outgoing_id: int) -> bool:
+    """File a sent message that a dead worker left unfiled (the sweep's task). True when it is filed."""
+    outgoing = OutgoingMessage.objects.select_related("account").filter(
+        pk=outgoing_id, status=Status.SENT, filed_at__isnull=True
+    ).first()
+    if outgoing is None:
+        return True
+    try:
+        client = _mail_client(outgoing.account)
+    except ProviderError:
+        return False
+    _outgoing_file(outgoing, client, remote_id=outgoing.remote_id)
+    return OutgoingMessage.objects.filter(pk=outgoing_id, filed_at__isnull=False).exists()
+
+
+# --- The sweep ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    send: list[int]
+    file: list[int]
+
+
+def outbox_sweep(*, now: datetime | None = None) -> SweepResult:
+    """Rows a lost task or a dead worker left behind, made due again: returns the ids to dispatch.
+
+    "sending" rows whose lease ran out go back to "queued" (their handoff, if any, is kept, so the provider is
+    asked first); queued rows overdue by ``outbox_overdue()`` are marked as just dispatched, so the next sweep
+    waits as long again before dispatching them once more.
+    """
+    now = now or timezone.now()
+    dead = OutgoingMessage.objects.filter(status=Status.SENDING, lease_expires_at__lt=now)
+    for pk, lease in dead.values_list("pk", "lease_expires_at")[:SWEEP_BATCH]:
+        OutgoingMessage.objects.filter(pk=pk, status=Status.SENDING, lease_expires_at=lease).update(
+            status=Status.QUEUED, lease_expires_at=None, next_attempt_at=now - outbox_overdue()
+        )
+    overdue = now - outbox_overdue()
+    due = Q(next_attempt_at__lte=overdue) | Q(next_attempt_at__isnull=True)
+    send = list(
+        OutgoingMessage.objects.filter(due, status=Status.QUEUED).order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:SWEEP_BATCH]
+    )
+    OutgoingMessage.objects.filter(pk__in=send, status=Status.QUEUED).update(next_attempt_at=now)
+    file = list(
+        OutgoingMessage.objects.filter(
+            status=Status.SENT, filed_at__isnull=True, sent_at__lte=overdue, sent_at__gte=now - FILE_SENT_WITHIN
+        ).values_list("pk", flat=True)[:SWEEP_BATCH]
+    )
+    if send or file:
+        logger.info("Outbox sweep: %d to send, %d to file", len(send), len(file))
+    return SweepResult(send=send, file=file)
