@@ -39,7 +39,7 @@ test: install
 	$(VENV)/bin/ruff check .
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null
 	$(VENV)/bin/pytest -n 2
-	@if [ -n "$(TEST_DATABASE_URL)" ]; then DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest -n 2 -m "not browser"; fi
+	@if [ -n "$(TEST_DATABASE_URL)" ]; then DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest -n 2 -m "not browser and not faults"; fi
 
 bench: install
 	$(PY) -m bench

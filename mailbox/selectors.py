@@ -242,17 +242,17 @@ def outgoing_get(*, user, outgoing_id: int, status: str | None = None) -> Outgoi
 
 
 def sidebar_counts(*, user) -> dict[str, int]:
+    """Drafts; outbox rows that need the user (failed, or not known to have gone); rows still on their way."""
     statuses = OutgoingMessage.Status
     counts = dict(
-        OutgoingMessage.objects.filter(
-            account__user=user, status__in=[statuses.DRAFT, statuses.FAILED, statuses.QUEUED]
-        )
+        OutgoingMessage.objects.filter(account__user=user)
+        .exclude(status=statuses.SENT)
         .values_list("status")
         .annotate(n=Count("id"))
         .values_list("status", "n")
     )
     return {
         "drafts": counts.get(statuses.DRAFT, 0),
-        "failed": counts.get(statuses.FAILED, 0),
-        "queued": counts.get(statuses.QUEUED, 0),
+        "failed": counts.get(statuses.FAILED, 0) + counts.get(statuses.UNKNOWN, 0),
+        "queued": counts.get(statuses.QUEUED, 0) + counts.get(statuses.SENDING, 0),
     }

@@ -39,7 +39,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
@@ -705,10 +705,13 @@ class ExchangeSubmission:
     """
 
     def __init__(
-        self, *, introspection_url: str, sink: SmtpSink, rate_limit: int = 30, rate_window: float = 60.0
+        self, *, introspection_url: str, sink: SmtpSink, rate_limit: int = 30, rate_window: float = 60.0,
+        sent_items: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.introspection_url = introspection_url
         self.sink = sink
+        # Like Exchange, file every accepted message in the sender's Sent Items (``sent_items(user, bytes)``).
+        self.sent_items = sent_items
         self.rate_limit = rate_limit
         self.rate_window = rate_window
         self.smtp_auth_disabled: set[str] = set()
@@ -737,7 +740,11 @@ class ExchangeSubmission:
 
             async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802
                 front._sent.setdefault(session.auth_data, []).append(time.time())
-                front.sink.record(SinkMessage(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+                content = bytes(envelope.content)
+                front.sink.record(SinkMessage(envelope.mail_from, list(envelope.rcpt_tos), content))
+                if front.sent_items is not None:  # Exchange's copy has headers of its own: other bytes
+                    copy = b"X-MS-Exchange-Organization-AuthAs: Internal\r\n" + content
+                    await server.loop.run_in_executor(None, front.sent_items, session.auth_data, copy)
                 return "250 2.6.0 Queued mail for delivery"
 
         class _Exchange(SMTP):

@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.dovecot",
     "tests.fixtures.gmail_api",
+    "tests.fixtures.outbox",
 ]
 
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import base64
 import functools
+import http.client
 import json
 import logging
 import random
 import socket
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -48,10 +50,6 @@ if TYPE_CHECKING:
     from mailbox.models import OutgoingMessage
 
 logger = logging.getLogger(__name__)
-
-# httplib2 sends a request again, once, when the connection drops before the answer, whatever the method: a
-# messages.send whose answer was lost would go out twice. Mailhub's own code decides what is retried.
-httplib2.RETRIES = 1
 
 # Google's quota units per method (https://developers.google.com/gmail/api/reference/quota).
 METHOD_COSTS = {
@@ -275,6 +273,32 @@ class _BearerHttp(httplib2.Http):
         headers = dict(headers or {})
         headers.setdefault("authorization", f"Bearer {self._client._token}")
         return super().request(uri, method, body, headers, *args, **kwargs)
+
+
+class _SingleShotHttp:
+    """An httplib2-shaped transport that makes exactly one attempt, for messages.send.
+
+    httplib2 re-sends a request, whatever its method, when the connection drops before the answer (it takes
+    that for a stale keep-alive socket, even with RETRIES = 1): a send whose answer was lost would go out twice.
+    """
+
+    def __init__(self, client: GmailClient, *, timeout: float) -> None:
+        self._client = client
+        self.timeout = timeout
+
+    def request(self, uri, method="GET", body=None, headers=None, **kwargs):  # noqa: ANN001, ANN201
+        parts = urllib.parse.urlsplit(uri)
+        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = connection_class(parts.hostname, parts.port, timeout=self.timeout)
+        headers = dict(headers or {})
+        headers.setdefault("authorization", f"Bearer {self._client._token}")
+        try:
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            return httplib2.Response(response), response.read()
+        finally:
+            connection.close()
 
 
 # --- The client -----------------------------------------------------------------------------------
@@ -827,22 +851,19 @@ class GmailClient:
 
     def _send_once(self, body: dict[str, Any], *, handoff: Callable[[], None]) -> dict:
         request = self._authorize(self.service.users().messages().send(userId="me", body=body))
-        # A connection of its own: a stale keep-alive socket would fail after the request may have gone out.
-        http = _BearerHttp(self, timeout=TIMEOUT)
         entry = self.pacer.acquire(METHOD_COSTS["messages.send"])
         try:
             self.requests_made += 1
             handoff()
-            return request.execute(http=http, num_retries=0)
+            return request.execute(http=_SingleShotHttp(self, timeout=TIMEOUT), num_retries=0)
         except (ConnectionRefusedError, socket.gaierror):
             raise ProviderError("Gmail could not be reached; the message will be sent later.") from None
-        except (TimeoutError, httplib2.HttpLib2Error, OSError) as exc:
+        except (TimeoutError, http.client.HTTPException, OSError) as exc:
             raise SendUncertain(
                 f"The connection to Gmail broke while it was taking the message ({type(exc).__name__})."
             ) from None
         finally:
             self.pacer.release(entry)
-            http.close()
 
     def _send_error(self, outcome: _Outcome) -> ProviderError:
         """What a refused messages.send means for the outbox (only a 5xx leaves Gmail's side in doubt)."""

@@ -55,6 +55,15 @@ def objects(ui_mail: UiMail):
         raw=b"Subject: x\r\n\r\nx",
         last_error="The server refused the message.",
     )
+    unknown = OutgoingMessage.objects.create(
+        account=ui_mail.alice_gmail,
+        status=OutgoingMessage.Status.UNKNOWN,
+        subject="Maybe sent",
+        to=[{"name": "", "email": "y@example.org"}],
+        raw=b"Subject: y\r\n\r\ny",
+        handed_off_at=timezone.now(),
+        last_error="It may or may not have been sent.",
+    )
     pdf = ui_mail.html.attachments.get(filename="report.pdf")
     logo = ui_mail.html.attachments.get(content_id="logo@example.org")
     return {
@@ -66,6 +75,7 @@ def objects(ui_mail: UiMail):
         "draft": draft.id,
         "draft_file": draft_file.id,
         "failed": failed.id,
+        "unknown": unknown.id,
         "account": ui_mail.alice_gmail.id,
     }
 
@@ -86,6 +96,8 @@ OWNED_URLS = [
     ("mailbox:draft_delete", ["draft"], "post", {}),
     ("mailbox:outgoing_attachment", ["draft_file"], "get", None),
     ("mailbox:outbox_retry", ["failed"], "post", {}),
+    ("mailbox:outbox_check_again", ["unknown"], "post", {}),
+    ("mailbox:outbox_send_anyway", ["unknown"], "post", {}),
     ("mailbox:account_sync", ["account"], "post", {}),
     ("mailbox:bulk_action", [], "post", {"action": "archive", "threads": "@thread"}),
 ]
@@ -615,6 +627,25 @@ def test_outbox_shows_failure_and_retry_requeues(alice_client, objects, django_c
     assert len(callbacks) == 1
     # Only a failed message can be retried.
     assert alice_client.post(reverse("mailbox:outbox_retry", args=[objects["failed"]])).status_code == 404
+
+
+def test_unknown_message_offers_check_again_and_send_anyway(alice_client, objects, django_capture_on_commit_callbacks):
+    page = alice_client.get(reverse("mailbox:outbox")).content.decode()
+    assert "Maybe sent" in page and "It may or may not have been sent." in page
+    assert ">Check again</button>" in page and ">Send anyway</button>" in page
+    sidebar = alice_client.get(reverse("mailbox:sidebar")).content.decode()
+    assert 'title="Needs your attention">2<' in sidebar  # the failed and the unknown message
+    with django_capture_on_commit_callbacks() as callbacks:
+        alice_client.post(reverse("mailbox:outbox_check_again", args=[objects["unknown"]]))
+    row = OutgoingMessage.objects.get(pk=objects["unknown"])
+    assert row.status == "queued" and row.handed_off_at is not None and len(callbacks) == 1  # asks first
+    OutgoingMessage.objects.filter(pk=row.pk).update(status="unknown")
+    with django_capture_on_commit_callbacks() as callbacks:
+        alice_client.post(reverse("mailbox:outbox_send_anyway", args=[objects["unknown"]]))
+    row.refresh_from_db()
+    assert row.status == "queued" and row.handed_off_at is None and len(callbacks) == 1  # sends without asking
+    # Only an unknown message has these buttons.
+    assert alice_client.post(reverse("mailbox:outbox_send_anyway", args=[row.pk])).status_code == 404
 
 
 def test_sync_now_queues_a_sync(alice_client, ui_mail, django_capture_on_commit_callbacks):
