@@ -561,7 +561,9 @@ class GmailClient:
         start = datetime.combine(state.sync_since, dt_time.min, tzinfo=UTC)
         return f"after:{int(start.timestamp())}"
 
-    def _list_page(self, *, q: str | None, page_token: str | None, fields: str | None = None) -> dict:
+    def _list_page(
+        self, *, q: str | None, page_token: str | None, fields: str | None = None, max_attempts: int = MAX_ATTEMPTS
+    ) -> dict:
         def build() -> HttpRequest:
             kwargs: dict[str, Any] = {"userId": "me", "maxResults": LIST_PAGE_SIZE, "includeSpamTrash": True}
             if q:
@@ -570,7 +572,7 @@ class GmailClient:
                 kwargs["pageToken"] = page_token
             return self.service.users().messages().list(**kwargs)
 
-        return self._execute(build, method="messages.list")
+        return self._execute(build, method="messages.list", max_attempts=max_attempts)
 
     def full_sync(self) -> None:
         """Fetch the mailbox (within the sync range), resuming where an interrupted run stopped."""
@@ -880,7 +882,8 @@ class GmailClient:
         """The id of ``outgoing`` if Gmail already has it (an earlier attempt went through), else None."""
         if not outgoing.message_id:
             return None
-        response = self._list_page(q=f"rfc822msgid:{outgoing.message_id}", page_token=None)
+        # Few inline attempts: the outbox asks again later, with backoff, and holds the row meanwhile.
+        response = self._list_page(q=f"rfc822msgid:{outgoing.message_id}", page_token=None, max_attempts=2)
         found = response.get("messages") or []
         if not found:
             return None

@@ -137,12 +137,13 @@ class _Session:
         self.selected = (remote_id, readonly)
         return status
 
-    def run(self, operation: Callable[[IMAPClient], T]) -> T:
+    def run(self, operation: Callable[[IMAPClient], T], *, repeatable: bool = True) -> T:
         """Run ``operation`` with the connection, reconnecting (with backoff) if it drops meanwhile.
 
-        ``operation`` must be safe to repeat: the sync's writes are idempotent.
+        ``operation`` must be safe to repeat (the sync's writes are idempotent); one that is not (an APPEND)
+        passes ``repeatable=False``: it runs at most once, and a dropped connection raises ProviderError.
         """
-        for attempt, delay in enumerate((*RECONNECT_DELAYS, None)):
+        for attempt, delay in enumerate((*RECONNECT_DELAYS, None) if repeatable else (None,)):
             started = time.perf_counter()
             try:
                 return operation(self.open())

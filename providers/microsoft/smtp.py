@@ -304,7 +304,7 @@ def sent_append(*, client: OutlookClient, raw: bytes, remote_id: str) -> None:
         return int(match.group(1)) if match else None
 
     with session:
-        uid = session.run(append)
+        uid = session.run(append, repeatable=False)  # a lost answer is settled by sent_find, not by a second APPEND
     store.message_upsert(
         account=client.account, remote_id=remote_id, raw=raw, folders=[folder], is_read=True,
         uid_by_folder={folder.pk: uid} if uid else None,

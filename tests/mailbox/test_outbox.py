@@ -1,0 +1,198 @@
+"""The outbox's state machine, step by step, against the sandbox Gmail API and Dovecot (no worker processes:
+``test_outbox_faults.py`` has those)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from mailbox import outbox
+from mailbox.models import OutgoingMessage
+from mailbox.tasks import send_outgoing
+
+pytestmark = pytest.mark.django_db(transaction=True)
+Status = OutgoingMessage.Status
+
+
+def _queued(account, **values) -> OutgoingMessage:
+    row = outbox.outgoing_queue(outgoing=OutgoingMessage.objects.create(
+        account=account, to=[{"name": "", "email": "bob@example.org"}], subject="Numbers", body_text="x",
+    ))
+    if values:
+        OutgoingMessage.objects.filter(pk=row.pk).update(**values)
+        row.refresh_from_db()
+    return row
+
+
+def _row(row: OutgoingMessage) -> OutgoingMessage:
+    return OutgoingMessage.objects.get(pk=row.pk)
+
+
+# --- claiming -------------------------------------------------------------------------------------
+
+
+def test_only_a_due_queued_or_abandoned_row_is_claimed(gmail_account, settings):
+    settings.MAILHUB_SEND_LEASE_SECONDS = 120
+    now = timezone.now()
+    draft = OutgoingMessage.objects.create(account=gmail_account, subject="draft")
+    failed = _queued(gmail_account, status=Status.FAILED)
+    unknown = _queued(gmail_account, status=Status.UNKNOWN, handed_off_at=now)
+    later = _queued(gmail_account, next_attempt_at=now + timedelta(minutes=5))
+    held = _queued(gmail_account, status=Status.SENDING, lease_expires_at=now + timedelta(seconds=40))
+
+    for row in (draft, failed, unknown, later):
+        assert outbox.outgoing_send(outgoing_id=row.pk) == outbox.SendResult(outbox.SendOutcome.NOTHING)
+        assert _row(row).status == row.status and _row(row).attempts == 0
+    waiting = outbox.outgoing_send(outgoing_id=held.pk)
+    assert waiting.outcome == "wait" and 35 < waiting.retry_after <= 40
+    assert outbox.outgoing_send(outgoing_id=999_999).outcome == "nothing"
+
+    claim = outbox._outgoing_claim(later.pk)
+    assert claim.row is None
+    OutgoingMessage.objects.filter(pk=later.pk).update(next_attempt_at=now)
+    claim = outbox._outgoing_claim(later.pk)
+    assert claim.row is not None and claim.row.attempts == 1
+    stored = _row(later)
+    assert stored.status == Status.SENDING and stored.attempts == 1
+    assert timedelta(seconds=115) < stored.lease_expires_at - timezone.now() <= timedelta(seconds=120)
+    assert outbox._outgoing_claim(later.pk).row is None  # the lease holds: nobody else gets it
+
+
+def test_a_claim_lost_to_another_worker_does_nothing(gmail_account, gmail_mailbox):
+    row = _queued(gmail_account)
+    first = outbox._outgoing_claim(row.pk)
+    # Another worker read the same "queued" row at the same moment: its compare-and-set finds it changed.
+    stale = OutgoingMessage.objects.filter(pk=row.pk, status=Status.QUEUED, attempts=0).update(attempts=1)
+    assert first.row is not None and stale == 0
+    assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
+
+
+# --- attempts -------------------------------------------------------------------------------------
+
+
+def test_a_provider_that_keeps_refusing_fails_the_row_after_the_last_attempt(gmail_account, gmail_mailbox):
+    row = _queued(gmail_account)
+    gmail_mailbox.store.fail_next(outbox.MAX_SEND_ATTEMPTS, status=429, method="messages.send",
+                                  email=gmail_mailbox.email)
+    outcomes = []
+    for _ in range(outbox.MAX_SEND_ATTEMPTS):
+        outcomes.append(outbox.outgoing_send(outgoing_id=row.pk).outcome)
+        assert _row(row).handed_off_at is None  # a 429 means Gmail did not take it
+        OutgoingMessage.objects.filter(pk=row.pk, status=Status.QUEUED).update(next_attempt_at=timezone.now())
+    assert outcomes == ["retry"] * (outbox.MAX_SEND_ATTEMPTS - 1) + ["failed"]
+    stored = _row(row)
+    assert stored.status == Status.FAILED and "throttling" in stored.last_error and stored.lease_expires_at is None
+    assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
+
+
+def test_a_retry_waits_with_backoff_or_the_providers_retry_after(gmail_account, gmail_mailbox):
+    row = _queued(gmail_account)
+    gmail_mailbox.store.fail_next(1, status=429, retry_after=7, method="messages.send", email=gmail_mailbox.email)
+    result = outbox.outgoing_send(outgoing_id=row.pk)
+    assert result.outcome == "retry" and result.retry_after == 7
+    due = _row(row).next_attempt_at - timezone.now()
+    assert timedelta(seconds=6) < due <= timedelta(seconds=7)
+
+
+def test_a_lost_answer_on_the_last_attempt_is_unknown_not_failed(gmail_account, gmail_mailbox, settings):
+    settings.MAILHUB_SEND_SETTLE_SECONDS = 0
+    row = _queued(gmail_account, attempts=outbox.MAX_SEND_ATTEMPTS - 1)
+    gmail_mailbox.store.fail_next(1, status=503, method="messages.send", email=gmail_mailbox.email)
+    assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "unknown"
+    stored = _row(row)
+    assert stored.status == Status.UNKNOWN and stored.handed_off_at is not None and "503" in stored.last_error
+
+
+def test_a_check_that_keeps_failing_ends_unknown_and_never_sends(gmail_account, gmail_mailbox, settings):
+    settings.MAILHUB_SEND_SETTLE_SECONDS = 0
+    row = _queued(gmail_account, handed_off_at=timezone.now() - timedelta(minutes=1))
+    gmail_mailbox.store.fail_next(200, status=500, method="messages.list", email=gmail_mailbox.email)
+    outcomes = []
+    for _ in range(outbox.MAX_SEND_ATTEMPTS):
+        outcomes.append(outbox.outgoing_send(outgoing_id=row.pk).outcome)
+        OutgoingMessage.objects.filter(pk=row.pk, status=Status.QUEUED).update(next_attempt_at=timezone.now())
+    assert outcomes == ["retry"] * (outbox.MAX_SEND_ATTEMPTS - 1) + ["unknown"]
+    stored = _row(row)
+    assert "could not be checked" in stored.last_error and stored.handed_off_at is not None
+    assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
+
+
+def test_a_check_after_access_was_revoked_is_unknown(gmail_account, gmail_mailbox, sandbox_settings, settings):
+    settings.MAILHUB_SEND_SETTLE_SECONDS = 0
+    row = _queued(gmail_account, handed_off_at=timezone.now() - timedelta(minutes=1))
+    sandbox_settings.tokens.revoke_user(gmail_account.email)
+    assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "unknown"
+    assert "could not be checked" in _row(row).last_error
+    assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
+
+
+def test_a_message_not_found_after_the_settle_time_is_sent_once(gmail_account, gmail_mailbox, settings):
+    settings.MAILHUB_SEND_SETTLE_SECONDS = 30
+    row = _queued(gmail_account, handed_off_at=timezone.now() - timedelta(seconds=31))
+    assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "sent"
+    (sent,) = gmail_mailbox.store.sent_messages(gmail_mailbox.email)
+    stored = _row(row)
+    assert stored.remote_id == sent.id and stored.status == Status.SENT and stored.sent_at and stored.filed_at
+    assert stored.lease_expires_at is None and stored.last_error == ""
+
+
+def test_an_unexpected_error_before_the_handoff_fails_without_sending(gmail_account, gmail_mailbox):
+    row = _queued(gmail_account)
+    OutgoingMessage.objects.filter(pk=row.pk).update(raw=None)  # a broken row: nothing to send
+    assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "failed"
+    stored = _row(row)
+    assert "unexpected error (TypeError)" in stored.last_error and stored.handed_off_at is None
+
+
+# --- the sweep ------------------------------------------------------------------------------------
+
+
+def test_sweep_takes_back_rows_of_dead_workers_and_lost_tasks(gmail_account, settings):
+    settings.MAILHUB_OUTBOX_OVERDUE_SECONDS = 60
+    now = timezone.now()
+    dead = _queued(gmail_account, status=Status.SENDING, lease_expires_at=now - timedelta(seconds=1),
+                   handed_off_at=now - timedelta(minutes=2))
+    alive = _queued(gmail_account, status=Status.SENDING, lease_expires_at=now + timedelta(seconds=30))
+    lost = _queued(gmail_account, next_attempt_at=now - timedelta(seconds=61))
+    never = _queued(gmail_account, next_attempt_at=None)
+    recent = _queued(gmail_account, next_attempt_at=now - timedelta(seconds=59))
+    later = _queued(gmail_account, next_attempt_at=now + timedelta(minutes=10))
+
+    result = outbox.outbox_sweep(now=now)
+
+    assert sorted(result.send) == sorted([dead.pk, lost.pk, never.pk])
+    stored = _row(dead)
+    assert stored.status == Status.QUEUED and stored.lease_expires_at is None
+    assert stored.handed_off_at is not None  # the provider is asked before it goes again
+    assert _row(alive).status == Status.SENDING
+    for row in (dead, lost, never):
+        assert _row(row).next_attempt_at == now  # dispatched now: the next sweep waits as long again
+    for row in (recent, later):
+        assert _row(row).next_attempt_at == row.next_attempt_at
+    # 59 s on: "recent" is overdue now, and "alive"'s worker has died meanwhile; the rest were just dispatched.
+    assert sorted(outbox.outbox_sweep(now=now + timedelta(seconds=59)).send) == sorted([alive.pk, recent.pk])
+    assert sorted(outbox.outbox_sweep(now=now + timedelta(seconds=61)).send) == sorted([dead.pk, lost.pk, never.pk])
+
+
+def test_sweep_files_sent_copies_a_dead_worker_left_unfiled(gmail_account, settings):
+    settings.MAILHUB_OUTBOX_OVERDUE_SECONDS = 60
+    now = timezone.now()
+    unfiled = _queued(gmail_account, status=Status.SENT, sent_at=now - timedelta(minutes=2))
+    just_sent = _queued(gmail_account, status=Status.SENT, sent_at=now - timedelta(seconds=30))
+    filed = _queued(gmail_account, status=Status.SENT, sent_at=now - timedelta(minutes=2), filed_at=now)
+    too_old = _queued(gmail_account, status=Status.SENT, sent_at=now - timedelta(days=8))
+    assert {just_sent.pk, filed.pk, too_old.pk}.isdisjoint(outbox.outbox_sweep(now=now).file)
+    assert outbox.outbox_sweep(now=now).file == [unfiled.pk]
+
+
+def test_the_send_task_comes_back_when_the_row_says(gmail_account, gmail_mailbox, monkeypatch):
+    row = _queued(gmail_account, status=Status.SENDING, lease_expires_at=timezone.now() + timedelta(seconds=20))
+    scheduled = []
+    monkeypatch.setattr(send_outgoing, "apply_async", lambda args, countdown: scheduled.append((args, countdown)))
+    assert send_outgoing(row.pk) == "wait"
+    ((args, countdown),) = scheduled
+    assert args == (row.pk,) and 15 < countdown <= 20
+    OutgoingMessage.objects.filter(pk=row.pk).update(status=Status.QUEUED, lease_expires_at=None)
+    assert send_outgoing(row.pk) == "sent" and len(scheduled) == 1
