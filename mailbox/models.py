@@ -2,6 +2,7 @@
 
 import io
 import zlib
+from email.utils import make_msgid
 from typing import IO
 
 from django.db import models
@@ -279,6 +280,18 @@ class OutgoingMessage(models.Model):
 
     def __str__(self) -> str:
         return self.subject or "(no subject)"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.message_id and self.account_id:  # fixed once: every attempt sends the same Message-ID
+            self.message_id = new_message_id(self.account.email)
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "message_id"}
+        super().save(*args, **kwargs)
+
+
+def new_message_id(sender: str) -> str:
+    """A fresh RFC 5322 Message-ID (without <>) in the sender's domain."""
+    return make_msgid(domain=sender.rpartition("@")[2] or "mailhub.invalid").strip("<>")
 
 
 class OutgoingAttachment(models.Model):

@@ -28,7 +28,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, formataddr
 from enum import StrEnum
 
 from django.conf import settings
@@ -40,7 +40,7 @@ from django.utils.translation import gettext as _
 from accounts.models import MailAccount
 from accounts.services import ReauthorizationRequired
 from mailbox import store
-from mailbox.models import Folder, Message, OutgoingMessage
+from mailbox.models import Folder, Message, OutgoingMessage, new_message_id
 from providers import registry
 from providers.base import ActionRequired, MailClient, ProviderError, SendUncertain
 
@@ -105,8 +105,7 @@ def outgoing_build_raw(*, outgoing: OutgoingMessage) -> bytes:
     """The RFC 5322 bytes of ``outgoing`` (sets its Message-ID and reply headers if not chosen yet)."""
     account = outgoing.account
     if not outgoing.message_id:
-        domain = account.email.rpartition("@")[2] or "mailhub.invalid"
-        outgoing.message_id = make_msgid(domain=domain).strip("<>")
+        outgoing.message_id = new_message_id(account.email)
     source = outgoing.source
     replying = outgoing.kind in (OutgoingMessage.Kind.REPLY, OutgoingMessage.Kind.REPLY_ALL)
     if replying and source is not None and source.message_id and not outgoing.in_reply_to:

@@ -196,3 +196,13 @@ def test_the_send_task_comes_back_when_the_row_says(gmail_account, gmail_mailbox
     assert args == (row.pk,) and 15 < countdown <= 20
     OutgoingMessage.objects.filter(pk=row.pk).update(status=Status.QUEUED, lease_expires_at=None)
     assert send_outgoing(row.pk) == "sent" and len(scheduled) == 1
+
+
+def test_the_message_id_is_fixed_when_the_row_is_created(gmail_account):
+    draft = OutgoingMessage.objects.create(account=gmail_account, subject="draft")
+    chosen = draft.message_id
+    assert chosen.endswith("@gmail.com") and "<" not in chosen
+    draft.subject = "edited"
+    draft.save()
+    queued = outbox.outgoing_queue(outgoing=draft)
+    assert _row(queued).message_id == chosen and f"Message-ID: <{chosen}>".encode() in bytes(_row(queued).raw)
