@@ -4,24 +4,32 @@ Without configuration Mailhub runs on SQLite and a filesystem Celery broker unde
 ``DATABASE_URL`` and ``REDIS_URL`` switch to PostgreSQL and Redis.
 """
 
+import os
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 
-from mailhub.local_secrets import new_django_secret, new_fernet_key, read_or_create
+from mailhub import config
+from mailhub.local_secrets import new_django_secret, new_fernet_key, private_dir, read_or_create, sqlite_file_prepare
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")
-VAR_DIR = Path(env("MAILHUB_VAR_DIR", default=str(BASE_DIR / "var")))
+ENVIRON = os.environ
+# Keys, the SQLite database, the broker queue and attachments live here: only this user may enter (0700).
+VAR_DIR = private_dir(Path(env("MAILHUB_VAR_DIR", default=str(BASE_DIR / "var"))))
 
 # --- Core -------------------------------------------------------------------------------------
-DEBUG = env.bool("DEBUG", default=False)
+DEBUG = config.env_bool(ENVIRON, "DEBUG", default=False)
 SECRET_KEY = env("SECRET_KEY", default=None) or read_or_create(VAR_DIR / "secret_key", new_django_secret)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-# The public origin used for the OAuth redirect URI when a request is not at hand (e.g. behind a proxy).
-SITE_ORIGIN = env("SITE_ORIGIN", default="")
+# The public origin (e.g. https://mail.example.com): used for the OAuth redirect URI, and the one switch for
+# HTTPS: an https origin turns on Secure cookies, HSTS and the redirect to https (see "HTTPS" below).
+SITE_ORIGIN = config.env_origin(ENVIRON, "SITE_ORIGIN")
+_SITE_HOST = urlsplit(SITE_ORIGIN).hostname if SITE_ORIGIN else None
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[_SITE_HOST] if _SITE_HOST else ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[SITE_ORIGIN] if SITE_ORIGIN else [])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -31,6 +39,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "axes",
+    "csp",
     "providers",
     "accounts",
     "mailbox",
@@ -39,6 +49,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "mailhub.middleware.NulBytesRefusedMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -48,6 +60,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the "try again later" page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "mailhub.urls"
@@ -72,6 +86,8 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'mailhub.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Created 0600 before SQLite opens it; SQLite gives its -wal and -shm files the same mode.
+    sqlite_file_prepare(DATABASES["default"]["NAME"])
     # WAL lets the web app read while the worker writes; the timeout rides out short write locks.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
@@ -85,6 +101,29 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out user or address before the password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# --- Sign-in throttling (django-axes) ------------------------------------------------------------
+# After AXES_FAILURE_LIMIT wrong passwords for one user name, or from one address, sign-in is refused for
+# AXES_COOLOFF_MINUTES with a "try again in N minutes" page (429). The two are counted separately, so an
+# attacker spreading guesses over many addresses still locks the user name, and one address guessing many
+# user names is locked too.
+AXES_FAILURE_LIMIT = config.env_int(ENVIRON, "AXES_FAILURE_LIMIT", default=5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=config.env_int(ENVIRON, "AXES_COOLOFF_MINUTES", default=15, minimum=1, maximum=7 * 24 * 60)
+)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_CALLABLE = "mailhub.views.sign_in_locked_out"
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the page's "N minutes" stays true
+AXES_ENABLE_ADMIN = True
+# Behind N reverse proxies (docker-compose: Caddy, 1) the client's address is the N-th from the right in
+# X-Forwarded-For; with 0, REMOTE_ADDR (a proxy would otherwise lock everyone out at once).
+MAILHUB_PROXY_COUNT = config.env_int(ENVIRON, "MAILHUB_PROXY_COUNT", default=0, minimum=0, maximum=10)
+AXES_CLIENT_IP_CALLABLE = "mailhub.client_ip.client_ip_address"
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
@@ -99,6 +138,8 @@ STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request without it
 WHITENOISE_USE_FINDERS = True  # serve app static files without a collectstatic step
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+FILE_UPLOAD_PERMISSIONS = 0o600  # attachments are mail: readable by this user only, wherever MEDIA_ROOT is
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -106,7 +147,45 @@ STORAGES = {
 
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
-X_FRAME_OPTIONS = "SAMEORIGIN"
+# No page may be framed; the message-body view alone allows its own origin (the thread page's iframe).
+X_FRAME_OPTIONS = "DENY"
+
+# --- HTTPS ---------------------------------------------------------------------------------------
+# One switch: SITE_ORIGIN=https://... makes the cookies Secure and turns on HSTS and the redirect to https.
+# Behind a reverse proxy that terminates TLS, also set SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto (the
+# header the proxy sets to "https"; the proxy must overwrite it), or every request redirects to itself.
+HTTPS = SITE_ORIGIN.startswith("https://")
+SECURE_PROXY_SSL_HEADER = config.env_proxy_ssl_header(ENVIRON, "SECURE_PROXY_SSL_HEADER")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = (
+    config.env_int(ENVIRON, "SECURE_HSTS_SECONDS", default=365 * 24 * 3600, minimum=0, maximum=2 * 365 * 24 * 3600)
+    if HTTPS
+    else 0
+)
+# Both default to on so `check --deploy` is clean; set them false when the parent domain serves other sites
+# over plain http (then `check --deploy` names W005/W021, as it should).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = config.env_bool(ENVIRON, "SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = config.env_bool(ENVIRON, "SECURE_HSTS_PRELOAD", default=True)
+
+# --- Content-Security-Policy (django-csp) ---------------------------------------------------------
+# Scripts and styles only from our own files (no inline script, no eval); nothing remote. The message-body
+# view sets its own, stricter policy (see mailbox.sanitize.message_body_csp), which the middleware keeps.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "frame-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # --- Secrets at rest --------------------------------------------------------------------------
 # A comma-separated list of Fernet keys: the first encrypts, all decrypt, so keys can be rotated
@@ -135,9 +214,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_ALWAYS_EAGER = config.env_bool(ENVIRON, "CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-MAILHUB_SYNC_INTERVAL_SECONDS = env.int("MAILHUB_SYNC_INTERVAL_SECONDS", default=60)
+MAILHUB_SYNC_INTERVAL_SECONDS = config.env_int(
+    ENVIRON, "MAILHUB_SYNC_INTERVAL_SECONDS", default=60, minimum=1, maximum=24 * 3600
+)
 # The outbox (mailbox/outbox.py): how long a worker holds a row it is sending, how long a message the provider
 # accepted may take to show up where Mailhub looks for it, and how often beat re-dispatches what a dead
 # worker or a lost task left behind (queued rows overdue by MAILHUB_OUTBOX_OVERDUE_SECONDS).
@@ -158,25 +239,43 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Provider endpoints -----------------------------------------------------------------------
 # Real Google and Microsoft by default; the sandbox (`manage.py sandbox`) prints overrides.
-GOOGLE_AUTH_URI = env("GOOGLE_AUTH_URI", default="https://accounts.google.com/o/oauth2/auth")
-GOOGLE_TOKEN_URI = env("GOOGLE_TOKEN_URI", default="https://oauth2.googleapis.com/token")
-GOOGLE_REVOKE_URI = env("GOOGLE_REVOKE_URI", default="https://oauth2.googleapis.com/revoke")
-GOOGLE_USERINFO_URI = env("GOOGLE_USERINFO_URI", default="https://openidconnect.googleapis.com/v1/userinfo")
-GOOGLE_API_ROOT = env("GOOGLE_API_ROOT", default="https://gmail.googleapis.com/")
+# URLs must be https, except for a loopback host (the sandbox); anything else stops the process.
+GOOGLE_AUTH_URI = config.env_url(ENVIRON, "GOOGLE_AUTH_URI", default="https://accounts.google.com/o/oauth2/auth")
+GOOGLE_TOKEN_URI = config.env_url(ENVIRON, "GOOGLE_TOKEN_URI", default="https://oauth2.googleapis.com/token")
+GOOGLE_REVOKE_URI = config.env_url(ENVIRON, "GOOGLE_REVOKE_URI", default="https://oauth2.googleapis.com/revoke")
+GOOGLE_USERINFO_URI = config.env_url(
+    ENVIRON, "GOOGLE_USERINFO_URI", default="https://openidconnect.googleapis.com/v1/userinfo"
+)
+GOOGLE_API_ROOT = config.env_url(ENVIRON, "GOOGLE_API_ROOT", default="https://gmail.googleapis.com/")
 
-MICROSOFT_AUTHORITY_HOST = env("MICROSOFT_AUTHORITY_HOST", default="https://login.microsoftonline.com")
+MICROSOFT_AUTHORITY_HOST = config.env_url(
+    ENVIRON, "MICROSOFT_AUTHORITY_HOST", default="https://login.microsoftonline.com", https_only=True  # msal's rule
+)
 # A CA bundle for the Microsoft endpoints; empty means the system's trust store.
 MICROSOFT_CA_BUNDLE = env("MICROSOFT_CA_BUNDLE", default="")
 MICROSOFT_IMAP_HOST = env("MICROSOFT_IMAP_HOST", default="outlook.office365.com")
-MICROSOFT_IMAP_PORT = env.int("MICROSOFT_IMAP_PORT", default=993)
-MICROSOFT_IMAP_SECURITY = env("MICROSOFT_IMAP_SECURITY", default="ssl")  # ssl | starttls | none
+MICROSOFT_IMAP_PORT = config.env_port(ENVIRON, "MICROSOFT_IMAP_PORT", default=993)
 MICROSOFT_SMTP_HOST = env("MICROSOFT_SMTP_HOST", default="smtp.office365.com")
-MICROSOFT_SMTP_PORT = env.int("MICROSOFT_SMTP_PORT", default=587)
-MICROSOFT_SMTP_SECURITY = env("MICROSOFT_SMTP_SECURITY", default="starttls")  # ssl | starttls | none
+MICROSOFT_SMTP_PORT = config.env_port(ENVIRON, "MICROSOFT_SMTP_PORT", default=587)
+# ssl | starttls | none. `none` (plain text: the token crosses the wire readable) is for a test server on this
+# machine; for any other host it also needs INSECURE_ALLOW_PLAINTEXT_MAIL=true.
+INSECURE_ALLOW_PLAINTEXT_MAIL = config.env_bool(ENVIRON, config.PLAINTEXT_OVERRIDE, default=False)
+MICROSOFT_IMAP_SECURITY = config.mail_security(
+    variable="MICROSOFT_IMAP_SECURITY",
+    value=env("MICROSOFT_IMAP_SECURITY", default="ssl"),
+    host=MICROSOFT_IMAP_HOST,
+    allow_plaintext=INSECURE_ALLOW_PLAINTEXT_MAIL,
+)
+MICROSOFT_SMTP_SECURITY = config.mail_security(
+    variable="MICROSOFT_SMTP_SECURITY",
+    value=env("MICROSOFT_SMTP_SECURITY", default="starttls"),
+    host=MICROSOFT_SMTP_HOST,
+    allow_plaintext=INSECURE_ALLOW_PLAINTEXT_MAIL,
+)
 # Exchange Online files SMTP-sent mail in Sent Items itself; servers that don't need an APPEND.
-MICROSOFT_APPEND_SENT = env.bool("MICROSOFT_APPEND_SENT", default=False)
+MICROSOFT_APPEND_SENT = config.env_bool(ENVIRON, "MICROSOFT_APPEND_SENT", default=False)
 # Exchange Online accepts 30 messages a minute per mailbox; sends are paced to stay under it.
-MICROSOFT_SMTP_RATE_LIMIT = env.int("MICROSOFT_SMTP_RATE_LIMIT", default=30)
+MICROSOFT_SMTP_RATE_LIMIT = config.env_int(ENVIRON, "MICROSOFT_SMTP_RATE_LIMIT", default=30, minimum=1, maximum=10_000)
 MICROSOFT_SMTP_RATE_WINDOW_SECONDS = env.float("MICROSOFT_SMTP_RATE_WINDOW_SECONDS", default=60.0)
 
 # --- Logging ----------------------------------------------------------------------------------
@@ -184,7 +283,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": config.env_choice(ENVIRON, "LOG_LEVEL", choices=config.LOG_LEVELS, default="INFO")},
     # These libraries log request headers and token responses at DEBUG: never let them, even with
     # LOG_LEVEL=DEBUG, since tokens and client secrets must not reach a log.
     "loggers": {
