@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from mailbox import compose, selectors, services
@@ -182,6 +183,7 @@ def _cid_url(message_id: int):
     return build
 
 
+@xframe_options_sameorigin  # the thread page frames it; every other page is DENY
 @login_required
 @require_GET
 def message_body(request: HttpRequest, message_id: int) -> HttpResponse:

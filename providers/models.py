@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -28,3 +29,25 @@ class ProviderApp(models.Model):
     @property
     def is_usable(self) -> bool:
         return self.enabled and bool(self.client_id) and bool(self.client_secret)
+
+
+MAIL_ADMIN_GROUP = "Mail admin"  # created by migration 0002 with the permissions below
+MAIL_SETTINGS_PERMISSION = "providers.change_providerapp"
+
+
+class ProviderSettingsChange(models.Model):
+    """One save of a provider's settings that changed something: who, when, which fields (never a value)."""
+
+    provider = models.CharField(max_length=32, choices=ProviderApp.Provider.choices)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    # Kept as text too, so the record still says who once the user is deleted.
+    changed_by_username = models.CharField(max_length=150)
+    changed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    fields = models.JSONField(default=list)  # field names, e.g. ["client_secret", "enabled"]
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        verbose_name = _("mail settings change")
+
+    def __str__(self) -> str:
+        return f"{self.provider} by {self.changed_by_username} at {self.changed_at:%Y-%m-%d %H:%M}"

@@ -1,8 +1,14 @@
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.forms import ModelForm
 from django.http import HttpRequest
 from django.urls import reverse
 
-from providers.models import ProviderApp
+from providers.models import ProviderApp, ProviderSettingsChange
+
+# What an administrator can change on Settings → Mail settings; the secret's value is compared, never recorded.
+SETTINGS_FIELDS = ("enabled", "client_id", "client_secret", "tenant")
 
 
 def oauth_redirect_uri(*, request: HttpRequest) -> str:
@@ -21,3 +27,27 @@ def provider_apps_usable() -> list[ProviderApp]:
 def provider_app_usable(*, provider_id: str) -> ProviderApp | None:
     app = ProviderApp.objects.filter(provider=provider_id).first()
     return app if app and app.is_usable else None
+
+
+@transaction.atomic
+def provider_app_update(*, form: ModelForm, user: AbstractBaseUser) -> ProviderSettingsChange | None:
+    """Save a valid settings form and record which fields changed (names only); None when nothing did."""
+    app: ProviderApp = form.instance
+    before = {}
+    if app.pk:
+        stored = ProviderApp.objects.select_for_update().get(pk=app.pk)
+        before = {name: getattr(stored, name) for name in SETTINGS_FIELDS}
+    form.save()
+    changed = [name for name in SETTINGS_FIELDS if getattr(app, name) != before.get(name, _UNSET)]
+    if not changed:
+        return None
+    return ProviderSettingsChange.objects.create(
+        provider=app.provider, changed_by=user, changed_by_username=user.get_username(), fields=changed
+    )
+
+
+def provider_settings_history(*, limit: int = 50) -> list[ProviderSettingsChange]:
+    return list(ProviderSettingsChange.objects.all()[:limit])
+
+
+_UNSET = object()

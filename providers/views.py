@@ -1,17 +1,21 @@
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 
 from providers.forms import ProviderAppForm
-from providers.models import ProviderApp
-from providers.services import oauth_redirect_uri
+from providers.models import MAIL_SETTINGS_PERMISSION, ProviderApp
+from providers.services import oauth_redirect_uri, provider_app_update, provider_settings_history
 
 
-@staff_member_required
+@login_required
+@permission_required(MAIL_SETTINGS_PERMISSION, raise_exception=True)
 def mail_settings(request: HttpRequest) -> HttpResponse:
-    """Settings → Mail settings: one form per provider; the posted one is validated and saved."""
+    """Settings → Mail settings: one form per provider; the posted one is validated, saved and recorded.
+
+    Needs ``providers.change_providerapp`` (the "Mail admin" group has it); being staff is not enough.
+    """
     apps = {
         provider: ProviderApp.objects.get_or_create(provider=provider)[0]
         for provider in ProviderApp.Provider.values
@@ -22,7 +26,7 @@ def mail_settings(request: HttpRequest) -> HttpResponse:
         for provider, app in apps.items()
     }
     if posted in forms and forms[posted].is_valid():
-        forms[posted].save()
+        provider_app_update(form=forms[posted], user=request.user)
         messages.success(request, _("%(provider)s settings saved.") % {"provider": apps[posted]})
         return redirect("providers:mail_settings")
     if posted:
@@ -33,6 +37,7 @@ def mail_settings(request: HttpRequest) -> HttpResponse:
         {
             "sections": [(apps[p], forms[p]) for p in apps],
             "redirect_uri": oauth_redirect_uri(request=request),
+            "history": provider_settings_history(),
         },
         status=400 if posted else 200,
     )

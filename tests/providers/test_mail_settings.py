@@ -1,9 +1,10 @@
-"""Settings → Mail settings: staff only, validation, write-only secrets, the redirect URI."""
+"""Settings → Mail settings: a named permission, validation, write-only secrets, the redirect URI, the history."""
 
 import pytest
+from django.contrib.auth.models import Group
 from django.urls import reverse
 
-from providers.models import ProviderApp
+from providers.models import MAIL_ADMIN_GROUP, ProviderApp, ProviderSettingsChange
 
 URL = "/admin/settings/mail/"
 MS_CLIENT_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
@@ -30,12 +31,53 @@ def test_anonymous_is_sent_to_login(client, db):
     assert "login" in response["Location"]
 
 
-def test_non_staff_user_is_refused(client, alice):
+def test_a_user_without_the_permission_is_refused(client, alice):
     client.force_login(alice)
-    response = client.get(URL)
-    assert response.status_code == 302
-    assert _post(client, "google", client_id="x", client_secret="y", enabled="on").status_code == 302
+    assert client.get(URL).status_code == 403
+    assert _post(client, "google", client_id="x", client_secret="y", enabled="on").status_code == 403
     assert not ProviderApp.objects.filter(client_id="x").exists()
+
+
+def test_staff_status_alone_cannot_replace_credentials_or_disable_a_provider(client, alice):
+    ProviderApp.objects.create(provider="google", client_id="good.apps", client_secret="good-secret", enabled=True)
+    alice.is_staff = True
+    alice.save()
+    client.force_login(alice)
+    assert client.get(URL).status_code == 403
+    assert _post(client, "google", client_id="evil.apps", client_secret="evil-secret").status_code == 403
+    app = ProviderApp.objects.get(provider="google")
+    assert (app.client_id, app.client_secret, app.enabled) == ("good.apps", "good-secret", True)
+    assert "Mail settings" not in client.get("/accounts/").content.decode()  # no link to a page they cannot use
+
+
+def test_the_mail_admin_group_created_by_the_migration_grants_the_page(client, alice):
+    alice.groups.add(Group.objects.get(name=MAIL_ADMIN_GROUP))
+    client.force_login(alice)
+    assert client.get(URL).status_code == 200
+    assert _post(client, "google", client_id="g.apps", client_secret="s", enabled="on").status_code == 302
+    assert ProviderApp.objects.get(provider="google").is_usable
+    assert 'href="/admin/settings/mail/"' in client.get("/accounts/").content.decode()
+
+
+def test_every_change_is_recorded_with_who_when_and_which_fields_but_never_the_secret(client, alice):
+    alice.groups.add(Group.objects.get(name=MAIL_ADMIN_GROUP))
+    client.force_login(alice)
+    _post(client, "google", client_id="one.apps", client_secret="GOCSPX-first-secret", enabled="on")
+    _post(client, "google", client_id="one.apps", client_secret="", enabled="on")  # nothing changed
+    _post(client, "google", client_id="one.apps", client_secret="GOCSPX-second-secret", enabled="on")
+    _post(client, "google", client_id="one.apps", client_secret="")  # disabled
+    changes = list(ProviderSettingsChange.objects.order_by("id"))
+    assert [c.fields for c in changes] == [["enabled", "client_id", "client_secret"], ["client_secret"], ["enabled"]]
+    assert all(c.changed_by == alice and c.changed_by_username == "alice" and c.provider == "google" for c in changes)
+    assert all(c.changed_at is not None for c in changes)
+    stored = str(list(ProviderSettingsChange.objects.values()))
+    assert "GOCSPX" not in stored and "one.apps" not in stored
+    page = client.get(URL).content.decode()
+    history = page[page.index('id="settings-history"'):]
+    assert history.count("<tr><td>") == 3 and "client_secret" in history and "alice" in history
+    assert "GOCSPX" not in page
+    alice.delete()
+    assert ProviderSettingsChange.objects.filter(changed_by_username="alice", changed_by=None).count() == 3
 
 
 def test_page_shows_both_providers_and_the_exact_redirect_uri(staff_client):
