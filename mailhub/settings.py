@@ -279,11 +279,12 @@ MICROSOFT_SMTP_RATE_LIMIT = config.env_int(ENVIRON, "MICROSOFT_SMTP_RATE_LIMIT",
 MICROSOFT_SMTP_RATE_WINDOW_SECONDS = env.float("MICROSOFT_SMTP_RATE_WINDOW_SECONDS", default=60.0)
 
 # --- Logging ----------------------------------------------------------------------------------
+LOG_LEVEL = config.env_choice(ENVIRON, "LOG_LEVEL", choices=config.LOG_LEVELS, default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": config.env_choice(ENVIRON, "LOG_LEVEL", choices=config.LOG_LEVELS, default="INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # These libraries log request headers and token responses at DEBUG: never let them, even with
     # LOG_LEVEL=DEBUG, since tokens and client secrets must not reach a log.
     "loggers": {
