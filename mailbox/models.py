@@ -5,6 +5,7 @@ import zlib
 from email.utils import make_msgid
 from typing import IO
 
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -303,3 +304,37 @@ class OutgoingAttachment(models.Model):
 
     def __str__(self) -> str:
         return self.filename
+
+
+class MailAccessLog(models.Model):
+    """One use of the "read all mail" right (``mailbox.read_all_mail``): who saw whose mail, when and what.
+
+    Written by the Django admin for every list or page of stored mail it shows, and listed to the mailbox's
+    owner on their "Who read my mail" page. Nobody can edit or delete a row through the application.
+    """
+
+    class Action(models.TextChoices):
+        LIST = "list", _("Listed")
+        VIEW = "view", _("Opened")
+
+    reader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="mail_reads"
+    )
+    reader_username = models.CharField(max_length=150)  # kept when the reader's user is deleted
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_access_log")
+    account = models.ForeignKey(MailAccount, null=True, on_delete=models.SET_NULL, related_name="+")
+    account_email = models.CharField(max_length=254)
+    accessed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    action = models.CharField(max_length=8, choices=Action.choices)
+    object_type = models.CharField(max_length=64)  # "message", "thread", "outgoing message", "folder"
+    object_id = models.BigIntegerField(null=True, blank=True)  # None for a list
+    description = models.TextField(blank=True)  # e.g. the subject opened, or "12 shown; search: invoice"
+    path = models.CharField(max_length=500)
+
+    class Meta:
+        ordering = ["-accessed_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-accessed_at"], name="mail_access_by_owner")]
+        permissions = [("read_all_mail", "Can read every user's mail (each use is logged for the owner)")]
+
+    def __str__(self) -> str:
+        return f"{self.reader_username} {self.action} {self.object_type} of {self.account_email}"

@@ -20,6 +20,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from mailbox import compose, selectors, services
+from mailbox.access import mail_access_log_for_owner
 from mailbox.forms import BulkActionForm, ComposeForm, SearchForm, addresses_format
 from mailbox.models import AttachmentBlob, Folder, Message, OutgoingMessage
 from mailbox.outbox import outgoing_check_again, outgoing_queue, outgoing_retry, outgoing_send_anyway
@@ -409,3 +410,10 @@ def suggest(request: HttpRequest) -> JsonResponse:
 @require_GET
 def sidebar(request: HttpRequest) -> HttpResponse:
     return render(request, "mailbox/_sidebar.html", _chrome(request))
+
+
+@login_required
+@require_GET
+def access_log(request: HttpRequest) -> HttpResponse:
+    """Who used the "read all mail" right on the signed-in user's mailboxes, newest first."""
+    return render(request, "mailbox/access_log.html", {"entries": mail_access_log_for_owner(user=request.user)})
