@@ -29,6 +29,18 @@ def addresses_parse(value: str) -> list[dict[str, str]]:
     return people
 
 
+def header_value_check(value: str) -> str:
+    """Refuse a line break in a value that becomes a mail header (it would start a header of its own)."""
+    if "\r" in value or "\n" in value:
+        raise ValidationError(_("Line breaks are not allowed here."), code="line_break")
+    return value
+
+
+def header_value_flatten(value: str) -> str:
+    """A header value saved before line breaks were refused, made sendable again: each break becomes a space."""
+    return " ".join(value.splitlines())
+
+
 def addresses_format(people: list[dict[str, str]]) -> str:
     parts = []
     for person in people or []:
@@ -79,13 +91,16 @@ class ComposeForm(forms.Form):
             self.fields[name].widget.attrs.update({"autocomplete": "off", "data-suggest": "1"})
 
     def clean_to(self) -> list[dict[str, str]]:
-        return addresses_parse(self.cleaned_data["to"])
+        return addresses_parse(header_value_check(self.cleaned_data["to"]))
 
     def clean_cc(self) -> list[dict[str, str]]:
-        return addresses_parse(self.cleaned_data["cc"])
+        return addresses_parse(header_value_check(self.cleaned_data["cc"]))
 
     def clean_bcc(self) -> list[dict[str, str]]:
-        return addresses_parse(self.cleaned_data["bcc"])
+        return addresses_parse(header_value_check(self.cleaned_data["bcc"]))
+
+    def clean_subject(self) -> str:
+        return header_value_check(self.cleaned_data["subject"])
 
     def clean_files(self):
         files = self.cleaned_data.get("files") or []

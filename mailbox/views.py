@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from mailbox import compose, selectors, services
 from mailbox.access import mail_access_log_for_owner
-from mailbox.forms import BulkActionForm, ComposeForm, SearchForm, addresses_format
+from mailbox.forms import BulkActionForm, ComposeForm, SearchForm, addresses_format, header_value_flatten
 from mailbox.models import AttachmentBlob, Folder, Message, OutgoingMessage
 from mailbox.outbox import outgoing_check_again, outgoing_queue, outgoing_retry, outgoing_send_anyway
 from mailbox.sanitize import html_has_remote_images, html_sanitize, message_body_csp, text_render
@@ -254,10 +254,10 @@ def _compose_render(request: HttpRequest, *, form: ComposeForm, draft: OutgoingM
 def _draft_initial(draft: OutgoingMessage) -> dict:
     return {
         "account": draft.account_id,
-        "to": addresses_format(draft.to),
-        "cc": addresses_format(draft.cc),
-        "bcc": addresses_format(draft.bcc),
-        "subject": draft.subject,
+        "to": header_value_flatten(addresses_format(draft.to)),
+        "cc": header_value_flatten(addresses_format(draft.cc)),
+        "bcc": header_value_flatten(addresses_format(draft.bcc)),
+        "subject": header_value_flatten(draft.subject),
         "body_text": draft.body_text,
         "body_html": draft.body_html,
         "body_format": "html" if draft.body_html else "text",
