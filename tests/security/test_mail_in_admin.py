@@ -54,8 +54,7 @@ def test_a_holder_of_the_right_reads_but_cannot_change_or_delete(client, auditor
     changed = client.post(f"/admin/mailbox/message/{message.pk}/change/", {"subject": "changed"})
     assert changed.status_code == 403
     assert client.post(f"/admin/mailbox/message/{message.pk}/delete/", {"post": "yes"}).status_code == 403
-    assert client.post("/admin/mailbox/message/", {"action": "delete_selected", "_selected_action": [message.pk],
-                                                   "post": "yes"}).status_code in {200, 403}  # fmt: skip
+    client.post("/admin/mailbox/message/", {"action": "delete_selected", "_selected_action": [message.pk], "post": "yes"})
     assert Message.objects.get(pk=message.pk).subject == "Bob's private mail"
     outgoing = OutgoingMessage.objects.create(account=ui_mail.alice_gmail, subject="Draft to the board")
     assert client.post(f"/admin/mailbox/outgoingmessage/{outgoing.pk}/change/", {"status": "queued"}).status_code == 403
@@ -70,7 +69,8 @@ def test_every_use_is_logged_and_shown_to_the_owner_only(client, auditor, alice,
     listed, opened = MailAccessLog.objects.filter(owner=bob).order_by("id")
     assert (listed.reader, listed.action, listed.object_type) == (auditor, "list", "message")
     assert listed.description == "1 shown; search: private" and listed.account_email == "bob@gmail.example"
-    assert (opened.action, opened.object_id, opened.description) == ("view", ui_mail.bob_message.pk, "Bob's private mail")
+    assert (opened.action, opened.object_id) == ("view", ui_mail.bob_message.pk)
+    assert opened.description == "Bob's private mail"
     alices = MailAccessLog.objects.get(owner=alice)
     assert (alices.object_type, alices.object_id, alices.description) == ("thread", ui_mail.html.thread_id,
                                                                           "Quarterly report")  # fmt: skip
