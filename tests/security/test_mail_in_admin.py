@@ -54,7 +54,8 @@ def test_a_holder_of_the_right_reads_but_cannot_change_or_delete(client, auditor
     changed = client.post(f"/admin/mailbox/message/{message.pk}/change/", {"subject": "changed"})
     assert changed.status_code == 403
     assert client.post(f"/admin/mailbox/message/{message.pk}/delete/", {"post": "yes"}).status_code == 403
-    client.post("/admin/mailbox/message/", {"action": "delete_selected", "_selected_action": [message.pk], "post": "yes"})
+    delete_all = {"action": "delete_selected", "_selected_action": [message.pk], "post": "yes"}
+    client.post("/admin/mailbox/message/", delete_all)
     assert Message.objects.get(pk=message.pk).subject == "Bob's private mail"
     outgoing = OutgoingMessage.objects.create(account=ui_mail.alice_gmail, subject="Draft to the board")
     assert client.post(f"/admin/mailbox/outgoingmessage/{outgoing.pk}/change/", {"status": "queued"}).status_code == 403
