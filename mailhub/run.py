@@ -14,10 +14,8 @@ DEFAULT_BIND = "127.0.0.1:8000"
 
 def process_commands(*, bind: str = DEFAULT_BIND) -> dict[str, list[str]]:
     return {
-        "web": [
-            sys.executable, "-m", "gunicorn", "mailhub.wsgi", "--bind", bind, "--threads", "4",
-            "--access-logfile", "-",
-        ],
+        # Access log format, threads and secret redaction: mailhub/gunicorn_conf.py (docker-compose uses it too).
+        "web": [sys.executable, "-m", "gunicorn", "-c", "python:mailhub.gunicorn_conf", "mailhub.wsgi", "--bind", bind],
         "worker": [sys.executable, "-m", "celery", "-A", "mailhub", "worker", "-l", "info", "-c", "2"],
         "beat": [sys.executable, "-m", "celery", "-A", "mailhub", "beat", "-l", "info"],
     }

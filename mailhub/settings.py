@@ -283,7 +283,9 @@ LOG_LEVEL = config.env_choice(ENVIRON, "LOG_LEVEL", choices=config.LOG_LEVELS, d
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # Every line passes the redaction filter: no OAuth code, state, token or password reaches a log.
+    "filters": {"secrets": {"()": "mailhub.log_redaction.SecretsRedactingFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["secrets"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # These libraries log request headers and token responses at DEBUG: never let them, even with
     # LOG_LEVEL=DEBUG, since tokens and client secrets must not reach a log.
