@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import time
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
