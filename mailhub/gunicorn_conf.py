@@ -1,4 +1,4 @@
-"""gunicorn settings shared by `make run` (mailhub/run.py) and docker-compose: `gunicorn -c python:mailhub.gunicorn_conf`.
+"""gunicorn settings shared by `make run` (mailhub/run.py) and docker-compose (`-c python:mailhub.gunicorn_conf`).
 
 The access log leaves out the query string and the Referer: the OAuth callback carries the authorisation
 code and state in its query, a provider's consent page (the Referer of that callback) carries the state, and

@@ -102,7 +102,7 @@ def test_a_full_connect_flow_leaves_no_secret_in_any_log_line(web_server, sandbo
                                                   "password": "wrong-" + PASSWORD}, timeout=10)  # fmt: skip
     assert wrong.status_code == 200
     signed_in = session.post(f"{origin}/login/?next=/accounts/", timeout=10, allow_redirects=False,
-                             data={"csrfmiddlewaretoken": token, "username": "alice", "password": PASSWORD})  # fmt: skip
+                             data={"csrfmiddlewaretoken": token, "username": "alice", "password": PASSWORD})
     assert signed_in.status_code == 302, signed_in.text[:500]
 
     token = _csrf(session, f"{origin}/accounts/")
