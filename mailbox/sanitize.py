@@ -80,10 +80,24 @@ _STYLE_PROPERTIES = {
     "list-style-type",
     "opacity",
 }
-_URL_SCHEMES = {"http", "https", "mailto", "cid", "data"}
+# URL schemes nh3 lets through in href/src (anything else is dropped); the attribute filter narrows them
+# further per attribute (cid: and data: only for images, and data: only for raster images).
+URL_SCHEMES = frozenset({"http", "https", "mailto", "cid", "data"})
+# Elements removed together with everything inside them: their text is code, metadata or a control, never
+# part of the message people read (and must not leak into a reply's quote either).
+DROPPED_WITH_CONTENT = frozenset(
+    {
+        "script", "style", "title", "head", "noscript", "template", "iframe", "object", "embed", "svg", "math",
+        "form", "textarea", "select", "button",
+    }
+)  # fmt: skip
 _SAFE_DATA_IMAGE = re.compile(r"^data:image/(png|gif|jpeg|webp);base64,[a-z0-9+/=\s]*$", re.IGNORECASE)
 _DANGEROUS_CSS = re.compile(r"url\s*\(|expression\s*\(|@import|javascript:|behavior\s*:|-moz-binding", re.IGNORECASE)
 _REMOTE_IMG = re.compile(r"<img\b[^>]*\bsrc\s*=\s*[\"']?\s*(https?:)?//", re.IGNORECASE)
+# A script URL anywhere in an attribute, even split by the whitespace and control characters browsers skip.
+_SCRIPT_URL = re.compile(r"(java|vb|live)script:", re.IGNORECASE)
+_SKIPPED_IN_URLS = re.compile(r"[\x00-\x20\x7f]+")
+_LINK_SCHEMES = ("http:", "https:", "mailto:")
 
 
 @dataclass(frozen=True)
@@ -97,8 +111,14 @@ def _style_clean(value: str) -> str | None:
     return "; ".join(d.strip() for d in kept) or None
 
 
+def _has_script_url(value: str) -> bool:
+    return bool(_SCRIPT_URL.search(_SKIPPED_IN_URLS.sub("", value)))
+
+
 def _attribute_filter(cid_url: Callable[[str], str | None], show_images: bool, blocked: list[int]):
     def decide(tag: str, attr: str, value: str) -> str | None:
+        if _has_script_url(value):  # in any attribute, cite and title included: nothing to gain by keeping it
+            return None
         if attr == "style":
             return _style_clean(value)
         if tag == "img" and attr == "src":
@@ -113,7 +133,7 @@ def _attribute_filter(cid_url: Callable[[str], str | None], show_images: bool, b
             return value if _SAFE_DATA_IMAGE.match(value.strip()) else None
         if attr in {"href", "cite"}:
             lowered = value.strip().lower()
-            if lowered.startswith(("http:", "https:", "mailto:")):
+            if lowered.startswith(_LINK_SCHEMES):
                 return value
             return value if attr == "href" and lowered.startswith("#") else None
         return value
@@ -127,26 +147,10 @@ def html_sanitize(*, html: str, cid_url: Callable[[str], str | None], show_image
     cleaned = nh3.clean(
         html,
         tags=_TAGS,
-        clean_content_tags={
-            "script",
-            "style",
-            "title",
-            "head",
-            "noscript",
-            "template",
-            "iframe",
-            "object",
-            "embed",
-            "svg",
-            "math",
-            "form",
-            "textarea",
-            "select",
-            "button",
-        },
+        clean_content_tags=set(DROPPED_WITH_CONTENT),
         attributes=_ATTRIBUTES,
         attribute_filter=_attribute_filter(cid_url, show_images, blocked),
-        url_schemes=_URL_SCHEMES,
+        url_schemes=set(URL_SCHEMES),
         filter_style_properties=_STYLE_PROPERTIES,
         link_rel="noopener noreferrer nofollow",
         set_tag_attribute_values={"a": {"target": "_blank"}},
@@ -160,10 +164,49 @@ def html_has_remote_images(html: str) -> bool:
 
 
 def html_to_text(html: str) -> str:
-    """Text of an HTML body, for quoting in a reply when a message has no text part."""
+    """Text of an HTML body, for quoting in a reply when a message has no text part (no style or title text)."""
     with_breaks = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>|</h\d>|</li>", "\n", html)
-    text = nh3.clean(with_breaks, tags=set(), clean_content_tags={"script", "style", "head", "title"})
+    text = nh3.clean(with_breaks, tags=set(), clean_content_tags=set(DROPPED_WITH_CONTENT))
     return re.sub(r"\n{3,}", "\n\n", unescape(text)).strip()
+
+
+# What the compose editor may show: structure, emphasis, lists, tables, links and inline data: images; no
+# attribute beyond a link's target and an image's source and text, so nothing styled, nothing remote.
+EDITOR_TAGS = frozenset(
+    {
+        "p", "div", "br", "b", "strong", "i", "em", "u", "s", "strike", "sub", "sup", "ul", "ol", "li",
+        "blockquote", "pre", "code", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "a", "span", "table", "thead",
+        "tbody", "tfoot", "tr", "td", "th", "caption", "img",
+    }
+)  # fmt: skip
+_EDITOR_ATTRIBUTES = {"a": {"href"}, "img": {"src", "alt"}}
+
+
+def _editor_attribute(tag: str, attr: str, value: str) -> str | None:
+    if _has_script_url(value):
+        return None
+    if attr == "src":
+        return value.strip() if _SAFE_DATA_IMAGE.match(value.strip()) else None
+    if attr == "href":
+        return value.strip() if value.strip().lower().startswith(_LINK_SCHEMES) else None
+    return value
+
+
+def html_for_editor(*, html: str) -> str:
+    """HTML pasted into (or reloaded in) the compose editor, reduced to what it can show without loading anything.
+
+    The page inserts only this (mailbox.js rebuilds it once more from an allow-list), so a pasted remote image,
+    iframe, stylesheet or script never reaches the page's DOM, and no Content-Security-Policy rule is tripped.
+    """
+    return nh3.clean(
+        html,
+        tags=set(EDITOR_TAGS),
+        clean_content_tags=set(DROPPED_WITH_CONTENT),
+        attributes=_EDITOR_ATTRIBUTES,
+        attribute_filter=_editor_attribute,
+        url_schemes={"http", "https", "mailto", "data"},
+        link_rel=None,
+    )
 
 
 def text_render(text: str) -> SafeString:

@@ -15,6 +15,7 @@ urlpatterns = [
     path("message/<int:message_id>/<str:kind>/", views.compose_from_message, name="compose_from_message"),
     path("attachment/<int:attachment_id>/", views.attachment, name="attachment"),
     path("compose/", views.compose_new, name="compose"),
+    path("compose/clean/", views.compose_clean, name="compose_clean"),
     path("drafts/", views.drafts, name="drafts"),
     path("drafts/<int:outgoing_id>/", views.draft, name="draft"),
     path("drafts/<int:outgoing_id>/delete/", views.draft_delete, name="draft_delete"),

@@ -24,7 +24,7 @@ from mailbox.access import mail_access_log_for_owner
 from mailbox.forms import BulkActionForm, ComposeForm, SearchForm, addresses_format, header_value_flatten
 from mailbox.models import AttachmentBlob, Folder, Message, OutgoingMessage
 from mailbox.outbox import outgoing_check_again, outgoing_queue, outgoing_retry, outgoing_send_anyway
-from mailbox.sanitize import html_has_remote_images, html_sanitize, message_body_csp, text_render
+from mailbox.sanitize import html_for_editor, html_has_remote_images, html_sanitize, message_body_csp, text_render
 from mailbox.search import threads_search
 from providers.base import ChangeKind, MessageChange
 
@@ -259,7 +259,7 @@ def _draft_initial(draft: OutgoingMessage) -> dict:
         "bcc": header_value_flatten(addresses_format(draft.bcc)),
         "subject": header_value_flatten(draft.subject),
         "body_text": draft.body_text,
-        "body_html": draft.body_html,
+        "body_html": html_for_editor(html=draft.body_html) if draft.body_html else "",
         "body_format": "html" if draft.body_html else "text",
     }
 
@@ -310,6 +310,13 @@ def compose_new(request: HttpRequest) -> HttpResponse:
         return redirect("accounts:list")
     initial = {"account": accounts.filter(status="active").first() or accounts.first(), "to": request.GET.get("to", "")}
     return _compose_render(request, form=ComposeForm(initial=initial, accounts=accounts), draft=None)
+
+
+@login_required
+@require_POST
+def compose_clean(request: HttpRequest) -> JsonResponse:
+    """HTML pasted or dropped into the compose editor, cleaned before the page inserts it (see mailbox.js)."""
+    return JsonResponse({"html": html_for_editor(html=request.POST.get("html", ""))})
 
 
 @login_required

@@ -184,6 +184,7 @@ CONTENT_SECURITY_POLICY = {
         "base-uri": ["'none'"],
         "form-action": ["'self'"],
         "frame-ancestors": ["'none'"],
+        "report-uri": "/csp-report/",  # logged as WARNING by mailhub.views.csp_report
     },
 }
 

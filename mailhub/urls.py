@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts.views import oauth_callback
+from mailhub.views import csp_report
 
 urlpatterns = [
     # Mail settings live under /admin/settings/ and must be matched before the Django admin.
@@ -12,6 +13,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("csp-report/", csp_report, name="csp_report"),
     path("accounts/", include("accounts.urls")),
     path("", include("mailbox.urls")),
 ]
