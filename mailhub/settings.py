@@ -158,11 +158,10 @@ HTTPS = SITE_ORIGIN.startswith("https://")
 SECURE_PROXY_SSL_HEADER = config.env_proxy_ssl_header(ENVIRON, "SECURE_PROXY_SSL_HEADER")
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
 SECURE_SSL_REDIRECT = HTTPS
-SECURE_HSTS_SECONDS = (
-    config.env_int(ENVIRON, "SECURE_HSTS_SECONDS", default=365 * 24 * 3600, minimum=0, maximum=2 * 365 * 24 * 3600)
-    if HTTPS
-    else 0
+_HSTS_SECONDS = config.env_int(
+    ENVIRON, "SECURE_HSTS_SECONDS", default=365 * 24 * 3600, minimum=0, maximum=2 * 365 * 24 * 3600
 )
+SECURE_HSTS_SECONDS = _HSTS_SECONDS if HTTPS else 0
 # Both default to on so `check --deploy` is clean; set them false when the parent domain serves other sites
 # over plain http (then `check --deploy` names W005/W021, as it should).
 SECURE_HSTS_INCLUDE_SUBDOMAINS = config.env_bool(ENVIRON, "SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)

@@ -22,6 +22,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 from imapclient.response_parser import parse_fetch_response
 
 from mailbox.mime import mime_headers
+from mailhub.config import mail_security
 from providers.base import NoMailbox, ProviderError
 
 NO_MAILBOX_MESSAGE = (
@@ -87,7 +88,12 @@ class FolderStatus:
 
 def imap_connect(*, timeout: float = 60) -> IMAPClient:
     """An unauthenticated connection to the configured IMAP server (MICROSOFT_IMAP_HOST/PORT/SECURITY)."""
-    security = settings.MICROSOFT_IMAP_SECURITY
+    security = mail_security(  # ssl, starttls or none (plain text only to this machine or with the override)
+        variable="MICROSOFT_IMAP_SECURITY",
+        value=settings.MICROSOFT_IMAP_SECURITY,
+        host=settings.MICROSOFT_IMAP_HOST,
+        allow_plaintext=settings.INSECURE_ALLOW_PLAINTEXT_MAIL,
+    )
     context = _ssl_context() if security in {"ssl", "starttls"} else None
     try:
         client = IMAPClient(

@@ -31,6 +31,7 @@ from imapclient.exceptions import IMAPClientError
 from accounts.services import account_access_token
 from mailbox import store
 from mailbox.models import Folder, OutgoingMessage
+from mailhub.config import mail_security
 from providers.base import ActionRequired, ProviderError, SendUncertain
 from providers.microsoft import imap
 
@@ -101,8 +102,13 @@ def _send_record(*, account_id: int, outgoing_id: int | None) -> None:
 
 
 def smtp_connect(*, timeout: float = 60) -> smtplib.SMTP:
-    security = settings.MICROSOFT_SMTP_SECURITY
     host, port = settings.MICROSOFT_SMTP_HOST, settings.MICROSOFT_SMTP_PORT
+    security = mail_security(  # ssl, starttls or none (plain text only to this machine or with the override)
+        variable="MICROSOFT_SMTP_SECURITY",
+        value=settings.MICROSOFT_SMTP_SECURITY,
+        host=host,
+        allow_plaintext=settings.INSECURE_ALLOW_PLAINTEXT_MAIL,
+    )
     context = ssl.create_default_context(cafile=settings.MICROSOFT_CA_BUNDLE or None)
     try:
         if security == "ssl":
