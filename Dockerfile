@@ -11,4 +11,4 @@ RUN pip install --no-cache-dir . && python -c "import django"
 
 USER mailhub
 EXPOSE 8000
-CMD ["gunicorn", "mailhub.wsgi", "--bind", "0.0.0.0:8000", "--threads", "4"]
+CMD ["gunicorn", "-c", "python:mailhub.gunicorn_conf", "mailhub.wsgi", "--bind", "0.0.0.0:8000"]
