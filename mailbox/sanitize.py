@@ -179,7 +179,7 @@ EDITOR_TAGS = frozenset(
         "tbody", "tfoot", "tr", "td", "th", "caption", "img",
     }
 )  # fmt: skip
-_EDITOR_ATTRIBUTES = {"a": {"href"}, "img": {"src", "alt"}}
+_EDITOR_ATTRIBUTES = {"a": {"href"}, "img": {"src", "alt"}, "*": set()}
 
 
 def _editor_attribute(tag: str, attr: str, value: str) -> str | None:
