@@ -220,3 +220,51 @@ def test_compose_clean_endpoint(client, alice):
     assert client.get("/compose/clean/").status_code == 405
     client.logout()
     assert client.post("/compose/clean/", {"html": "x"}).status_code == 302
+
+
+def test_cid_brackets_are_taken_off_but_nothing_else():
+    safe = html_sanitize(html='<img src="cid:<X1@example.org>"><img src="cid:Xa@b">', cid_url=_cid).html
+    assert 'src="/message/1/cid/X1@example.org"' in safe and 'src="/message/1/cid/Xa@b"' in safe
+
+
+def test_our_extra_layout_tags_survive():
+    html = ('<table><caption>Cap</caption><tfoot><tr><td>f</td></tr></tfoot></table><section>s</section>'
+            '<address>a</address><big>b</big><font color="red" face="Arial" size="2">f</font>')  # fmt: skip
+    out = html_sanitize(html=html, cid_url=_cid).html
+    for kept in ["<caption>", "<tfoot>", "<section>", "<address>", "<big>", '<font color="red" face="Arial" size="2">']:
+        assert kept in out
+
+
+def test_quote_text_keeps_at_most_one_blank_line():
+    assert html_to_text("<p>a</p><p></p><p></p><br><br><p>b</p>") == "a\n\nb"
+    assert html_to_text("<p>a</p><p>b</p>") == "a\nb"
+
+
+def test_editor_links_only_http_https_mailto():
+    html = ('<a href="http://e.com/1">1</a><a href="mailto:a@e.com">2</a><a href="data:text/html,x">3</a>'
+            '<a href="ftp://e.com">4</a><a href="#top">5</a>')  # fmt: skip
+    assert html_for_editor(html=html) == (
+        '<a href="http://e.com/1">1</a><a href="mailto:a@e.com">2</a><a>3</a><a>4</a><a>5</a>'
+    )
+
+
+def test_editor_drops_tags_outside_its_list():
+    html = "<details><summary>s</summary>d</details><center>c</center><font>f</font><section>x</section><p>p</p>"
+    assert html_for_editor(html=html) == "sdcfx<p>p</p>"
+
+
+def test_plain_text_rendering_exactly():
+    out = str(text_render("See https://example.com/a <b>"))
+    assert out == (
+        '<div class="plain-body">See <a target="_blank" rel="noopener noreferrer nofollow" '
+        'href="https://example.com/a">https://example.com/a</a> &lt;b&gt;</div>'
+    )
+
+
+def test_body_csp_exactly():
+    assert message_body_csp(origin="http://127.0.0.1:8000", show_images=False) == (
+        "default-src 'none'; img-src 'self' http://127.0.0.1:8000 data:; style-src 'unsafe-inline'; "
+        "font-src 'none'; form-action 'none'; base-uri 'none'; frame-ancestors 'self'; "
+        "sandbox allow-same-origin allow-popups allow-popups-to-escape-sandbox"
+    )
+    assert "img-src 'self' http://h data: https: http:;" in message_body_csp(origin="http://h", show_images=True)
