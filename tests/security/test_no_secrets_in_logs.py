@@ -7,81 +7,31 @@ application log: not the password, not the OAuth code or state, not a token, not
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from django.conf import settings
 
 from accounts.models import MailAccount
 from mailhub.log_redaction import secrets_redact
-from mailhub.run import process_commands
+from tests.fixtures.web import gunicorn_start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PASSWORD = "alice-password-1"
 GMAIL = "alice.logs@gmail.test"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _database_url() -> str:
-    database = settings.DATABASES["default"]
-    if database["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{database['NAME']}"
-    user, host, port = database.get("USER") or "postgres", database.get("HOST") or "127.0.0.1", database.get("PORT")
-    password = f":{database['PASSWORD']}" if database.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{host}:{port or 5432}/{database['NAME']}"
-
-
-def _wait_until_listening(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError("gunicorn exited before listening")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("gunicorn did not start listening in time")
-
-
 @pytest.fixture
 def web_server(sandbox, tmp_path):
-    port = _free_port()
     env = {
-        **os.environ,
         **sandbox.env(),
-        "DATABASE_URL": _database_url(),
-        "MAILHUB_VAR_DIR": str(tmp_path / "var"),
-        "SECRET_KEY": "log-test-" + "k" * 50,
-        "MAILHUB_ENCRYPTION_KEYS": ",".join(settings.MAILHUB_ENCRYPTION_KEYS),
         "LOG_LEVEL": "DEBUG",
-        "DEBUG": "false",
         "CELERY_TASK_ALWAYS_EAGER": "true",  # the first sync runs inside the web process: its logs are read too
         "ALLOWED_HOSTS": "127.0.0.1",
     }
     log_path = tmp_path / "web.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603
-            process_commands(bind=f"127.0.0.1:{port}")["web"], env=env, stdout=log, stderr=subprocess.STDOUT,
-            cwd=settings.BASE_DIR,
-        )  # fmt: skip
-        try:
-            _wait_until_listening(port, process)
-            yield f"http://127.0.0.1:{port}", log_path
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+    with gunicorn_start(env=env, log_path=log_path, var_dir=tmp_path / "var") as origin:
+        yield origin, log_path
 
 
 def _csrf(session: requests.Session, url: str) -> str:
