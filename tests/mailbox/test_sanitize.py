@@ -95,9 +95,13 @@ def test_body_csp():
 # --- Every entry of the drop lists and URL schemes is pinned --------------------------------------------------
 
 SECRET = "s3cr3t-text"
+# Written out here, not read from the module: a test derived from the list would shrink with it.
+REVIEWED_DROPPED = ["script", "style", "title", "head", "noscript", "template", "iframe", "object", "embed", "svg",
+                    "math", "form", "textarea", "select", "button"]  # fmt: skip
+REVIEWED_SCHEMES = ["http", "https", "mailto", "cid", "data"]
 
 
-@pytest.mark.parametrize("tag", sorted(DROPPED_WITH_CONTENT - {"head", "embed"}))
+@pytest.mark.parametrize("tag", [tag for tag in REVIEWED_DROPPED if tag not in {"head", "embed"}])
 def test_each_dropped_tag_goes_with_its_content(tag):
     html = f"<p>before</p><{tag}>{SECRET}</{tag}><p>after</p>"
     for out in (html_sanitize(html=html, cid_url=_cid).html, html_to_text(html), html_for_editor(html=html)):
@@ -105,19 +109,17 @@ def test_each_dropped_tag_goes_with_its_content(tag):
 
 
 def test_head_and_embed_have_no_content_to_drop():
-    # A <head> tag met inside a body is dropped by the parser (what follows is body text), and <embed> is a void
-    # element: for these two the list is a belt; both tags still never appear (see the exact-list test below).
+    # A <head> tag met inside a body is dropped by the parser (what follows is body text), <embed> is a void
+    # element, and nh3 never copies a <template>'s inert content: for these three the list is a belt (measured:
+    # removing any one changes no output); the exact-list test below still pins them.
     for html in ["<head><title>t</title></head><p>x</p>", '<embed src="https://e.example/x.swf"><p>x</p>']:
         out = html_sanitize(html=html, cid_url=_cid).html
         assert "<head" not in out and "<embed" not in out and "e.example" not in out and "<p>x</p>" in out
 
 
 def test_the_lists_are_the_reviewed_ones():
-    assert {
-        "script", "style", "title", "head", "noscript", "template", "iframe", "object", "embed", "svg", "math",
-        "form", "textarea", "select", "button",
-    } == DROPPED_WITH_CONTENT  # fmt: skip
-    assert {"http", "https", "mailto", "cid", "data"} == URL_SCHEMES
+    assert set(REVIEWED_DROPPED) == DROPPED_WITH_CONTENT
+    assert set(REVIEWED_SCHEMES) == URL_SCHEMES
 
 
 @pytest.mark.parametrize(
