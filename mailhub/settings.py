@@ -50,7 +50,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "mailhub.middleware.NulBytesRefusedMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "mailhub.middleware.ContentSecurityPolicyMiddleware",  # django-csp's, plus the OAuth sign-in origins
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -181,7 +181,7 @@ CONTENT_SECURITY_POLICY = {
         "frame-src": ["'self'"],
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
-        "form-action": ["'self'"],
+        "form-action": ["'self'"],  # + Google's and Microsoft's sign-in origins (mailhub.middleware)
         "frame-ancestors": ["'none'"],
         "report-uri": "/csp-report/",  # logged as WARNING by mailhub.views.csp_report
     },

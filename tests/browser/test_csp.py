@@ -148,6 +148,8 @@ def test_every_page_sends_the_policy(client, alice, ui_mail):
     for path in ["/", "/compose/", "/accounts/", reverse("mailbox:thread", args=[ui_mail.html.thread_id])]:
         policy = client.get(path)["Content-Security-Policy"]
         assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy and "frame-ancestors 'none'" in policy
+    # "Connect mailbox" posts a form that redirects to the provider: browsers check that redirect against it.
+    assert "form-action 'self' https://accounts.google.com https://login.microsoftonline.com;" in policy
     body = client.get(reverse("mailbox:message_body", args=[ui_mail.html.id]))
     assert body["Content-Security-Policy"].startswith("default-src 'none'")  # its own, stricter policy is kept
     assert body["X-Frame-Options"] == "SAMEORIGIN" and client.get("/")["X-Frame-Options"] == "DENY"
