@@ -79,7 +79,8 @@ def test_readme_shows_the_two_commands_first():
 
 
 def _manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    unset = {"SITE_ORIGIN", "DATABASE_URL", "ALLOWED_HOSTS", "DJANGO_ALLOW_ASYNC_UNSAFE"}  # the browser fixture sets the last
+    # DJANGO_ALLOW_ASYNC_UNSAFE: set by the browser fixture in this process, refused by check --deploy.
+    unset = {"SITE_ORIGIN", "DATABASE_URL", "ALLOWED_HOSTS", "DJANGO_ALLOW_ASYNC_UNSAFE"}
     environ = {k: v for k, v in os.environ.items() if k not in unset}
     environ |= {"MAILHUB_VAR_DIR": str(tmp_path / "var"), "DEBUG": "false", **env}
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=environ, capture_output=True,  # noqa: S603
