@@ -542,20 +542,21 @@ class OutlookClient:
         unheld = sorted(uid for uid in uids if uid not in held)
         if not pending or not unheld:
             return set()
-        rows_by_arrival: dict[tuple[int, datetime | None], list[_Pending]] = defaultdict(list)
+        rows_by_arrival: dict[_Arrival, list[_Pending]] = defaultdict(list)
         for row in pending:
-            rows_by_arrival[(row.size, row.date)].append(row)
+            rows_by_arrival[_arrival(row.size, row.date)].append(row)
         candidates: list[int] = []
         for start in range(0, len(unheld), RELINK_CHUNK):
             chunk = unheld[start : start + RELINK_CHUNK]
             data, _ = self.session.run(lambda c, chunk=chunk: imap.fetch(c, imap.uid_set(chunk), ARRIVAL_ITEMS))
-            candidates += [s.uid for s in map(_seen, data.values()) if (s.size, s.internal_date) in rows_by_arrival]
-        seen_by_arrival: dict[tuple[int, datetime | None], list[_Seen]] = defaultdict(list)
+            arrived = map(_seen, data.values())
+            candidates += [s.uid for s in arrived if _arrival(s.size, s.internal_date) in rows_by_arrival]
+        seen_by_arrival: dict[_Arrival, list[_Seen]] = defaultdict(list)
         for start in range(0, len(candidates), RELINK_CHUNK):
-            chunk = candidates[start : start + RELINK_CHUNK]
+            chunk = sorted(candidates[start : start + RELINK_CHUNK])
             data, _ = self.session.run(lambda c, chunk=chunk: imap.fetch(c, imap.uid_set(chunk), HEADER_ITEMS))
             for seen in map(_seen, data.values()):
-                seen_by_arrival[(seen.size, seen.internal_date)].append(seen)
+                seen_by_arrival[_arrival(seen.size, seen.internal_date)].append(seen)
         rows_by_uid: dict[int, list[_Pending]] = defaultdict(list)
         uids_by_row: dict[int, list[_Seen]] = defaultdict(list)
         wanted = {row.message_id: row for key in seen_by_arrival for row in rows_by_arrival.get(key, ())}
@@ -565,7 +566,7 @@ class OutlookClient:
                 "pk", "raw_compressed"
             ):
                 row = wanted[message_id]
-                for seen in seen_by_arrival[(row.size, row.date)]:
+                for seen in seen_by_arrival[_arrival(row.size, row.date)]:
                     prefix = zlib.decompressobj().decompress(bytes(compressed), seen.header_length)
                     if hashlib.sha256(prefix).digest() == seen.header_sha256:
                         rows_by_uid[seen.uid].append(row)
@@ -652,6 +653,14 @@ class OutlookClient:
         from providers.microsoft.smtp import sent_file
 
         sent_file(client=self, outgoing=outgoing, remote_id=remote_id)
+
+
+_Arrival = tuple[int, datetime | None]
+
+
+def _arrival(size: int, internal_date: datetime | None) -> _Arrival:
+    """What a pending row and an unheld UID must share before their header blocks are compared (rule 2)."""
+    return size, internal_date
 
 
 def _seen(item: dict[bytes, Any]) -> _Seen:

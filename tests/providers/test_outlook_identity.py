@@ -177,6 +177,30 @@ def test_uidvalidity_change_relinks_by_size_date_and_headers_without_downloading
     assert_store_equals_server(dovecot, plain, folders=("INBOX",))
 
 
+def test_a_message_replaced_while_its_uid_was_unknown_is_not_taken_for_the_stored_one(dovecot, outlook_account):
+    """Rule 2 needs size, arrival and header block all equal: a replacement that differs in any one of
+    them is downloaded, and the stored message it replaced goes."""
+    account = outlook_account()
+    same_size_other_header = mail(subject="Quarterly report B")  # as long as "Quarterly report A"
+    same_header_other_arrival = BODY_ONLY  # same size and header block as ORIGINAL
+    [first, second] = dovecot.append_many(
+        account.email, [(mail(subject="Quarterly report A"), (), ARRIVED), (ORIGINAL, (), ARRIVED)]
+    )
+    OutlookClient(account).full_sync()
+    ids = dict(Message.objects.filter(account=account).values_list("remote_id", "pk"))
+
+    dovecot.expunge(account.email, "INBOX", [first, second])
+    dovecot.append_many(account.email, [(same_size_other_header, (), ARRIVED),
+                                        (same_header_other_arrival, (), ARRIVED + dt.timedelta(minutes=3))])
+    dovecot.renumber(account.email)
+    client = OutlookClient(account)
+    client.incremental_sync()
+
+    assert_store_equals_server(dovecot, account, folders=("INBOX",))
+    assert client.bodies_fetched == 2
+    assert not set(ids) & set(Message.objects.filter(account=account).values_list("remote_id", flat=True))
+
+
 def test_a_pending_membership_nothing_on_the_server_matches_is_dropped(dovecot, outlook_account):
     account = outlook_account()
     dovecot.seed(account.email, 5)
