@@ -108,7 +108,7 @@ class Workers:
             code = self.exit_code(pid)
             if code is not None:
                 return code
-            time.sleep(0.01)
+            time.sleep(0.02)  # the sandbox serving the worker runs in this process: leave it the CPU
         os.kill(pid, signal.SIGKILL)
         raise AssertionError(f"worker {pid} still running after {timeout}s")
 
@@ -145,7 +145,7 @@ def kill_and_resume(pool: Workers, account, *, messages: int, rng: random.Random
     pid = pool.start(account.pk)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and stored.count() < target and pool.exit_code(pid) is None:
-        time.sleep(0.005)
+        time.sleep(0.01)
     time.sleep(linger)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
@@ -180,11 +180,17 @@ def assert_most_were_killed_mid_sync(outcomes: list[dict]) -> None:
     assert len(killed) >= 0.8 * len(outcomes), [(o["target"], o["stored_at_kill"], o["killed"]) for o in outcomes]
 
 
-def assert_progress_only_grew(seen: dict, *, expected: int, label: str) -> None:
-    dones = [done for done, _ in seen["samples"]]
-    assert dones == sorted(dones), f"{label}: progress went back: {seen['samples']}"
-    assert all(done <= total for done, total in seen["samples"] if total), f"{label}: {seen['samples']}"
-    assert seen["samples"][-1] == (expected, expected), f"{label}: {seen['samples']}"
+def progress_problem(seen: dict, *, expected: int, label: str) -> str | None:
+    """Why the progress counter (done, total) seen from the kill to the end was wrong, or None."""
+    samples = seen["samples"]
+    dones = [done for done, _ in samples]
+    if dones != sorted(dones):
+        return f"{label}: went back: {samples}"
+    if any(done > total for done, total in samples if total):
+        return f"{label}: done above total: {samples}"
+    if samples[-1] != (expected, expected):
+        return f"{label}: ended at {samples[-1]}, not ({expected}, {expected}): {samples}"
+    return None
 
 
 @pytest.mark.dovecot
@@ -198,7 +204,7 @@ def test_outlook_sync_killed_at_random_points_resumes_to_exactly_the_mailbox(
     rng = random.Random(seed)
     env = {**sandbox.env(), "MICROSOFT_IMAP_HOST": "127.0.0.1", "MICROSOFT_IMAP_PORT": str(dovecot.imaps_port),
            "MICROSOFT_IMAP_SECURITY": "ssl"}
-    outcomes = []
+    outcomes, progress = [], []
     with workers(env, settings) as pool:
         for trial in range(TRIALS):
             label = f"trial {trial}, KILL_RESUME_SEED={seed}"
@@ -217,14 +223,17 @@ def test_outlook_sync_killed_at_random_points_resumes_to_exactly_the_mailbox(
             assert seen["resume_exit"] == 0, label
             assert seen["stage"] == SyncState.Stage.INCREMENTAL and not seen["lock"], label
             assert_outlook_store_equals_server(dovecot, account, label=label)
-            assert_progress_only_grew(seen, expected=total, label=label)
+            progress.append(progress_problem(seen, expected=total, label=label))
             # Then the mailbox changes and the next (incremental) sync follows it.
             dovecot.seed(account.email, 1, seed=2000 + trial)
-            dovecot.set_flags(account.email, "Archive", dovecot.uids(account.email, "Archive")[:2], [b"\\Flagged"])
+            own = dovecot.uids(account.email, "Archive")[-2:]  # only in Archive: a row has one set of flags
+            dovecot.set_flags(account.email, "Archive", own, [b"\\Flagged", b"\\Seen"])
             dovecot.expunge(account.email, "INBOX", [dovecot.uids(account.email, "INBOX")[0]])  # also in Archive
             assert services.account_sync(account_id=account.pk).outcome == "ok"
             assert_outlook_store_equals_server(dovecot, account, label=label)
     assert_most_were_killed_mid_sync(outcomes)
+    wrong = [problem for problem in progress if problem]
+    assert not wrong, "progress counter wrong after a resume:\n" + "\n".join(wrong)
 
 
 def _flags(index: int) -> tuple[bytes, ...]:
@@ -265,9 +274,9 @@ def test_gmail_sync_killed_at_random_points_resumes_to_exactly_the_mailbox(
 
     seed = trial_seed()
     rng = random.Random(seed)
-    messages = 120
+    messages = 80
     with workers(sandbox_settings.env(), settings) as pool:
-        outcomes = []
+        outcomes, progress = [], []
         for trial in range(TRIALS):
             label = f"trial {trial}, KILL_RESUME_SEED={seed}"
             account = gmail_account_create(sandbox=sandbox_settings, app=google_app, user=alice)
@@ -281,7 +290,7 @@ def test_gmail_sync_killed_at_random_points_resumes_to_exactly_the_mailbox(
             _assert_db_equals_mailbox(account, mailbox)
             for message in Message.objects.filter(account=account):
                 assert message.raw == mailbox.store.message(mailbox.email, message.remote_id).raw, label
-            assert_progress_only_grew(seen, expected=messages, label=label)
+            progress.append(progress_problem(seen, expected=messages, label=label))
             # Then the mailbox changes and the next (incremental) sync follows it.
             ids = sorted(mailbox.ids())
             mailbox.deliver(subject=f"after trial {trial}")
@@ -290,3 +299,5 @@ def test_gmail_sync_killed_at_random_points_resumes_to_exactly_the_mailbox(
             assert services.account_sync(account_id=account.pk).outcome == "ok"
             _assert_db_equals_mailbox(account, mailbox)
     assert_most_were_killed_mid_sync(outcomes)
+    wrong = [problem for problem in progress if problem]
+    assert not wrong, "progress counter wrong after a resume:\n" + "\n".join(wrong)
