@@ -14,14 +14,14 @@ Storage identity: when two IMAP messages are one row.
      server never gives a UID to another message while UIDVALIDITY stays).
   2. *Pending membership re-linked*: the store lists the row in that folder but does not know its UID
      there (``MessageFolder.uid`` is NULL) because the folder's UIDVALIDITY changed, our own write-back
-     moved or copied the message there, or migration 0007 re-keyed the rows. A UID of the folder that
-     no membership holds is that row when its ``RFC822.SIZE`` equals the stored length, its
-     ``INTERNALDATE`` equals the stored date, the SHA-256 of its ``BODY.PEEK[HEADER]`` (the whole header
-     block, byte for byte) equals that of the same number of leading stored bytes, and the pairing is
-     one-to-one: no other unheld UID of the folder matches that row and no other pending row of the
-     folder matches that UID. The only thing this cannot tell apart is a different message with the
-     same header block, size and arrival time that replaced the original in the same folder while its
-     UID was unknown.
+     moved or copied the message there, or the ``imap_content_keys`` migration re-keyed the rows. A UID
+     of the folder that no membership holds is that row when its ``RFC822.SIZE`` equals the stored
+     length, its ``INTERNALDATE`` equals the stored date, the SHA-256 of its ``BODY.PEEK[HEADER]`` (the
+     whole header block, byte for byte) equals that of the same number of leading stored bytes, and the
+     pairing is one-to-one: no other unheld UID of the folder matches that row and no other pending row
+     of the folder matches that UID. The only thing this cannot tell apart is a different message with
+     the same header block, size and arrival time that replaced the original in the same folder while
+     its UID was unknown.
 
   Every other UID is downloaded and keyed by its bytes: new mail, mail another client moved or copied
   (its key finds the stored row, so the row and its id stay; one download), and UIDs whose re-link

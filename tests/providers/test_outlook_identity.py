@@ -247,7 +247,7 @@ def test_rekey_migration_keeps_rows_and_the_next_sync_restores_what_the_old_keys
     gmail = store.message_upsert(account=mail_account, remote_id="18c0ffee0001", raw=ORIGINAL)
     kept = set(Message.objects.filter(account=account).values_list("pk", flat=True))
 
-    migration = importlib.import_module("mailbox.migrations.0007_imap_content_keys")
+    migration = importlib.import_module("mailbox.migrations.0008_imap_content_keys")
     migration.imap_messages_rekey(apps, None)
 
     rekeyed = Message.objects.filter(account=account)

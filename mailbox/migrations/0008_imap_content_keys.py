@@ -77,7 +77,7 @@ def _account_rekey(Message, MessageFolder, account_id: int) -> None:  # noqa: N8
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0001_initial"),
-        ("mailbox", "0006_inline_blobs"),
+        ("mailbox", "0007_outbox_state_machine"),
     ]
 
     operations = [migrations.RunPython(imap_messages_rekey, migrations.RunPython.noop, elidable=True)]
