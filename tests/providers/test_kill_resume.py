@@ -1,11 +1,13 @@
 """Kill-resume trials: a first sync running in its own process is SIGKILLed at a random point, then resumed
 to completion by another process; afterwards the database must equal the mailbox exactly.
 
-Per provider, ``KILL_RESUME_TRIALS`` (default 10) trials against a fresh mailbox each: Gmail against the
+Per provider, ``KILL_RESUME_TRIALS`` (default 10) kills against a fresh mailbox each: Gmail against the
 sandbox Gmail API, Outlook against Dovecot (mail in two folders, messages sharing Message-ID and Date).
-Each trial picks how many messages must be stored before the kill (0 to all but one) plus up to 50 ms,
-kills the worker with SIGKILL (no cleanup of any kind), lets its lock expire, and resumes in a new
-worker while sampling the progress counter, which must only grow and end equal to the messages synced.
+Each trial picks how many messages must be stored before the kill (0 to all but one) plus up to 20 ms,
+kills the worker with SIGKILL (no cleanup of any kind), checks its lock still holds (another sync is
+"busy"), ends the lock's term instead of waiting for it, and resumes in a new worker while sampling the
+progress counter, which must only grow and end equal to the messages synced. Then the mailbox changes
+and the next sync must follow it exactly too.
 
 Workers are forked from one process that has already set Django up (as Celery's prefork pool does), so a
 trial costs its sync and not an interpreter start. A failure names the seed: ``KILL_RESUME_SEED=<seed>``
@@ -140,12 +142,12 @@ def trial_seed() -> int:
 def kill_and_resume(pool: Workers, account, *, messages: int, rng: random.Random) -> dict:
     """Start a first sync, SIGKILL it at a random point, resume it in another worker; returns what was seen."""
     target = rng.randrange(messages)
-    linger = rng.uniform(0, 0.05)
+    linger = rng.uniform(0, 0.02)
     stored = Message.objects.filter(account=account)
     pid = pool.start(account.pk)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and stored.count() < target and pool.exit_code(pid) is None:
-        time.sleep(0.01)
+        time.sleep(0.005)
     time.sleep(linger)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
@@ -174,10 +176,14 @@ def kill_and_resume(pool: Workers, account, *, messages: int, rng: random.Random
     }
 
 
-def assert_most_were_killed_mid_sync(outcomes: list[dict]) -> None:
-    """The kill must land while the worker runs (it may finish first now and then, when the target is late)."""
-    killed = [o for o in outcomes if o["killed"]]
-    assert len(killed) >= 0.8 * len(outcomes), [(o["target"], o["stored_at_kill"], o["killed"]) for o in outcomes]
+def trials(outcomes: list[dict]) -> Iterator[int]:
+    """Trial numbers until ``TRIALS`` workers were really killed mid-sync (one that finished before the kill
+    landed is checked all the same but does not count), giving up after twice as many."""
+    trial = 0
+    while sum(o["killed"] for o in outcomes) < TRIALS and trial < 2 * TRIALS:
+        yield trial
+        trial += 1
+    assert sum(o["killed"] for o in outcomes) >= TRIALS, [(o["target"], o["stored_at_kill"]) for o in outcomes]
 
 
 def progress_problem(seen: dict, *, expected: int, label: str) -> str | None:
@@ -206,7 +212,7 @@ def test_outlook_sync_killed_at_random_points_resumes_to_exactly_the_mailbox(
            "MICROSOFT_IMAP_SECURITY": "ssl"}
     outcomes, progress = [], []
     with workers(env, settings) as pool:
-        for trial in range(TRIALS):
+        for trial in trials(outcomes):
             label = f"trial {trial}, KILL_RESUME_SEED={seed}"
             account = outlook_account()
             inbox = [(raw, _flags(i), None) for i, raw in enumerate(
@@ -231,7 +237,6 @@ def test_outlook_sync_killed_at_random_points_resumes_to_exactly_the_mailbox(
             dovecot.expunge(account.email, "INBOX", [dovecot.uids(account.email, "INBOX")[0]])  # also in Archive
             assert services.account_sync(account_id=account.pk).outcome == "ok"
             assert_outlook_store_equals_server(dovecot, account, label=label)
-    assert_most_were_killed_mid_sync(outcomes)
     wrong = [problem for problem in progress if problem]
     assert not wrong, "progress counter wrong after a resume:\n" + "\n".join(wrong)
 
@@ -277,7 +282,7 @@ def test_gmail_sync_killed_at_random_points_resumes_to_exactly_the_mailbox(
     messages = 80
     with workers(sandbox_settings.env(), settings) as pool:
         outcomes, progress = [], []
-        for trial in range(TRIALS):
+        for trial in trials(outcomes):
             label = f"trial {trial}, KILL_RESUME_SEED={seed}"
             account = gmail_account_create(sandbox=sandbox_settings, app=google_app, user=alice)
             mailbox = GmailMailbox(store=sandbox_settings.gmail, email=account.email)
@@ -298,6 +303,5 @@ def test_gmail_sync_killed_at_random_points_resumes_to_exactly_the_mailbox(
             mailbox.store.delete(mailbox.email, ids[1])
             assert services.account_sync(account_id=account.pk).outcome == "ok"
             _assert_db_equals_mailbox(account, mailbox)
-    assert_most_were_killed_mid_sync(outcomes)
     wrong = [problem for problem in progress if problem]
     assert not wrong, "progress counter wrong after a resume:\n" + "\n".join(wrong)
