@@ -8,7 +8,8 @@ below, as a migration must not import code that may change later).
 What it does, for every account of an IMAP provider:
 
 - each row gets the key of its stored raw bytes (``raw_compressed``); rows whose bytes are identical
-  (there should be none) are merged into the oldest one, which takes over their folder memberships;
+  (there should be none) are merged into the oldest one, which takes over their folder memberships
+  (their threads' counts are recounted);
 - every membership of these accounts forgets its UID (``MessageFolder.uid`` set to NULL): a UID may
   have pointed at a message that was merged into the row by mistake. The next sync re-links each
   pending membership to its UID from the server's sizes, arrival times and header blocks without
@@ -69,9 +70,25 @@ def _account_rekey(Message, MessageFolder, account_id: int) -> None:  # noqa: N8
                 MessageFolder.objects.create(message_id=target, folder_id=membership.folder_id, uid=None)
                 folders.add(membership.folder_id)
     if merged:
-        Message.objects.filter(pk__in=list(merged)).delete()
+        duplicates = Message.objects.filter(pk__in=list(merged))
+        thread_ids = set(duplicates.values_list("thread_id", flat=True))
+        duplicates.delete()
+        _threads_recount(Message, thread_ids)
     # Old keys ("msgid:..." and 48-digit "sha256:...") never equal a new one, so no row collides midway.
     Message.objects.bulk_update(changed, ["remote_id"], batch_size=BATCH)
+
+
+def _threads_recount(Message, thread_ids: set[int]) -> None:  # noqa: N803 - historical model
+    """Message and unread counts of threads that lost a merged row; a thread left empty goes."""
+    Thread = Message._meta.get_field("thread").related_model
+    for thread in Thread.objects.filter(pk__in=list(thread_ids)):
+        rows = Message.objects.filter(thread_id=thread.pk)
+        if not rows.exists():
+            thread.delete()
+            continue
+        thread.message_count = rows.count()
+        thread.unread_count = rows.filter(is_read=False).count()
+        thread.save(update_fields=["message_count", "unread_count"])
 
 
 class Migration(migrations.Migration):
