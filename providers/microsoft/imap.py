@@ -61,6 +61,7 @@ _NAME_ROLES = {
     "archive": "archive",
 }
 _ANGLE_ID = re.compile(rb"<([^<>\s]+)>")
+CONTENT_KEY_PREFIX = "sha256:"
 
 
 class ServerUnreachable(ProviderError, ConnectionError):
@@ -317,9 +318,16 @@ def message_identity(header_bytes: bytes) -> str:
     return f"{found}\n{stamp}"
 
 
+def content_remote_id(raw: bytes) -> str:
+    """The store key (``Message.remote_id``) of an IMAP message: the SHA-256 of its exact bytes.
+
+    ``raw`` is what the server returns for ``BODY.PEEK[]``. Two messages get one key, and so one row, only
+    when their bytes are identical (see :mod:`providers.microsoft.mail` for the whole rule). The outbox
+    files a message it appended under this key, so the sync finds that row instead of adding a second.
+    """
+    return CONTENT_KEY_PREFIX + hashlib.sha256(raw).hexdigest()
+
+
 def remote_id_for(*, identity: str = "", raw: bytes = b"") -> str:
-    """The store key of an IMAP message: from its identity (so the same mail in two folders is one row),
-    or from its bytes when it has no Message-ID. Stable across moves and UIDVALIDITY changes."""
-    if identity:
-        return "msgid:" + hashlib.sha256(identity.encode("utf-8", "replace")).hexdigest()[:48]
-    return "sha256:" + hashlib.sha256(raw).hexdigest()[:48]
+    """Deprecated alias of :func:`content_remote_id` (``identity`` is ignored: a Message-ID and Date prove nothing)."""
+    return content_remote_id(raw)

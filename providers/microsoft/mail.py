@@ -1,8 +1,37 @@
 """Outlook mail over IMAP (sync, write-back) and SMTP (send), both with XOAUTH2.
 
-Store keys: a message's ``remote_id`` is derived from its Message-ID and Date (else its bytes), so the same mail in
-two folders is one row with two memberships, a move keeps the row, and a UIDVALIDITY change re-links
-messages by identity instead of downloading them again. ``MessageFolder.uid`` holds the per-folder UID.
+Storage identity: when two IMAP messages are one row.
+
+- A message's ``remote_id`` is :func:`imap.content_remote_id` of its bytes: ``sha256:`` and the SHA-256 of
+  exactly what the server returns for ``BODY.PEEK[]``. Two messages are one row only when their bytes are
+  identical. Message-ID and Date are never compared: list copies, resends and broken mailers share both.
+  The same mail in two folders (COPY and MOVE keep the bytes) is one row with one ``MessageFolder`` per
+  folder, each holding that folder's UID. Byte-identical copies inside one folder are one row too (its
+  membership holds the UID seen last).
+- Which stored row a folder's UID is, is known without downloading it in two cases only:
+
+  1. *Held UID*: a membership of that folder holds the UID, under the folder's stored UIDVALIDITY (a
+     server never gives a UID to another message while UIDVALIDITY stays).
+  2. *Pending membership re-linked*: the store lists the row in that folder but does not know its UID
+     there (``MessageFolder.uid`` is NULL) because the folder's UIDVALIDITY changed, our own write-back
+     moved or copied the message there, or the ``imap_content_keys`` migration re-keyed the rows. A UID
+     of the folder that no membership holds is that row when its ``RFC822.SIZE`` equals the stored
+     length, its ``INTERNALDATE`` equals the stored date, the SHA-256 of its ``BODY.PEEK[HEADER]`` (the
+     whole header block, byte for byte) equals that of the same number of leading stored bytes, and the
+     pairing is one-to-one: no other unheld UID of the folder matches that row and no other pending row
+     of the folder matches that UID. The only thing this cannot tell apart is a different message with
+     the same header block, size and arrival time that replaced the original in the same folder while
+     its UID was unknown.
+
+  Every other UID is downloaded and keyed by its bytes: new mail, mail another client moved or copied
+  (its key finds the stored row, so the row and its id stay; one download), and UIDs whose re-link
+  was ambiguous. A pending membership that nothing pairs with or downloads onto is dropped at the end
+  of its folder's pass. A row left in no folder is deleted at the end of the sync, once every folder
+  has been seen, so a message moved between two folders is never deleted and stored again.
+- EMAILID (RFC 8474 OBJECTID) would prove identity across folders without a download, but neither
+  Exchange Online nor the Dovecot 2.3 the tests run advertises OBJECTID, so it is not used.
+- A folder's first sync downloads its bodies in one pass (``RFC822.SIZE``, then ``BODY.PEEK[]`` in
+  byte-bounded batches), with no header pass: its UIDs are unknown and its messages new.
 
 Sync state: per folder UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ on ``Folder``; while a full sync runs,
 ``SyncState.resume`` records per folder the last UID stored (a killed worker resumes from there).
@@ -12,8 +41,10 @@ Nothing here marks or deletes anything on the server except on the user's explic
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +53,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 from django.db.models import Q
+from django.utils import timezone
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
@@ -42,20 +74,36 @@ T = TypeVar("T")
 RECONNECT_DELAYS = (0.2, 1.0, 3.0, 8.0)  # seconds between attempts after a dropped connection
 DEFAULT_CHUNK = 500  # messages per UID FETCH
 DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024  # body bytes per UID FETCH (RFC822.SIZE tells us beforehand)
-HEADER_ITEMS = ["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)]"]
 SIZE_ITEMS = ["UID", "RFC822.SIZE"]
+FLAG_ITEMS = ["UID", "FLAGS"]
 BODY_ITEMS = ["UID", "FLAGS", "INTERNALDATE", "BODY.PEEK[]"]
+# The re-link of pending memberships (rule 2 above): arrival and size first, the header block only for UIDs
+# whose arrival and size match a pending row.
+ARRIVAL_ITEMS = ["UID", "INTERNALDATE", "RFC822.SIZE"]
+HEADER_ITEMS = ["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY.PEEK[HEADER]"]
+RELINK_CHUNK = 1000  # UIDs per FETCH in the re-link pass (a few hundred bytes of answer each)
 
 
 @dataclass
 class _Seen:
-    """One message as the header pass saw it in a folder."""
+    """One message as a FETCH saw it in a folder."""
 
     uid: int
     flags: frozenset[bytes]
     internal_date: datetime | None
     size: int
-    identity: str | None  # see imap.message_identity; "" without a Message-ID, None: not read yet
+    header_sha256: bytes = b""  # of BODY[HEADER], when the FETCH asked for it
+    header_length: int = 0
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A row the store lists in a folder without knowing its UID there (rule 2)."""
+
+    message_id: int
+    remote_id: str
+    size: int
+    date: datetime | None
 
 
 class _Session:
@@ -68,6 +116,7 @@ class _Session:
         self.capabilities: set[bytes] = set()
         self.commands = [0]
         self.connections = 0
+        self.bodies = 0  # messages whose BODY.PEEK[] was downloaded
         self.seconds = 0.0  # wall time spent talking to the server (the benchmark splits IMAP from storing)
 
     @property
@@ -195,10 +244,16 @@ class OutlookClient:
     def commands_sent(self) -> int:
         return self.session.commands[0]
 
+    @property
+    def bodies_fetched(self) -> int:
+        """How many message bodies (BODY.PEEK[]) this client has downloaded."""
+        return self.session.bodies
+
     # -- sync -------------------------------------------------------------------------------------
 
     def full_sync(self) -> None:
         """Store every message since the account's start date from every folder; resumable."""
+        started = timezone.now()
         state, _ = SyncState.objects.get_or_create(account=self.account)
         resume: dict[str, Any] = dict(state.resume or {})
         resume.setdefault("folders", {})
@@ -212,16 +267,25 @@ class OutlookClient:
                 if position.get("finished"):
                     continue
                 self._folder_full(folder, since=state.sync_since, resume=resume, total=total)
+            self._orphans_delete(before=started)
 
     def incremental_sync(self) -> None:
         """New mail, flag changes and expunges since the last sync; cost independent of mailbox size."""
+        started = timezone.now()
         state, _ = SyncState.objects.get_or_create(account=self.account)
         with self.session:
-            for folder in self._folders_refresh():
+            folders = self._folders_refresh()
+            pending = set(
+                MessageFolder.objects.filter(folder__account=self.account, uid__isnull=True)
+                .values_list("folder_id", flat=True)
+                .distinct()
+            )
+            for folder in folders:
                 if folder.uidvalidity is None:  # a folder that appeared since the last sync
                     self._folder_full(folder, since=state.sync_since, resume=None, total=None)
                 else:
-                    self._folder_incremental(folder, since=state.sync_since)
+                    self._folder_incremental(folder, since=state.sync_since, pending=folder.pk in pending)
+            self._orphans_delete(before=started)
 
     def _folders_refresh(self) -> list[Folder]:
         remote = self.session.run(imap.folders_list)
@@ -235,10 +299,8 @@ class OutlookClient:
             if item.is_selectable:
                 folders.append(folder)
         gone = set(stored) - {item.remote_id for item in remote}
-        for remote_id in gone:
-            orphans = list(Message.objects.filter(messagefolder__folder=stored[remote_id]).values_list("pk", flat=True))
+        for remote_id in gone:  # its messages that live nowhere else go at the end of the sync
             store.folder_delete(account=self.account, remote_id=remote_id)
-            self._delete_orphans(orphans)
         return folders
 
     def _progress_total(self, folders: list[Folder], *, since) -> int:
@@ -266,19 +328,22 @@ class OutlookClient:
                 "modseq": status.highestmodseq, "after": 0, "done": 0,
             }
             if folder.uidvalidity is not None and folder.uidvalidity != status.uidvalidity:
-                # The UIDs we know in this folder mean nothing now; messages are re-linked by identity.
+                # The UIDs we know in this folder mean nothing now: its memberships become pending (rule 2).
                 MessageFolder.objects.filter(folder=folder).update(uid=None)
         uids = self.session.run(lambda c: imap.uids_search(c, since=since, after_uid=position["after"]))
         seen_before = folder.uidvalidity is not None  # then most of its messages are probably stored
+        linked: set[int] = set()
+        if MessageFolder.objects.filter(folder=folder, uid__isnull=True).exists():
+            linked = self._relink(folder, self.session.run(lambda c: c.search("ALL")))
         for start in range(0, len(uids), self.chunk_size):
             chunk = uids[start : start + self.chunk_size]
-            self._chunk_store(folder, chunk, skip_known=seen_before)
+            self._chunk_store(folder, [uid for uid in chunk if uid not in linked], refresh_known=seen_before)
             position["after"] = chunk[-1]
             position["done"] = position.get("done", 0) + len(chunk)
             if resume is not None:
                 resume["folders"][folder.remote_id] = position
                 self._progress(done=sum(int(p.get("done", 0)) for p in resume["folders"].values()), resume=resume)
-        # Anything we hold for this folder that the server no longer has (or that lost its UID) goes.
+        # Anything we hold for this folder that the server no longer has (or whose UID is still unknown) goes.
         server_uids = set(self.session.run(lambda c: c.search("ALL")))
         local = MessageFolder.objects.filter(folder=folder).values_list("uid", flat=True)
         stale = [uid for uid in local if uid is None or uid not in server_uids]
@@ -293,7 +358,8 @@ class OutlookClient:
             resume["folders"][folder.remote_id] = position
             self._progress(resume=resume)
 
-    def _folder_incremental(self, folder: Folder, *, since) -> None:
+    def _folder_incremental(self, folder: Folder, *, since, pending: bool = False) -> None:
+        """New mail, flag changes and expunges of one folder; ``pending``: it has memberships without a UID."""
         session = self.session
         status = session.run(lambda c: imap.folder_status(c, folder.remote_id, condstore=session.condstore))
         if status.uidvalidity != folder.uidvalidity:
@@ -301,7 +367,7 @@ class OutlookClient:
             self._folder_full(folder, since=since, resume=None, total=None)
             return
         unchanged_modseq = status.highestmodseq is not None and status.highestmodseq == folder.highestmodseq
-        if session.condstore and status.uidnext == folder.uidnext and unchanged_modseq:
+        if session.condstore and status.uidnext == folder.uidnext and unchanged_modseq and not pending:
             return  # nothing new, changed or expunged: no SELECT at all
         selected = session.run(lambda c: session.select(folder.remote_id))
         if selected.uidvalidity != folder.uidvalidity:
@@ -312,18 +378,36 @@ class OutlookClient:
             self._changes_since(folder, modseq=folder.highestmodseq, below_uid=known_next)
         else:
             self._flags_refresh(folder, below_uid=known_next)
-        if not session.qresync:
-            server = set(session.run(lambda c: c.search("ALL")))
-            local = MessageFolder.objects.filter(folder=folder, uid__isnull=False).values_list("uid", flat=True)
-            gone = [uid for uid in local if uid not in server]
+        server: list[int] | None = None
+        if not session.qresync or pending:
+            server = sorted(session.run(lambda c: c.search("ALL")))
+            on_server = set(server)
+            held = MessageFolder.objects.filter(folder=folder, uid__isnull=False).values_list("uid", flat=True)
+            gone = [uid for uid in held if uid not in on_server]
             if gone:
                 self._memberships_remove(folder, uids=gone)
-        new = session.run(lambda c: imap.uids_search(c, after_uid=known_next - 1))
-        for start in range(0, len(new), self.chunk_size):
-            self._chunk_store(folder, new[start : start + self.chunk_size])
+        if pending and server is not None:
+            new = self._pending_resolve(folder, server=server, known_next=known_next, since=since)
+        else:
+            new = session.run(lambda c: imap.uids_search(c, after_uid=known_next - 1))
+            for start in range(0, len(new), self.chunk_size):
+                self._chunk_store(folder, new[start : start + self.chunk_size], refresh_known=False)
         folder.uidnext = max(selected.uidnext, (new[-1] + 1) if new else 0, known_next)
         folder.highestmodseq = selected.highestmodseq
         folder.save(update_fields=["uidnext", "highestmodseq"])
+
+    def _pending_resolve(self, folder: Folder, *, server: list[int], known_next: int, since) -> list[int]:
+        """Re-link the folder's pending memberships (rule 2), download the UIDs still unheld that the sync
+        covers (new ones, and older ones within the sync range), drop the pending memberships left over.
+        Returns the new UIDs (at or above ``known_next``)."""
+        linked = self._relink(folder, server)
+        held = set(MessageFolder.objects.filter(folder=folder, uid__isnull=False).values_list("uid", flat=True))
+        in_range = set(server) if since is None else set(self.session.run(lambda c: imap.uids_search(c, since=since)))
+        todo = [u for u in server if u not in held and u not in linked and (u >= known_next or u in in_range)]
+        for start in range(0, len(todo), self.chunk_size):
+            self._chunk_store(folder, todo[start : start + self.chunk_size], refresh_known=False)
+        self._memberships_remove(folder, uids=[], null_uids=True)
+        return [uid for uid in server if uid >= known_next]
 
     def _changes_since(self, folder: Folder, *, modseq: int, below_uid: int) -> None:
         """Flag changes (CONDSTORE) and expunges (QRESYNC VANISHED) since ``modseq``, in one command."""
@@ -376,48 +460,55 @@ class OutlookClient:
             )
 
     def _memberships_remove(self, folder: Folder, *, uids: Sequence[int], null_uids: bool = False) -> None:
-        """The server no longer has these UIDs in ``folder``: drop the memberships, and messages left nowhere."""
+        """The server no longer has these UIDs in ``folder`` (``null_uids``: nor the pending memberships left).
+
+        Rows left in no folder stay until the end of the sync (:meth:`_orphans_delete`): a message moved
+        to a folder synced later is found there by its bytes and keeps its row.
+        """
         query = Q(uid__in=list(uids))
         if null_uids:
             query |= Q(uid__isnull=True)
-        rows = list(
-            MessageFolder.objects.filter(query, folder=folder).values_list("message_id", "message__remote_id")
-        )
-        if not rows:
-            return
-        store.message_folders_change(account=self.account, remote_ids=[r for _, r in rows], remove=[folder])
-        self._delete_orphans([m for m, _ in rows])
+        rows = MessageFolder.objects.filter(query, folder=folder)
+        remote_ids = list(rows.values_list("message__remote_id", flat=True))
+        if remote_ids:
+            store.message_folders_change(account=self.account, remote_ids=remote_ids, remove=[folder])
 
-    def _delete_orphans(self, message_ids: list[int]) -> None:
-        if not message_ids:
-            return
-        orphans = Message.objects.filter(account=self.account, pk__in=message_ids, messagefolder__isnull=True)
+    def _orphans_delete(self, *, before: datetime) -> None:
+        """Delete the rows in no folder (gone from the server), once every folder has been synced.
+
+        Only rows stored before the sync began: a message the outbox filed meanwhile is left alone.
+        """
+        orphans = Message.objects.filter(account=self.account, messagefolder__isnull=True, created_at__lt=before)
         store.messages_delete(account=self.account, remote_ids=list(orphans.values_list("remote_id", flat=True)))
 
-    def _chunk_store(self, folder: Folder, uids: list[int], *, skip_known: bool = True) -> None:
-        """Store one chunk of UIDs (idempotent).
+    def _chunk_store(self, folder: Folder, uids: list[int], *, refresh_known: bool) -> None:
+        """Store one chunk of a folder's UIDs (idempotent).
 
-        ``skip_known``: read each message's Message-ID and Date first and download only the bodies not
-        already stored. A folder's first sync leaves it out: it downloads straight away (one pass over
-        the chunk fewer) and finds what is already stored, e.g. the same mail in another folder, by the
-        same identity once the bodies are in.
+        A UID a membership of the folder already holds is that row (rule 1): only its flags are read, and
+        only with ``refresh_known``. Every other UID is downloaded and keyed by its bytes; a key already
+        stored (the same mail in another folder, or moved) gets this folder's membership instead of a row.
+        On a folder's first sync no UID is held, so this is the one-pass download.
         """
         if not uids:
             return
-        if skip_known:
-            need_body, existing = self._unknown(folder, uids)
-        else:
-            data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(uids), SIZE_ITEMS))
-            need_body = [_seen(item) for item in data.values() if b"UID" in item]
-            existing = {}
-        for fetched in self._bodies(sorted(need_body, key=lambda s: s.uid)):
-            keyed = [(item, imap.remote_id_for(identity=item.identity or "", raw=raw), raw) for item, raw in fetched]
-            # Content-keyed messages may already be stored (e.g. after a move): update those instead.
+        known = set(MessageFolder.objects.filter(folder=folder, uid__in=uids).values_list("uid", flat=True))
+        if known and refresh_known:
+            held = sorted(known)
+            data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(held), FLAG_ITEMS))
+            self._flags_apply(folder, {int(d[b"UID"]): frozenset(d.get(b"FLAGS", ())) for d in data.values()})
+        todo = [uid for uid in uids if uid not in known]
+        if not todo:
+            return
+        data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(todo), SIZE_ITEMS))
+        need_body = sorted((_seen(item) for item in data.values() if b"UID" in item), key=lambda s: s.uid)
+        for fetched in self._bodies(need_body):
+            keyed = [(item, imap.content_remote_id(raw), raw) for item, raw in fetched]
             stored = set(
                 Message.objects.filter(account=self.account, remote_id__in=[r for _, r, _ in keyed]).values_list(
                     "remote_id", flat=True
                 )
             )
+            existing: dict[str, _Seen] = {}
             incoming = []
             for item, remote_id, raw in keyed:
                 if remote_id in stored:
@@ -431,26 +522,63 @@ class OutlookClient:
                     )
                 )
             store.messages_upsert(account=self.account, items=incoming)
-        if existing:
-            self._memberships_add(folder, existing)
+            if existing:
+                self._memberships_add(folder, existing)
 
-    def _unknown(self, folder: Folder, uids: list[int]) -> tuple[list[_Seen], dict[str, _Seen]]:
-        """Split ``uids`` by their headers into (messages to download, {remote id: message already stored})."""
-        data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(uids), HEADER_ITEMS))
-        by_remote: dict[str, _Seen] = {}
-        need_body: list[_Seen] = []
-        for item in (_seen(d) for d in data.values() if b"UID" in d):
-            if item.identity:
-                by_remote[imap.remote_id_for(identity=item.identity)] = item
-            else:
-                need_body.append(item)
-        known = set(
-            Message.objects.filter(account=self.account, remote_id__in=list(by_remote)).values_list(
-                "remote_id", flat=True
+    def _relink(self, folder: Folder, uids: Sequence[int]) -> set[int]:
+        """Give the folder's pending memberships their UIDs where rule 2 proves which UID is which row.
+
+        ``uids``: the folder's UIDs on the server; those a membership holds are skipped. Returns the UIDs
+        linked (their flags are stored too). Costs one small FETCH per thousand unheld UIDs, the header
+        blocks of those whose size and arrival match a pending row, and reading those rows' stored bytes.
+        """
+        pending = [
+            _Pending(message_id=m, remote_id=r, size=size, date=date)
+            for m, r, size, date in MessageFolder.objects.filter(folder=folder, uid__isnull=True).values_list(
+                "message_id", "message__remote_id", "message__size", "message__date"
             )
-        )
-        need_body += [item for remote_id, item in by_remote.items() if remote_id not in known]
-        return need_body, {r: item for r, item in by_remote.items() if r in known}
+        ]
+        held = set(MessageFolder.objects.filter(folder=folder, uid__isnull=False).values_list("uid", flat=True))
+        unheld = sorted(uid for uid in uids if uid not in held)
+        if not pending or not unheld:
+            return set()
+        rows_by_arrival: dict[_Arrival, list[_Pending]] = defaultdict(list)
+        for row in pending:
+            rows_by_arrival[_arrival(row.size, row.date)].append(row)
+        candidates: list[int] = []
+        for start in range(0, len(unheld), RELINK_CHUNK):
+            chunk = unheld[start : start + RELINK_CHUNK]
+            data, _ = self.session.run(lambda c, chunk=chunk: imap.fetch(c, imap.uid_set(chunk), ARRIVAL_ITEMS))
+            arrived = map(_seen, data.values())
+            candidates += [s.uid for s in arrived if _arrival(s.size, s.internal_date) in rows_by_arrival]
+        seen_by_arrival: dict[_Arrival, list[_Seen]] = defaultdict(list)
+        for start in range(0, len(candidates), RELINK_CHUNK):
+            chunk = sorted(candidates[start : start + RELINK_CHUNK])
+            data, _ = self.session.run(lambda c, chunk=chunk: imap.fetch(c, imap.uid_set(chunk), HEADER_ITEMS))
+            for seen in map(_seen, data.values()):
+                seen_by_arrival[_arrival(seen.size, seen.internal_date)].append(seen)
+        rows_by_uid: dict[int, list[_Pending]] = defaultdict(list)
+        uids_by_row: dict[int, list[_Seen]] = defaultdict(list)
+        wanted = {row.message_id: row for key in seen_by_arrival for row in rows_by_arrival.get(key, ())}
+        ids = sorted(wanted)
+        for start in range(0, len(ids), 200):
+            for message_id, compressed in Message.objects.filter(pk__in=ids[start : start + 200]).values_list(
+                "pk", "raw_compressed"
+            ):
+                row = wanted[message_id]
+                for seen in seen_by_arrival[_arrival(row.size, row.date)]:
+                    prefix = zlib.decompressobj().decompress(bytes(compressed), seen.header_length)
+                    if hashlib.sha256(prefix).digest() == seen.header_sha256:
+                        rows_by_uid[seen.uid].append(row)
+                        uids_by_row[message_id].append(seen)
+        pairs = {
+            rows[0].remote_id: uids_by_row[rows[0].message_id][0]
+            for rows in rows_by_uid.values()
+            if len(rows) == 1 and len(uids_by_row[rows[0].message_id]) == 1
+        }
+        if pairs:
+            self._memberships_add(folder, pairs)
+        return {seen.uid for seen in pairs.values()}
 
     def _bodies(self, items: list[_Seen]) -> Iterator[list[tuple[_Seen, bytes]]]:
         """Fetch BODY.PEEK[] for ``items`` in sub-chunks bounded by their announced size."""
@@ -470,16 +598,9 @@ class OutlookClient:
         uids = [item.uid for item in batch]
         data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(uids), BODY_ITEMS))
         by_uid = {int(d[b"UID"]): d for d in data.values() if b"UID" in d and d.get(b"BODY[]") is not None}
+        self.session.bodies += len(by_uid)
         # A UID expunged between the two fetches is simply skipped (the next sync sees it gone).
-        fetched = []
-        for item in batch:
-            if item.uid in by_uid:
-                raw = bytes(by_uid[item.uid][b"BODY[]"])
-                seen = _seen(by_uid[item.uid], identity=item.identity)
-                if seen.identity is None:
-                    seen.identity = imap.message_identity(imap.header_block(raw))
-                fetched.append((seen, raw))
-        return fetched
+        return [(_seen(by_uid[item.uid]), bytes(by_uid[item.uid][b"BODY[]"])) for item in batch if item.uid in by_uid]
 
     def _memberships_add(self, folder: Folder, seen: dict[str, _Seen]) -> None:
         """Messages we already hold, seen (again) in ``folder``: add the membership and UID, take its flags."""
@@ -534,15 +655,25 @@ class OutlookClient:
         sent_file(client=self, outgoing=outgoing, remote_id=remote_id)
 
 
-def _seen(item: dict[bytes, Any], *, identity: str | None = None) -> _Seen:
-    """A FETCH response as a _Seen; the identity comes from a BODY[HEADER.FIELDS ...] item if there is one."""
-    header = next((v for k, v in item.items() if k.startswith(b"BODY[HEADER")), None)
+_Arrival = tuple[int, datetime | None]
+
+
+def _arrival(size: int, internal_date: datetime | None) -> _Arrival:
+    """What a pending row and an unheld UID must share before their header blocks are compared (rule 2)."""
+    return size, internal_date
+
+
+def _seen(item: dict[bytes, Any]) -> _Seen:
+    """A FETCH response as a _Seen (with the digest of its header block if the FETCH asked for it)."""
+    header = item.get(b"BODY[HEADER]")
+    header_bytes = bytes(header) if header is not None else b""
     return _Seen(
         uid=int(item[b"UID"]),
         flags=frozenset(item.get(b"FLAGS", ())),
         internal_date=item.get(b"INTERNALDATE"),
         size=int(item.get(b"RFC822.SIZE", 0)),
-        identity=imap.message_identity(bytes(header)) if header is not None else identity,
+        header_sha256=hashlib.sha256(header_bytes).digest() if header is not None else b"",
+        header_length=len(header_bytes),
     )
 
 

@@ -2,7 +2,9 @@
 (or COPY + \\Deleted + UID EXPUNGE), "delete" as a move to Trash.
 
 The local store has usually been changed already (``mailbox.services.messages_change``), so a message's
-place on the server is found again by Message-ID (``UID SEARCH HEADER``) where its local UID is gone.
+place on the server is found again by Message-ID (``UID SEARCH HEADER``) where its local UID is gone, and
+each hit is checked to be that message (other mail may share its Message-ID). The target folder's new
+membership stays without a UID until the next sync re-links it (see :mod:`providers.microsoft.mail`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from imapclient import IMAPClient
 from mailbox import store
 from mailbox.models import Folder, Message, MessageFolder
 from providers.base import ChangeKind, MessageChange, ProviderError
+from providers.microsoft import imap
 
 if TYPE_CHECKING:
     from accounts.models import MailAccount
@@ -73,7 +76,7 @@ def changes_apply(
         session.run(lambda c, f=folder, u=uids: _move(session, c, f, u, target))
         moved[folder.pk] += [remote_id for _, remote_id in pairs]
     for folder_id, remote_ids in moved.items():
-        # The UID in the target is learnt by the next sync, which finds the message by identity.
+        # The UID in the target is learnt by the next sync, which re-links the pending membership.
         store.message_folders_change(account=account, remote_ids=remote_ids, add=[target], remove=[folder_id])
 
 
@@ -97,7 +100,12 @@ def _stored_folders(messages: Sequence[Message]) -> list[Folder]:
 
 def _locate(session: _Session, messages: Sequence[Message], folders: Sequence[Folder | None], *,
             want_remote_ids: bool = False) -> dict[Folder, list]:
-    """Where each message is on the server now: {folder: [uid, ...]} (or [(uid, remote_id)])."""
+    """Where each message is on the server now: {folder: [uid, ...]} (or [(uid, remote_id)]).
+
+    A UID the store holds for the message in that folder is used as it is. Otherwise the folder is searched
+    by the message's Message-ID, and a hit counts only when it is that very message (see
+    :func:`_same_messages`): other messages sharing the Message-ID are never touched.
+    """
     local_uid = {
         (m, f): u
         for m, f, u in MessageFolder.objects.filter(message__in=list(messages), uid__isnull=False).values_list(
@@ -114,10 +122,11 @@ def _locate(session: _Session, messages: Sequence[Message], folders: Sequence[Fo
             hits = []
             for message in messages:
                 uids: list[int] = []
-                if message.message_id:
-                    uids = client.search(["HEADER", "Message-ID", f"<{message.message_id}>"])
-                elif (message.pk, folder.pk) in local_uid:
+                if (message.pk, folder.pk) in local_uid:
                     uids = client.search(["UID", str(local_uid[(message.pk, folder.pk)])])
+                elif message.message_id:
+                    uids = _same_messages(client, client.search(["HEADER", "Message-ID", f"<{message.message_id}>"]),
+                                          message)
                 hits += [(uid, message.remote_id) if want_remote_ids else uid for uid in uids]
             return hits
 
@@ -125,6 +134,33 @@ def _locate(session: _Session, messages: Sequence[Message], folders: Sequence[Fo
         if hits:
             found[folder] = hits
     return found
+
+
+HEADER = "BODY.PEEK[HEADER]"
+
+
+def _same_messages(client: IMAPClient, uids: list[int], message: Message) -> list[int]:
+    """Those of ``uids`` (in the selected folder) that are ``message`` by the sync's identity rule.
+
+    One hit with the stored size, arrival time and header block is taken as it is (the re-link rule of
+    :mod:`providers.microsoft.mail`); anything less clear is downloaded and compared by its bytes.
+    """
+    if not uids:
+        return []
+    raw = message.raw
+    data, _ = imap.fetch(client, imap.uid_set(sorted(uids)), ["UID", "INTERNALDATE", "RFC822.SIZE", HEADER])
+    plausible = [
+        uid for uid, item in data.items()
+        if int(item.get(b"RFC822.SIZE", -1)) == len(raw) and item.get(b"INTERNALDATE") == message.date
+        and raw.startswith(bytes(item.get(b"BODY[HEADER]") or b"\0"))
+    ]
+    if len(plausible) == 1:
+        return plausible
+    bodies, _ = imap.fetch(client, imap.uid_set(sorted(uids)), ["UID", "BODY.PEEK[]"])
+    return sorted(
+        uid for uid, item in bodies.items()
+        if item.get(b"BODY[]") is not None and imap.content_remote_id(bytes(item[b"BODY[]"])) == message.remote_id
+    )
 
 
 def _store_flag(session: _Session, client: IMAPClient, folder: Folder, uids: list[int], flag: bytes, on: bool) -> None:
