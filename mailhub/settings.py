@@ -72,9 +72,16 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'mailhub.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the web app read while the worker writes; the timeout rides out short write locks.
+    # WAL lets the web app read while the worker writes; the timeout rides out short write locks. IMMEDIATE:
+    # a transaction takes the write lock when it begins, waiting for it within the timeout. A deferred one
+    # that read first and then wrote failed at once ("database is locked", no waiting) whenever another
+    # connection had written in between: the web app, another worker, or the sync's own lock heartbeat.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+        }
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -138,6 +145,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 MAILHUB_SYNC_INTERVAL_SECONDS = env.int("MAILHUB_SYNC_INTERVAL_SECONDS", default=60)
+# A running sync renews its lock every quarter of this; a dead worker's lock is free after it.
+MAILHUB_SYNC_LOCK_TTL_SECONDS = env.float("MAILHUB_SYNC_LOCK_TTL_SECONDS", default=60.0)
 # The outbox (mailbox/outbox.py): how long a worker holds a row it is sending, how long a message the provider
 # accepted may take to show up where Mailhub looks for it, and how often beat re-dispatches what a dead
 # worker or a lost task left behind (queued rows overdue by MAILHUB_OUTBOX_OVERDUE_SECONDS).
