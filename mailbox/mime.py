@@ -22,12 +22,17 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
+from email.feedparser import FeedParser
 from email.message import Message as EmailMessage
 from email.parser import Parser
 
 logger = logging.getLogger(__name__)
 
 SNIPPET_LENGTH = 200
+MAX_DEPTH = 50  # levels of multipart nesting read; deeper parts are left out and the message flagged
+_FEED_CHUNK = 1 << 16
+_ODD_SEPARATORS = (b"\v", b"\f", b"\x1c", b"\x1d", b"\x1e")  # line breaks to str.splitlines, not to mail
+_SNIPPET_HTML_WHOLE = 1 << 20  # an HTML body up to this size is read whole for its snippet
 _FALLBACK_CHARSETS = ("utf-8", "cp1252", "latin-1")
 # Labels mail clients use that Python's codecs do not know, mapped to what they mean in practice.
 _CHARSET_ALIASES = {
@@ -65,7 +70,7 @@ _SIMPLE_PARAM = re.compile(r'\s*([^\s=;"*\\()<>]+)\s*=\s*(?:"([^"\\\r\n<>]*)"|([
 _PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")  # private-use characters: not in real names
 _PARSER = Parser(policy=policy.compat32)
 _HEADER_NAME = re.compile(r"[\041-\071\073-\176]+:")  # the feed parser's header line, name not empty
-_DELIMITER_TAIL = re.compile(r"(--)?[ \t]*(\r\n|\n)?\Z")  # what may follow "--boundary" on its line
+_DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(\r\n|\n)?\Z")  # what may follow "--boundary" on its line
 # Re-serialising an attached message (message/rfc822): keep its header lines as they were written.
 _EML_POLICY = policy.default.clone(linesep="\r\n", refold_source="none")
 
@@ -122,7 +127,10 @@ def mime_parse(raw: bytes) -> ParsedMessage:
             result.parse_error = "; ".join(dict.fromkeys(problems))[:2000]
     except Exception as exc:  # noqa: BLE001 - the contract is to never raise
         logger.warning("MIME parse failed: %s", type(exc).__name__)
-        result.parse_error = f"The message could not be parsed ({type(exc).__name__})."
+        if isinstance(exc, RecursionError):
+            result.parse_error = "The message is nested too deeply to be parsed; its raw text is shown."
+        else:
+            result.parse_error = f"The message could not be parsed ({type(exc).__name__})."
         if not result.text:
             result.text = clean_text(_decode_bytes(raw or b"", None))
     result.snippet = _snippet(result)
@@ -132,51 +140,110 @@ def mime_parse(raw: bytes) -> ParsedMessage:
 def mime_tree(raw: bytes) -> EmailMessage:
     """``raw`` as the tree of ``email.message.Message`` objects that ``BytesParser(policy=compat32)`` builds.
 
-    Well-formed mail takes a fast path that splits the text with string searches; the stdlib's feed
-    parser, which runs line by line and compiles a new regular expression for every multipart
-    boundary, is used for anything the fast path is not sure of (see :func:`_fast_part`).
+    Well-formed mail takes a fast path that splits the bytes with searches; the stdlib's feed parser,
+    which runs line by line and compiles a new regular expression for every multipart boundary, is used
+    for anything the fast path is not sure of (see :func:`_fast_part`).
+
+    Memory: the fast path never copies a leaf's body: it stays a span of ``raw`` until something reads it
+    (:func:`_part_bytes` decodes it straight from there), so a big attachment is not held twice as text.
+    The stdlib is fed in chunks rather than through ``parsestr``, whose StringIO held 4 bytes a character.
     """
-    text = raw.decode("ascii", "surrogateescape")
-    if not _odd_line_breaks(text):
-        msg = _fast_part(text, 0, len(text))
+    if not _odd_line_breaks(raw):
+        msg = _fast_part(raw, 0, len(raw))
         if msg is not None:
             return msg
-    return _PARSER.parsestr(text)
+    parser = FeedParser(policy=policy.compat32)
+    view = memoryview(raw)
+    for start in range(0, len(raw), _FEED_CHUNK):
+        parser.feed(str(view[start : start + _FEED_CHUNK], "ascii", "surrogateescape"))
+    return parser.close()
 
 
 def mime_headers(raw: bytes) -> EmailMessage:
     """The headers of ``raw`` as ``BytesHeaderParser(policy=compat32)`` reads them (the body is not parsed)."""
     text = raw.decode("ascii", "surrogateescape")
-    if not _odd_line_breaks(text):
+    if not _odd_line_breaks(raw):
         headers = _fast_headers(text, 0, len(text))
         if headers is not None:
             return headers[0]
     return _PARSER.parsestr(text, headersonly=True)
 
 
-def _fast_part(text: str, start: int, end: int) -> EmailMessage | None:
-    """The message in ``text[start:end]``, built as the stdlib's feed parser builds it; None if unsure.
+class _SpanMessage(EmailMessage):
+    """A compat32 message whose leaf body may stay a span of the raw bytes until it is read.
+
+    ``_payload`` reads as the text the stdlib would have set (the span decoded as ASCII with surrogate
+    escapes, one character per byte); :func:`_part_bytes` decodes the span without making that text.
+    """
+
+    _span: tuple[bytes, int, int] | None = None
+    _value: object = None
+
+    @property  # type: ignore[override]
+    def _payload(self):  # noqa: ANN202 - the stdlib's attribute
+        if self._span is not None:
+            raw, start, end = self._span
+            return str(memoryview(raw)[start:end], "ascii", "surrogateescape")
+        return self._value
+
+    @_payload.setter
+    def _payload(self, value) -> None:  # noqa: ANN001
+        self._span = None
+        self._value = value
+
+    def is_multipart(self) -> bool:
+        return self._span is None and isinstance(self._value, list)
+
+
+def _fast_part(raw: bytes, start: int, end: int, depth: int = 0, *, strip_eol: bool = False) -> EmailMessage | None:
+    """The message in ``raw[start:end]``, built as the stdlib's feed parser builds it; None if unsure.
 
     It gives up (None) wherever the feed parser would record a defect or take a rare branch: a header
     line that is not a header, a Unix From line, message/* and multipart/digest bodies, a multipart
     without its boundary, its first or its closing delimiter, or with a delimiter straight after another.
+    Parts nested deeper than MAX_DEPTH are not split (the only place its tree differs from the stdlib's,
+    whose parser dies of recursion a few hundred levels down). ``strip_eol``: the line break at the end belongs to the
+    delimiter that follows (RFC 2046). Offsets are byte offsets: decoding ASCII with surrogate escapes
+    gives one character per byte, so they are the stdlib's string offsets too.
     """
-    headers = _fast_headers(text, start, end)
+    head_end = _header_block_end(raw, start, end)
+    headers = _fast_headers(raw[start:head_end].decode("ascii", "surrogateescape"), 0, head_end - start)
     if headers is None:
         return None
     msg, position = headers
+    position += start
     ctype = msg.get_content_type()
-    if ctype.startswith("message/") or ctype == "multipart/digest":
+    too_deep = depth > MAX_DEPTH  # never read (see _leaf_parts): kept whole, so no nesting bomb recurses here
+    if (ctype.startswith("message/") or ctype == "multipart/digest") and not too_deep:
         return None
-    if not ctype.startswith("multipart/"):
-        msg.set_payload(text[position:end])
+    if not ctype.startswith("multipart/") or too_deep:
+        if strip_eol:
+            end -= 2 if raw.endswith(b"\r\n", position, end) else 1 if raw.endswith(b"\n", position, end) else 0
+        msg._span = (raw, position, end)
         return msg
-    return msg if _fast_multipart(msg, text, position, end) else None
+    if not _fast_multipart(msg, raw, position, end, depth):
+        return None
+    if strip_eol:  # RFC 2046: the line break before a delimiter belongs to the delimiter.
+        msg.epilogue = _strip_eol(msg.epilogue) if msg.epilogue else None
+    return msg
+
+
+def _header_block_end(raw: bytes, start: int, end: int) -> int:
+    """Where the header section at ``raw[start:end]`` ends, its blank line included (``end`` if none)."""
+    if start < end and raw[start] in b"\r\n":
+        blank = start
+    else:
+        ends = [found + 1 for found in (raw.find(b"\n\n", start, end), raw.find(b"\n\r", start, end)) if found >= 0]
+        if not ends:
+            return end
+        blank = min(ends)
+    line_end = raw.find(b"\n", blank, end)
+    return end if line_end < 0 else line_end + 1
 
 
 def _fast_headers(text: str, start: int, end: int) -> tuple[EmailMessage, int] | None:
     """The header section at ``text[start:end]`` as a message, and where its body starts; None if unsure."""
-    msg = EmailMessage(policy=policy.compat32)
+    msg = _SpanMessage(policy=policy.compat32)
     header: list[str] = []
     position = start
     while position < end:
@@ -200,49 +267,51 @@ def _fast_headers(text: str, start: int, end: int) -> tuple[EmailMessage, int] |
     return msg, position
 
 
-def _fast_multipart(msg: EmailMessage, text: str, start: int, end: int) -> bool:
-    """Split the multipart body ``text[start:end]`` into ``msg``'s parts, preamble and epilogue."""
+def _fast_multipart(msg: EmailMessage, raw: bytes, start: int, end: int, depth: int) -> bool:
+    """Split the multipart body ``raw[start:end]`` into ``msg``'s parts, preamble and epilogue."""
     boundary = msg.get_boundary()
     encoding = str(msg.get("content-transfer-encoding", "8bit")).lower()
     if not boundary or encoding not in ("7bit", "8bit", "binary"):
         return False
-    delimiter = "--" + boundary
+    try:
+        delimiter = b"--" + boundary.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
     lines: list[tuple[int, int]] = []  # (start, end) of each delimiter line up to the closing one
     closed = False
-    found = text.find(delimiter, start, end)
+    found = raw.find(delimiter, start, end)
     while found >= 0:
-        line_end = text.find("\n", found, end) + 1 or end
-        if found == start or text[found - 1] == "\n":
-            tail = _DELIMITER_TAIL.match(text, found + len(delimiter), line_end)
+        line_end = raw.find(b"\n", found, end) + 1 or end
+        if found == start or raw[found - 1] == 0x0A:
+            tail = _DELIMITER_TAIL.match(raw, found + len(delimiter), line_end)
             if tail:
                 lines.append((found, line_end))
                 if tail.group(1):
                     closed = True
                     break
-        found = text.find(delimiter, line_end, end)
+        found = raw.find(delimiter, line_end, end)
     if not closed or len(lines) < 2:
         return False
     if lines[0][0] > start:
-        msg.preamble = _strip_eol(text[start : lines[0][0]])
+        msg.preamble = _strip_eol(_text(raw, start, lines[0][0]))
     for (_, part_start), (part_end, _) in zip(lines, lines[1:], strict=False):
         if part_start == part_end:  # two delimiters in a row: the stdlib skips the empty part
             return False
-        part = _fast_part(text, part_start, part_end)
+        part = _fast_part(raw, part_start, part_end, depth + 1, strip_eol=True)
         if part is None:
             return False
-        # RFC 2046: the line break before a delimiter belongs to the delimiter.
-        if part.is_multipart():
-            part.epilogue = _strip_eol(part.epilogue) if part.epilogue else None
-        else:
-            part.set_payload(_strip_eol(part._payload))  # get_payload() would re-decode it
         msg.attach(part)
-    msg.epilogue = text[lines[-1][1] : end]
+    msg.epilogue = _text(raw, lines[-1][1], end)
     return True
 
 
-def _odd_line_breaks(text: str) -> bool:
-    """Whether ``text`` has a line ending in a lone CR, or another separator str.splitlines would honour."""
-    return text.count("\r") != text.count("\r\n") or any(char in text for char in "\v\f\x1c\x1d\x1e")
+def _text(raw: bytes, start: int, end: int) -> str:
+    return str(memoryview(raw)[start:end], "ascii", "surrogateescape")
+
+
+def _odd_line_breaks(raw: bytes) -> bool:
+    """Whether ``raw`` has a line ending in a lone CR, or another separator str.splitlines would honour."""
+    return raw.count(b"\r") != raw.count(b"\r\n") or any(char in raw for char in _ODD_SEPARATORS)
 
 
 def _strip_eol(value: str) -> str:
@@ -578,18 +647,52 @@ def _part_info(part: EmailMessage, headers: dict[str, str]) -> _PartInfo:
     return info
 
 
-def _leaf_parts(part: EmailMessage, depth: int = 0):
-    """Yield (part, info) for the leaf parts; an attached message (message/rfc822) is one leaf, kept as .eml."""
-    if depth > 50:  # a pathological nesting bomb
-        return
-    headers = _content_headers(part)
-    if part.is_multipart() and not _content_type(part, headers).startswith("message/"):
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            for child in payload:
-                yield from _leaf_parts(child, depth + 1)
-        return
-    yield part, _part_info(part, headers)
+def _leaf_parts(msg: EmailMessage, problems: list[str]):
+    """Yield (part, info) for the leaf parts, in order; an attached message (message/rfc822) is one leaf, kept as .eml.
+
+    Parts nested deeper than MAX_DEPTH multipart levels are left out, and ``problems`` says so.
+    """
+    stack: list[tuple[EmailMessage, int]] = [(msg, 0)]
+    while stack:
+        part, depth = stack.pop()
+        headers = _content_headers(part)
+        if part.is_multipart() and not _content_type(part, headers).startswith("message/"):
+            payload = part.get_payload()
+            if not isinstance(payload, list):
+                continue
+            if depth >= MAX_DEPTH:
+                if payload:
+                    problems.append(f"parts nested more than {MAX_DEPTH} levels deep were not read")
+                continue
+            stack.extend((child, depth + 1) for child in reversed(payload))
+            continue
+        yield part, _part_info(part, headers)
+
+
+# What may make up a base64 body the stdlib decodes without a defect (line breaks aside): see _span_bytes.
+_BASE64_BODY = re.compile(rb"[A-Za-z0-9+/\r\n]*(?:=[\r\n]*){0,2}")
+
+
+def _span_bytes(part: EmailMessage) -> bytes | None:
+    """What ``part.get_payload(decode=True)`` returns, decoded straight from the raw bytes; None: ask the stdlib.
+
+    Only the common encodings, and base64 only when it is clean (then the stdlib records no defect either).
+    """
+    span = getattr(part, "_span", None)
+    if span is None:
+        return None
+    raw, start, end = span
+    encoding = str(part.get("content-transfer-encoding", "")).lower()
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(memoryview(raw)[start:end])
+    if encoding == "base64":
+        digits = end - start - raw.count(b"\r", start, end) - raw.count(b"\n", start, end)
+        if digits % 4 or not _BASE64_BODY.fullmatch(raw, start, end):
+            return None
+        return binascii.a2b_base64(memoryview(raw)[start:end])
+    if encoding in ("x-uuencode", "uuencode", "uue", "x-uue"):
+        return None
+    return raw[start:end]
 
 
 def _part_bytes(part: EmailMessage, ctype: str) -> bytes:
@@ -600,6 +703,9 @@ def _part_bytes(part: EmailMessage, ctype: str) -> bytes:
             return inner.as_bytes(policy=_EML_POLICY)
         except Exception:  # noqa: BLE001
             return str(inner).encode("utf-8", "replace")
+    data = _span_bytes(part)
+    if data is not None:
+        return data
     data = part.get_payload(decode=True)
     if data is None:
         payload = part.get_payload()
@@ -610,7 +716,7 @@ def _part_bytes(part: EmailMessage, ctype: str) -> bytes:
 def _parse_body(msg: EmailMessage, result: ParsedMessage, problems: list[str]) -> None:
     texts: list[str] = []
     htmls: list[str] = []
-    for part, info in _leaf_parts(msg):
+    for part, info in _leaf_parts(msg, problems):
         try:
             ctype, disposition, filename = info.content_type, info.disposition, info.filename
             content_id = info.content_id
@@ -658,19 +764,37 @@ _SERIOUS_DEFECTS = {
 }
 
 
-def _all_parts(part: EmailMessage, depth: int = 0):
-    if depth > 50:
-        return
-    yield part
-    payload = part.get_payload() if part.is_multipart() else None
-    if isinstance(payload, list):
-        for child in payload:
-            yield from _all_parts(child, depth + 1)
+def _all_parts(msg: EmailMessage):
+    """Every part of the tree, however deep (walked without recursion)."""
+    stack = [msg]
+    while stack:
+        part = stack.pop()
+        yield part
+        payload = part.get_payload() if part.is_multipart() else None
+        if isinstance(payload, list):
+            stack.extend(reversed(payload))
 
 
 def _snippet(result: ParsedMessage) -> str:
-    source = result.text
-    if not source.strip() and result.html:
-        source = html_lib.unescape(_TAG.sub(" ", result.html))
-    lines = [line for line in source.splitlines() if not line.lstrip().startswith(">")]
-    return _SPACE.sub(" ", " ".join(lines)).strip()[:SNIPPET_LENGTH]
+    """The first SNIPPET_LENGTH characters of the unquoted text (of the HTML's text when there is no plain text).
+
+    Reads a growing prefix rather than the whole body, so a body of many megabytes is not copied a few
+    times over for 200 characters; for plain text the answer is the same as from the whole body. An HTML
+    body over _SNIPPET_HTML_WHOLE is read from a prefix cut before its last unclosed tag.
+    """
+    text = result.text
+    use_html = (not text or text.isspace()) and bool(result.html)
+    source = result.html if use_html else text
+    size = _SNIPPET_HTML_WHOLE if use_html else 1 << 14
+    while True:
+        whole = size >= len(source)
+        piece = source if whole else source[:size]
+        if use_html:
+            if not whole and piece.rfind("<") > piece.rfind(">"):
+                piece = piece[: piece.rfind("<")]
+            piece = html_lib.unescape(_TAG.sub(" ", piece))
+        lines = [line for line in piece.splitlines() if not line.lstrip().startswith(">")]
+        snippet = _SPACE.sub(" ", " ".join(lines)).strip()
+        if whole or len(snippet) >= SNIPPET_LENGTH:
+            return snippet[:SNIPPET_LENGTH]
+        size *= 4

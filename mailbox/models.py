@@ -126,9 +126,24 @@ class Message(models.Model):
         self.raw_compressed = raw_compress(value)
 
 
+_COMPRESS_CHUNK = 1 << 20
+
+
 def raw_compress(raw: bytes) -> bytes:
-    """The stored form of a message's raw bytes (see ``Message.raw``)."""
-    return zlib.compress(raw, 6)
+    """The stored form of a message's raw bytes (see ``Message.raw``): zlib, level 6.
+
+    A big message is fed a MiB at a time into one growing buffer: ``zlib.compress`` collects its output in
+    blocks and joins them at the end, so it briefly held the compressed message twice.
+    """
+    if len(raw) <= _COMPRESS_CHUNK:
+        return zlib.compress(raw, 6)
+    compressor = zlib.compressobj(6)
+    out = io.BytesIO()
+    view = memoryview(raw)
+    for start in range(0, len(raw), _COMPRESS_CHUNK):
+        out.write(compressor.compress(view[start : start + _COMPRESS_CHUNK]))
+    out.write(compressor.flush())
+    return out.getvalue()  # the buffer itself, trimmed, not a copy
 
 
 class MessageFolder(models.Model):

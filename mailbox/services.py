@@ -1,7 +1,10 @@
 """Sync orchestration and write-back. Provider-neutral: provider code is reached via the registry.
 
 - :func:`account_sync` runs one sync of one account under a lock kept in its SyncState (never two at
-  once; the lock expires if its worker dies) and records how it went in plain words.
+  once) and records how it went in plain words. The lock lives for MAILHUB_SYNC_LOCK_TTL_SECONDS (60 s)
+  and a heartbeat thread renews it every quarter of that while the sync runs, however long one step
+  takes: a worker that dies (SIGKILL, OOM, power) leaves a lock that expires within a minute, after
+  which the next sync resumes where it stopped.
 - :func:`messages_change` applies a user's action locally at once and queues the write-back.
 - The outbox lives in :mod:`mailbox.outbox`.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import random
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -18,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from django.db import transaction
+from django.conf import settings
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -32,11 +37,15 @@ from providers.base import ChangeKind, MailClient, MessageChange, ProviderError
 logger = logging.getLogger(__name__)
 
 DEFAULT_SYNC_DAYS = 90
-LOCK_TTL = timedelta(minutes=5)  # extended by every progress report, so only a dead worker's lock expires
+DEFAULT_LOCK_TTL_SECONDS = 60.0  # a dead worker's lock is free after this; a live one renews it (see _LockHeartbeat)
+HEARTBEATS_PER_TTL = 4  # so three renewals in a row may fail (e.g. a write lock held for a while) before it lapses
 BACKOFF_BASE_SECONDS = 30.0
 BACKOFF_MAX_SECONDS = 3600.0
 
 _lock_owner: contextvars.ContextVar[str] = contextvars.ContextVar("mailhub_sync_lock_owner", default="")
+_heartbeat: contextvars.ContextVar[_LockHeartbeat | None] = contextvars.ContextVar(
+    "mailhub_sync_heartbeat", default=None
+)
 
 
 class _Default:
@@ -48,10 +57,18 @@ DEFAULT_SINCE = _Default()
 
 @dataclass(frozen=True)
 class SyncResult:
-    """How one :func:`account_sync` call ended; ``retry_after`` (seconds) is set when worth retrying."""
+    """How one :func:`account_sync` call ended; ``retry_after`` (seconds) is set when worth retrying.
 
-    outcome: str  # "ok" | "busy" | "stopped" | "retry" | "error" | "missing"
+    For "busy" (another sync holds the lock) ``retry_after`` is when that lock expires unless renewed:
+    the time to look again in case its holder is dead.
+    """
+
+    outcome: str  # "ok" | "busy" | "lost" | "stopped" | "retry" | "error" | "missing"
     retry_after: float | None = None
+
+
+class SyncLockLost(Exception):  # noqa: N818 - it names what happened
+    """This sync's lock lapsed and another sync took it (this worker was taken for dead): stop writing."""
 
 
 # --- Sync state ---------------------------------------------------------------------------------
@@ -70,9 +87,10 @@ def sync_state_progress(
     resume: dict | None = None,
     cursor: str | None = None,
 ) -> None:
-    """Record a sync's progress (and where to resume it); also keeps the running sync's lock alive.
+    """Record a sync's progress (and where to resume it).
 
     Sync engines call this after each batch they have stored, so a crash loses at most one batch of work.
+    Raises SyncLockLost when the running sync's lock was taken over (then nothing is written).
     """
     values: dict = {}
     if done is not None:
@@ -83,18 +101,28 @@ def sync_state_progress(
         values["resume"] = resume
     if cursor is not None:
         values["cursor"] = cursor
+    if not values:
+        return
+    rows = SyncState.objects.filter(account=account)
     owner = _lock_owner.get()
     if owner:
-        values["lock_expires_at"] = timezone.now() + LOCK_TTL
-    if values:
-        SyncState.objects.filter(account=account).update(**values)
+        rows = rows.filter(lock_owner=owner)  # a sync that lost its lock must not write over its successor's
+    if not rows.update(**values) and owner:
+        raise SyncLockLost
 
 
 def sync_lock_heartbeat(*, account: MailAccount) -> None:
-    """Keep the running sync's lock alive during a long wait (e.g. a provider's Retry-After)."""
-    owner = _lock_owner.get()
-    if owner:
-        SyncState.objects.filter(account=account, lock_owner=owner).update(lock_expires_at=timezone.now() + LOCK_TTL)
+    """For a sync engine in a long wait: stop at once if this sync's lock was lost meanwhile.
+
+    The lock itself is kept alive by the heartbeat thread (:class:`_LockHeartbeat`), whatever the sync does.
+    """
+    heartbeat = _heartbeat.get()
+    if heartbeat is not None and heartbeat.lost.is_set():
+        raise SyncLockLost
+
+
+def sync_lock_ttl() -> timedelta:
+    return timedelta(seconds=float(getattr(settings, "MAILHUB_SYNC_LOCK_TTL_SECONDS", DEFAULT_LOCK_TTL_SECONDS)))
 
 
 def _lock_acquire(*, account: MailAccount) -> str | None:
@@ -103,13 +131,80 @@ def _lock_acquire(*, account: MailAccount) -> str | None:
     got = (
         SyncState.objects.filter(account=account)
         .filter(Q(lock_owner="") | Q(lock_expires_at__isnull=True) | Q(lock_expires_at__lt=now))
-        .update(lock_owner=owner, lock_expires_at=now + LOCK_TTL, status=SyncState.Status.RUNNING, started_at=now)
+        .update(
+            lock_owner=owner, lock_expires_at=now + sync_lock_ttl(), status=SyncState.Status.RUNNING, started_at=now
+        )
     )
     return owner if got else None
 
 
+def _lock_renew(*, account_id: int, owner: str) -> bool:
+    """Push the lock's expiry one TTL ahead; False if ``owner`` no longer holds it."""
+    return bool(
+        SyncState.objects.filter(account_id=account_id, lock_owner=owner).update(
+            lock_expires_at=timezone.now() + sync_lock_ttl()
+        )
+    )
+
+
 def _lock_release(*, account: MailAccount, owner: str, **values) -> None:
     SyncState.objects.filter(account=account, lock_owner=owner).update(lock_owner="", lock_expires_at=None, **values)
+
+
+def _lock_expires_in(*, account: MailAccount) -> float | None:
+    """Seconds until the account's current lock expires unless its holder renews it (None: not locked)."""
+    expires = SyncState.objects.filter(account=account).values_list("lock_expires_at", flat=True).first()
+    if expires is None:
+        return None
+    return max((expires - timezone.now()).total_seconds(), 0.0)
+
+
+class _LockHeartbeat:
+    """A thread that renews a running sync's lock every TTL / HEARTBEATS_PER_TTL until stopped.
+
+    A thread rather than renewals from the sync's own progress reports: a sync can spend minutes in one
+    step (a provider's Retry-After, one big fetch, storing a huge message) and must not lose its lock
+    there, while a dead process renews nothing. The thread has its own database connection (Django's are
+    per thread) and closes it on the way out. A renewal that fails on the database is tried again at
+    the next beat (SQLite: the write waits out the sync's own transactions, up to its timeout); one that
+    finds the lock taken sets ``lost`` and ends, and the sync stops at its next progress report.
+    """
+
+    def __init__(self, *, account_id: int, owner: str) -> None:
+        self.account_id = account_id
+        self.owner = owner
+        self.interval = sync_lock_ttl().total_seconds() / HEARTBEATS_PER_TTL
+        self.lost = threading.Event()
+        self.renewals = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sync-lock-{account_id}", daemon=True)
+
+    def start(self) -> _LockHeartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        # Bounded: a renewal stuck on the database must not hold up the sync's end (its UPDATE is
+        # conditional on the owner, so landing after the release changes nothing).
+        self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    renewed = _lock_renew(account_id=self.account_id, owner=self.owner)
+                except DatabaseError as exc:
+                    logger.warning("Could not renew the sync lock of account %s (%s)", self.account_id, exc)
+                    continue
+                if not renewed:
+                    if not self._stop.is_set():
+                        logger.warning("Sync of account %s lost its lock to another worker", self.account_id)
+                        self.lost.set()
+                    return
+                self.renewals += 1
+        finally:
+            connections.close_all()  # this thread's own connections
 
 
 def _backoff_seconds(*, failures: int, retry_after: float | None) -> float:
@@ -137,8 +232,11 @@ def account_sync(*, account_id: int) -> SyncResult:
         return SyncResult("stopped")
     owner = _lock_acquire(account=account)
     if owner is None:
-        return SyncResult("busy")
+        expires_in = _lock_expires_in(account=account)
+        return SyncResult("busy", retry_after=None if expires_in is None else expires_in + 1.0)
     token = _lock_owner.set(owner)
+    heartbeat = _LockHeartbeat(account_id=account.pk, owner=owner).start()
+    heartbeat_token = _heartbeat.set(heartbeat)
     started = time.monotonic()
     try:
         client = registry.get(account.provider).mail_client(account=account)
@@ -150,6 +248,9 @@ def account_sync(*, account_id: int) -> SyncResult:
                 SyncState.objects.filter(pk=state.pk).update(stage=SyncState.Stage.FULL)
             client.full_sync()
             SyncState.objects.filter(pk=state.pk).update(stage=SyncState.Stage.INCREMENTAL, resume={})
+    except SyncLockLost:
+        logger.warning("Sync of account %s stopped: another worker took its lock over", account_id)
+        return SyncResult("lost")
     except ReauthorizationRequired as exc:
         logger.info("Sync of account %s stopped: reauthorisation required", account_id)
         _lock_release(
@@ -181,6 +282,8 @@ def account_sync(*, account_id: int) -> SyncResult:
         )
         return SyncResult("error")
     finally:
+        heartbeat.stop()
+        _heartbeat.reset(heartbeat_token)
         _lock_owner.reset(token)
     _lock_release(
         account=account, owner=owner, status=SyncState.Status.IDLE, last_success_at=timezone.now(),

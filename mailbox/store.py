@@ -41,7 +41,7 @@ from django.db.models.constants import OnConflict
 from django.utils import timezone
 
 from accounts.models import MailAccount
-from mailbox.mime import ParsedMessage, clean_text, mime_parse
+from mailbox.mime import ParsedAttachment, ParsedMessage, clean_text, mime_parse
 from mailbox.models import Attachment, AttachmentBlob, Folder, Message, MessageFolder, Thread, raw_compress
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,11 @@ logger = logging.getLogger(__name__)
 FolderRef = Folder | int
 SENDERS_IN_SUMMARY = 3
 INLINE_BLOB_MAX = 64 * 1024  # attachment bytes kept in the database row rather than in a file
+# From this many raw bytes a message is stored step by step, each step's copies let go before the next
+# (compressed after parsing, attachments written before the INSERT, on PostgreSQL bound parameters):
+# storing one then needs a small multiple of its size (`python -m bench memory`).
+LARGE_MESSAGE = 1 << 20
+_BLOB_CHUNK = 1 << 20
 
 
 @dataclass
@@ -145,7 +150,8 @@ def message_upsert(
         internal_date=internal_date,
         uid_by_folder=uid_by_folder or {},
     )
-    return Message.objects.get(pk=messages_upsert(account=account, items=[item])[remote_id])
+    pk = messages_upsert(account=account, items=[item])[remote_id]
+    return Message.objects.defer("raw_compressed", "body_text", "body_html").get(pk=pk)  # loaded when read
 
 
 def messages_upsert(*, account: MailAccount, items: Sequence[IncomingMessage]) -> dict[str, int]:
@@ -196,9 +202,22 @@ def _messages_upsert(*, account: MailAccount, items: list[IncomingMessage]) -> d
         if touched_threads:
             threads_refresh(thread_ids=touched_threads)
         return {remote_id: m.pk for remote_id, m in existing.items()}
-    # Compression runs in C without the GIL: a helper thread does it while this one parses.
-    compressed = _compressor().map(raw_compress, [i.raw for i in new_items])
-    parsed = {i.remote_id: mime_parse(i.raw) for i in new_items}
+    # Compression runs in C without the GIL: a helper thread does it while this one parses. A large message
+    # is compressed after it was parsed and its attachments were stored instead, so that the copies each step
+    # makes of it are not all held at once (see LARGE_MESSAGE).
+    small = [i for i in new_items if len(i.raw) < LARGE_MESSAGE]
+    compressing = zip(
+        [i.remote_id for i in small], _compressor().map(raw_compress, [i.raw for i in small]), strict=True
+    )
+    parsed: dict[str, ParsedMessage] = {}
+    compressed: dict[str, bytes] = {}
+    stored_attachments: dict[int, _StoredAttachment] = {}
+    for item in new_items:
+        parsed[item.remote_id] = mime_parse(item.raw)
+        if len(item.raw) >= LARGE_MESSAGE:
+            _attachments_store(parsed=[parsed[item.remote_id]], stored=stored_attachments)
+            compressed[item.remote_id] = raw_compress(item.raw)
+    compressed.update(compressing)
     thread_ids, merged_from = _threads_resolve(account=account, items=new_items, parsed=parsed)
     touched_threads |= set(thread_ids.values()) | merged_from
 
@@ -213,7 +232,8 @@ def _messages_upsert(*, account: MailAccount, items: list[IncomingMessage]) -> d
                 MessageFolder(message_id=message_id, folder_id=folder_id, uid=item.uid_by_folder.get(folder_id))
             )
     MessageFolder.objects.bulk_create(memberships)
-    _attachments_create(message_ids=message_ids, parsed=parsed)
+    _attachments_store(parsed=parsed.values(), stored=stored_attachments)
+    _attachments_create(message_ids=message_ids, parsed=parsed, stored=stored_attachments)
     threads_refresh(thread_ids=touched_threads)
     return {**{remote_id: m.pk for remote_id, m in existing.items()}, **message_ids}
 
@@ -235,25 +255,35 @@ def _messages_insert(
     items: list[IncomingMessage],
     parsed: dict[str, ParsedMessage],
     thread_ids: dict[str, int],
-    compressed: Iterable[bytes],
+    compressed: dict[str, bytes],
 ) -> dict[str, int]:
     """INSERT new messages; returns their ids by remote id.
 
     The sync's hottest write, done without model instances: building one per message and letting
-    bulk_create prepare them cost more than parsing the mail did.
+    bulk_create prepare them cost more than parsing the mail did. On PostgreSQL a large message's raw bytes
+    and body go in a second statement with bound parameters (see :func:`_large_fields_write`).
     """
     now = timezone.now()
+    connection = connections[router.db_for_write(Message)]
+    large: list[IncomingMessage] = []
     rows = []
-    for item, raw_compressed in zip(items, compressed, strict=True):
+    for item in items:
         p = parsed[item.remote_id]
+        raw_compressed, text, html = compressed[item.remote_id], p.text, p.html
+        if len(raw_compressed) + len(text) + len(html) >= LARGE_MESSAGE:
+            large.append(item)
+            raw_compressed = b""
+            if connection.vendor == "postgresql":
+                text, html = "", ""
         rows.append((
             account.pk, thread_ids[item.remote_id], item.remote_id, p.message_id, p.in_reply_to,
             " ".join(f"<{r}>" for r in p.references), p.subject, p.from_name[:255], p.from_address[:320],
-            p.to, p.cc, p.bcc, p.reply_to, item.internal_date or p.date or now, p.snippet, p.text, p.html,
+            p.to, p.cc, p.bcc, p.reply_to, item.internal_date or p.date or now, p.snippet, text, html,
             len(item.raw), item.is_read, item.is_starred, item.is_draft, p.has_attachments, p.parse_error,
             raw_compressed, now, now,
         ))
     _rows_insert(Message, _MESSAGE_COLUMNS, rows)
+    del rows
     ids: dict[str, int] = {}
     remote_ids = [item.remote_id for item in items]
     for start in range(0, len(remote_ids), 500):
@@ -262,7 +292,46 @@ def _messages_insert(
                 "remote_id", "id"
             )
         )
+    for item in large:
+        p = parsed[item.remote_id]
+        _large_fields_write(
+            connection, message_id=ids[item.remote_id], raw_compressed=compressed[item.remote_id], text=p.text,
+            html=p.html,
+        )
     return ids
+
+
+def _large_fields_write(connection, *, message_id: int, raw_compressed: bytes, text: str, html: str) -> None:
+    """Write a large message's raw bytes (on PostgreSQL its body too) after its row was inserted without them.
+
+    Bound into the multi-row INSERT they were copied twice more at once: SQLite copies a bound value and
+    then builds the record around it; Django's psycopg cursor binds on the client, spelling the bytes out
+    in hex inside the SQL text. SQLite now gets a zero-filled blob written in place a chunk at a time
+    (incremental blob I/O); PostgreSQL gets server-side bound parameters, the raw bytes in binary.
+    """
+    table, pk = Message._meta.db_table, Message._meta.pk.column
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f'UPDATE "{table}" SET "raw_compressed" = zeroblob(%s) WHERE "{pk}" = %s',  # noqa: S608 (model meta)
+                [len(raw_compressed), message_id],
+            )
+        view = memoryview(raw_compressed)
+        with connection.connection.blobopen(table, "raw_compressed", message_id) as blob:
+            for start in range(0, len(view), _BLOB_CHUNK):
+                blob.write(view[start : start + _BLOB_CHUNK])
+        return
+    if connection.vendor != "postgresql":
+        Message.objects.filter(pk=message_id).update(raw_compressed=raw_compressed, body_text=text, body_html=html)
+        return
+    import psycopg
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            f'UPDATE "{table}" SET "raw_compressed" = %b, "body_text" = %s, "body_html" = %s WHERE "{pk}" = %s',  # noqa: S608 (model meta)
+            [raw_compressed, text, html, message_id],
+        )
 
 
 def _rows_insert(
@@ -705,29 +774,51 @@ def _blobs_store(contents: dict[str, bytes]) -> dict[str, AttachmentBlob]:
     return blobs
 
 
-def _attachments_create(*, message_ids: dict[str, int], parsed: dict[str, ParsedMessage]) -> None:
+@dataclass
+class _StoredAttachment:
+    blob: AttachmentBlob
+    size: int
+
+
+def _attachments_store(*, parsed: Iterable[ParsedMessage], stored: dict[int, _StoredAttachment]) -> None:
+    """Store the attachments of ``parsed`` not in ``stored`` yet as blobs, and let go of their bytes.
+
+    ``stored`` maps ``id(attachment)`` to its blob and size; the attachment's content is emptied, so a big
+    attachment is not held until the whole batch has been written.
+    """
     contents: dict[str, bytes] = {}
-    digests: dict[int, str] = {}  # id(attachment) -> sha256, so each attachment is hashed once
-    for p in parsed.values():
+    digests: dict[int, tuple[str, ParsedAttachment]] = {}  # each attachment is hashed once
+    for p in parsed:
         for a in p.attachments:
-            digest = hashlib.sha256(a.content).hexdigest()
-            digests[id(a)] = digest
-            contents.setdefault(digest, a.content)
+            if id(a) not in stored:
+                digest = hashlib.sha256(a.content).hexdigest()
+                digests[id(a)] = (digest, a)
+                contents.setdefault(digest, a.content)
     if not contents:
         return
     blobs = _blobs_store(contents)
+    contents.clear()
+    for key, (digest, a) in digests.items():
+        stored[key] = _StoredAttachment(blob=blobs[digest], size=len(a.content))
+        a.content = b""
+
+
+def _attachments_create(
+    *, message_ids: dict[str, int], parsed: dict[str, ParsedMessage], stored: dict[int, _StoredAttachment]
+) -> None:
     rows = []
     for remote_id, p in parsed.items():
         for a in p.attachments:
             rows.append(
                 Attachment(
                     message_id=message_ids[remote_id],
-                    blob=blobs[digests[id(a)]],
+                    blob=stored[id(a)].blob,
                     filename=clean_text(a.filename)[:255],
                     content_type=a.content_type[:255],
-                    size=len(a.content),
+                    size=stored[id(a)].size,
                     content_id=a.content_id[:255],
                     is_inline=a.is_inline,
                 )
             )
-    Attachment.objects.bulk_create(rows)
+    if rows:
+        Attachment.objects.bulk_create(rows)

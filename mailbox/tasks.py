@@ -11,10 +11,14 @@ MAX_SYNC_RETRIES = 8
 
 
 @shared_task(bind=True, max_retries=MAX_SYNC_RETRIES, ignore_result=True)
-def sync_account(self, account_id: int) -> str:
+def sync_account(self, account_id: int, look_again_when_busy: bool = True) -> str:
     result = services.account_sync(account_id=account_id)
     if result.outcome == "retry" and self.request.retries < self.max_retries:
         raise self.retry(countdown=result.retry_after or 60)
+    if result.outcome == "busy" and look_again_when_busy and result.retry_after is not None:
+        # The lock's holder may be dead (this may be its own task, redelivered after a crash): look again once
+        # when its lock would lapse. A live holder renews it, and the second look is then a no-op.
+        sync_account.apply_async((account_id,), {"look_again_when_busy": False}, countdown=result.retry_after)
     return result.outcome
 
 

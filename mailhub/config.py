@@ -50,6 +50,19 @@ def env_int(environ: Mapping[str, str], name: str, *, default: int, minimum: int
     return number
 
 
+def env_seconds(environ: Mapping[str, str], name: str, *, default: float, minimum: float, maximum: float) -> float:
+    value = _raw(environ, name)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number of seconds.") from None
+    if not minimum <= seconds <= maximum:
+        raise ImproperlyConfigured(f"{name}={value} is out of range ({minimum:g} to {maximum:g} seconds).")
+    return seconds
+
+
 def env_port(environ: Mapping[str, str], name: str, *, default: int) -> int:
     return env_int(environ, name, default=default, minimum=1, maximum=65535)
 

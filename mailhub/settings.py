@@ -88,9 +88,16 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'm
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Created 0600 before SQLite opens it; SQLite gives its -wal and -shm files the same mode.
     sqlite_file_prepare(DATABASES["default"]["NAME"])
-    # WAL lets the web app read while the worker writes; the timeout rides out short write locks.
+    # WAL lets the web app read while the worker writes; the timeout rides out short write locks. IMMEDIATE:
+    # a transaction takes the write lock when it begins, waiting for it within the timeout. A deferred one
+    # that read first and then wrote failed at once ("database is locked", no waiting) whenever another
+    # connection had written in between: the web app, another worker, or the sync's own lock heartbeat.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+        }
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -219,13 +226,25 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 MAILHUB_SYNC_INTERVAL_SECONDS = config.env_int(
     ENVIRON, "MAILHUB_SYNC_INTERVAL_SECONDS", default=60, minimum=1, maximum=24 * 3600
 )
+# A running sync renews its lock every quarter of this; a dead worker's lock is free after it.
+MAILHUB_SYNC_LOCK_TTL_SECONDS = config.env_seconds(
+    ENVIRON, "MAILHUB_SYNC_LOCK_TTL_SECONDS", default=60.0, minimum=4, maximum=3600
+)
 # The outbox (mailbox/outbox.py): how long a worker holds a row it is sending, how long a message the provider
 # accepted may take to show up where Mailhub looks for it, and how often beat re-dispatches what a dead
 # worker or a lost task left behind (queued rows overdue by MAILHUB_OUTBOX_OVERDUE_SECONDS).
-MAILHUB_SEND_LEASE_SECONDS = env.float("MAILHUB_SEND_LEASE_SECONDS", default=300.0)
-MAILHUB_SEND_SETTLE_SECONDS = env.float("MAILHUB_SEND_SETTLE_SECONDS", default=30.0)
-MAILHUB_OUTBOX_SWEEP_SECONDS = env.float("MAILHUB_OUTBOX_SWEEP_SECONDS", default=30.0)
-MAILHUB_OUTBOX_OVERDUE_SECONDS = env.float("MAILHUB_OUTBOX_OVERDUE_SECONDS", default=60.0)
+MAILHUB_SEND_LEASE_SECONDS = config.env_seconds(
+    ENVIRON, "MAILHUB_SEND_LEASE_SECONDS", default=300.0, minimum=1, maximum=24 * 3600
+)
+MAILHUB_SEND_SETTLE_SECONDS = config.env_seconds(
+    ENVIRON, "MAILHUB_SEND_SETTLE_SECONDS", default=30.0, minimum=0, maximum=3600
+)
+MAILHUB_OUTBOX_SWEEP_SECONDS = config.env_seconds(
+    ENVIRON, "MAILHUB_OUTBOX_SWEEP_SECONDS", default=30.0, minimum=0.5, maximum=3600
+)
+MAILHUB_OUTBOX_OVERDUE_SECONDS = config.env_seconds(
+    ENVIRON, "MAILHUB_OUTBOX_OVERDUE_SECONDS", default=60.0, minimum=1, maximum=24 * 3600
+)
 CELERY_BEAT_SCHEDULE = {
     "sync-all-accounts": {
         "task": "mailbox.tasks.sync_all_accounts",

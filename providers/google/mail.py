@@ -4,7 +4,8 @@
   account's sync start date), fetch them ``format=raw`` in batch requests of bounded size with bounded
   concurrency, store them through :mod:`mailbox.store`. Resumable: the page token and the ids done on
   the current page are kept in ``SyncState.resume``; a resync after an expired history also refreshes the
-  labels of stored messages and removes what is gone.
+  labels of stored messages and removes what is gone. Progress: see ``GmailClient._counted``; a finished
+  full sync shows done == total == the messages stored in the sync range.
 - Incremental sync: ``history.list`` from the stored ``historyId``; cost is proportional to the changes.
 - Quota: a per-user pacer keeps requests under Google's 250 units per moving second (per-method costs);
   429 / 403 rateLimitExceeded / 5xx / network errors are retried with exponential backoff and jitter,
@@ -610,16 +611,40 @@ class GmailClient:
             next_token = page.get("nextPageToken")
             if not next_token:
                 break
-            resume.update(page_token=next_token, page_done=[])
-            services.sync_state_progress(account=self.account, resume=resume, total=self._total_at_least(done))
+            done = self._counted(resume, done)
+            resume.update(page_token=next_token, page_done=[], done=done)
+            services.sync_state_progress(
+                account=self.account, resume=resume, done=done, total=self._total_at_least(done)
+            )
         if resume.get("reconcile"):
             self._reconcile_deletions(q=q, since=state.sync_since)
+        done = self._counted(resume, done)
         SyncState.objects.filter(account=self.account).update(
             cursor=resume["history_id"], stage=SyncState.Stage.INCREMENTAL, resume={},
             progress_done=done, progress_total=done,
         )
         # Catch up with what changed while the full sync ran (or while a killed run lay dead).
         self.incremental_sync()
+        stored = self._stored_in_range(state.sync_since)
+        SyncState.objects.filter(account=self.account).update(progress_done=stored, progress_total=stored)
+
+    def _counted(self, resume: dict, done: int) -> int:
+        """The progress so far (``progress_done``), never less than what an earlier report said.
+
+        A first sync counts the messages stored: the store is the truth, whatever a killed run left behind
+        or a shifting listing showed twice. A resync of a stored mailbox (``reconcile``) counts the messages
+        it has checked or stored (``done``, kept in the resume point with the page's ids).
+        """
+        if resume.get("reconcile"):
+            return done
+        return Message.objects.filter(account=self.account).count()
+
+    def _stored_in_range(self, since) -> int:
+        """Messages stored for the account within the sync range (what a finished sync's counter shows)."""
+        rows = Message.objects.filter(account=self.account)
+        if since is not None:
+            rows = rows.filter(date__gte=datetime.combine(since, dt_time.min, tzinfo=UTC))
+        return rows.count()
 
     def _total_at_least(self, done: int) -> int:
         total = SyncState.objects.filter(account=self.account).values_list("progress_total", flat=True).first() or 0
@@ -639,8 +664,8 @@ class GmailClient:
                 store.messages_state_set(account=self.account, states=states)
                 store.messages_delete(account=self.account, remote_ids=[mid for mid, data in results if data is None])
                 page_done.update(mid for mid, _ in results)
-                done += len(results)
-                resume["page_done"] = sorted(page_done)
+                done += len(states)  # checked and still there; the gone ones were deleted
+                resume.update(page_done=sorted(page_done), done=done)
                 services.sync_state_progress(account=self.account, done=done, resume=resume)
         else:
             # Stored by an interrupted run of this same sync: changes since are in the history.
@@ -666,8 +691,8 @@ class GmailClient:
     ) -> int:
         store.messages_upsert(account=self.account, items=items)
         page_done.update(ids)
-        done += len(ids)
-        resume["page_done"] = sorted(page_done)
+        done = self._counted(resume, done + len(items))  # ids gone meanwhile (404) were not stored
+        resume.update(page_done=sorted(page_done), done=done)
         services.sync_state_progress(
             account=self.account, done=done, resume=resume, total=self._total_at_least(done)
         )

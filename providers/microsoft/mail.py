@@ -239,6 +239,7 @@ class OutlookClient:
         self.chunk_size = chunk_size
         self.chunk_bytes = chunk_bytes
         self.session = _Session(account)
+        self._remaining: dict[str, int] = {}  # full sync: messages left per folder, for the progress total
 
     @property
     def commands_sent(self) -> int:
@@ -259,15 +260,16 @@ class OutlookClient:
         resume.setdefault("folders", {})
         with self.session:
             folders = self._folders_refresh()
-            total = self._progress_total(folders, since=state.sync_since)
-            done = sum(int(p.get("done", 0)) for p in resume["folders"].values())
-            self._progress(done=done, total=total, resume=resume)
+            self._remaining = self._progress_remaining(folders, since=state.sync_since, resume=resume)
+            self._full_progress(resume=resume)
             for folder in folders:
                 position = resume["folders"].get(folder.remote_id, {})
                 if position.get("finished"):
                     continue
-                self._folder_full(folder, since=state.sync_since, resume=resume, total=total)
+                self._folder_full(folder, since=state.sync_since, resume=resume, total=None)
             self._orphans_delete(before=started)
+            self._remaining = {}
+            self._full_progress(resume=resume)  # done == total == what is stored
 
     def incremental_sync(self) -> None:
         """New mail, flag changes and expunges since the last sync; cost independent of mailbox size."""
@@ -303,15 +305,32 @@ class OutlookClient:
             store.folder_delete(account=self.account, remote_id=remote_id)
         return folders
 
-    def _progress_total(self, folders: list[Folder], *, since) -> int:
-        def count(client: IMAPClient) -> int:
-            total = 0
+    def _progress_remaining(self, folders: list[Folder], *, since, resume: dict) -> dict[str, int]:
+        """Per folder, the messages in range the full sync has still to go through (after its resume point)."""
+
+        def count(client: IMAPClient) -> dict[str, int]:
+            remaining = {}
             for folder in folders:
+                position = resume["folders"].get(folder.remote_id) or {}
+                if position.get("finished"):
+                    continue
                 self.session.select(folder.remote_id)
-                total += len(client.search(["SINCE", since] if since else "ALL"))
-            return total
+                after = int(position.get("after", 0))
+                remaining[folder.remote_id] = sum(
+                    1 for uid in client.search(["SINCE", since] if since else "ALL") if uid > after
+                )
+            return remaining
 
         return self.session.run(count)
+
+    def _full_progress(self, *, resume: dict) -> None:
+        """Report a full sync's progress: done = messages stored; total = done + what is left to go through.
+
+        Counting stored rows (not UIDs seen) keeps done from going back after a resume and makes the same
+        mail in two folders count once; total is an upper bound that settles on done at the end.
+        """
+        done = Message.objects.filter(account=self.account).count()
+        self._progress(done=done, total=done + sum(self._remaining.values()), resume=resume)
 
     def _progress(self, *, done: int | None = None, total: int | None = None, resume: dict | None = None) -> None:
         from mailbox.services import sync_state_progress
@@ -335,6 +354,8 @@ class OutlookClient:
         linked: set[int] = set()
         if MessageFolder.objects.filter(folder=folder, uid__isnull=True).exists():
             linked = self._relink(folder, self.session.run(lambda c: c.search("ALL")))
+        if resume is not None:
+            self._remaining[folder.remote_id] = len(uids)
         for start in range(0, len(uids), self.chunk_size):
             chunk = uids[start : start + self.chunk_size]
             self._chunk_store(folder, [uid for uid in chunk if uid not in linked], refresh_known=seen_before)
@@ -342,7 +363,8 @@ class OutlookClient:
             position["done"] = position.get("done", 0) + len(chunk)
             if resume is not None:
                 resume["folders"][folder.remote_id] = position
-                self._progress(done=sum(int(p.get("done", 0)) for p in resume["folders"].values()), resume=resume)
+                self._remaining[folder.remote_id] -= len(chunk)
+                self._full_progress(resume=resume)
         # Anything we hold for this folder that the server no longer has (or whose UID is still unknown) goes.
         server_uids = set(self.session.run(lambda c: c.search("ALL")))
         local = MessageFolder.objects.filter(folder=folder).values_list("uid", flat=True)

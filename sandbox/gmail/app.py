@@ -13,6 +13,7 @@ import math
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -268,6 +269,9 @@ class GmailApp:
             raise GmailError(403, f"Delegation denied for {email}", reason="forbidden")
         if self.check_scopes and not set(token.scopes) & method_scopes(method):
             raise GmailError(403, "Request had insufficient authentication scopes.", reason="insufficientPermissions")
+        delay = self.store.injected_delay(email, method)
+        if delay:
+            time.sleep(delay)  # outside the store's lock: only this request waits
         failure = self.store.injected_failure(email, method)
         if failure is not None:
             self.store.count(email, "injected_failures")

@@ -169,6 +169,7 @@ class GmailStore:
         self.history_retention = history_retention
         self._usage: dict[str, collections.deque[tuple[float, int]]] = {}
         self._failures: collections.deque[_Failure] = collections.deque()
+        self._delays: collections.deque[tuple[float, str | None, str | None]] = collections.deque()
         self._fail_rate = 0.0
         self._fail_rate_status = 503
         self._random = random.Random(0)
@@ -497,9 +498,24 @@ class GmailStore:
             self._fail_rate, self._fail_rate_status = p, status
             self._random = random.Random(seed)
 
+    def delay_next(self, seconds: float, *, method: str | None = None, email: str | None = None) -> None:
+        """Answer the next API call (optionally only of ``method``/``email``) after ``seconds``: a slow Gmail."""
+        with self.lock:
+            self._delays.append((seconds, method, email.lower() if email else None))
+
+    def injected_delay(self, email: str, method: str) -> float:
+        with self.lock:
+            for delay in self._delays:
+                seconds, wanted_method, wanted_email = delay
+                if wanted_method in (None, method) and wanted_email in (None, email.lower()):
+                    self._delays.remove(delay)
+                    return seconds
+        return 0.0
+
     def clear_failures(self) -> None:
         with self.lock:
             self._failures.clear()
+            self._delays.clear()
             self._fail_rate = 0.0
 
     def injected_failure(self, email: str, method: str) -> GmailError | None:
@@ -538,6 +554,7 @@ class GmailStore:
             self._no_mail.clear()
             self._usage.clear()
             self._failures.clear()
+            self._delays.clear()
             self._fail_rate = 0.0
             self._stats.clear()
             self.quota_enabled = False

@@ -6,6 +6,7 @@ import email.utils
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.policy import compat32
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,40 @@ def test_headers_and_parameters_degrade_field_by_field():
     assert parsed.text.strip() == "café"
     assert [a.filename for a in parsed.attachments] == ["é.doc", "résumé.pdf"]
     assert parsed.parse_error == ""
+
+
+def _nested(levels: int, *, text: str) -> str:
+    """``levels`` multiparts, each the only part of the one above, with ``text`` at the bottom."""
+    opening = "".join(f"--n{i}\r\nContent-Type: multipart/mixed; boundary=\"n{i + 1}\"\r\n\r\n" for i in range(levels))
+    closing = "".join(f"--n{i}--\r\n" for i in reversed(range(levels)))
+    return (
+        f"Content-Type: multipart/mixed; boundary=\"n0\"\r\n\r\n{opening}"
+        f"--n{levels}\r\nContent-Type: text/plain\r\n\r\n{text}\r\n--n{levels}--\r\n{closing}"
+    )
+
+
+@pytest.mark.parametrize("levels", [60, 3000])
+def test_nesting_deeper_than_the_limit_keeps_the_reachable_text_and_says_so(levels):
+    from mailbox.mime import MAX_DEPTH
+
+    raw = (
+        "From: a@example.org\r\nSubject: Russian dolls\r\nContent-Type: multipart/mixed; boundary=\"top\"\r\n\r\n"
+        "--top\r\nContent-Type: text/plain\r\n\r\nOn the surface.\r\n"
+        f"--top\r\n{_nested(levels, text='At the bottom.')}\r\n"
+        "--top\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\n\r\n%PDF\r\n"
+        "--top--\r\n"
+    ).encode()
+    parsed = mime_parse(raw)
+    assert parsed.subject == "Russian dolls"
+    assert parsed.text == "On the surface." and "bottom" not in parsed.text
+    assert [a.filename for a in parsed.attachments] == ["a.pdf"]
+    assert parsed.parse_error == f"parts nested more than {MAX_DEPTH} levels deep were not read"
+
+
+def test_nesting_within_the_limit_is_read_without_a_flag():
+    from mailbox.mime import MAX_DEPTH
+
+    parsed = mime_parse(f"Subject: deep\r\n{_nested(MAX_DEPTH - 1, text='Fifty levels down.')}".encode())
+    assert (parsed.text, parsed.parse_error) == ("Fifty levels down.", "")
+    corpus = mime_parse((Path(__file__).parents[2] / "sandbox/corpus/22-deeply-nested.eml").read_bytes())
+    assert corpus.text.strip() == "Thirty levels down." and corpus.parse_error == ""

@@ -24,8 +24,7 @@ def _shape(msg: Message) -> tuple:
 
 
 def _fast(raw: bytes) -> Message | None:
-    text = raw.decode("ascii", "surrogateescape")
-    return mime._fast_part(text, 0, len(text))
+    return mime._fast_part(raw, 0, len(raw))
 
 
 def _assert_fast_equals_stdlib(raw: bytes) -> bool:

@@ -1,5 +1,6 @@
 """The store: idempotent writes keyed by (account, remote_id), threading, summaries, attachments."""
 
+import hashlib
 import os
 from datetime import UTC, datetime
 
@@ -135,3 +136,57 @@ def test_unparseable_message_is_kept_with_flag(mail_account):
     assert message.raw == raw and message.parse_error
     empty = store.message_upsert(account=mail_account, remote_id="empty", raw=b"")
     assert Message.objects.get(pk=empty.pk).parse_error
+
+
+def _large_raw(*, text_mb: float, attachment_mb: float) -> tuple[bytes, str, bytes]:
+    """A message over store.LARGE_MESSAGE: a long non-ASCII text body and a random (incompressible) attachment."""
+    from email.message import EmailMessage
+
+    text = "zebrafinch\n" + "Überschrift und ein Satz, der sich wiederholt.\n" * int(text_mb * 2**20 / 48)
+    attachment = os.urandom(int(attachment_mb * 2**20))
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "big@example.org", "alice@example.org", "A large one"
+    msg.set_content(text)
+    msg.add_attachment(attachment, maintype="application", subtype="octet-stream", filename="data.bin")
+    return msg.as_bytes(), text, attachment
+
+
+def test_a_large_message_is_stored_whole_and_searchable(alice, mail_account, inbox):
+    from mailbox.search import SearchQuery, messages_search
+
+    raw, text, attachment = _large_raw(text_mb=1.5, attachment_mb=2)
+    assert len(raw) > store.LARGE_MESSAGE
+    ids = store.messages_upsert(
+        account=mail_account,
+        items=[store.IncomingMessage(remote_id="big", raw=raw, folders=[inbox]),
+               store.IncomingMessage(remote_id="small", raw=b"Subject: small\r\n\r\nhello zebrafinch\r\n")],
+    )
+    message = Message.objects.get(pk=ids["big"])
+    assert message.raw == raw and message.size == len(raw)
+    assert message.body_text.rstrip("\n") == text.rstrip("\n") and message.parse_error == ""
+    (stored,) = message.attachments.select_related("blob")
+    assert stored.size == len(attachment) and stored.blob.sha256 == hashlib.sha256(attachment).hexdigest()
+    with stored.blob.open() as handle:
+        assert handle.read() == attachment
+    found = set(messages_search(user=alice, query=SearchQuery(text="zebrafinch")).values_list("remote_id", flat=True))
+    assert found == {"big", "small"}  # the body written apart from the INSERT is indexed like any other
+    # (PostgreSQL indexes the first 200,000 characters of a body, SQLite all of it.)
+
+
+def test_storing_a_large_message_allocates_a_small_multiple_of_its_size(mail_account):
+    """Python-level allocations while storing (tracemalloc is deterministic, unlike RSS): under 3x the message.
+
+    Before the store went step by step this was 6.7x (parse copies, base64 line lists, zlib's output blocks,
+    the attachment held until the end, PostgreSQL's hex literal).
+    """
+    import tracemalloc
+
+    raw, _, _ = _large_raw(text_mb=2.5, attachment_mb=5)
+    tracemalloc.start()
+    try:
+        store.messages_upsert(account=mail_account, items=[store.IncomingMessage(remote_id="big", raw=raw)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert Message.objects.get(remote_id="big").raw == raw
+    assert peak < 3 * len(raw), f"{peak / len(raw):.2f}x the message's size"

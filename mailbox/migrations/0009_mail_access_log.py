@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0001_initial'),
-        ('mailbox', '0007_outbox_state_machine'),
+        ('mailbox', '0008_imap_content_keys'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
