@@ -73,8 +73,16 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'mailhub.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web app read while the worker writes; the timeout rides out short write locks.
+    # IMMEDIATE: a transaction takes the write lock when it begins. SQLite has no SELECT ... FOR UPDATE,
+    # so without it two workers refreshing one token both read the old row, both refreshed, and the
+    # loser (holding a stale snapshot) failed with "database is locked" or, on Microsoft, presented a
+    # refresh token the winner had just rotated and marked the mailbox "reconnect required".
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
