@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-MUTATION_STAMP := $(VENV)/.mutation-installed
+MUTATION_VENV := .venv-mutation
 # `make mutation MODULES="tokens search"` picks modules of mutation/modules.toml (default: all of them).
 MODULES ?=
 # `make test` runs the suite on SQLite, then again on this PostgreSQL (set it empty to skip).
@@ -47,13 +47,14 @@ test: install
 bench: install
 	$(PY) -m bench
 
-$(MUTATION_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[test,mutation]'
-	touch $(MUTATION_STAMP)
+$(MUTATION_VENV)/.installed: mutation/requirements.txt
+	$(PYTHON) -m venv $(MUTATION_VENV)
+	$(MUTATION_VENV)/bin/pip install --quiet -r mutation/requirements.txt
+	touch $(MUTATION_VENV)/.installed
 
 ## Mutation testing per module against its own tests; scores to mutation/results/ (see README).
-mutation: $(MUTATION_STAMP)
-	$(PY) -m mutation $(MODULES)
+mutation: install $(MUTATION_VENV)/.installed
+	$(MUTATION_VENV)/bin/python -m mutation $(MODULES)
 
 lint: install
 	$(VENV)/bin/ruff check .

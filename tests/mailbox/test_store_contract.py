@@ -386,3 +386,14 @@ def test_attachments_keep_their_names_types_and_inline_marks(mail_account):
     assert (pdf.filename, pdf.is_inline, pdf.size) == (("R" * 300 + ".pdf")[:255], False, 8)
     assert bytes(pdf.blob.content) == b"%PDF-1.4"
     assert store.blob_store(content=b"%PDF-1.4").pk == pdf.blob_id  # stored once per content
+
+
+@pytest.mark.parametrize(("size", "in_row"), [(64 * 1024, True), (64 * 1024 + 1, False)])
+def test_attachments_up_to_64_kib_stay_in_the_database_row(mail_account, size, in_row):
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    raw = raw_message(attachments=[("a.bin", "application/octet-stream", data)])
+    m = store.message_upsert(account=mail_account, remote_id="a", raw=raw)
+    blob = m.attachments.get().blob
+    assert (blob.content is not None, bool(blob.file), blob.size) == (in_row, not in_row, size)
+    with blob.open() as handle:
+        assert handle.read() == data
