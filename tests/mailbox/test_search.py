@@ -118,6 +118,7 @@ def test_search_page(client, alice, ui_mail):
 )
 def test_a_query_is_empty_only_without_words_and_filters(fields, empty):
     assert SearchQuery(**fields).is_empty is empty
+    assert {SearchQuery(**fields), SearchQuery(**fields)} == {SearchQuery(**fields)}  # a value: equal, hashable
 
 
 def _local(day: date, hour: int, minute: int) -> datetime:
