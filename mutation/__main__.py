@@ -23,8 +23,10 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -135,10 +137,14 @@ def _where(spans: list[tuple[int, int, str]], line_number: int) -> str:
 def _mutants_read(scratch: Path) -> list[Mutant]:
     from mutmut import Context, RelativeMutationID, mutate
 
-    rows = sqlite3.connect(scratch / ".mutmut-cache").execute(
-        "SELECT m.id, s.filename, l.line, l.line_number, m.`index`, m.status FROM Mutant m "
-        "JOIN Line l ON m.line = l.id JOIN SourceFile s ON l.sourcefile = s.id ORDER BY s.filename, l.line_number, m.id"
-    )
+    # Read a copy: a reader's lock makes a running mutmut fail its next write ("database is locked").
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = shutil.copy(scratch / ".mutmut-cache", Path(tmp) / "cache")
+        with closing(sqlite3.connect(cache)) as db:
+            rows = db.execute(
+                "SELECT m.id, s.filename, l.line, l.line_number, m.`index`, m.status FROM Mutant m JOIN Line l"
+                " ON m.line = l.id JOIN SourceFile s ON l.sourcefile = s.id ORDER BY s.filename, l.line_number, m.id"
+            ).fetchall()
     mutants: list[Mutant] = []
     sources: dict[str, tuple[str, list]] = {}
     for mutant_id, filename, line, line_number, index, status in rows:
