@@ -26,7 +26,8 @@ import sys
 import tempfile
 import time
 import tomllib
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -106,9 +107,11 @@ def _databases(config: dict) -> list[str]:
     return ["sqlite" if name == "sqlite" else url for name in config.get("databases", ["sqlite"])]
 
 
-def _runner_command(config: dict) -> str:
+def _runner_command(name: str, config: dict) -> str:
     parts = [TEST_PYTHON, "-m", "mutation.runner", f"--timeout={config.get('timeout', 60)}"]
     parts += [f"--database={database}" for database in _databases(config)]
+    if config.get("reuse_sqlite"):
+        parts.append(f"--sqlite-template={SCRATCH / name / 'var' / 'test-template.sqlite3'}")
     return " ".join([*parts, *config["tests"]])
 
 
@@ -200,6 +203,23 @@ def _score(result: ModuleResult, equivalents: list[dict]) -> None:
     result.score = round(100 * result.killed / scored, 1) if scored else 100.0
 
 
+@contextmanager
+def _zygote(scratch: Path) -> Iterator[str]:
+    """A warm test process for this run (mutation/zygote.py); yields its socket path."""
+    path = f"/tmp/mailhub-mutation-{os.getpid()}-{scratch.name}.sock"  # noqa: S108 - a UNIX socket path must be short
+    process = subprocess.Popen([TEST_PYTHON, "-m", "mutation.zygote", path], cwd=scratch)  # noqa: S603
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(path):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the test zygote did not start (exit {process.returncode})")
+            time.sleep(0.1)
+        yield path
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
 def module_report(name: str, config: dict, equivalents: list[dict]) -> ModuleResult:
     """The score of the last (or still running) run of ``name``, from its cache."""
     scratch = SCRATCH / name
@@ -214,7 +234,7 @@ def module_report(name: str, config: dict, equivalents: list[dict]) -> ModuleRes
 def module_run(name: str, config: dict, equivalents: list[dict], *, keep_cache: bool) -> ModuleResult:
     scratch = SCRATCH / name
     _work_tree_copy(scratch, keep_cache=keep_cache)
-    runner = _runner_command(config)
+    runner = _runner_command(name, config)
     test_dirs = sorted({str(Path(t).parent if t.endswith(".py") else Path(t)) for t in config["tests"]})
     command = [
         str(Path(sys.executable).with_name("mutmut")), "run", "--paths-to-mutate", ",".join(config["paths"]),
@@ -224,8 +244,11 @@ def module_run(name: str, config: dict, equivalents: list[dict], *, keep_cache: 
     print(f"[{name}] mutating {', '.join(config['paths'])} against {' '.join(config['tests'])} (log: {log})",
           flush=True)
     started = time.monotonic()
-    with log.open("w") as out:
-        code = subprocess.run(command, cwd=scratch, stdout=out, stderr=subprocess.STDOUT, check=False).returncode  # noqa: S603
+    with log.open("w") as out, _zygote(scratch) as socket_path:
+        env = {**os.environ, "MUTATION_ZYGOTE": socket_path, "MUTATION_PYTEST_LOG": str(scratch / "pytest.log")}
+        code = subprocess.run(  # noqa: S603
+            command, cwd=scratch, stdout=out, stderr=subprocess.STDOUT, check=False, env=env
+        ).returncode
     seconds = round(time.monotonic() - started, 1)
     if code & 1:  # mutmut's "fatal error" bit: e.g. the tests fail without any mutation
         sys.exit(f"[{name}] mutmut failed (exit {code}); see {log}")
