@@ -397,3 +397,10 @@ def test_attachments_up_to_64_kib_stay_in_the_database_row(mail_account, size, i
     assert (blob.content is not None, bool(blob.file), blob.size) == (in_row, not in_row, size)
     with blob.open() as handle:
         assert handle.read() == data
+
+
+def test_a_message_stored_without_flags_is_unread_unstarred_and_not_a_draft(mail_account):
+    m = store.message_upsert(account=mail_account, remote_id="plain", raw=raw_message())
+    m.refresh_from_db()
+    assert (m.is_read, m.is_starred, m.is_draft, m.thread.unread_count) == (False, False, False, 1)
+    assert not MessageFolder.objects.filter(message=m).exists()
