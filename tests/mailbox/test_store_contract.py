@@ -404,3 +404,15 @@ def test_a_message_stored_without_flags_is_unread_unstarred_and_not_a_draft(mail
     m.refresh_from_db()
     assert (m.is_read, m.is_starred, m.is_draft, m.thread.unread_count) == (False, False, False, 1)
     assert not MessageFolder.objects.filter(message=m).exists()
+
+
+def test_a_batch_of_known_and_new_messages_refreshes_both_threads(mail_account, inbox):
+    store.messages_upsert(account=mail_account, items=[incoming("old", thread_key="t1", folders=[inbox])])
+    assert Thread.objects.get(remote_id="t1").unread_count == 1
+    store.messages_upsert(account=mail_account, items=[
+        incoming("old", thread_key="t1", folders=[inbox], is_read=True, is_starred=True),
+        incoming("new", thread_key="t2", folders=[inbox]),
+    ])
+    old_thread, new_thread = Thread.objects.get(remote_id="t1"), Thread.objects.get(remote_id="t2")
+    assert (old_thread.unread_count, old_thread.is_starred) == (0, True)
+    assert (new_thread.unread_count, new_thread.message_count) == (1, 1)
