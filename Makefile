@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+MUTATION_VENV := .venv-mutation
+# `make mutation MODULES="tokens search"` picks modules of mutation/modules.toml (default: all of them).
+MODULES ?=
 # `make test` runs the suite on SQLite, then again on this PostgreSQL (set it empty to skip).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: run test demo bench lint migrate install install-test install-system clean
+.PHONY: run test demo bench lint migrate install install-test install-system clean mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +46,15 @@ test: install
 
 bench: install
 	$(PY) -m bench
+
+$(MUTATION_VENV)/.installed: mutation/requirements.txt
+	$(PYTHON) -m venv $(MUTATION_VENV)
+	$(MUTATION_VENV)/bin/pip install --quiet -r mutation/requirements.txt
+	touch $(MUTATION_VENV)/.installed
+
+## Mutation testing per module against its own tests; scores to mutation/results/ (see README).
+mutation: install $(MUTATION_VENV)/.installed
+	$(MUTATION_VENV)/bin/python -m mutation $(MODULES)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -58,7 +58,11 @@ def account_access_token(*, account: MailAccount, force_refresh: bool = False) -
             # and the loser would save one Microsoft has already invalidated.
             locked = MailAccount.objects.select_for_update().get(pk=account.pk)
             refreshed_meanwhile = locked.access_token != account.access_token
-            fresh = locked.token_expires_at and locked.token_expires_at - REFRESH_MARGIN > timezone.now()
+            fresh = (
+                bool(locked.access_token)
+                and locked.token_expires_at is not None
+                and locked.token_expires_at - REFRESH_MARGIN > timezone.now()
+            )
             if fresh and (refreshed_meanwhile or not force_refresh):
                 _copy_tokens(source=locked, target=account)
                 return account.access_token

@@ -621,7 +621,13 @@ def _threads_resolve(
             thread_by_key[remote_id] = thread_id
         missing = needed - set(thread_by_key)
         if missing:
-            subjects = {keys[i.remote_id]: parsed[i.remote_id].subject for i in items if i.remote_id in keys}
+            # A new thread is named after its earliest message, not the batch's last one (a reply).
+            oldest_last = sorted(
+                (i for i in items if i.remote_id in keys),
+                key=lambda i: i.internal_date or parsed[i.remote_id].date or timezone.now(),
+                reverse=True,
+            )
+            subjects = {keys[i.remote_id]: parsed[i.remote_id].subject for i in oldest_last}
             empty_summary = ("", "", None, 0, 0, False, False)
             rows = [(account.pk, key, subjects.get(key, ""), *empty_summary) for key in missing]
             _rows_insert(Thread, _THREAD_COLUMNS, rows, ignore_conflicts=True)

@@ -91,7 +91,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web app read while the worker writes; the timeout rides out short write locks. IMMEDIATE:
     # a transaction takes the write lock when it begins, waiting for it within the timeout. A deferred one
     # that read first and then wrote failed at once ("database is locked", no waiting) whenever another
-    # connection had written in between: the web app, another worker, or the sync's own lock heartbeat.
+    # connection had written in between (the web app, another worker, the sync's lock heartbeat); and SQLite
+    # has no SELECT ... FOR UPDATE, so two workers refreshing one token both read the old row and both
+    # refreshed (on Microsoft the loser presented a refresh token the winner had just rotated).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "timeout": 30,

@@ -1,7 +1,7 @@
 """What the Google and Microsoft identity stand-ins share: clients, users, codes, consent, controls.
 
 Each provider is a WSGI app (``__call__``) plus a thread-safe Python API for tests:
-``register_client``, ``add_user``, ``fail_token_endpoint``, ``revoke_user``,
+``register_client``, ``add_user``, ``fail_token_endpoint``, ``hold_token_endpoint``, ``revoke_user``,
 ``expire_access_tokens``, ``expire_codes``, ``issued_tokens``, ``issued_codes``, ``reset``,
 and ``consent(authorization_url, ...)`` which clicks Allow/Deny over real HTTP.
 """
@@ -196,6 +196,22 @@ class Failure:
     retry_after: int | None = None
 
 
+@dataclass
+class TokenHold:
+    """The next token request, held (for races): ``arrived`` is set once it waits; ``release()`` lets it answer."""
+
+    timeout: float
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
+
+    def wait(self) -> None:
+        self.arrived.set()
+        self.released.wait(self.timeout)  # bounded: a test that forgets to release still ends
+
+
 class OAuthError(Exception):
     """A token-endpoint error; ``kind`` picks the provider's wording (see ``_error_text``)."""
 
@@ -243,6 +259,7 @@ class IdentityProvider:
         self._users: dict[str, User] = {}
         self._codes: dict[str, AuthorizationCode] = {}
         self._failures: deque[Failure] = deque()
+        self._hold: TokenHold | None = None
 
     # -- test and demo controls (thread-safe) --
 
@@ -294,6 +311,13 @@ class IdentityProvider:
             for _ in range(times):
                 self._failures.append(Failure(status, error, description, retry_after))
 
+    def hold_token_endpoint(self, *, timeout: float = 30) -> TokenHold:
+        """Hold the next token request until ``release()`` (at most ``timeout`` seconds), e.g. to race two refreshes."""
+        hold = TokenHold(timeout=timeout)
+        with self._lock:
+            self._hold = hold
+        return hold
+
     def revoke_user(self, email: str) -> int:
         """Revoke all of ``email``'s tokens with this provider (the user removed the app's access)."""
         return self.tokens.revoke_user(email, provider=self.provider)
@@ -330,6 +354,9 @@ class IdentityProvider:
             self._failures.clear()
             self._codes.clear()
             self.token_endpoint_calls = 0
+            if self._hold is not None:
+                self._hold.release()
+            self._hold = None
         self.tokens.clear(provider=self.provider)
 
     def consent(self, authorization_url: str, *, email: str | None = None, allow: bool = True) -> str:
@@ -452,6 +479,9 @@ class IdentityProvider:
         with self._lock:
             self.token_endpoint_calls += 1
             failure = self._failures.popleft() if self._failures else None
+            hold, self._hold = self._hold, None
+        if hold is not None:
+            hold.wait()
         if failure is not None:
             return self._injected_failure(failure)
         try:

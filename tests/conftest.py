@@ -29,7 +29,9 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
 
     database = settings.DATABASES["default"]
     if database["ENGINE"].endswith("sqlite3"):
-        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+        # MAILHUB_TEST_SQLITE: a fixed file, for `--reuse-db` (mutation runs start each run from a migrated copy).
+        name = os.environ.get("MAILHUB_TEST_SQLITE") or str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+        database.setdefault("TEST", {})["NAME"] = name
 
 
 @pytest.fixture

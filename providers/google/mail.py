@@ -722,6 +722,9 @@ class GmailClient:
         if not state.cursor:
             self.full_sync()
             return
+        if not self._folders:  # (a full sync that ends here has just listed them)
+            # History tells of no label deleted or renamed, so one labels.list per sync keeps folders true.
+            self._labels_sync()
         records: list[dict] = []
         token: str | None = None
         latest = state.cursor

@@ -4,8 +4,9 @@ import io
 
 import pytest
 from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from accounts.models import MailAccount
 from providers.models import ProviderApp
@@ -58,4 +59,16 @@ def test_a_missing_key_fails_without_revealing_the_ciphertext(stored_secrets, se
     with pytest.raises(Exception) as excinfo:
         MailAccount.objects.get(pk=stored_secrets.pk)
     assert "gAAAA" not in str(excinfo.value)
-    assert "MAILHUB_ENCRYPTION_KEYS" in str(excinfo.value)
+    assert str(excinfo.value) == (
+        "A stored secret cannot be decrypted with MAILHUB_ENCRYPTION_KEYS (was a key removed?)"
+    )
+
+
+def test_no_key_at_all_is_a_configuration_error(alice, settings):
+    settings.MAILHUB_ENCRYPTION_KEYS = []
+    with pytest.raises(ImproperlyConfigured) as excinfo, transaction.atomic():
+        MailAccount.objects.create(user=alice, provider="google", email="a@gmail.test", refresh_token="secret")
+    assert str(excinfo.value) == "MAILHUB_ENCRYPTION_KEYS is empty"
+    # No secret needs no key: an account without tokens is stored in the clear as empty strings.
+    account = MailAccount.objects.create(user=alice, provider="google", email="b@gmail.test")
+    assert MailAccount.objects.get(pk=account.pk).refresh_token == ""

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
 from mailbox.models import Message
-from mailbox.search import SearchQuery, fts5_query, messages_search, threads_search
+from mailbox.search import SQLITE_BACKWARD, SearchQuery, _sqlite_has_fts, fts5_query, messages_search, threads_search
 from tests.fixtures.ui import message_add, raw_text_message
 
 pytestmark = pytest.mark.django_db
@@ -99,3 +100,107 @@ def test_search_page(client, alice, ui_mail):
     empty = client.get(reverse("mailbox:search") + "?q=nothingmatchesthis").content.decode()
     assert "No conversations match." in empty
     assert client.get(reverse("mailbox:search") + "?after=not-a-date").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "fields,empty",
+    [
+        ({}, True),
+        ({"text": "  \t"}, True),
+        ({"text": "x"}, False),
+        ({"account_id": 1}, False),
+        ({"folder_id": 1}, False),
+        ({"unread": True}, False),
+        ({"has_attachment": True}, False),
+        ({"date_from": date(2024, 1, 1)}, False),
+        ({"date_to": date(2024, 1, 1)}, False),
+    ],
+)
+def test_a_query_is_empty_only_without_words_and_filters(fields, empty):
+    assert SearchQuery(**fields).is_empty is empty
+    assert {SearchQuery(**fields), SearchQuery(**fields)} == {SearchQuery(**fields)}  # a value: equal, hashable
+
+
+def _local(day: date, hour: int, minute: int) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time(hour, minute)))
+
+
+def test_date_range_takes_whole_local_days_at_both_ends(alice, ui_mail):
+    gmail, inbox = ui_mail.alice_gmail, ui_mail.folders[ui_mail.alice_gmail.email]["INBOX"]
+    first = timezone.localdate() - timedelta(days=10)
+    for subject, when in [
+        ("Before", _local(first - timedelta(days=1), 23, 59)),
+        ("Start", _local(first, 0, 0)),
+        ("End", _local(first + timedelta(days=1), 23, 59)),
+        ("After", _local(first + timedelta(days=2), 0, 0)),
+    ]:
+        raw, _ = raw_text_message(subject=subject, body="Dated mail", when=when)
+        message_add(gmail, raw, folders=[inbox], when=when)
+    last = first + timedelta(days=1)
+    assert _subjects(alice, date_from=first, date_to=last) == {"Start", "End"}
+    assert _subjects(alice, date_from=last, date_to=last) == {"End"}
+    assert _subjects(alice, date_to=first - timedelta(days=1)) == {"Before"}
+    assert _subjects(alice, text="dated", date_from=first + timedelta(days=2)) == {"After"}
+
+
+def test_text_without_any_word_filters_nothing(alice, ui_mail):
+    everything = _subjects(alice)
+    assert len(everything) == 3
+    assert _subjects(alice, text="*** -- ()") == everything
+    assert _subjects(alice, text="*** -- ()", unread=True) == {"Quarterly report", "Project kickoff"}
+    assert _subjects(alice, text="' = 1; --") == set()  # "1" is a word no message has
+
+
+def _fts_drop() -> None:
+    with connection.cursor() as cursor:
+        for sql in SQLITE_BACKWARD:
+            cursor.execute(sql)
+
+
+def test_without_fts5_search_scans_subject_sender_and_body(alice, ui_mail):
+    """An SQLite built without FTS5 has no index table: search still finds words, with LIKE."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the FTS5 fallback is SQLite's")
+    raw, _ = raw_text_message(subject="Mailer notice", body="Undeliverable", sender="Zed <postmaster-x@example.org>")
+    message_add(ui_mail.alice_gmail, raw, folders=[ui_mail.folders[ui_mail.alice_gmail.email]["INBOX"]])
+    _fts_drop()  # rolled back with the test's transaction
+    _sqlite_has_fts.cache_clear()
+    try:
+        assert _subjects(alice, text="friday") == {"Lunch on Friday?"}  # subject only
+        assert _subjects(alice, text="jones") == {"Lunch on Friday?"}  # sender name only
+        assert _subjects(alice, text="postmaster") == {"Mailer notice"}  # sender address only
+        assert _subjects(alice, text="noon") == {"Lunch on Friday?"}  # body only
+        assert _subjects(alice, text="LUNCH noon") == {"Lunch on Friday?"}  # every word, any case
+        assert _subjects(alice, text="lunch agenda") == set()
+    finally:
+        _sqlite_has_fts.cache_clear()
+
+
+def test_sqlite_triggers_come_back_after_migrate(alice, ui_mail):
+    """SQLite drops a table's triggers when a migration rebuilds it; every migrate puts them back."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the FTS5 triggers are SQLite's")
+    triggers = {"mailbox_message_fts_ai", "mailbox_message_fts_au", "mailbox_message_fts_ad"}
+    with connection.cursor() as cursor:
+        for name in triggers:
+            cursor.execute(f"DROP TRIGGER {name}")
+    call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'mailbox_message_fts%'")
+        assert {row[0] for row in cursor.fetchall()} == triggers
+    Message.objects.filter(pk=ui_mail.plain.pk).update(subject="Dinner on Saturday?")
+    assert _subjects(alice, text="saturday") == {"Lunch on Friday?"}  # the thread keeps its subject
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_search_migration_reverses_and_reapplies(alice):
+    call_command("migrate", "mailbox", "0001", verbosity=0)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT 1 FROM pg_indexes WHERE indexname = 'mailbox_message_search'")
+        else:
+            cursor.execute("SELECT 1 FROM sqlite_master WHERE name LIKE 'mailbox_message_fts%'")
+        assert cursor.fetchone() is None
+    call_command("migrate", "mailbox", verbosity=0)
+    _sqlite_has_fts.cache_clear()
+    test_index_is_in_place()

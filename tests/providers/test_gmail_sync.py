@@ -83,12 +83,12 @@ def test_incremental_sync_applies_adds_deletes_and_label_changes(gmail_account, 
     assert stats.get("messages.get", 0) == 1  # only the one new message was fetched
 
 
-def test_incremental_with_nothing_changed_is_one_request(gmail_account, gmail_mailbox):
+def test_incremental_with_nothing_changed_is_two_requests(gmail_account, gmail_mailbox):
     gmail_mailbox.seed(5)
     services.account_sync(account_id=gmail_account.pk)
     gmail_mailbox.store.reset_stats()
     services.account_sync(account_id=gmail_account.pk)
-    assert gmail_mailbox.store.stats(gmail_mailbox.email).get("http_requests") == 1
+    assert gmail_mailbox.store.stats(gmail_mailbox.email).get("http_requests") == 2  # labels, history
 
 
 def test_expired_history_triggers_reconciling_full_resync(gmail_account, gmail_mailbox):

@@ -1,0 +1,1 @@
+"""Mutation testing of the modules that keep mail and secrets safe (``make mutation``; see README)."""
