@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             env["DATABASE_URL"] = database
         pytest_args = [
-            "-x", "-q", "--no-header", "-p", "no:cacheprovider", "-p", "no:xdist", "-m", "not browser",
+            "-x", "-q", "--no-header", "-p", "no:cacheprovider", "-p", "no:xdist", "-m", "not browser and not faults",
             "-W", "ignore::pytest.PytestAssertRewriteWarning",
             f"--timeout={args.timeout}", *args.tests,
         ]

@@ -181,7 +181,16 @@ def outgoing_send_smtp(*, client: OutlookClient, outgoing: OutgoingMessage, hand
     finally:
         _close(server)
     _send_record(account_id=account.pk, outgoing_id=outgoing.pk)
-    return imap.remote_id_for(identity=imap.message_identity(imap.header_block(raw)), raw=raw)
+    return sent_remote_id(outgoing)
+
+
+def sent_remote_id(outgoing: OutgoingMessage) -> str:
+    """The key of the local Sent copy: that of these bytes, which the sync finds again where we APPEND them.
+
+    Where the server files a copy of its own (Exchange, other bytes), the next sync stores that copy and drops
+    this one, whose Sent membership has no UID there.
+    """
+    return imap.content_remote_id(bytes(outgoing.raw or b""))
 
 
 def _envelope_send(server: smtplib.SMTP, *, sender: str, recipients: list[str]) -> None:
@@ -334,6 +343,5 @@ def sent_find(*, client: OutlookClient, outgoing: OutgoingMessage) -> str | None
         found = session.run(search)
     if not found:
         return None
-    raw = bytes(outgoing.raw or b"")
-    return imap.remote_id_for(identity=imap.message_identity(imap.header_block(raw)), raw=raw)
+    return sent_remote_id(outgoing)
 

@@ -133,3 +133,22 @@ def test_send_with_a_token_microsoft_expired_early_refreshes_and_sends(dovecot, 
     assert len(dovecot.sink.wait_for(1)) == 1
     account.refresh_from_db()
     assert account.access_token != old_access
+
+
+def test_exchange_files_its_own_copy_and_the_local_one_gives_way_to_it(dovecot, outlook_account, exchange_behind_proxy):
+    account = outlook_account()
+    OutlookClient(account).full_sync()
+    outgoing = queued(account)
+
+    assert outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
+    outgoing.refresh_from_db()
+    # Shown in Sent at once; Exchange's copy has bytes (and so a key) of its own.
+    (local,) = Message.objects.filter(account=account, message_id=outgoing.message_id)
+    assert local.remote_id == outgoing.remote_id
+    assert [f.role for f in local.folders.all()] == [Folder.Role.SENT]
+
+    OutlookClient(account).incremental_sync()
+    (synced,) = Message.objects.filter(account=account, message_id=outgoing.message_id)
+    assert synced.raw.startswith(b"X-MS-Exchange-Organization-AuthAs: Internal\r\n")
+    assert synced.remote_id != local.remote_id and synced.thread.message_count == 1
+    assert [f.role for f in synced.folders.all()] == [Folder.Role.SENT]
