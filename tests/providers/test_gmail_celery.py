@@ -9,10 +9,11 @@ from celery.contrib.testing.worker import start_worker
 from mailbox import outbox, services
 from mailbox.models import Message, OutgoingMessage, SyncState
 from mailhub.celery import app as celery_app
+from tests.fixtures.faults import redis_test_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-REDIS_URL = "redis://127.0.0.1:6379/4"
+REDIS_URL = redis_test_url(base=2, variable="MAILHUB_TEST_CELERY_REDIS_DB")
 
 
 def _use_broker(url: str) -> None:

@@ -6,7 +6,6 @@ kills real processes. The waits here are the point: a lock must outlive several 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from datetime import timedelta
@@ -17,10 +16,11 @@ from django.utils import timezone
 
 from mailbox import services
 from mailbox.models import Message, SyncState
+from tests.fixtures.faults import redis_test_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('MAILHUB_TEST_REDIS_DB', '4')}"
+REDIS_URL = redis_test_url(base=6, variable="MAILHUB_TEST_REDIS_DB")
 
 
 def _wait_for(condition, timeout: float) -> bool:
