@@ -434,3 +434,16 @@ def test_dates_in_other_time_zones_compare_as_instants(mail_account):
     assert list(Message.objects.filter(thread=thread).order_by("-date").values_list("remote_id", flat=True)) == [
         "utc", "paris"
     ]
+
+
+def test_state_set_removes_memberships_from_every_message_at_once(mail_account, inbox):
+    work = store.folder_upsert(account=mail_account, remote_id="Work", name="Work")
+    store.messages_upsert(account=mail_account, items=[
+        incoming(name, folders=[inbox, work]) for name in ("a", "b", "c")
+    ])
+    store.messages_state_set(account=mail_account, states={
+        "a": store.MessageState(folders=[inbox], is_read=False, is_starred=False),
+        "b": store.MessageState(folders=[work], is_read=False, is_starred=False),
+        "c": store.MessageState(folders=[], is_read=False, is_starred=False),
+    })
+    assert {r: f for r, (_, _, f) in _rows(mail_account).items()} == {"a": ["INBOX"], "b": ["Work"], "c": []}
