@@ -249,6 +249,13 @@ def module_run(name: str, config: dict, equivalents: list[dict], *, keep_cache: 
         code = subprocess.run(  # noqa: S603
             command, cwd=scratch, stdout=out, stderr=subprocess.STDOUT, check=False, env=env
         ).returncode
+        # mutmut 2 can leave a mutant "untested" (e.g. one that was running when a run was stopped, with
+        # --keep-cache): run those one by one.
+        for mutant in [m for m in _mutants_read(scratch) if m.status == "untested"]:
+            subprocess.run(  # noqa: S603
+                [*command[:2], str(mutant.id), *command[2:]], cwd=scratch, stdout=out, stderr=subprocess.STDOUT,
+                check=False, env=env,
+            )
     seconds = round(time.monotonic() - started, 1)
     if code & 1:  # mutmut's "fatal error" bit: e.g. the tests fail without any mutation
         sys.exit(f"[{name}] mutmut failed (exit {code}); see {log}")
