@@ -251,7 +251,7 @@ def module_run(name: str, config: dict, equivalents: list[dict], *, keep_cache: 
         ).returncode
         # mutmut 2 can leave a mutant "untested" (e.g. one that was running when a run was stopped, with
         # --keep-cache): run those one by one.
-        for mutant in [m for m in _mutants_read(scratch) if m.status == "untested"]:
+        for mutant in [m for m in _mutants_read(scratch) if m.status == "untested" and not code & 1]:
             subprocess.run(  # noqa: S603
                 [*command[:2], str(mutant.id), *command[2:]], cwd=scratch, stdout=out, stderr=subprocess.STDOUT,
                 check=False, env=env,
