@@ -249,6 +249,13 @@ def module_run(name: str, config: dict, equivalents: list[dict], *, keep_cache: 
         code = subprocess.run(  # noqa: S603
             command, cwd=scratch, stdout=out, stderr=subprocess.STDOUT, check=False, env=env
         ).returncode
+        # mutmut 2 can leave a mutant "untested" (e.g. one that was running when a run was stopped, with
+        # --keep-cache): run those one by one.
+        for mutant in [m for m in _mutants_read(scratch) if m.status == "untested" and not code & 1]:
+            subprocess.run(  # noqa: S603
+                [*command[:2], str(mutant.id), *command[2:]], cwd=scratch, stdout=out, stderr=subprocess.STDOUT,
+                check=False, env=env,
+            )
     seconds = round(time.monotonic() - started, 1)
     if code & 1:  # mutmut's "fatal error" bit: e.g. the tests fail without any mutation
         sys.exit(f"[{name}] mutmut failed (exit {code}); see {log}")
@@ -272,6 +279,15 @@ def _report(result: ModuleResult) -> None:
           f"score {result.score}% in {result.seconds:.0f} s", flush=True)
 
 
+def _equivalent_draft(result: ModuleResult) -> None:
+    for mutant in result.mutants:
+        if mutant.status == "survived":
+            print(f"[[{result.module}]]")
+            for key in ("file", "where", "line", "mutant"):
+                print(f"{key} = {json.dumps(getattr(mutant, key), ensure_ascii=False)}")
+            print('reason = "TODO"\n')
+
+
 def main(argv: list[str] | None = None) -> int:
     modules = _modules()
     parser = argparse.ArgumentParser(prog="python -m mutation", description=__doc__.split("\n\n")[0])
@@ -281,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-under", type=float, default=0.0, help="exit 1 if a module scores below this")
     parser.add_argument("--report-only", action="store_true",
                         help="print the last (or running) run's survivors and score; run nothing, write nothing")
+    parser.add_argument("--equivalent-draft", action="store_true",
+                        help="print the last run's survivors as mutation/equivalent.toml entries, to review by hand")
     args = parser.parse_args(argv)
     unknown = set(args.modules) - set(modules)
     if unknown:
@@ -289,8 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     failed = False
     for name in args.modules or list(modules):
-        if args.report_only:
-            _report(module_report(name, modules[name], equivalents.get(name, [])))
+        if args.report_only or args.equivalent_draft:
+            result = module_report(name, modules[name], equivalents.get(name, []))
+            if args.equivalent_draft:
+                _equivalent_draft(result)
+            else:
+                _report(result)
             continue
         result = module_run(name, modules[name], equivalents.get(name, []), keep_cache=args.keep_cache)
         _report(result)

@@ -416,3 +416,34 @@ def test_a_batch_of_known_and_new_messages_refreshes_both_threads(mail_account, 
     old_thread, new_thread = Thread.objects.get(remote_id="t1"), Thread.objects.get(remote_id="t2")
     assert (old_thread.unread_count, old_thread.is_starred) == (0, True)
     assert (new_thread.unread_count, new_thread.message_count) == (1, 1)
+
+
+def test_dates_in_other_time_zones_compare_as_instants(mail_account):
+    """Header dates keep their offset (+02:00): the newest message is the latest instant, not the largest text."""
+    from datetime import timezone as tz
+
+    paris = tz(timedelta(hours=2))
+    earlier = store.IncomingMessage(remote_id="paris", raw=raw_message(body="Sent from Paris"), thread_key="t",
+                                    internal_date=datetime(2025, 3, 1, 10, 30, tzinfo=paris))  # 08:30 UTC
+    later = store.IncomingMessage(remote_id="utc", raw=raw_message(body="Sent in UTC"), thread_key="t",
+                                  internal_date=datetime(2025, 3, 1, 9, 0, tzinfo=UTC))
+    store.messages_upsert(account=mail_account, items=[earlier, later])
+    thread = Thread.objects.get(remote_id="t")
+    assert (thread.last_message_at, thread.snippet) == (datetime(2025, 3, 1, 9, 0, tzinfo=UTC), "Sent in UTC")
+    assert Message.objects.get(remote_id="paris").date == datetime(2025, 3, 1, 8, 30, tzinfo=UTC)
+    assert list(Message.objects.filter(thread=thread).order_by("-date").values_list("remote_id", flat=True)) == [
+        "utc", "paris"
+    ]
+
+
+def test_state_set_removes_memberships_from_every_message_at_once(mail_account, inbox):
+    work = store.folder_upsert(account=mail_account, remote_id="Work", name="Work")
+    store.messages_upsert(account=mail_account, items=[
+        incoming(name, folders=[inbox, work]) for name in ("a", "b", "c")
+    ])
+    store.messages_state_set(account=mail_account, states={
+        "a": store.MessageState(folders=[inbox], is_read=False, is_starred=False),
+        "b": store.MessageState(folders=[work], is_read=False, is_starred=False),
+        "c": store.MessageState(folders=[], is_read=False, is_starred=False),
+    })
+    assert {r: f for r, (_, _, f) in _rows(mail_account).items()} == {"a": ["INBOX"], "b": ["Work"], "c": []}
