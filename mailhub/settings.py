@@ -230,7 +230,7 @@ MAILHUB_SYNC_INTERVAL_SECONDS = config.env_int(
 )
 # A running sync renews its lock every quarter of this; a dead worker's lock is free after it.
 MAILHUB_SYNC_LOCK_TTL_SECONDS = config.env_seconds(
-    ENVIRON, "MAILHUB_SYNC_LOCK_TTL_SECONDS", default=60.0, minimum=4, maximum=3600
+    ENVIRON, "MAILHUB_SYNC_LOCK_TTL_SECONDS", default=60.0, minimum=1, maximum=3600
 )
 # The outbox (mailbox/outbox.py): how long a worker holds a row it is sending, how long a message the provider
 # accepted may take to show up where Mailhub looks for it, and how often beat re-dispatches what a dead
