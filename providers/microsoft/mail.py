@@ -240,6 +240,7 @@ class OutlookClient:
         self.chunk_bytes = chunk_bytes
         self.session = _Session(account)
         self._remaining: dict[str, int] = {}  # full sync: messages left per folder, for the progress total
+        self._left_folders: set[int] = set()  # rows that lost a membership in this sync (maybe in none now)
 
     @property
     def commands_sent(self) -> int:
@@ -267,7 +268,7 @@ class OutlookClient:
                 if position.get("finished"):
                     continue
                 self._folder_full(folder, since=state.sync_since, resume=resume, total=None)
-            self._orphans_delete(before=started)
+            self._orphans_delete(before=started, everywhere=True)
             self._remaining = {}
             self._full_progress(resume=resume)  # done == total == what is stored
 
@@ -287,7 +288,7 @@ class OutlookClient:
                     self._folder_full(folder, since=state.sync_since, resume=None, total=None)
                 else:
                     self._folder_incremental(folder, since=state.sync_since, pending=folder.pk in pending)
-            self._orphans_delete(before=started)
+            self._orphans_delete(before=started, everywhere=False)
 
     def _folders_refresh(self) -> list[Folder]:
         remote = self.session.run(imap.folders_list)
@@ -302,6 +303,8 @@ class OutlookClient:
                 folders.append(folder)
         gone = set(stored) - {item.remote_id for item in remote}
         for remote_id in gone:  # its messages that live nowhere else go at the end of the sync
+            members = MessageFolder.objects.filter(folder=stored[remote_id]).values_list("message_id", flat=True)
+            self._left_folders.update(members)
             store.folder_delete(account=self.account, remote_id=remote_id)
         return folders
 
@@ -490,18 +493,28 @@ class OutlookClient:
         query = Q(uid__in=list(uids))
         if null_uids:
             query |= Q(uid__isnull=True)
-        rows = MessageFolder.objects.filter(query, folder=folder)
-        remote_ids = list(rows.values_list("message__remote_id", flat=True))
-        if remote_ids:
-            store.message_folders_change(account=self.account, remote_ids=remote_ids, remove=[folder])
+        rows = list(MessageFolder.objects.filter(query, folder=folder).values_list("message_id", "message__remote_id"))
+        if rows:
+            self._left_folders.update(message_id for message_id, _ in rows)
+            store.message_folders_change(account=self.account, remote_ids=[r for _, r in rows], remove=[folder])
 
-    def _orphans_delete(self, *, before: datetime) -> None:
+    def _orphans_delete(self, *, before: datetime, everywhere: bool) -> None:
         """Delete the rows in no folder (gone from the server), once every folder has been synced.
 
-        Only rows stored before the sync began: a message the outbox filed meanwhile is left alone.
+        ``everywhere``: any such row of the account (a full sync reads every row anyway; this also clears
+        what a killed sync left); else only the rows that lost a membership in this sync, so an incremental
+        sync's cost does not grow with the mailbox. Only rows stored before the sync began: a message the
+        outbox filed meanwhile is left alone.
         """
         orphans = Message.objects.filter(account=self.account, messagefolder__isnull=True, created_at__lt=before)
-        store.messages_delete(account=self.account, remote_ids=list(orphans.values_list("remote_id", flat=True)))
+        if everywhere:
+            remote_ids = list(orphans.values_list("remote_id", flat=True))
+        else:
+            ids, remote_ids = sorted(self._left_folders), []
+            for start in range(0, len(ids), 500):
+                remote_ids += orphans.filter(pk__in=ids[start : start + 500]).values_list("remote_id", flat=True)
+        self._left_folders = set()
+        store.messages_delete(account=self.account, remote_ids=remote_ids)
 
     def _chunk_store(self, folder: Folder, uids: list[int], *, refresh_known: bool) -> None:
         """Store one chunk of a folder's UIDs (idempotent).
