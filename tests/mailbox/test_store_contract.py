@@ -457,6 +457,7 @@ def test_adding_a_label_a_message_already_has_changes_nothing(mail_account, inbo
 
 def test_deleting_more_than_one_query_of_ids_counts_every_row(mail_account):
     store.messages_upsert(account=mail_account, items=[incoming("first"), incoming("last", hours=1)])
-    ids = ["first", *(f"unknown-{n}" for n in range(600)), "last"]
+    ids = ["first", *(f"unknown-{n}" for n in range(499)), "last", *(f"unknown-{n}" for n in range(499, 600))]
+    assert ids.index("last") == 500  # the first id of the second query
     assert store.messages_delete(account=mail_account, remote_ids=ids) == 2
     assert not Message.objects.exists() and not Thread.objects.exists()
