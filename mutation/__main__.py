@@ -102,14 +102,16 @@ def _work_tree_copy(target: Path, *, keep_cache: bool) -> None:
         cache.write_bytes(saved)
 
 
-def _databases(config: dict) -> list[str]:
-    url = os.environ.get("MUTATION_DATABASE_URL", DEFAULT_DATABASE_URL)
-    return ["sqlite" if name == "sqlite" else url for name in config.get("databases", ["sqlite"])]
+def _databases(name: str, config: dict) -> list[str]:
+    # A database per module: two modules run at once must not share pytest-django's test database (they
+    # did, and each made the other's tests fail: mutants "killed" by a collision, not by a test).
+    url = os.environ.get("MUTATION_DATABASE_URL", DEFAULT_DATABASE_URL).rstrip("/") + f"_{name}"
+    return ["sqlite" if db == "sqlite" else url for db in config.get("databases", ["sqlite"])]
 
 
 def _runner_command(name: str, config: dict) -> str:
     parts = [TEST_PYTHON, "-m", "mutation.runner", f"--timeout={config.get('timeout', 60)}"]
-    parts += [f"--database={database}" for database in _databases(config)]
+    parts += [f"--database={database}" for database in _databases(name, config)]
     if config.get("reuse_sqlite"):
         parts.append(f"--sqlite-template={SCRATCH / name / 'var' / 'test-template.sqlite3'}")
     return " ".join([*parts, *config["tests"]])

@@ -447,3 +447,17 @@ def test_state_set_removes_memberships_from_every_message_at_once(mail_account, 
         "c": store.MessageState(folders=[], is_read=False, is_starred=False),
     })
     assert {r: f for r, (_, _, f) in _rows(mail_account).items()} == {"a": ["INBOX"], "b": ["Work"], "c": []}
+
+
+def test_adding_a_label_a_message_already_has_changes_nothing(mail_account, inbox):
+    store.messages_upsert(account=mail_account, items=[incoming("a", folders=[inbox])])
+    assert store.message_folders_change(account=mail_account, remote_ids=["a"], add=[inbox]) == 1
+    assert _rows(mail_account) == {"a": (False, False, ["INBOX"])}
+
+
+def test_deleting_more_than_one_query_of_ids_counts_every_row(mail_account):
+    store.messages_upsert(account=mail_account, items=[incoming("first"), incoming("last", hours=1)])
+    ids = ["first", *(f"unknown-{n}" for n in range(499)), "last", *(f"unknown-{n}" for n in range(499, 600))]
+    assert ids.index("last") == 500  # the first id of the second query
+    assert store.messages_delete(account=mail_account, remote_ids=ids) == 2
+    assert not Message.objects.exists() and not Thread.objects.exists()
