@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -365,30 +366,22 @@ def outbox(request: HttpRequest) -> HttpResponse:
     return render(request, "mailbox/outbox.html", context)
 
 
-@login_required
-@require_POST
-def outbox_retry(request: HttpRequest, outgoing_id: int) -> HttpResponse:
-    current = selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=OutgoingMessage.Status.FAILED)
-    outgoing_retry(outgoing=current)
-    flash.success(request, _("Sending again."))
-    return redirect("mailbox:outbox")
+# What a user can do with an outbox row: (the status it must be in, the service, what the page then says).
+OUTBOX_ACTIONS = {
+    "retry": (OutgoingMessage.Status.FAILED, outgoing_retry, gettext_lazy("Sending again.")),
+    "check_again": (
+        OutgoingMessage.Status.UNKNOWN, outgoing_check_again, gettext_lazy("Checking whether the message went out.")
+    ),
+    "send_anyway": (OutgoingMessage.Status.UNKNOWN, outgoing_send_anyway, gettext_lazy("Sending again.")),
+}
 
 
 @login_required
 @require_POST
-def outbox_check_again(request: HttpRequest, outgoing_id: int) -> HttpResponse:
-    current = selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=OutgoingMessage.Status.UNKNOWN)
-    outgoing_check_again(outgoing=current)
-    flash.success(request, _("Checking whether the message went out."))
-    return redirect("mailbox:outbox")
-
-
-@login_required
-@require_POST
-def outbox_send_anyway(request: HttpRequest, outgoing_id: int) -> HttpResponse:
-    current = selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=OutgoingMessage.Status.UNKNOWN)
-    outgoing_send_anyway(outgoing=current)
-    flash.success(request, _("Sending again."))
+def outbox_action(request: HttpRequest, outgoing_id: int, action: str) -> HttpResponse:
+    status, service, done = OUTBOX_ACTIONS[action]
+    service(outgoing=selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=status))
+    flash.success(request, done)
     return redirect("mailbox:outbox")
 
 
