@@ -6,7 +6,7 @@ sandbox Gmail API, Outlook against Dovecot (mail in two folders, messages sharin
 Each trial picks how many messages must be stored before the kill (0 to all but one) plus up to 20 ms,
 kills the worker with SIGKILL (no cleanup of any kind), checks its lock still holds (another sync is
 "busy"), ends the lock's term instead of waiting for it, and resumes in a new worker while sampling the
-progress counter, which must only grow and end equal to the messages synced. Then the mailbox changes
+progress counter, which must only grow and end equal to the messages stored. Then the mailbox changes
 and the next sync must follow it exactly too.
 
 Workers are forked from one process that has already set Django up (as Celery's prefork pool does), so a
@@ -222,14 +222,14 @@ def test_outlook_sync_killed_at_random_points_resumes_to_exactly_the_mailbox(
             archive = inbox[:10] + [(raw, _flags(i + 1), None) for i, raw in enumerate(
                 generate_messages(10, to_address=account.email, seed=1000 + trial))]
             dovecot.append_many(account.email, archive, folder="Archive")
-            rows = len(inbox) + 10  # distinct byte strings (the first 10 of Archive are copies of Inbox mail)
+            rows = len(inbox) + 10  # distinct byte strings: what the progress counter ends at
 
             seen = kill_and_resume(pool, account, messages=rows, rng=rng)
             outcomes.append(seen)
             assert seen["resume_exit"] == 0, label
             assert seen["stage"] == SyncState.Stage.INCREMENTAL and not seen["lock"], label
             assert_outlook_store_equals_server(dovecot, account, label=label)
-            progress.append(progress_problem(seen, expected=rows, label=label))  # stored rows, not UIDs
+            progress.append(progress_problem(seen, expected=rows, label=label))
             # Then the mailbox changes and the next (incremental) sync follows it.
             dovecot.seed(account.email, 1, seed=2000 + trial)
             own = dovecot.uids(account.email, "Archive")[-2:]  # only in Archive: a row has one set of flags
