@@ -259,10 +259,10 @@ def _mail_client(account: MailAccount) -> MailClient:
 
 def outgoing_send(*, outgoing_id: int) -> SendResult:
     """Move one queued message on: send it, find it at the provider, or record why it cannot (module docstring)."""
-    row = _outgoing_claim(outgoing_id)
-    if row.row is None:
-        return SendResult(SendOutcome.WAIT, retry_after=row.wait) if row.wait else SendResult(SendOutcome.NOTHING)
-    outgoing = row.row
+    claim = _outgoing_claim(outgoing_id)
+    if claim.row is None:
+        return SendResult(SendOutcome.WAIT, retry_after=claim.wait) if claim.wait else SendResult(SendOutcome.NOTHING)
+    outgoing = claim.row
     try:
         client = _mail_client(outgoing.account)
     except ProviderError as exc:  # e.g. the provider was disabled
