@@ -17,9 +17,7 @@ class ConnectForm(forms.Form):
     """What to connect and how far back the first sync should go."""
 
     sync_window = forms.ChoiceField(label=_("Sync mail from"), choices=SYNC_WINDOWS, initial="90")
-    sync_since = forms.DateField(
-        label=_("Start date"), required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
+    sync_since = forms.DateField(label=_("Start date"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
     login_hint = forms.EmailField(required=False, widget=forms.HiddenInput)
 
     def clean(self) -> dict:

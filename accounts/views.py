@@ -81,8 +81,10 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
     provider = registry.get(pending.provider)
     app = provider_app_usable(provider_id=pending.provider)
     if app is None:
-        messages.error(request, _("%(provider)s was disabled by an administrator while you were signing in.")
-                       % {"provider": provider.name})
+        messages.error(
+            request,
+            _("%(provider)s was disabled by an administrator while you were signing in.") % {"provider": provider.name},
+        )
         return redirect("accounts:list")
     try:
         grant = provider.complete_authorization(

@@ -28,14 +28,23 @@ def _account(*, sandbox, app, user, email: str):
     from accounts.models import MailAccount
     from mailbox.models import SyncState
 
-    scopes = ("openid", "https://www.googleapis.com/auth/userinfo.email", "https://www.googleapis.com/auth/gmail.modify")
+    scopes = (
+        "openid",
+        "https://www.googleapis.com/auth/userinfo.email",
+        "https://www.googleapis.com/auth/gmail.modify",
+    )
     sandbox.google.add_user(email)
     common = {"provider": "google", "client_id": app.client_id, "email": email, "scopes": scopes, "grant": email}
     access = sandbox.tokens.issue(kind="access", lifetime=7200, **common)
     refresh = sandbox.tokens.issue(kind="refresh", lifetime=None, **common)
     account = MailAccount.objects.create(
-        user=user, provider="google", email=email, access_token=access.value, refresh_token=refresh.value,
-        token_expires_at=timezone.now() + timedelta(hours=2), scopes=" ".join(scopes),
+        user=user,
+        provider="google",
+        email=email,
+        access_token=access.value,
+        refresh_token=refresh.value,
+        token_expires_at=timezone.now() + timedelta(hours=2),
+        scopes=" ".join(scopes),
     )
     SyncState.objects.create(account=account, sync_since=None)
     return account

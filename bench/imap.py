@@ -125,7 +125,8 @@ def _django_mailbox_python() -> str | None:
     if check.returncode != 0:
         subprocess.run(
             [str(python), "-m", "pip", "install", "--quiet", "django>=5.2,<6", "django-mailbox"],
-            check=False, capture_output=True,
+            check=False,
+            capture_output=True,
         )
         check = subprocess.run([str(python), "-c", "import django_mailbox"], capture_output=True, check=False)
     return str(python) if check.returncode == 0 else None
@@ -155,18 +156,27 @@ def run() -> dict:
 
             def env_for(db: str) -> dict[str, str]:
                 return {
-                    **os.environ, "DJANGO_SETTINGS_MODULE": "mailhub.settings",
-                    "DATABASE_URL": f"sqlite:///{work / db}.sqlite3", "MAILHUB_VAR_DIR": str(work / db),
-                    "MICROSOFT_IMAP_HOST": "127.0.0.1", "MICROSOFT_IMAP_PORT": str(dovecot.imap_port),
-                    "MICROSOFT_IMAP_SECURITY": "none", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+                    **os.environ,
+                    "DJANGO_SETTINGS_MODULE": "mailhub.settings",
+                    "DATABASE_URL": f"sqlite:///{work / db}.sqlite3",
+                    "MAILHUB_VAR_DIR": str(work / db),
+                    "MICROSOFT_IMAP_HOST": "127.0.0.1",
+                    "MICROSOFT_IMAP_PORT": str(dovecot.imap_port),
+                    "MICROSOFT_IMAP_SECURITY": "none",
+                    "LOG_LEVEL": "WARNING",
+                    "PYTHONPATH": str(ROOT),
                 }
 
             def mailhub(mode: str, address: str, db: str = "mailhub") -> dict:
                 if not (work / f"{db}.sqlite3").exists():
                     _run(sys.executable, MAILHUB_WORKER, ["init", "-"], env_for(db))
                 token = sandbox.tokens.issue(
-                    kind="access", provider="microsoft", client_id="bench", email=address,
-                    scopes=("https://outlook.office.com/IMAP.AccessAsUser.All",), lifetime=7200,
+                    kind="access",
+                    provider="microsoft",
+                    client_id="bench",
+                    email=address,
+                    scopes=("https://outlook.office.com/IMAP.AccessAsUser.All",),
+                    lifetime=7200,
                 )
                 env = {**env_for(db), "ACCESS_TOKEN": token.value}
                 return _run(sys.executable, MAILHUB_WORKER, [mode, address], env)
@@ -180,8 +190,9 @@ def run() -> dict:
                 (settings_dir / "dm_settings.py").write_text(DJANGO_MAILBOX_SETTINGS.format(db=db, media=media))
                 dm_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "dm_settings", "PYTHONPATH": str(settings_dir)}
                 # Run outside the project: our app "mailbox" would shadow the stdlib module django-mailbox needs.
-                return _run(python, DJANGO_MAILBOX_WORKER, [copy, password, str(dovecot.imap_port)], dm_env,
-                            cwd=settings_dir)
+                return _run(
+                    python, DJANGO_MAILBOX_WORKER, [copy, password, str(dovecot.imap_port)], dm_env, cwd=settings_dir
+                )
 
             # The machine's speed drifts by a quarter over minutes, so the two sides take turns and each
             # is judged by its best run.
@@ -192,9 +203,11 @@ def run() -> dict:
                     dm_runs.append(django_mailbox(copies[run], run))
             best = min(mailhub_runs, key=lambda r: r["seconds"])
             figures["mailhub_initial"] = {
-                "messages": best["messages"], "seconds": round(best["seconds"], 2),
+                "messages": best["messages"],
+                "seconds": round(best["seconds"], 2),
                 "messages_per_second": round(best["messages"] / best["seconds"], 1),
-                "peak_rss_mb": round(best["peak_rss_mb"], 1), "imap_commands": best["commands"],
+                "peak_rss_mb": round(best["peak_rss_mb"], 1),
+                "imap_commands": best["commands"],
                 "seconds_talking_imap": round(best["imap_seconds"], 2),
                 "seconds_storing": round(best["seconds"] - best["imap_seconds"], 2),
                 "messages_per_second_each_run": [round(r["messages"] / r["seconds"], 1) for r in mailhub_runs],
@@ -204,15 +217,17 @@ def run() -> dict:
             else:
                 best_dm = min(dm_runs, key=lambda r: r["seconds"])
                 figures["django_mailbox_initial"] = {
-                    "messages": best_dm["messages"], "seconds": round(best_dm["seconds"], 2),
+                    "messages": best_dm["messages"],
+                    "seconds": round(best_dm["seconds"], 2),
                     "messages_per_second": round(best_dm["messages"] / best_dm["seconds"], 1),
                     "peak_rss_mb": round(best_dm["peak_rss_mb"], 1),
                     "messages_per_second_each_run": [round(r["messages"] / r["seconds"], 1) for r in dm_runs],
                     "note": "reads an identical copy per run: django-mailbox expunges every message it fetches",
                 }
                 figures["initial_sync_speed_ratio"] = round(
-                    figures["mailhub_initial"]["messages_per_second"] / figures["django_mailbox_initial"][
-                        "messages_per_second"], 1
+                    figures["mailhub_initial"]["messages_per_second"]
+                    / figures["django_mailbox_initial"]["messages_per_second"],
+                    1,
                 )
                 figures["initial_sync_target_ratio"] = 10
                 figures["initial_sync_note"] = (
@@ -226,10 +241,14 @@ def run() -> dict:
                 _seed_one(dovecot, address)
                 one_new = mailhub("incremental", address, db=db)
                 incremental[label] = {
-                    "nothing_changed": {"imap_commands": unchanged["commands"],
-                                        "ms": round(unchanged["seconds"] * 1000, 1)},
-                    "one_new_message": {"imap_commands": one_new["commands"],
-                                        "ms": round(one_new["seconds"] * 1000, 1)},
+                    "nothing_changed": {
+                        "imap_commands": unchanged["commands"],
+                        "ms": round(unchanged["seconds"] * 1000, 1),
+                    },
+                    "one_new_message": {
+                        "imap_commands": one_new["commands"],
+                        "ms": round(one_new["seconds"] * 1000, 1),
+                    },
                 }
             figures["incremental"] = incremental
             figures["incremental_note"] = (

@@ -142,7 +142,11 @@ def run() -> dict:
                 env = {**os.environ, "DATABASE_URL": url, "MAILHUB_VAR_DIR": str(Path(tmp) / "var")}
                 result = subprocess.run(  # noqa: S603 - our own interpreter and module
                     [sys.executable, "-m", "bench.memory", "--child", str(path)],
-                    cwd=root, env=env, capture_output=True, text=True, check=False,
+                    cwd=root,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=False,
                 )
                 if result.returncode:
                     raise RuntimeError(f"bench memory child ({case}, {vendor}) failed:\n{result.stderr[-3000:]}")

@@ -184,14 +184,10 @@ ZH = {
     "not in use": "未使用",
     "Save %(name)s settings": "保存 %(name)s 设置",
     "Sign in": "登录",
-    "common (any account), organizations (work or school), consumers (personal), or your tenant id":
-        "common（任意账户）、organizations（工作或学校）、consumers（个人）或您的租户 ID",
-    "A Microsoft Application (client) ID looks like 00000000-0000-0000-0000-000000000000.":
-        "Microsoft 应用程序（客户端）ID 形如 00000000-0000-0000-0000-000000000000。",
-    "Use common, organizations, consumers, a tenant id (GUID) or a domain such as contoso.onmicrosoft.com.":
-        "请使用 common、organizations、consumers、租户 ID（GUID）或域名，例如 contoso.onmicrosoft.com。",
-    "You will be sent to your provider to allow Mailhub to read, organise and send your mail, then brought back here.":
-        "您将被带到邮件服务商处，授权 Mailhub 读取、整理和发送您的邮件，然后返回此处。",
+    "common (any account), organizations (work or school), consumers (personal), or your tenant id": "common（任意账户）、organizations（工作或学校）、consumers（个人）或您的租户 ID",
+    "A Microsoft Application (client) ID looks like 00000000-0000-0000-0000-000000000000.": "Microsoft 应用程序（客户端）ID 形如 00000000-0000-0000-0000-000000000000。",
+    "Use common, organizations, consumers, a tenant id (GUID) or a domain such as contoso.onmicrosoft.com.": "请使用 common、organizations、consumers、租户 ID（GUID）或域名，例如 contoso.onmicrosoft.com。",
+    "You will be sent to your provider to allow Mailhub to read, organise and send your mail, then brought back here.": "您将被带到邮件服务商处，授权 Mailhub 读取、整理和发送您的邮件，然后返回此处。",
     "No mail provider is configured yet. An administrator must enter the Google or Microsoft app credentials under "
     "Settings → Mail settings.": "尚未配置邮件服务商。管理员需要在“设置 → 邮件设置”中填写 Google 或 Microsoft 应用凭据。",
     "Add this exact address as an authorised redirect URI in the Google Cloud console and in the Microsoft Entra app "
@@ -222,7 +218,7 @@ def fill(po: Path) -> tuple[int, list[str]]:
         parts: dict[str, list[str]] = {}
         current = None
         head = lines[: keys[0]]
-        for ln in lines[keys[0]:]:
+        for ln in lines[keys[0] :]:
             m = re.match(r"^(msgid_plural|msgid|msgstr(?:\[\d\])?)\s", ln)
             if m:
                 current = m.group(1)

@@ -22,8 +22,19 @@ class SyncStateAdmin(admin.ModelAdmin):
     list_filter = ["stage", "status"]
     search_fields = ["account__email"]
     readonly_fields = [
-        "account", "cursor", "resume", "progress_done", "progress_total", "started_at", "last_success_at",
-        "last_error", "last_error_at", "lock_owner", "lock_expires_at", "failure_count", "next_attempt_at",
+        "account",
+        "cursor",
+        "resume",
+        "progress_done",
+        "progress_total",
+        "started_at",
+        "last_success_at",
+        "last_error",
+        "last_error_at",
+        "lock_owner",
+        "lock_expires_at",
+        "failure_count",
+        "next_attempt_at",
         "last_duration_ms",
     ]
 
@@ -115,8 +126,22 @@ class MessageAdmin(MailStoreAdmin):
     list_filter = ["is_read", "is_starred"]
     search_fields = ["subject", "from_address", "message_id", "account__email"]
     # Bodies and raw bytes stay out of the admin: mail is read in the app, where HTML is sanitised.
-    fields = ["account", "thread", "remote_id", "message_id", "subject", "from_name", "from_address", "date",
-              "size", "is_read", "is_starred", "is_draft", "has_attachments", "parse_error"]
+    fields = [
+        "account",
+        "thread",
+        "remote_id",
+        "message_id",
+        "subject",
+        "from_name",
+        "from_address",
+        "date",
+        "size",
+        "is_read",
+        "is_starred",
+        "is_draft",
+        "has_attachments",
+        "parse_error",
+    ]
 
 
 @admin.register(OutgoingMessage)
@@ -125,8 +150,18 @@ class OutgoingMessageAdmin(MailStoreAdmin):
     list_display = ["subject", "account", "status", "attempts", "last_error", "sent_at"]
     list_filter = ["status"]
     search_fields = ["subject", "account__email", "message_id"]
-    fields = ["account", "status", "kind", "subject", "message_id", "remote_id", "attempts", "last_error",
-              "queued_at", "sent_at"]
+    fields = [
+        "account",
+        "status",
+        "kind",
+        "subject",
+        "message_id",
+        "remote_id",
+        "attempts",
+        "last_error",
+        "queued_at",
+        "sent_at",
+    ]
 
 
 @admin.register(MailAccessLog)

@@ -327,9 +327,7 @@ def clean_text(value: str) -> str:
     if value.isascii():
         return value.replace("\x00", "")
     if any("\ud800" <= ch <= "\udfff" for ch in value):
-        data = value.encode("utf-8", "surrogateescape") if _only_escapes(value) else value.encode(
-            "utf-8", "replace"
-        )
+        data = value.encode("utf-8", "surrogateescape") if _only_escapes(value) else value.encode("utf-8", "replace")
         value = _decode_bytes(data, None)
     return value.replace("\x00", "")
 
@@ -722,8 +720,10 @@ def _parse_body(msg: EmailMessage, result: ParsedMessage, problems: list[str]) -
             content_id = info.content_id
             if ctype.startswith("multipart/"):  # a multipart whose boundary is missing: show what is there
                 ctype = "text/plain"
-            is_body_text = ctype in ("text/plain", "text/html") and disposition != "attachment" and not (
-                filename and disposition == "inline" and not content_id and ctype != "text/html"
+            is_body_text = (
+                ctype in ("text/plain", "text/html")
+                and disposition != "attachment"
+                and not (filename and disposition == "inline" and not content_id and ctype != "text/html")
             )
             data = _part_bytes(part, ctype)
             if is_body_text:

@@ -283,14 +283,18 @@ def _outgoing_check(outgoing: OutgoingMessage, client: MailClient) -> SendResult
     try:
         remote_id = client.find_sent(outgoing=outgoing)
     except (ReauthorizationRequired, ActionRequired) as exc:
-        return _unknown(outgoing, error=_("It could not be checked whether this message went out: %(reason)s")
-                        % {"reason": exc})
+        return _unknown(
+            outgoing, error=_("It could not be checked whether this message went out: %(reason)s") % {"reason": exc}
+        )
     except Exception as exc:
         if not isinstance(exc, ProviderError):
             logger.exception("Checking whether outgoing message %s went out crashed", outgoing.pk)
         if outgoing.attempts >= MAX_SEND_ATTEMPTS:
-            return _unknown(outgoing, error=_("It could not be checked whether this message went out: %(reason)s")
-                            % {"reason": exc if isinstance(exc, ProviderError) else type(exc).__name__})
+            return _unknown(
+                outgoing,
+                error=_("It could not be checked whether this message went out: %(reason)s")
+                % {"reason": exc if isinstance(exc, ProviderError) else type(exc).__name__},
+            )
         return _requeue(outgoing, delay=_retry_delay(outgoing.attempts), error=outgoing.last_error)
     if remote_id:
         logger.info("Outgoing message %s was already at the provider; not sending it again", outgoing.pk)
@@ -298,11 +302,14 @@ def _outgoing_check(outgoing: OutgoingMessage, client: MailClient) -> SendResult
         _outgoing_file(outgoing, client, remote_id=remote_id)
         return result
     if not client.keeps_sent_copy:
-        return _unknown(outgoing, error=_(
-            "The connection broke while the server was taking this message, and this server keeps no record "
-            "of what it accepted: it may or may not have been sent. Check the recipients' replies or your Sent "
-            "folder, then check again or send it anyway."
-        ))
+        return _unknown(
+            outgoing,
+            error=_(
+                "The connection broke while the server was taking this message, and this server keeps no record "
+                "of what it accepted: it may or may not have been sent. Check the recipients' replies or your Sent "
+                "folder, then check again or send it anyway."
+            ),
+        )
     OutgoingMessage.objects.filter(pk=outgoing.pk).update(handed_off_at=None)
     outgoing.handed_off_at = None
     return None
@@ -370,16 +377,22 @@ def _outgoing_file_local(*, outgoing: OutgoingMessage, remote_id: str) -> None:
     if source is not None and not source.thread.remote_id.startswith(("mid:", "remote:")):
         thread_key = source.thread.remote_id  # the provider's own thread (Gmail)
     store.message_upsert(
-        account=account, remote_id=remote_id, raw=bytes(outgoing.raw), folders=[sent] if sent else [],
-        is_read=True, thread_key=thread_key,
+        account=account,
+        remote_id=remote_id,
+        raw=bytes(outgoing.raw),
+        folders=[sent] if sent else [],
+        is_read=True,
+        thread_key=thread_key,
     )
 
 
 def outgoing_file(*, outgoing_id: int) -> bool:
     """File a sent message that a dead worker left unfiled (the sweep's task). True when it is filed."""
-    outgoing = OutgoingMessage.objects.select_related("account").filter(
-        pk=outgoing_id, status=Status.SENT, filed_at__isnull=True
-    ).first()
+    outgoing = (
+        OutgoingMessage.objects.select_related("account")
+        .filter(pk=outgoing_id, status=Status.SENT, filed_at__isnull=True)
+        .first()
+    )
     if outgoing is None:
         return True
     try:
@@ -415,7 +428,8 @@ def outbox_sweep(*, now: datetime | None = None) -> SweepResult:
     overdue = now - outbox_overdue()
     due = Q(next_attempt_at__lte=overdue) | Q(next_attempt_at__isnull=True)
     send = list(
-        OutgoingMessage.objects.filter(due, status=Status.QUEUED).order_by("next_attempt_at")
+        OutgoingMessage.objects.filter(due, status=Status.QUEUED)
+        .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:SWEEP_BATCH]
     )
     OutgoingMessage.objects.filter(pk__in=send, status=Status.QUEUED).update(next_attempt_at=now)

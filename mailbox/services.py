@@ -254,7 +254,10 @@ def account_sync(*, account_id: int) -> SyncResult:
     except ReauthorizationRequired as exc:
         logger.info("Sync of account %s stopped: reauthorisation required", account_id)
         _lock_release(
-            account=account, owner=owner, status=SyncState.Status.STOPPED, last_error=str(exc),
+            account=account,
+            owner=owner,
+            status=SyncState.Status.STOPPED,
+            last_error=str(exc),
             last_error_at=timezone.now(),
         )
         return SyncResult("stopped")
@@ -264,8 +267,12 @@ def account_sync(*, account_id: int) -> SyncResult:
         delay = _backoff_seconds(failures=failures, retry_after=exc.retry_after)
         logger.warning("Sync of account %s failed (%s); retrying in %.0fs", account_id, exc, delay)
         _lock_release(
-            account=account, owner=owner, status=SyncState.Status.ERROR, last_error=str(exc),
-            last_error_at=timezone.now(), failure_count=failures,
+            account=account,
+            owner=owner,
+            status=SyncState.Status.ERROR,
+            last_error=str(exc),
+            last_error_at=timezone.now(),
+            failure_count=failures,
             next_attempt_at=timezone.now() + timedelta(seconds=delay),
         )
         return SyncResult("retry", retry_after=delay)
@@ -275,9 +282,12 @@ def account_sync(*, account_id: int) -> SyncResult:
         failures = state.failure_count + 1
         delay = _backoff_seconds(failures=failures, retry_after=None)
         _lock_release(
-            account=account, owner=owner, status=SyncState.Status.ERROR,
+            account=account,
+            owner=owner,
+            status=SyncState.Status.ERROR,
             last_error=f"The sync stopped on an unexpected error ({type(exc).__name__}); it will be tried again.",
-            last_error_at=timezone.now(), failure_count=failures,
+            last_error_at=timezone.now(),
+            failure_count=failures,
             next_attempt_at=timezone.now() + timedelta(seconds=delay),
         )
         return SyncResult("error")
@@ -286,15 +296,20 @@ def account_sync(*, account_id: int) -> SyncResult:
         _heartbeat.reset(heartbeat_token)
         _lock_owner.reset(token)
     _lock_release(
-        account=account, owner=owner, status=SyncState.Status.IDLE, last_success_at=timezone.now(),
-        last_error="", failure_count=0, next_attempt_at=None,
+        account=account,
+        owner=owner,
+        status=SyncState.Status.IDLE,
+        last_success_at=timezone.now(),
+        last_error="",
+        failure_count=0,
+        next_attempt_at=None,
         last_duration_ms=int((time.monotonic() - started) * 1000),
     )
     return SyncResult("ok")
 
 
 def account_sync_queue(*, account: MailAccount) -> None:
-    """"Sync now": queue a sync of ``account`` once the current transaction commits."""
+    """ "Sync now": queue a sync of ``account`` once the current transaction commits."""
     from mailbox.tasks import sync_account
 
     sync_state_get(account=account)
@@ -362,8 +377,9 @@ def _change_local(*, account: MailAccount, remote_ids: list[str], change: Messag
         starred = roles.get(Folder.Role.STARRED)  # Gmail shows stars as a label too
         if starred is not None:
             change_sets = ([starred], []) if kind == ChangeKind.STAR else ([], [starred])
-            store.message_folders_change(account=account, remote_ids=remote_ids, add=change_sets[0],
-                                         remove=change_sets[1])
+            store.message_folders_change(
+                account=account, remote_ids=remote_ids, add=change_sets[0], remove=change_sets[1]
+            )
         return
     inbox, trash, spam = roles.get(Folder.Role.INBOX), roles.get(Folder.Role.TRASH), roles.get(Folder.Role.SPAM)
     target = None

@@ -239,13 +239,44 @@ def _messages_upsert(*, account: MailAccount, items: list[IncomingMessage]) -> d
 
 
 _THREAD_COLUMNS = (
-    "account", "remote_id", "subject", "snippet", "senders", "last_message_at", "message_count", "unread_count",
-    "is_starred", "has_attachments",
+    "account",
+    "remote_id",
+    "subject",
+    "snippet",
+    "senders",
+    "last_message_at",
+    "message_count",
+    "unread_count",
+    "is_starred",
+    "has_attachments",
 )
 _MESSAGE_COLUMNS = (
-    "account", "thread", "remote_id", "message_id", "in_reply_to", "references", "subject", "from_name",
-    "from_address", "to", "cc", "bcc", "reply_to", "date", "snippet", "body_text", "body_html", "size", "is_read",
-    "is_starred", "is_draft", "has_attachments", "parse_error", "raw_compressed", "created_at", "updated_at",
+    "account",
+    "thread",
+    "remote_id",
+    "message_id",
+    "in_reply_to",
+    "references",
+    "subject",
+    "from_name",
+    "from_address",
+    "to",
+    "cc",
+    "bcc",
+    "reply_to",
+    "date",
+    "snippet",
+    "body_text",
+    "body_html",
+    "size",
+    "is_read",
+    "is_starred",
+    "is_draft",
+    "has_attachments",
+    "parse_error",
+    "raw_compressed",
+    "created_at",
+    "updated_at",
 )
 
 
@@ -275,13 +306,36 @@ def _messages_insert(
             raw_compressed = b""
             if connection.vendor == "postgresql":
                 text, html = "", ""
-        rows.append((
-            account.pk, thread_ids[item.remote_id], item.remote_id, p.message_id, p.in_reply_to,
-            " ".join(f"<{r}>" for r in p.references), p.subject, p.from_name[:255], p.from_address[:320],
-            p.to, p.cc, p.bcc, p.reply_to, item.internal_date or p.date or now, p.snippet, text, html,
-            len(item.raw), item.is_read, item.is_starred, item.is_draft, p.has_attachments, p.parse_error,
-            raw_compressed, now, now,
-        ))
+        rows.append(
+            (
+                account.pk,
+                thread_ids[item.remote_id],
+                item.remote_id,
+                p.message_id,
+                p.in_reply_to,
+                " ".join(f"<{r}>" for r in p.references),
+                p.subject,
+                p.from_name[:255],
+                p.from_address[:320],
+                p.to,
+                p.cc,
+                p.bcc,
+                p.reply_to,
+                item.internal_date or p.date or now,
+                p.snippet,
+                text,
+                html,
+                len(item.raw),
+                item.is_read,
+                item.is_starred,
+                item.is_draft,
+                p.has_attachments,
+                p.parse_error,
+                raw_compressed,
+                now,
+                now,
+            )
+        )
     _rows_insert(Message, _MESSAGE_COLUMNS, rows)
     del rows
     ids: dict[str, int] = {}
@@ -295,7 +349,10 @@ def _messages_insert(
     for item in large:
         p = parsed[item.remote_id]
         _large_fields_write(
-            connection, message_id=ids[item.remote_id], raw_compressed=compressed[item.remote_id], text=p.text,
+            connection,
+            message_id=ids[item.remote_id],
+            raw_compressed=compressed[item.remote_id],
+            text=p.text,
             html=p.html,
         )
     return ids
@@ -372,7 +429,8 @@ def _db_values(fields: Sequence[models.Field], connection) -> Callable[[Sequence
     """
     prepare = [
         (lambda value, field=f: field.get_db_prep_save(value, connection))
-        if f.get_internal_type() in _PREPARED_TYPES else None
+        if f.get_internal_type() in _PREPARED_TYPES
+        else None
         for f in fields
     ]
     return lambda row: [p(v) if p else v for p, v in zip(prepare, row, strict=True)]
@@ -703,8 +761,16 @@ def _threads_refresh(thread_ids: list[int]) -> None:
         name = row["from_name"] or row["from_address"]
         if name and name not in senders[thread_id] and len(senders[thread_id]) < SENDERS_IN_SUMMARY:
             senders[thread_id].append(name)
-    fields = ["message_count", "unread_count", "last_message_at", "is_starred", "has_attachments", "snippet",
-              "senders", "subject"]
+    fields = [
+        "message_count",
+        "unread_count",
+        "last_message_at",
+        "is_starred",
+        "has_attachments",
+        "snippet",
+        "senders",
+        "subject",
+    ]
     changed: list[dict] = []
     for thread in Thread.objects.filter(pk__in=list(stats)).only("id", *fields):
         row = stats[thread.pk]

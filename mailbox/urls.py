@@ -24,7 +24,9 @@ urlpatterns = [
     path("outbox/<int:outgoing_id>/retry/", views.outbox_action, {"action": "retry"}, name="outbox_retry"),
     path("outbox/<int:outgoing_id>/check/", views.outbox_action, {"action": "check_again"}, name="outbox_check_again"),
     path(
-        "outbox/<int:outgoing_id>/send-anyway/", views.outbox_action, {"action": "send_anyway"},
+        "outbox/<int:outgoing_id>/send-anyway/",
+        views.outbox_action,
+        {"action": "send_anyway"},
         name="outbox_send_anyway",
     ),
     path("account/<int:account_id>/sync/", views.account_sync, name="account_sync"),

@@ -370,7 +370,9 @@ def outbox(request: HttpRequest) -> HttpResponse:
 OUTBOX_ACTIONS = {
     "retry": (OutgoingMessage.Status.FAILED, outgoing_retry, gettext_lazy("Sending again.")),
     "check_again": (
-        OutgoingMessage.Status.UNKNOWN, outgoing_check_again, gettext_lazy("Checking whether the message went out.")
+        OutgoingMessage.Status.UNKNOWN,
+        outgoing_check_again,
+        gettext_lazy("Checking whether the message went out."),
     ),
     "send_anyway": (OutgoingMessage.Status.UNKNOWN, outgoing_send_anyway, gettext_lazy("Sending again.")),
 }

@@ -270,7 +270,10 @@ GOOGLE_USERINFO_URI = config.env_url(
 GOOGLE_API_ROOT = config.env_url(ENVIRON, "GOOGLE_API_ROOT", default="https://gmail.googleapis.com/")
 
 MICROSOFT_AUTHORITY_HOST = config.env_url(
-    ENVIRON, "MICROSOFT_AUTHORITY_HOST", default="https://login.microsoftonline.com", https_only=True  # msal's rule
+    ENVIRON,
+    "MICROSOFT_AUTHORITY_HOST",
+    default="https://login.microsoftonline.com",
+    https_only=True,  # msal's rule
 )
 # A CA bundle for the Microsoft endpoints; empty means the system's trust store.
 MICROSOFT_CA_BUNDLE = env("MICROSOFT_CA_BUNDLE", default="")
@@ -312,7 +315,17 @@ LOGGING = {
     # LOG_LEVEL=DEBUG, since tokens and client secrets must not reach a log.
     "loggers": {
         name: {"level": "WARNING"}
-        for name in ("requests_oauthlib", "oauthlib", "urllib3", "google.auth", "google_auth_oauthlib",
-                     "googleapiclient", "msal", "imapclient", "smtplib", "mail.log")
+        for name in (
+            "requests_oauthlib",
+            "oauthlib",
+            "urllib3",
+            "google.auth",
+            "google_auth_oauthlib",
+            "googleapiclient",
+            "msal",
+            "imapclient",
+            "smtplib",
+            "mail.log",
+        )
     },
 }

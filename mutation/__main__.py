@@ -91,7 +91,10 @@ def _work_tree_copy(target: Path, *, keep_cache: bool) -> None:
     if target.exists():
         shutil.rmtree(target)
     listing = subprocess.run(
-        ["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT, check=True, capture_output=True  # noqa: S607
+        ["git", "ls-files", "-z", "-co", "--exclude-standard"],  # noqa: S607
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
     ).stdout.decode()
     for name in filter(None, listing.split("\0")):
         source = ROOT / name
@@ -178,8 +181,12 @@ def _mutants_read(scratch: Path) -> list[Mutant]:
                 where=_where(spans, first),
                 line=" / ".join(removed),
                 mutant=" / ".join(added),
-                status={"ok_killed": "killed", "ok_suspicious": "killed", "bad_timeout": "timeout",
-                        "bad_survived": "survived"}.get(status, "untested"),
+                status={
+                    "ok_killed": "killed",
+                    "ok_suspicious": "killed",
+                    "bad_timeout": "timeout",
+                    "bad_survived": "survived",
+                }.get(status, "untested"),
             )
         )
     return mutants
@@ -196,8 +203,10 @@ def _score(result: ModuleResult, equivalents: list[dict]) -> None:
             else:  # listed as equivalent, yet a test noticed it: the list is wrong
                 result.stale_equivalents.append({**wanted[mutant.key()], "status": mutant.status})
     result.stale_equivalents += [{**e, "status": "not generated"} for k, e in wanted.items() if k not in matched]
-    counts = {status: sum(m.status == status for m in result.mutants) for status in
-              ("killed", "timeout", "equivalent", "survived", "untested")}
+    counts = {
+        status: sum(m.status == status for m in result.mutants)
+        for status in ("killed", "timeout", "equivalent", "survived", "untested")
+    }
     result.total = len(result.mutants)
     result.killed, result.timeout = counts["killed"] + counts["timeout"], counts["timeout"]
     result.equivalent, result.survived, result.untested = counts["equivalent"], counts["survived"], counts["untested"]
@@ -226,8 +235,13 @@ def module_report(name: str, config: dict, equivalents: list[dict]) -> ModuleRes
     """The score of the last (or still running) run of ``name``, from its cache."""
     scratch = SCRATCH / name
     result = ModuleResult(
-        module=name, paths=config["paths"], tests=config["tests"], databases=config.get("databases", ["sqlite"]),
-        command=f"python -m mutation {name}", seconds=0.0, mutants=_mutants_read(scratch),
+        module=name,
+        paths=config["paths"],
+        tests=config["tests"],
+        databases=config.get("databases", ["sqlite"]),
+        command=f"python -m mutation {name}",
+        seconds=0.0,
+        mutants=_mutants_read(scratch),
     )
     _score(result, equivalents)
     return result
@@ -239,12 +253,21 @@ def module_run(name: str, config: dict, equivalents: list[dict], *, keep_cache: 
     runner = _runner_command(name, config)
     test_dirs = sorted({str(Path(t).parent if t.endswith(".py") else Path(t)) for t in config["tests"]})
     command = [
-        str(Path(sys.executable).with_name("mutmut")), "run", "--paths-to-mutate", ",".join(config["paths"]),
-        "--runner", runner, "--tests-dir", ",".join(test_dirs), "--simple-output", "--no-progress",
+        str(Path(sys.executable).with_name("mutmut")),
+        "run",
+        "--paths-to-mutate",
+        ",".join(config["paths"]),
+        "--runner",
+        runner,
+        "--tests-dir",
+        ",".join(test_dirs),
+        "--simple-output",
+        "--no-progress",
     ]
     log = scratch / "mutmut.log"
-    print(f"[{name}] mutating {', '.join(config['paths'])} against {' '.join(config['tests'])} (log: {log})",
-          flush=True)
+    print(
+        f"[{name}] mutating {', '.join(config['paths'])} against {' '.join(config['tests'])} (log: {log})", flush=True
+    )
     started = time.monotonic()
     with log.open("w") as out, _zygote(scratch) as socket_path:
         env = {**os.environ, "MUTATION_ZYGOTE": socket_path, "MUTATION_PYTEST_LOG": str(scratch / "pytest.log")}
@@ -255,15 +278,24 @@ def module_run(name: str, config: dict, equivalents: list[dict], *, keep_cache: 
         # --keep-cache): run those one by one.
         for mutant in [m for m in _mutants_read(scratch) if m.status == "untested" and not code & 1]:
             subprocess.run(  # noqa: S603
-                [*command[:2], str(mutant.id), *command[2:]], cwd=scratch, stdout=out, stderr=subprocess.STDOUT,
-                check=False, env=env,
+                [*command[:2], str(mutant.id), *command[2:]],
+                cwd=scratch,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+                env=env,
             )
     seconds = round(time.monotonic() - started, 1)
     if code & 1:  # mutmut's "fatal error" bit: e.g. the tests fail without any mutation
         sys.exit(f"[{name}] mutmut failed (exit {code}); see {log}")
     result = ModuleResult(
-        module=name, paths=config["paths"], tests=config["tests"], databases=config.get("databases", ["sqlite"]),
-        command=f"python -m mutation {name}", seconds=seconds, mutants=_mutants_read(scratch),
+        module=name,
+        paths=config["paths"],
+        tests=config["tests"],
+        databases=config.get("databases", ["sqlite"]),
+        command=f"python -m mutation {name}",
+        seconds=seconds,
+        mutants=_mutants_read(scratch),
     )
     _score(result, equivalents)
     return result
@@ -272,13 +304,18 @@ def module_run(name: str, config: dict, equivalents: list[dict], *, keep_cache: 
 def _report(result: ModuleResult) -> None:
     for mutant in result.mutants:
         if mutant.status in {"survived", "untested"}:
-            print(f"  {mutant.status}: {mutant.file}:{mutant.line_number} in {mutant.where}\n"
-                  f"    - {mutant.line}\n    + {mutant.mutant}")
+            print(
+                f"  {mutant.status}: {mutant.file}:{mutant.line_number} in {mutant.where}\n"
+                f"    - {mutant.line}\n    + {mutant.mutant}"
+            )
     for stale in result.stale_equivalents:
         print(f"  listed as equivalent but {stale['status']}: {stale['file']} {stale['where']}: {stale['line']}")
-    print(f"[{result.module}] {result.killed} killed ({result.timeout} by timeout) of {result.total} mutants, "
-          f"{result.equivalent} equivalent, {result.survived} survived, {result.untested} untested: "
-          f"score {result.score}% in {result.seconds:.0f} s", flush=True)
+    print(
+        f"[{result.module}] {result.killed} killed ({result.timeout} by timeout) of {result.total} mutants, "
+        f"{result.equivalent} equivalent, {result.survived} survived, {result.untested} untested: "
+        f"score {result.score}% in {result.seconds:.0f} s",
+        flush=True,
+    )
 
 
 def _equivalent_draft(result: ModuleResult) -> None:
@@ -294,13 +331,22 @@ def main(argv: list[str] | None = None) -> int:
     modules = _modules()
     parser = argparse.ArgumentParser(prog="python -m mutation", description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(modules)}")
-    parser.add_argument("--keep-cache", action="store_true",
-                        help="reuse the previous run's results for lines and tests that did not change")
+    parser.add_argument(
+        "--keep-cache",
+        action="store_true",
+        help="reuse the previous run's results for lines and tests that did not change",
+    )
     parser.add_argument("--fail-under", type=float, default=0.0, help="exit 1 if a module scores below this")
-    parser.add_argument("--report-only", action="store_true",
-                        help="print the last (or running) run's survivors and score; run nothing, write nothing")
-    parser.add_argument("--equivalent-draft", action="store_true",
-                        help="print the last run's survivors as mutation/equivalent.toml entries, to review by hand")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="print the last (or running) run's survivors and score; run nothing, write nothing",
+    )
+    parser.add_argument(
+        "--equivalent-draft",
+        action="store_true",
+        help="print the last run's survivors as mutation/equivalent.toml entries, to review by hand",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.modules) - set(modules)
     if unknown:

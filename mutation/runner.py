@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--database", action="append", default=[], help="sqlite, or a postgres:// URL")
     parser.add_argument("--timeout", type=int, default=60)
-    parser.add_argument("--sqlite-template", default="",
-                        help="start each SQLite run from a copy of this migrated database (made on the first run)")
+    parser.add_argument(
+        "--sqlite-template",
+        default="",
+        help="start each SQLite run from a copy of this migrated database (made on the first run)",
+    )
     parser.add_argument("tests", nargs="+")
     args = parser.parse_args(argv)
     for database in args.database or ["sqlite"]:
@@ -39,9 +42,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             env["DATABASE_URL"] = database
         pytest_args = [
-            "-x", "-q", "--no-header", "-p", "no:cacheprovider", "-p", "no:xdist", "-m", "not browser and not faults",
-            "-W", "ignore::pytest.PytestAssertRewriteWarning",
-            f"--timeout={args.timeout}", *args.tests,
+            "-x",
+            "-q",
+            "--no-header",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "-m",
+            "not browser and not faults",
+            "-W",
+            "ignore::pytest.PytestAssertRewriteWarning",
+            f"--timeout={args.timeout}",
+            *args.tests,
         ]
         template = Path(args.sqlite_template) if database == "sqlite" and args.sqlite_template else None
         if template is not None:
@@ -53,8 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         if zygote:  # a warm process forks the run (see mutation/zygote.py)
             from mutation.zygote import run
 
-            code = run(zygote, argv=pytest_args, env=env, timeout=args.timeout * 20,
-                       log=os.environ.get("MUTATION_PYTEST_LOG", ""))
+            code = run(
+                zygote,
+                argv=pytest_args,
+                env=env,
+                timeout=args.timeout * 20,
+                log=os.environ.get("MUTATION_PYTEST_LOG", ""),
+            )
         else:
             command = [sys.executable, "-m", "pytest", *pytest_args]
             code = subprocess.run(command, env=env, check=False).returncode  # noqa: S603 - our own interpreter

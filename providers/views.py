@@ -17,8 +17,7 @@ def mail_settings(request: HttpRequest) -> HttpResponse:
     Needs ``providers.change_providerapp`` (the "Mail admin" group has it); being staff is not enough.
     """
     apps = {
-        provider: ProviderApp.objects.get_or_create(provider=provider)[0]
-        for provider in ProviderApp.Provider.values
+        provider: ProviderApp.objects.get_or_create(provider=provider)[0] for provider in ProviderApp.Provider.values
     }
     posted = request.POST.get("provider") if request.method == "POST" else None
     forms = {

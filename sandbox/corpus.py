@@ -39,83 +39,182 @@ class Language:
 
 LANGUAGES = {
     "en": Language(
-        "en", ("utf-8", "us-ascii"), -300,
-        ("Quarterly report", "Lunch on Friday?", "Project kickoff", "Invoice #{n}", "Design review notes",
-         "Your order has shipped", "Travel plans", "Budget for next year", "Team offsite agenda",
-         "Question about the API", "Weekly update", "Contract draft v{n}"),
-        ("Please find the latest numbers below.", "Let me know what you think when you have a minute.",
-         "We moved the meeting to Thursday at 3pm.", "The build is green again after the fix.",
-         "Could you review the attached document before Monday?", "Thanks for the quick turnaround!",
-         "I have added a few comments inline.", "The customer asked for a revised estimate.",
-         "All tests pass on the staging environment.", "We should talk about the roadmap soon."),
-        "Hi {name},", "Best regards,",
+        "en",
+        ("utf-8", "us-ascii"),
+        -300,
+        (
+            "Quarterly report",
+            "Lunch on Friday?",
+            "Project kickoff",
+            "Invoice #{n}",
+            "Design review notes",
+            "Your order has shipped",
+            "Travel plans",
+            "Budget for next year",
+            "Team offsite agenda",
+            "Question about the API",
+            "Weekly update",
+            "Contract draft v{n}",
+        ),
+        (
+            "Please find the latest numbers below.",
+            "Let me know what you think when you have a minute.",
+            "We moved the meeting to Thursday at 3pm.",
+            "The build is green again after the fix.",
+            "Could you review the attached document before Monday?",
+            "Thanks for the quick turnaround!",
+            "I have added a few comments inline.",
+            "The customer asked for a revised estimate.",
+            "All tests pass on the staging environment.",
+            "We should talk about the roadmap soon.",
+        ),
+        "Hi {name},",
+        "Best regards,",
     ),
     "fr": Language(
-        "fr", ("iso-8859-1", "utf-8"), 60,
-        ("Réunion de l'équipe", "Compte rendu de la séance", "Déjeuner à la cantine", "Facture n°{n}",
-         "Congés d'été", "Révision du budget", "Présentation à Genève"),
-        ("Voici le compte rendu de la réunion de mercredi.", "Pourriez-vous vérifier les chiffres élevés ?",
-         "Le café est prêt à côté de la salle à manger.", "Merci d'avance pour votre réponse rapide.",
-         "Nous avons déplacé la séance à jeudi après-midi.", "À très bientôt, j'espère."),
-        "Bonjour {name},", "Bien cordialement,",
+        "fr",
+        ("iso-8859-1", "utf-8"),
+        60,
+        (
+            "Réunion de l'équipe",
+            "Compte rendu de la séance",
+            "Déjeuner à la cantine",
+            "Facture n°{n}",
+            "Congés d'été",
+            "Révision du budget",
+            "Présentation à Genève",
+        ),
+        (
+            "Voici le compte rendu de la réunion de mercredi.",
+            "Pourriez-vous vérifier les chiffres élevés ?",
+            "Le café est prêt à côté de la salle à manger.",
+            "Merci d'avance pour votre réponse rapide.",
+            "Nous avons déplacé la séance à jeudi après-midi.",
+            "À très bientôt, j'espère.",
+        ),
+        "Bonjour {name},",
+        "Bien cordialement,",
     ),
     "de": Language(
-        "de", ("windows-1252", "iso-8859-1", "utf-8"), 60,
-        ("Besprechung am Dienstag", "Änderungen im Vertrag", "Grüße aus München", "Rechnung Nr. {n}",
-         "Überstunden im März", "Schöne Feiertage"),
-        ("Anbei die überarbeitete Fassung des Dokuments.", "Können wir das Gespräch auf Freitag verschieben?",
-         "Die Größe der Datei übersteigt das Limit.", "Vielen Dank für die schnelle Rückmeldung!",
-         "Bitte prüfen Sie die Änderungen bis Montag.", "Das Büro bleibt über Weihnachten geschlossen."),
-        "Hallo {name},", "Viele Grüße,",
+        "de",
+        ("windows-1252", "iso-8859-1", "utf-8"),
+        60,
+        (
+            "Besprechung am Dienstag",
+            "Änderungen im Vertrag",
+            "Grüße aus München",
+            "Rechnung Nr. {n}",
+            "Überstunden im März",
+            "Schöne Feiertage",
+        ),
+        (
+            "Anbei die überarbeitete Fassung des Dokuments.",
+            "Können wir das Gespräch auf Freitag verschieben?",
+            "Die Größe der Datei übersteigt das Limit.",
+            "Vielen Dank für die schnelle Rückmeldung!",
+            "Bitte prüfen Sie die Änderungen bis Montag.",
+            "Das Büro bleibt über Weihnachten geschlossen.",
+        ),
+        "Hallo {name},",
+        "Viele Grüße,",
     ),
     "smart": Language(
-        "smart", ("windows-1252",), -480,
+        "smart",
+        ("windows-1252",),
+        -480,
         ("“Quick” question", "Re-org – what’s next", "Costs in € for Q{n}", "Don’t forget the “all hands”"),
-        ("Here’s the “final” version – hopefully.", "It costs €120 per seat… not bad.",
-         "We’re “almost” done — one more review.", "Thanks • see you at the offsite."),
-        "Hey {name},", "Cheers,",
+        (
+            "Here’s the “final” version – hopefully.",
+            "It costs €120 per seat… not bad.",
+            "We’re “almost” done — one more review.",
+            "Thanks • see you at the offsite.",
+        ),
+        "Hey {name},",
+        "Cheers,",
     ),
     "zh": Language(
-        "zh", ("gb2312", "gbk", "utf-8"), 480,
+        "zh",
+        ("gb2312", "gbk", "utf-8"),
+        480,
         ("会议通知", "关于下周的安排", "项目进度报告", "请查收附件", "年终总结", "发票第{n}号"),
-        ("你好，会议安排在明天下午三点。", "请查收附件中的报告。", "我们已经完成了第一阶段的工作。",
-         "如有问题请随时联系我。", "谢谢你的帮助！", "下周一之前请把资料发给我。"),
-        "{name}，你好：", "此致敬礼",
+        (
+            "你好，会议安排在明天下午三点。",
+            "请查收附件中的报告。",
+            "我们已经完成了第一阶段的工作。",
+            "如有问题请随时联系我。",
+            "谢谢你的帮助！",
+            "下周一之前请把资料发给我。",
+        ),
+        "{name}，你好：",
+        "此致敬礼",
     ),
     "ja": Language(
-        "ja", ("shift_jis", "utf-8"), 540,
+        "ja",
+        ("shift_jis", "utf-8"),
+        540,
         ("会議のお知らせ", "資料送付の件", "来週の予定について", "請求書第{n}号", "お見積りのご依頼"),
-        ("お世話になっております。", "会議の資料を送付いたします。", "ご確認のほどよろしくお願いいたします。",
-         "来週の月曜日に打ち合わせをお願いできますか。", "ご質問があればお気軽にご連絡ください。"),
-        "{name}様", "よろしくお願いいたします。",
+        (
+            "お世話になっております。",
+            "会議の資料を送付いたします。",
+            "ご確認のほどよろしくお願いいたします。",
+            "来週の月曜日に打ち合わせをお願いできますか。",
+            "ご質問があればお気軽にご連絡ください。",
+        ),
+        "{name}様",
+        "よろしくお願いいたします。",
     ),
     "ru": Language(
-        "ru", ("koi8-r", "utf-8", "windows-1251"), 180,
+        "ru",
+        ("koi8-r", "utf-8", "windows-1251"),
+        180,
         ("Отчёт за квартал", "Встреча в понедельник", "Счёт N {n}", "Планы на неделю", "Привет из Москвы"),
-        ("Здравствуйте! Отправляю отчёт за квартал.", "Давайте обсудим это на встрече в понедельник.",
-         "Спасибо за быстрый ответ!", "Файл слишком большой, отправлю ссылку.", "Всё готово к запуску."),
-        "Здравствуйте, {name}!", "С уважением,",
+        (
+            "Здравствуйте! Отправляю отчёт за квартал.",
+            "Давайте обсудим это на встрече в понедельник.",
+            "Спасибо за быстрый ответ!",
+            "Файл слишком большой, отправлю ссылку.",
+            "Всё готово к запуску.",
+        ),
+        "Здравствуйте, {name}!",
+        "С уважением,",
     ),
     "emoji": Language(
-        "emoji", ("utf-8",), 0,
+        "emoji",
+        ("utf-8",),
+        0,
         ("🎉 Party on Friday", "Launch day 🚀", "Coffee? ☕", "Ünïcödé test ✓ #{n}"),
-        ("We shipped it 🚀🚀", "See you at the café ☕ around 10.", "Great job everyone 👏 — really.",
-         "Naïve façade, smörgåsbord, 東京, Ελληνικά, עברית, العربية."),
-        "Hey {name} 👋", "Cheers 🙌",
+        (
+            "We shipped it 🚀🚀",
+            "See you at the café ☕ around 10.",
+            "Great job everyone 👏 — really.",
+            "Naïve façade, smörgåsbord, 東京, Ελληνικά, עברית, العربية.",
+        ),
+        "Hey {name} 👋",
+        "Cheers 🙌",
     ),
 }
 
 PEOPLE = (
-    ("Alice Martin", "alice.martin@example.com", "en"), ("Bob Stone", "bob@stone.example.net", "en"),
-    ("Carol O'Neil", "carol.oneil@example.org", "en"), ("Dave Kim", "dkim@startup.example", "en"),
-    ("Erin Walsh", "erin@agency.example", "smart"), ("Frank Li", "frank.li@example.com", "smart"),
-    ("Hélène Dubois", "helene.dubois@exemple.fr", "fr"), ("François Léger", "f.leger@exemple.fr", "fr"),
-    ("Jürgen Müller", "j.mueller@beispiel.de", "de"), ("Käthe Schröder", "k.schroeder@beispiel.de", "de"),
-    ("王伟", "wang.wei@example.cn", "zh"), ("李娜", "li.na@example.cn", "zh"),
-    ("田中 太郎", "tanaka@example.jp", "ja"), ("佐藤 花子", "hanako.sato@example.jp", "ja"),
-    ("Иван Петров", "ivan.petrov@example.ru", "ru"), ("Ольга Смирнова", "olga@example.ru", "ru"),
-    ("Zoë Quinn", "zoe@emoji.example", "emoji"), ("GitHub", "noreply@github.example", "en"),
-    ("Newsletter Team", "news@shop.example", "emoji"), ("Grace Hopper", "grace@navy.example", "en"),
+    ("Alice Martin", "alice.martin@example.com", "en"),
+    ("Bob Stone", "bob@stone.example.net", "en"),
+    ("Carol O'Neil", "carol.oneil@example.org", "en"),
+    ("Dave Kim", "dkim@startup.example", "en"),
+    ("Erin Walsh", "erin@agency.example", "smart"),
+    ("Frank Li", "frank.li@example.com", "smart"),
+    ("Hélène Dubois", "helene.dubois@exemple.fr", "fr"),
+    ("François Léger", "f.leger@exemple.fr", "fr"),
+    ("Jürgen Müller", "j.mueller@beispiel.de", "de"),
+    ("Käthe Schröder", "k.schroeder@beispiel.de", "de"),
+    ("王伟", "wang.wei@example.cn", "zh"),
+    ("李娜", "li.na@example.cn", "zh"),
+    ("田中 太郎", "tanaka@example.jp", "ja"),
+    ("佐藤 花子", "hanako.sato@example.jp", "ja"),
+    ("Иван Петров", "ivan.petrov@example.ru", "ru"),
+    ("Ольга Смирнова", "olga@example.ru", "ru"),
+    ("Zoë Quinn", "zoe@emoji.example", "emoji"),
+    ("GitHub", "noreply@github.example", "en"),
+    ("Newsletter Team", "news@shop.example", "emoji"),
+    ("Grace Hopper", "grace@navy.example", "en"),
 )
 
 # A 1x1 transparent PNG for inline images.
@@ -126,8 +225,11 @@ ATTACHMENTS = (
     ("report-{n}.pdf", "application/pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"),
     ("data-{n}.csv", "text/csv", b"id,name,amount\r\n1,alpha,10.5\r\n2,beta,7\r\n"),
     ("photo-{n}.png", "image/png", PNG),
-    ("Präsentation {n}.pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-     b"PK\x03\x04"),
+    (
+        "Präsentation {n}.pptx",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        b"PK\x03\x04",
+    ),
     ("résumé-{n}.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document", b"PK\x03\x04"),
     ("会议纪要{n}.txt", "text/plain", "会议纪要\r\n".encode()),
     ("archive-{n}.zip", "application/zip", b"PK\x03\x04"),
@@ -156,7 +258,7 @@ def _encoded_words(text: str, charset: str, rng: random.Random) -> str:
     use_q = charset in ("iso-8859-1", "windows-1252", "utf-8") and rng.random() < 0.5
     words, chunk = [], 8 if charset in ("utf-8",) else 12
     for index in range(0, len(text), chunk):
-        data = text[index:index + chunk].encode(charset)
+        data = text[index : index + chunk].encode(charset)
         if use_q:
             encoded = binascii.b2a_qp(data, header=True).decode("ascii").replace("?", "=3F")
             words.append(f"=?{charset}?Q?{encoded}?=")
@@ -196,21 +298,27 @@ def _b64(data: bytes) -> str:
 def _text_part(text: str, subtype: str, charset: str, rng: random.Random) -> str:
     data = text.replace("\n", CRLF).encode(charset)
     cte, body = _transfer(data, charset, rng)
-    return (f'Content-Type: text/{subtype}; charset="{charset}"{CRLF}'
-            f"Content-Transfer-Encoding: {cte}{CRLF}{CRLF}{body.rstrip(CRLF)}{CRLF}")
+    return (
+        f'Content-Type: text/{subtype}; charset="{charset}"{CRLF}'
+        f"Content-Transfer-Encoding: {cte}{CRLF}{CRLF}{body.rstrip(CRLF)}{CRLF}"
+    )
 
 
 def _html(paragraphs: list[str], charset: str, *, image_cid: str | None, table: bool) -> str:
     rows = "".join(f"<p>{html.escape(p)}</p>\n" for p in paragraphs)
     if table:
-        rows += ('<table border="1" cellpadding="4" style="border-collapse:collapse">\n'
-                 "<tr><th>Item</th><th>Qty</th><th>Price</th></tr>\n"
-                 "<tr><td>Widget</td><td>3</td><td>9.99</td></tr>\n"
-                 "<tr><td>Gadget</td><td>1</td><td>24.50</td></tr>\n</table>\n")
+        rows += (
+            '<table border="1" cellpadding="4" style="border-collapse:collapse">\n'
+            "<tr><th>Item</th><th>Qty</th><th>Price</th></tr>\n"
+            "<tr><td>Widget</td><td>3</td><td>9.99</td></tr>\n"
+            "<tr><td>Gadget</td><td>1</td><td>24.50</td></tr>\n</table>\n"
+        )
     if image_cid:
         rows += f'<p><img src="cid:{image_cid}" alt="logo" width="1" height="1"></p>\n'
-    return (f'<html><head><meta http-equiv="Content-Type" content="text/html; charset={charset}">'
-            f"<style>p {{ font-family: sans-serif; }}</style></head>\n<body>\n{rows}</body></html>\n")
+    return (
+        f'<html><head><meta http-equiv="Content-Type" content="text/html; charset={charset}">'
+        f"<style>p {{ font-family: sans-serif; }}</style></head>\n<body>\n{rows}</body></html>\n"
+    )
 
 
 def _filename_params(name: str, rng: random.Random) -> str:
@@ -228,19 +336,25 @@ def _attachment(n: int, rng: random.Random) -> str:
     data = magic if ctype == "image/png" else magic + rng.randbytes(size)
     params = _filename_params(name, rng)
     type_name = f'; name="{name}"' if name.isascii() else ""
-    return (f"Content-Type: {ctype}{type_name}{CRLF}Content-Disposition: attachment; {params}{CRLF}"
-            f"Content-Transfer-Encoding: base64{CRLF}{CRLF}{_b64(data)}")
+    return (
+        f"Content-Type: {ctype}{type_name}{CRLF}Content-Disposition: attachment; {params}{CRLF}"
+        f"Content-Transfer-Encoding: base64{CRLF}{CRLF}{_b64(data)}"
+    )
 
 
 def _multipart(subtype: str, parts: list[str], boundary: str, extra: str = "") -> str:
     body = "".join(f"--{boundary}{CRLF}{part}{CRLF}" for part in parts)
-    return (f'Content-Type: multipart/{subtype}; boundary="{boundary}"{extra}{CRLF}{CRLF}'
-            f"This is a multi-part message in MIME format.{CRLF}{CRLF}{body}--{boundary}--{CRLF}")
+    return (
+        f'Content-Type: multipart/{subtype}; boundary="{boundary}"{extra}{CRLF}{CRLF}'
+        f"This is a multi-part message in MIME format.{CRLF}{CRLF}{body}--{boundary}--{CRLF}"
+    )
 
 
 def _inline_image(cid: str) -> str:
-    return (f'Content-Type: image/png; name="logo.png"{CRLF}Content-Transfer-Encoding: base64{CRLF}'
-            f"Content-ID: <{cid}>{CRLF}Content-Disposition: inline; filename=\"logo.png\"{CRLF}{CRLF}{_b64(PNG)}")
+    return (
+        f'Content-Type: image/png; name="logo.png"{CRLF}Content-Transfer-Encoding: base64{CRLF}'
+        f'Content-ID: <{cid}>{CRLF}Content-Disposition: inline; filename="logo.png"{CRLF}{CRLF}{_b64(PNG)}'
+    )
 
 
 def _body(text: str, paragraphs: list[str], charset: str, n: int, rng: random.Random, stamp: str) -> str:
@@ -252,11 +366,15 @@ def _body(text: str, paragraphs: list[str], charset: str, n: int, rng: random.Ra
         return _text_part(_html(paragraphs, charset, image_cid=None, table=rng.random() < 0.5), "html", charset, rng)
     cid = f"img{n}.{stamp}@corpus.example" if roll >= 0.88 else None
     markup = _html(paragraphs, charset, image_cid=cid, table=rng.random() < 0.3)
-    alternative = _multipart("alternative", [_text_part(text, "plain", charset, rng),
-                                             _text_part(markup, "html", charset, rng)], boundary.format("alt"))
+    alternative = _multipart(
+        "alternative",
+        [_text_part(text, "plain", charset, rng), _text_part(markup, "html", charset, rng)],
+        boundary.format("alt"),
+    )
     if cid:
-        alternative = _multipart("related", [alternative, _inline_image(cid)], boundary.format("rel"),
-                                 '; type="multipart/alternative"')
+        alternative = _multipart(
+            "related", [alternative, _inline_image(cid)], boundary.format("rel"), '; type="multipart/alternative"'
+        )
     if roll < 0.66:
         return alternative
     files = [_attachment(n * 10 + index, rng) for index in range(1 if rng.random() < 0.8 else 2)]
@@ -266,8 +384,10 @@ def _body(text: str, paragraphs: list[str], charset: str, n: int, rng: random.Ra
 # --- generator --------------------------------------------------------------------------------------------
 def _paragraphs(language: Language, rng: random.Random) -> list[str]:
     count = rng.randint(1, 4)
-    return [" ".join(rng.sample(language.sentences, k=min(len(language.sentences), rng.randint(1, 3))))
-            for _ in range(count)]
+    return [
+        " ".join(rng.sample(language.sentences, k=min(len(language.sentences), rng.randint(1, 3))))
+        for _ in range(count)
+    ]
 
 
 def _default_start() -> datetime:
@@ -275,9 +395,7 @@ def _default_start() -> datetime:
     return today - SPAN
 
 
-def generate_messages(
-    n: int, *, to_address: str, seed: int = 0, start: datetime | None = None
-) -> Iterator[bytes]:
+def generate_messages(n: int, *, to_address: str, seed: int = 0, start: datetime | None = None) -> Iterator[bytes]:
     """Yield ``n`` RFC 5322 messages for the mailbox ``to_address``, oldest first.
 
     Dates run from ``start`` (default: two years before today, midnight UTC) over two years, so the
@@ -332,8 +450,15 @@ _WRITERS: dict[str, tuple[tuple[str, str, str], ...]] = {}
 
 
 def _message(
-    index: int, when: datetime, thread: _Thread, sender: tuple[str, str, str] | None,
-    recipient: tuple[str, str, str] | None, owner_name: str, owner: str, rng: random.Random, stamp: str,
+    index: int,
+    when: datetime,
+    thread: _Thread,
+    sender: tuple[str, str, str] | None,
+    recipient: tuple[str, str, str] | None,
+    owner_name: str,
+    owner: str,
+    rng: random.Random,
+    stamp: str,
 ) -> bytes:
     language, charset = thread.language, thread.charset
     domain = (sender[1] if sender else owner).split("@")[1]
@@ -351,8 +476,14 @@ def _message(
         to_header = _address(recipient[0], recipient[1], charset, rng)
         greeting_name = recipient[0]
     paragraphs = _paragraphs(language, rng)
-    text = "\n\n".join([language.greeting.format(name=greeting_name), *paragraphs, language.closing,
-                        sender[0] if sender else owner_name])
+    text = "\n\n".join(
+        [
+            language.greeting.format(name=greeting_name),
+            *paragraphs,
+            language.closing,
+            sender[0] if sender else owner_name,
+        ]
+    )
     if reply and thread.last_text:
         text += "\n\n" + "\n".join("> " + line for line in thread.last_text.splitlines()[:8])
     headers = [

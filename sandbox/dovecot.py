@@ -231,7 +231,8 @@ def _ensure_mail_user() -> tuple[str, int, int]:
     except KeyError:
         subprocess.run(  # noqa: S603
             ["/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", MAIL_USER],
-            check=False, capture_output=True,
+            check=False,
+            capture_output=True,
         )
         try:
             entry = pwd.getpwnam(MAIL_USER)
@@ -317,7 +318,8 @@ class DovecotServer:
         (self.root / "oauth2.conf.ext").write_text(self._oauth2_config())
         self._process = subprocess.Popen(  # noqa: S603
             [_binary("dovecot"), "-F", "-c", str(self.config_path)],
-            stdout=subprocess.DEVNULL, stderr=open(self.root / "dovecot.stderr", "wb"),  # noqa: SIM115
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "dovecot.stderr", "wb"),  # noqa: SIM115
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - a killed test run must not leave Dovecot behind
         )
         self._wait_listening()
@@ -583,9 +585,7 @@ debug = {"yes" if self.debug else "no"}
         def items():
             for index, raw in enumerate(generate_messages(n, to_address=email, seed=seed, start=start)):
                 head = raw.split(b"\r\n\r\n", 1)[0]
-                date_line = next(
-                    (line for line in head.split(b"\r\n") if line.lower().startswith(b"date:")), b""
-                )
+                date_line = next((line for line in head.split(b"\r\n") if line.lower().startswith(b"date:")), b"")
                 date = parsedate_to_datetime(date_line[5:].decode("latin-1").strip()) if date_line else None
                 flags = [b"\\Seen"] * (index % 3 == 0) + [b"\\Flagged"] * (index % 5 == 0)
                 yield raw, flags, date
@@ -705,7 +705,12 @@ class ExchangeSubmission:
     """
 
     def __init__(
-        self, *, introspection_url: str, sink: SmtpSink, rate_limit: int = 30, rate_window: float = 60.0,
+        self,
+        *,
+        introspection_url: str,
+        sink: SmtpSink,
+        rate_limit: int = 30,
+        rate_window: float = 60.0,
         sent_items: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.introspection_url = introspection_url
@@ -771,7 +776,9 @@ class ExchangeSubmission:
         class _Controller(Controller):
             def factory(self):
                 return _Exchange(
-                    self.handler, auth_require_tls=False, auth_exclude_mechanism=["LOGIN", "PLAIN"],
+                    self.handler,
+                    auth_require_tls=False,
+                    auth_exclude_mechanism=["LOGIN", "PLAIN"],
                     hostname="smtp.sandbox.test",
                 )
 

@@ -119,9 +119,8 @@ class GoogleIdentity(IdentityProvider):
     # -- hooks --
 
     def _scope_is_known(self, scope: str) -> bool:
-        return (
-            scope in ("openid", "email", "profile", "https://mail.google.com/")
-            or scope.startswith("https://www.googleapis.com/auth/")
+        return scope in ("openid", "email", "profile", "https://mail.google.com/") or scope.startswith(
+            "https://www.googleapis.com/auth/"
         )
 
     def _error_body(self, error: str, description: str, code: int | None) -> dict[str, Any]:
@@ -147,7 +146,8 @@ class GoogleIdentity(IdentityProvider):
         forced = "consent" in code.params.get("prompt", "").split()
         with self._lock:
             live = [
-                t for t in self.tokens.issued(provider=self.provider, email=user.email)
+                t
+                for t in self.tokens.issued(provider=self.provider, email=user.email)
                 if t.kind == "refresh" and t.client_id == client.client_id and t.is_valid
             ]
             grant = live[0].grant if live and not forced else secrets.token_hex(12)

@@ -61,9 +61,7 @@ class LoopbackServer:
     """Serve ``app`` on 127.0.0.1 in a daemon thread; HTTPS when an SSL context is given."""
 
     def __init__(self, app: WSGIApp, *, port: int = 0, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.httpd = make_server(
-            "127.0.0.1", port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
-        )
+        self.httpd = make_server("127.0.0.1", port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
         self.scheme = "http"
         if ssl_context is not None:
             self.httpd.socket = ssl_context.wrap_socket(
@@ -71,9 +69,7 @@ class LoopbackServer:
             )
             self.scheme = "https"
         self.port: int = self.httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, daemon=True, name=f"sandbox:{self.port}"
-        )
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name=f"sandbox:{self.port}")
 
     @property
     def url(self) -> str:

@@ -32,13 +32,23 @@ from sandbox.tokens import IssuedToken, TokenRegistry
 StartResponse = Callable[..., Any]
 
 _STATUS_TEXT = {
-    200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 429: "Too Many Requests",
-    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+    200: "OK",
+    302: "Found",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 
 
 # --- HTTP plumbing -----------------------------------------------------------------------------
+
 
 class Request:
     def __init__(self, environ: dict[str, Any]) -> None:
@@ -125,6 +135,7 @@ def add_query(url: str, params: dict[str, str], *, fragment: bool = False) -> st
 
 # --- Keys, clients, users, codes ---------------------------------------------------------------
 
+
 class SigningKey:
     """An RS256 key for id_tokens, published as a JWKS and as Google's kid -> PEM map."""
 
@@ -140,9 +151,11 @@ class SigningKey:
         return {"keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
 
     def public_pem(self) -> str:
-        return self.private_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
+        return (
+            self.private_key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
 
 
 @dataclass(frozen=True)
@@ -230,6 +243,7 @@ def pkce_matches(*, verifier: str, challenge: str, method: str) -> bool:
 
 
 # --- The shared identity provider ---------------------------------------------------------------
+
 
 class IdentityProvider:
     provider: ClassVar[str] = ""
@@ -404,7 +418,8 @@ class IdentityProvider:
         redirect_uri = params.get("redirect_uri", "")
         if not redirect_uri or not client.accepts(redirect_uri):
             return self._error_page(
-                400, "redirect_uri_mismatch",
+                400,
+                "redirect_uri_mismatch",
                 "The redirect URI in the request does not match the ones authorized for the OAuth client.",
             )
         state = params.get("state")
@@ -567,8 +582,13 @@ class IdentityProvider:
     def _issue(self, kind: str, *, client: Client, user: User, scopes: tuple[str, ...], grant: str) -> IssuedToken:
         lifetime = self.access_token_lifetime if kind == "access" else self.refresh_token_lifetime
         return self.tokens.issue(
-            kind=kind, provider=self.provider, client_id=client.client_id, email=user.email,
-            scopes=scopes, lifetime=lifetime, grant=grant,
+            kind=kind,
+            provider=self.provider,
+            client_id=client.client_id,
+            email=user.email,
+            scopes=scopes,
+            lifetime=lifetime,
+            grant=grant,
         )
 
     # -- pages --
@@ -577,13 +597,13 @@ class IdentityProvider:
         action = request.path + ("?" + request.query_string if request.query_string else "")
         items = "".join(
             f'<li><span class="scope">{html.escape(self.scope_descriptions.get(s, s))}</span>'
-            f' <code>{html.escape(s)}</code></li>'
+            f" <code>{html.escape(s)}</code></li>"
             for s in scopes
         )
         return _PAGE.format(
             title=html.escape(f"Sign in - {self.title} (sandbox)"),
             body=(
-                f'<h1>{html.escape(self.title)} <small>sandbox</small></h1>'
+                f"<h1>{html.escape(self.title)} <small>sandbox</small></h1>"
                 f'<p id="app-name"><strong>{html.escape(client.name)}</strong> wants to access your account</p>'
                 f'<p class="client">Client ID: <code id="client-id">{html.escape(client.client_id)}</code></p>'
                 f'<form method="post" action="{html.escape(action)}" id="consent-form">'
@@ -593,7 +613,7 @@ class IdentityProvider:
                 f'<div class="buttons">'
                 f'<button type="submit" id="deny" name="decision" value="deny" formnovalidate>Deny</button>'
                 f'<button type="submit" id="allow" name="decision" value="allow">Allow</button>'
-                f'</div></form>'
+                f"</div></form>"
             ),
         )
 
@@ -602,7 +622,7 @@ class IdentityProvider:
             _PAGE.format(
                 title=html.escape(f"Error - {self.title} (sandbox)"),
                 body=(
-                    f'<h1>{html.escape(self.title)} <small>sandbox</small></h1>'
+                    f"<h1>{html.escape(self.title)} <small>sandbox</small></h1>"
                     f'<p id="error">Error {status}: <code>{html.escape(error)}</code></p>'
                     f'<p id="error-description">{html.escape(description)}</p>'
                 ),

@@ -48,32 +48,60 @@ _OID_NAMESPACE = uuid.UUID("0b5bd9c4-4a6f-4cde-9a54-6a5e8f0b7e21")
 _ERRORS = {
     "client_not_found": (700016, "Application with identifier '{detail}' was not found in the directory 'Sandbox'."),
     "secret_missing": (
-        7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."
+        7000218,
+        "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
     ),
-    "secret_wrong": (7000215, "Invalid client secret provided. Ensure the secret being sent in the request is the "
-                              "client secret value, not the client secret ID."),
+    "secret_wrong": (
+        7000215,
+        "Invalid client secret provided. Ensure the secret being sent in the request is the "
+        "client secret value, not the client secret ID.",
+    ),
     "client_id_mismatch": (900144, "The client_id in the body does not match the authenticated client."),
     "code_invalid": (70000, "The provided value for the 'code' parameter is not valid."),
-    "code_used": (54005, "OAuth2 Authorization code was already redeemed, please retry with a new valid code "
-                         "or use an existing refresh token."),
-    "code_expired": (70008, "The provided authorization code or refresh token has expired due to inactivity. "
-                            "Send a new interactive authorization request for this user and resource."),
-    "redirect_mismatch": (50011, "The redirect URI specified in the request does not match the redirect URI "
-                                 "used to acquire the authorization code."),
-    "verifier_missing": (501481, "The Code_Verifier does not match the code_challenge supplied in the "
-                                 "authorization request."),
-    "verifier_wrong": (50148, "The code_verifier provided does not match the code_challenge supplied in the "
-                              "authorization request for PKCE."),
+    "code_used": (
+        54005,
+        "OAuth2 Authorization code was already redeemed, please retry with a new valid code "
+        "or use an existing refresh token.",
+    ),
+    "code_expired": (
+        70008,
+        "The provided authorization code or refresh token has expired due to inactivity. "
+        "Send a new interactive authorization request for this user and resource.",
+    ),
+    "redirect_mismatch": (
+        50011,
+        "The redirect URI specified in the request does not match the redirect URI "
+        "used to acquire the authorization code.",
+    ),
+    "verifier_missing": (
+        501481,
+        "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+    ),
+    "verifier_wrong": (
+        50148,
+        "The code_verifier provided does not match the code_challenge supplied in the authorization request for PKCE.",
+    ),
     "refresh_unknown": (9002313, "Invalid request. Request is malformed or invalid."),
-    "refresh_client": (70000, "The provided value for the 'refresh_token' parameter is not valid: it was issued "
-                              "to another client."),
-    "refresh_rotated": (70000, "The provided value for the 'refresh_token' parameter is not valid: the refresh "
-                               "token was already redeemed and has been replaced by a new one."),
-    "refresh_revoked": (50173, "The provided grant has expired due to it being revoked, a fresh auth token is "
-                               "needed. The user might have changed or reset their password."),
+    "refresh_client": (
+        70000,
+        "The provided value for the 'refresh_token' parameter is not valid: it was issued to another client.",
+    ),
+    "refresh_rotated": (
+        70000,
+        "The provided value for the 'refresh_token' parameter is not valid: the refresh "
+        "token was already redeemed and has been replaced by a new one.",
+    ),
+    "refresh_revoked": (
+        50173,
+        "The provided grant has expired due to it being revoked, a fresh auth token is "
+        "needed. The user might have changed or reset their password.",
+    ),
     "refresh_expired": (700082, "The refresh token has expired due to inactivity."),
-    "scope": (65001, "The user or administrator has not consented to use the application. Send an interactive "
-                     "authorization request for this user and resource."),
+    "scope": (
+        65001,
+        "The user or administrator has not consented to use the application. Send an interactive "
+        "authorization request for this user and resource.",
+    ),
     "grant_type": (70003, "The app requested an unsupported grant type '{detail}'."),
     "method": (900561, "The endpoint only accepts POST requests."),
 }
@@ -176,7 +204,18 @@ class MicrosoftIdentity(IdentityProvider):
             "frontchannel_logout_supported": True,
             "end_session_endpoint": f"{base}/{tenant}/oauth2/v2.0/logout",
             "claims_supported": [
-                "sub", "iss", "aud", "exp", "iat", "nonce", "preferred_username", "name", "tid", "ver", "oid", "email",
+                "sub",
+                "iss",
+                "aud",
+                "exp",
+                "iat",
+                "nonce",
+                "preferred_username",
+                "name",
+                "tid",
+                "ver",
+                "oid",
+                "email",
             ],
             "code_challenge_methods_supported": ["plain", "S256"],
             "introspection_endpoint": f"{base}/introspect",
@@ -199,7 +238,7 @@ class MicrosoftIdentity(IdentityProvider):
         body: dict[str, Any] = {
             "error": error,
             "error_description": f"{description} Trace ID: {trace_id} Correlation ID: {correlation_id} "
-                                 f"Timestamp: {timestamp}",
+            f"Timestamp: {timestamp}",
             "error_codes": [code] if code else [],
             "timestamp": timestamp,
             "trace_id": trace_id,
@@ -244,7 +283,11 @@ class MicrosoftIdentity(IdentityProvider):
         self.tokens.revoke(refresh.value)
         self._rotated.add(refresh.value)
         return self._token_payload(
-            client, self.user(refresh.email), scopes, grant=refresh.grant, tenant=params.get("_tenant", ""),
+            client,
+            self.user(refresh.email),
+            scopes,
+            grant=refresh.grant,
+            tenant=params.get("_tenant", ""),
             refresh_scopes=refresh.scopes,
         )
 

@@ -1,10 +1,10 @@
 """The whole sandbox: Google (HTTP, with the Gmail API mounted), Microsoft (HTTPS) and introspection (HTTP).
 
-    sandbox = Sandbox(tls_dir=tmp).start()
-    sandbox.google.register_client("id", "secret")
-    os.environ.update(sandbox.env())
-    ...
-    sandbox.stop()
+sandbox = Sandbox(tls_dir=tmp).start()
+sandbox.google.register_client("id", "secret")
+os.environ.update(sandbox.env())
+...
+sandbox.stop()
 """
 
 from __future__ import annotations

@@ -97,8 +97,7 @@ class TokenRegistry:
         """Revoke every token of ``email`` (as a user removing the app's access would)."""
         with self._lock:
             hits = [
-                t for t in self._tokens.values()
-                if t.email == email and (provider is None or t.provider == provider)
+                t for t in self._tokens.values() if t.email == email and (provider is None or t.provider == provider)
             ]
             for token in hits:
                 token.revoked = True
@@ -113,6 +112,7 @@ class TokenRegistry:
     def issued(self, *, provider: str | None = None, email: str | None = None) -> list[IssuedToken]:
         with self._lock:
             return [
-                t for t in self._tokens.values()
+                t
+                for t in self._tokens.values()
                 if (provider is None or t.provider == provider) and (email is None or t.email == email)
             ]

@@ -54,8 +54,15 @@ logger = logging.getLogger(__name__)
 
 # Google's quota units per method (https://developers.google.com/gmail/api/reference/quota).
 METHOD_COSTS = {
-    "getProfile": 1, "labels.list": 1, "history.list": 2, "messages.list": 5, "messages.get": 5,
-    "messages.modify": 5, "messages.batchModify": 50, "messages.trash": 5, "messages.untrash": 5,
+    "getProfile": 1,
+    "labels.list": 1,
+    "history.list": 2,
+    "messages.list": 5,
+    "messages.get": 5,
+    "messages.modify": 5,
+    "messages.batchModify": 50,
+    "messages.trash": 5,
+    "messages.untrash": 5,
     "messages.send": 100,
 }
 QUOTA_UNITS_PER_SECOND = 250
@@ -437,9 +444,7 @@ class GmailClient:
         Throttled or failed ids are retried with backoff; nothing is dropped.
         """
         self._ensure_token()
-        queue: deque[list[str]] = deque(
-            list(ids[i : i + self.batch_size]) for i in range(0, len(ids), self.batch_size)
-        )
+        queue: deque[list[str]] = deque(list(ids[i : i + self.batch_size]) for i in range(0, len(ids), self.batch_size))
         attempts: dict[str, int] = {}
         refreshed = False
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="gmail-fetch")
@@ -526,7 +531,8 @@ class GmailClient:
 
     def _folders_for(self, label_ids: Sequence[str]) -> list[Folder]:
         unknown = [
-            label for label in label_ids
+            label
+            for label in label_ids
             if label not in self._folders and label not in NOT_FOLDERS and not label.startswith("CATEGORY_")
         ]
         if unknown:
@@ -620,8 +626,11 @@ class GmailClient:
             self._reconcile_deletions(q=q, since=state.sync_since)
         done = self._counted(resume, done)
         SyncState.objects.filter(account=self.account).update(
-            cursor=resume["history_id"], stage=SyncState.Stage.INCREMENTAL, resume={},
-            progress_done=done, progress_total=done,
+            cursor=resume["history_id"],
+            stage=SyncState.Stage.INCREMENTAL,
+            resume={},
+            progress_done=done,
+            progress_total=done,
         )
         # Catch up with what changed while the full sync ran (or while a killed run lay dead).
         self.incremental_sync()
@@ -693,9 +702,7 @@ class GmailClient:
         page_done.update(ids)
         done = self._counted(resume, done + len(items))  # ids gone meanwhile (404) were not stored
         resume.update(page_done=sorted(page_done), done=done)
-        services.sync_state_progress(
-            account=self.account, done=done, resume=resume, total=self._total_at_least(done)
-        )
+        services.sync_state_progress(account=self.account, done=done, resume=resume, total=self._total_at_least(done))
         return done
 
     def _reconcile_deletions(self, *, q: str | None, since) -> None:
@@ -935,4 +942,3 @@ class GmailClient:
             is_starred="STARRED" in labels,
             thread_key=data.get("threadId") or None,
         )
-

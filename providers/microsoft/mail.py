@@ -202,8 +202,12 @@ class _Session:
                     raise ProviderError(
                         "Outlook's mail server keeps closing the connection; the sync will be retried later."
                     ) from None
-                logger.info("IMAP connection of account %s dropped (%s); reconnect #%d",
-                            self.account.pk, type(exc).__name__, attempt + 1)
+                logger.info(
+                    "IMAP connection of account %s dropped (%s); reconnect #%d",
+                    self.account.pk,
+                    type(exc).__name__,
+                    attempt + 1,
+                )
                 time.sleep(delay)
             except IMAPClientError as exc:
                 raise ProviderError(f"Outlook's mail server refused a command ({_short(exc)}).") from None
@@ -296,7 +300,10 @@ class OutlookClient:
         folders = []
         for item in remote:
             folder = store.folder_upsert(
-                account=self.account, remote_id=item.remote_id, name=item.name, role=item.role,
+                account=self.account,
+                remote_id=item.remote_id,
+                name=item.name,
+                role=item.role,
                 is_selectable=item.is_selectable,
             )
             if item.is_selectable:
@@ -346,8 +353,11 @@ class OutlookClient:
         position = (resume or {}).get("folders", {}).get(folder.remote_id) or {}
         if position.get("uidvalidity") != status.uidvalidity:
             position = {
-                "uidvalidity": status.uidvalidity, "uidnext": status.uidnext,
-                "modseq": status.highestmodseq, "after": 0, "done": 0,
+                "uidvalidity": status.uidvalidity,
+                "uidnext": status.uidnext,
+                "modseq": status.highestmodseq,
+                "after": 0,
+                "done": 0,
             }
             if folder.uidvalidity is not None and folder.uidvalidity != status.uidvalidity:
                 # The UIDs we know in this folder mean nothing now: its memberships become pending (rule 2).
@@ -437,9 +447,7 @@ class OutlookClient:
     def _changes_since(self, folder: Folder, *, modseq: int, below_uid: int) -> None:
         """Flag changes (CONDSTORE) and expunges (QRESYNC VANISHED) since ``modseq``, in one command."""
         modifiers = [f"CHANGEDSINCE {modseq}"] + (["VANISHED"] if self.session.qresync else [])
-        changed, vanished = self.session.run(
-            lambda c: imap.fetch(c, "1:*", ["UID", "FLAGS"], modifiers=modifiers)
-        )
+        changed, vanished = self.session.run(lambda c: imap.fetch(c, "1:*", ["UID", "FLAGS"], modifiers=modifiers))
         flags = {
             int(data[b"UID"]): frozenset(data.get(b"FLAGS", ()))
             for data in changed.values()
@@ -480,7 +488,10 @@ class OutlookClient:
                 groups[_flag_tuple(flags)].append(remote_by_uid[uid])
         for (is_read, is_starred, is_draft), remote_ids in groups.items():
             store.message_flags_update(
-                account=self.account, remote_ids=remote_ids, is_read=is_read, is_starred=is_starred,
+                account=self.account,
+                remote_ids=remote_ids,
+                is_read=is_read,
+                is_starred=is_starred,
                 is_draft=is_draft,
             )
 
@@ -552,8 +563,14 @@ class OutlookClient:
                 read, starred, draft = _flag_tuple(item.flags)
                 incoming.append(
                     store.IncomingMessage(
-                        remote_id=remote_id, raw=raw, folders=[folder], is_read=read, is_starred=starred,
-                        is_draft=draft, internal_date=item.internal_date, uid_by_folder={folder.pk: item.uid},
+                        remote_id=remote_id,
+                        raw=raw,
+                        folders=[folder],
+                        is_read=read,
+                        is_starred=starred,
+                        is_draft=draft,
+                        internal_date=item.internal_date,
+                        uid_by_folder={folder.pk: item.uid},
                     )
                 )
             store.messages_upsert(account=self.account, items=incoming)
@@ -650,7 +667,10 @@ class OutlookClient:
             memberships[folder.pk] = item.uid
             read, starred, draft = _flag_tuple(item.flags)
             states[remote_id] = store.MessageState(
-                folders=list(memberships), is_read=read, is_starred=starred, is_draft=draft,
+                folders=list(memberships),
+                is_read=read,
+                is_starred=starred,
+                is_draft=draft,
                 uid_by_folder={f: u for f, u in memberships.items() if u is not None},
             )
         store.messages_state_set(account=self.account, states=states)

@@ -41,10 +41,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SMTP_AUTH_DISABLED_MESSAGE = (
-    "Outlook refused to send: SMTP sending (\"Authenticated SMTP\") is turned off for this mailbox, as it is "
+    'Outlook refused to send: SMTP sending ("Authenticated SMTP") is turned off for this mailbox, as it is '
     "by default in Microsoft 365 tenants created after January 2020. An administrator must enable it: in the "
     "Microsoft 365 admin center open Users > Active users > this user > Mail > Manage email apps and tick "
-    "\"Authenticated SMTP\" (or run Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled "
+    '"Authenticated SMTP" (or run Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled '
     "$false), and make sure Security defaults do not block it. Then retry the message."
 )
 _BCC_HEADER = re.compile(rb"^(bcc|resent-bcc):.*(\r?\n[ \t].*)*\r?\n", re.IGNORECASE | re.MULTILINE)
@@ -82,7 +82,8 @@ def send_pace(*, account_id: int, exclude_id: int | None = None) -> float:
             times = [t for _, t in mine]
             known = {i for i, _ in mine if i is not None}
         rows = OutgoingMessage.objects.filter(
-            account_id=account_id, status=OutgoingMessage.Status.SENT,
+            account_id=account_id,
+            status=OutgoingMessage.Status.SENT,
             sent_at__gt=timezone.now() - timedelta(seconds=window),
         ).exclude(pk__in=known | ({exclude_id} if exclude_id else set()))
         times += [sent.timestamp() for sent in rows.values_list("sent_at", flat=True)]
@@ -90,8 +91,9 @@ def send_pace(*, account_id: int, exclude_id: int | None = None) -> float:
             return waited
         times.sort()
         pause = max(times[-limit] + window - now, 0.05)
-        logger.info("Pacing account %s: %d messages in the last %.0fs; waiting %.1fs", account_id, len(times),
-                    window, pause)
+        logger.info(
+            "Pacing account %s: %d messages in the last %.0fs; waiting %.1fs", account_id, len(times), window, pause
+        )
         time.sleep(pause)
         waited += pause
 
@@ -224,9 +226,7 @@ def _data_send(server: smtplib.SMTP, body: bytes) -> None:
         server.send(quoted + b".\r\n")
         code, reply = server.getreply()
     except (OSError, smtplib.SMTPServerDisconnected):
-        raise SendUncertain(
-            "The connection to Outlook's SMTP server broke while it was taking the message."
-        ) from None
+        raise SendUncertain("The connection to Outlook's SMTP server broke while it was taking the message.") from None
     if code != 250:
         raise _refusal(code, reply)
 
@@ -321,7 +321,11 @@ def sent_append(*, client: OutlookClient, raw: bytes, remote_id: str) -> None:
     with session:
         uid = session.run(append, repeatable=False)  # a lost answer is settled by sent_find, not by a second APPEND
     store.message_upsert(
-        account=client.account, remote_id=remote_id, raw=raw, folders=[folder], is_read=True,
+        account=client.account,
+        remote_id=remote_id,
+        raw=raw,
+        folders=[folder],
+        is_read=True,
         uid_by_folder={folder.pk: uid} if uid else None,
     )
 
@@ -344,4 +348,3 @@ def sent_find(*, client: OutlookClient, outgoing: OutgoingMessage) -> str | None
     if not found:
         return None
     return sent_remote_id(outgoing)
-

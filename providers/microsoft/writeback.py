@@ -98,8 +98,9 @@ def _stored_folders(messages: Sequence[Message]) -> list[Folder]:
     return list(Folder.objects.filter(pk__in=list(ids), is_selectable=True).order_by("pk"))
 
 
-def _locate(session: _Session, messages: Sequence[Message], folders: Sequence[Folder | None], *,
-            want_remote_ids: bool = False) -> dict[Folder, list]:
+def _locate(
+    session: _Session, messages: Sequence[Message], folders: Sequence[Folder | None], *, want_remote_ids: bool = False
+) -> dict[Folder, list]:
     """Where each message is on the server now: {folder: [uid, ...]} (or [(uid, remote_id)]).
 
     A UID the store holds for the message in that folder is used as it is. Otherwise the folder is searched
@@ -125,8 +126,9 @@ def _locate(session: _Session, messages: Sequence[Message], folders: Sequence[Fo
                 if (message.pk, folder.pk) in local_uid:
                     uids = client.search(["UID", str(local_uid[(message.pk, folder.pk)])])
                 elif message.message_id:
-                    uids = _same_messages(client, client.search(["HEADER", "Message-ID", f"<{message.message_id}>"]),
-                                          message)
+                    uids = _same_messages(
+                        client, client.search(["HEADER", "Message-ID", f"<{message.message_id}>"]), message
+                    )
                 hits += [(uid, message.remote_id) if want_remote_ids else uid for uid in uids]
             return hits
 
@@ -150,15 +152,18 @@ def _same_messages(client: IMAPClient, uids: list[int], message: Message) -> lis
     raw = message.raw
     data, _ = imap.fetch(client, imap.uid_set(sorted(uids)), ["UID", "INTERNALDATE", "RFC822.SIZE", HEADER])
     plausible = [
-        uid for uid, item in data.items()
-        if int(item.get(b"RFC822.SIZE", -1)) == len(raw) and item.get(b"INTERNALDATE") == message.date
+        uid
+        for uid, item in data.items()
+        if int(item.get(b"RFC822.SIZE", -1)) == len(raw)
+        and item.get(b"INTERNALDATE") == message.date
         and raw.startswith(bytes(item.get(b"BODY[HEADER]") or b"\0"))
     ]
     if len(plausible) == 1:
         return plausible
     bodies, _ = imap.fetch(client, imap.uid_set(sorted(uids)), ["UID", "BODY.PEEK[]"])
     return sorted(
-        uid for uid, item in bodies.items()
+        uid
+        for uid, item in bodies.items()
         if item.get(b"BODY[]") is not None and imap.content_remote_id(bytes(item[b"BODY[]"])) == message.remote_id
     )
 

@@ -109,8 +109,7 @@ def _matcher(box: Mailbox, request: ApiRequest) -> Callable[[StoredMessage], boo
         query = parse_query(request.param("q") or "", box.label_names())
     except QueryError as exc:
         raise invalid(f"Invalid query: {exc}") from exc
-    hide = not (request.flag("includeSpamTrash") or query.mentions_spam_trash
-                or {"SPAM", "TRASH"} & set(label_ids))
+    hide = not (request.flag("includeSpamTrash") or query.mentions_spam_trash or {"SPAM", "TRASH"} & set(label_ids))
 
     def matches(message: StoredMessage) -> bool:
         labels = message.label_ids
@@ -204,8 +203,12 @@ def messages_list(store: GmailStore, box: Mailbox, request: ApiRequest) -> Resul
 
 def _estimate(box: Mailbox, request: ApiRequest, matches: Callable[[StoredMessage], bool]) -> int:
     # Exact, cached per query until the mailbox changes (a full scan per page would be wasteful).
-    cache_key = (box.history_id, request.param("q"), tuple(request.params.get("labelIds", [])),
-                 request.flag("includeSpamTrash"))
+    cache_key = (
+        box.history_id,
+        request.param("q"),
+        tuple(request.params.get("labelIds", [])),
+        request.flag("includeSpamTrash"),
+    )
     cache = box.estimates
     if cache_key not in cache:
         if len(cache) > 64:
@@ -346,18 +349,26 @@ def messages_send(store: GmailStore, box: Mailbox, request: ApiRequest) -> Resul
 def messages_insert(store: GmailStore, box: Mailbox, request: ApiRequest) -> Result:
     raw, metadata = _posted_message(request)
     labels = metadata.get("labelIds") or []
-    message_id = store.insert_message(box.email, raw, label_ids=labels, thread_id=metadata.get("threadId"),
-                                      internal_date=None if request.param("internalDateSource") == "dateHeader"
-                                      else _now_ms())
+    message_id = store.insert_message(
+        box.email,
+        raw,
+        label_ids=labels,
+        thread_id=metadata.get("threadId"),
+        internal_date=None if request.param("internalDateSource") == "dateHeader" else _now_ms(),
+    )
     return 200, message_json(store.get(box, message_id), "labels")
 
 
 def messages_import(store: GmailStore, box: Mailbox, request: ApiRequest) -> Result:
     raw, metadata = _posted_message(request)
     labels = metadata.get("labelIds") or ["INBOX", "UNREAD"]
-    message_id = store.insert_message(box.email, raw, label_ids=labels, thread_id=metadata.get("threadId"),
-                                      internal_date=None if request.param("internalDateSource") != "receivedTime"
-                                      else _now_ms())
+    message_id = store.insert_message(
+        box.email,
+        raw,
+        label_ids=labels,
+        thread_id=metadata.get("threadId"),
+        internal_date=None if request.param("internalDateSource") != "receivedTime" else _now_ms(),
+    )
     return 200, message_json(store.get(box, message_id), "labels")
 
 
@@ -378,8 +389,12 @@ def attachments_get(store: GmailStore, box: Mailbox, request: ApiRequest, msg_id
     return 200, {"attachmentId": attachment, "size": len(data), "data": b64url(data)}
 
 
-_HISTORY_KEYS = {"messageAdded": "messagesAdded", "messageDeleted": "messagesDeleted",
-                 "labelAdded": "labelsAdded", "labelRemoved": "labelsRemoved"}
+_HISTORY_KEYS = {
+    "messageAdded": "messagesAdded",
+    "messageDeleted": "messagesDeleted",
+    "labelAdded": "labelsAdded",
+    "labelRemoved": "labelsRemoved",
+}
 
 
 def history_list(store: GmailStore, box: Mailbox, request: ApiRequest) -> Result:

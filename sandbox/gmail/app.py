@@ -30,8 +30,16 @@ from sandbox.tokens import TokenRegistry
 __all__ = ["GmailApp", "GmailStore", "error_body"]
 
 MAX_BATCH = 100
-_STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                 409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
 _REASON_STATUS = {"failedPrecondition": "FAILED_PRECONDITION"}
 _USAGE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 
@@ -46,22 +54,28 @@ class Response:
     def json(cls, status: int, data: Any, headers: list[tuple[str, str]] | None = None) -> Response:
         if data is None:
             return cls(status, b"", list(headers or []))
-        return cls(status, json.dumps(data).encode(),
-                   [("Content-Type", "application/json; charset=UTF-8"), *(headers or [])])
+        return cls(
+            status, json.dumps(data).encode(), [("Content-Type", "application/json; charset=UTF-8"), *(headers or [])]
+        )
 
 
 def error_body(error: GmailError) -> dict:
     """Google's JSON error shape for ``error``."""
-    item = {"message": error.message, "domain": "usageLimits" if error.reason in _USAGE_REASONS else "global",
-            "reason": error.reason}
+    item = {
+        "message": error.message,
+        "domain": "usageLimits" if error.reason in _USAGE_REASONS else "global",
+        "reason": error.reason,
+    }
     if error.status == 401:
         item.update(location="Authorization", locationType="header")
-    return {"error": {
-        "code": error.status,
-        "message": error.message,
-        "errors": [item],
-        "status": _REASON_STATUS.get(error.reason) or _STATUS_NAMES.get(error.status, "UNKNOWN"),
-    }}
+    return {
+        "error": {
+            "code": error.status,
+            "message": error.message,
+            "errors": [item],
+            "status": _REASON_STATUS.get(error.reason) or _STATUS_NAMES.get(error.status, "UNKNOWN"),
+        }
+    }
 
 
 def error_response(error: GmailError) -> Response:
@@ -74,14 +88,19 @@ def error_response(error: GmailError) -> Response:
 
 
 def _unauthorized() -> GmailError:
-    return GmailError(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
-                           "cookie or other valid authentication credential.", reason="authError")
+    return GmailError(
+        401,
+        "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+        "cookie or other valid authentication credential.",
+        reason="authError",
+    )
 
 
 def _quota_error(wait: float) -> GmailError:
     when = (datetime.now(UTC) + timedelta(seconds=wait)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return GmailError(429, f"User-rate limit exceeded.  Retry after {when}", reason="rateLimitExceeded",
-                      retry_after=wait)
+    return GmailError(
+        429, f"User-rate limit exceeded.  Retry after {when}", reason="rateLimitExceeded", retry_after=wait
+    )
 
 
 def _concurrency_error() -> GmailError:
@@ -139,7 +158,7 @@ def _split_head(chunk: bytes) -> tuple[bytes, bytes]:
     match = re.search(rb"\r?\n\r?\n", chunk)
     if not match:
         return chunk, b""
-    return chunk[: match.start()], chunk[match.end():]
+    return chunk[: match.start()], chunk[match.end() :]
 
 
 def _parse_headers(head: bytes) -> dict[str, str]:
@@ -194,8 +213,9 @@ class GmailApp:
         params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
-        headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items()
-                   if key.startswith("HTTP_")}
+        headers = {
+            key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
+        }
         headers["content-type"] = environ.get("CONTENT_TYPE", "")
         headers["host"] = headers.get("host") or environ.get("SERVER_NAME", "127.0.0.1")
         email = self._email(headers.get("authorization"), params) or ""
@@ -237,7 +257,12 @@ class GmailApp:
 
     # --- one API call -----------------------------------------------------------------------------------
     def call(
-        self, verb: str, path: str, params: dict[str, list[str]], headers: dict[str, str], body: bytes,
+        self,
+        verb: str,
+        path: str,
+        params: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
         media: bytes | None = None,
     ) -> Response:
         """Serve one REST call (also each part of a batch); never raises GmailError."""
@@ -247,7 +272,12 @@ class GmailApp:
             return error_response(error)
 
     def _call(
-        self, verb: str, path: str, params: dict[str, list[str]], headers: dict[str, str], body: bytes,
+        self,
+        verb: str,
+        path: str,
+        params: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
         media: bytes | None,
     ) -> Response:
         match = re.fullmatch(r"/gmail/v1/users/([^/]+)/(.+)", path)
@@ -256,8 +286,11 @@ class GmailApp:
             raise not_found()
         method, handler, args = routed
         authorization = headers.get("authorization", "")
-        value = authorization[7:].strip() if authorization.lower().startswith("bearer ") else (
-            params.get("access_token") or [""])[-1]
+        value = (
+            authorization[7:].strip()
+            if authorization.lower().startswith("bearer ")
+            else (params.get("access_token") or [""])[-1]
+        )
         token = self.tokens.valid(value, kind="access", provider="google") if value else None
         if token is None:
             self.store.count("", "unauthorized")
@@ -345,7 +378,12 @@ class GmailApp:
 
     # --- uploads ----------------------------------------------------------------------------------------
     def _upload(
-        self, verb: str, path: str, params: dict[str, list[str]], headers: dict[str, str], body: bytes,
+        self,
+        verb: str,
+        path: str,
+        params: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
         environ: dict[str, Any],
     ) -> Response:
         api_path = re.sub(r"^(/resumable)?/upload", "", path)
@@ -363,7 +401,12 @@ class GmailApp:
         raise GmailError(400, "Invalid upload request: uploadType.", reason="invalidParameter")
 
     def _resumable(
-        self, verb: str, api_path: str, params: dict[str, list[str]], headers: dict[str, str], body: bytes,
+        self,
+        verb: str,
+        api_path: str,
+        params: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
         environ: dict[str, Any],
     ) -> Response:
         upload_id = (params.get("upload_id") or [""])[-1]

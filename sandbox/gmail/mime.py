@@ -188,10 +188,10 @@ class LightPart:
         if depth > 20:
             raise _Fallback
         if data.startswith((b"\r\n", b"\n")):
-            head, self.body = b"", data[2 if data.startswith(b"\r\n") else 1:]
+            head, self.body = b"", data[2 if data.startswith(b"\r\n") else 1 :]
         else:
             match = _BLANK.search(data)
-            head, self.body = (data[: match.start()], data[match.end():]) if match else (data, b"")
+            head, self.body = (data[: match.start()], data[match.end() :]) if match else (data, b"")
         text = re.sub(r"\r?\n[ \t]", " ", head.decode("ascii", "surrogateescape"))
         self.headers: list[tuple[str, str]] = []
         for line in text.splitlines():
@@ -223,7 +223,7 @@ class LightPart:
             line_end = piece.find(b"\n")
             if line_end < 0 or piece[:line_end].strip(b" \t\r"):
                 raise _Fallback  # a line that only starts like the delimiter, or a cut-off part
-            chunk = piece[line_end + 1:]
+            chunk = piece[line_end + 1 :]
             chunks.append(chunk[:-1] if chunk.endswith(b"\r") else chunk)
         raise _Fallback  # no closing delimiter: truncated
 
@@ -373,8 +373,13 @@ def payload_full(raw: bytes, *, message_id: str) -> dict:
     try:
         return part_json(parse(raw), message_id=message_id)
     except Exception:  # noqa: BLE001 - degrade to an opaque single part rather than fail the request
-        return {"partId": "", "mimeType": "text/plain", "filename": "", "headers": [],
-                "body": {"size": len(raw), "data": b64url(raw)}}
+        return {
+            "partId": "",
+            "mimeType": "text/plain",
+            "filename": "",
+            "headers": [],
+            "body": {"size": len(raw), "data": b64url(raw)},
+        }
 
 
 def payload_metadata(raw: bytes, *, headers: list[str] | None) -> dict:
@@ -396,7 +401,7 @@ def find_part(raw: bytes, part_id: str) -> bytes | None:
     """The decoded bytes of the part ``part_id`` (for attachments.get)."""
     try:
         node = parse(raw)
-        for step in (part_id.split(".") if part_id else []):
+        for step in part_id.split(".") if part_id else []:
             if node.get_content_type() == "message/rfc822" or not node.is_multipart():
                 return None
             children = node.get_payload()

@@ -29,9 +29,18 @@ except Exception:  # noqa: BLE001 - no tz database: a fixed offset is close enou
 
 Predicate = Callable[["StoredMessage"], bool]
 
-_IN_ALIASES = {"inbox": "INBOX", "sent": "SENT", "trash": "TRASH", "spam": "SPAM", "drafts": "DRAFT",
-               "draft": "DRAFT", "starred": "STARRED", "important": "IMPORTANT", "unread": "UNREAD",
-               "chats": "CHAT"}
+_IN_ALIASES = {
+    "inbox": "INBOX",
+    "sent": "SENT",
+    "trash": "TRASH",
+    "spam": "SPAM",
+    "drafts": "DRAFT",
+    "draft": "DRAFT",
+    "starred": "STARRED",
+    "important": "IMPORTANT",
+    "unread": "UNREAD",
+    "chats": "CHAT",
+}
 _RELATIVE = {"d": 86400, "m": 86400 * 30, "y": 86400 * 365}
 
 

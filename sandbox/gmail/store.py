@@ -22,18 +22,56 @@ from pathlib import Path
 from sandbox.gmail.mime import MessageFacts, b64url, b64url_decode, facts_of, now_ms
 
 SYSTEM_LABELS = (
-    "CHAT", "SENT", "INBOX", "IMPORTANT", "TRASH", "DRAFT", "SPAM", "CATEGORY_FORUMS", "CATEGORY_UPDATES",
-    "CATEGORY_PERSONAL", "CATEGORY_PROMOTIONS", "CATEGORY_SOCIAL", "STARRED", "UNREAD",
+    "CHAT",
+    "SENT",
+    "INBOX",
+    "IMPORTANT",
+    "TRASH",
+    "DRAFT",
+    "SPAM",
+    "CATEGORY_FORUMS",
+    "CATEGORY_UPDATES",
+    "CATEGORY_PERSONAL",
+    "CATEGORY_PROMOTIONS",
+    "CATEGORY_SOCIAL",
+    "STARRED",
+    "UNREAD",
 )
 # Google's published quota units per method (https://developers.google.com/gmail/api/reference/quota).
 METHOD_COSTS = {
-    "drafts.create": 10, "drafts.delete": 10, "drafts.get": 5, "drafts.list": 5, "drafts.send": 100,
-    "drafts.update": 15, "getProfile": 1, "history.list": 2, "labels.create": 5, "labels.delete": 5,
-    "labels.get": 1, "labels.list": 1, "labels.patch": 5, "labels.update": 5, "messages.attachments.get": 5,
-    "messages.batchDelete": 50, "messages.batchModify": 50, "messages.delete": 10, "messages.get": 5,
-    "messages.import": 25, "messages.insert": 25, "messages.list": 5, "messages.modify": 5,
-    "messages.send": 100, "messages.trash": 5, "messages.untrash": 5, "threads.delete": 20, "threads.get": 10,
-    "threads.list": 10, "threads.modify": 10, "threads.trash": 10, "threads.untrash": 10, "stop": 50,
+    "drafts.create": 10,
+    "drafts.delete": 10,
+    "drafts.get": 5,
+    "drafts.list": 5,
+    "drafts.send": 100,
+    "drafts.update": 15,
+    "getProfile": 1,
+    "history.list": 2,
+    "labels.create": 5,
+    "labels.delete": 5,
+    "labels.get": 1,
+    "labels.list": 1,
+    "labels.patch": 5,
+    "labels.update": 5,
+    "messages.attachments.get": 5,
+    "messages.batchDelete": 50,
+    "messages.batchModify": 50,
+    "messages.delete": 10,
+    "messages.get": 5,
+    "messages.import": 25,
+    "messages.insert": 25,
+    "messages.list": 5,
+    "messages.modify": 5,
+    "messages.send": 100,
+    "messages.trash": 5,
+    "messages.untrash": 5,
+    "threads.delete": 20,
+    "threads.get": 10,
+    "threads.list": 10,
+    "threads.modify": 10,
+    "threads.trash": 10,
+    "threads.untrash": 10,
+    "stop": 50,
     "watch": 100,
 }
 QUOTA_UNITS_PER_SECOND = 250
@@ -224,14 +262,14 @@ class GmailStore:
     def create_label(self, email: str, name: str, **extra: str) -> str:
         with self.lock:
             box = self.mailbox(email)
-            if not name.strip() or any(
-                label["name"].lower() == name.lower() for label in box.labels.values()
-            ):
+            if not name.strip() or any(label["name"].lower() == name.lower() for label in box.labels.values()):
                 raise GmailError(409, "Label name exists or conflicts", reason="duplicate")
             box.label_seq += 1
             label_id = f"Label_{box.label_seq}"
             box.labels[label_id] = {
-                "id": label_id, "name": name, "type": "user",
+                "id": label_id,
+                "name": name,
+                "type": "user",
                 "messageListVisibility": extra.get("messageListVisibility", "show"),
                 "labelListVisibility": extra.get("labelListVisibility", "labelShow"),
             }
@@ -268,7 +306,12 @@ class GmailStore:
         return self._insert(email, raw, facts_of(raw), label_ids, thread_id, internal_date)
 
     def _insert(
-        self, email: str, raw: bytes, facts: MessageFacts, label_ids: Iterable[str], thread_id: str | None,
+        self,
+        email: str,
+        raw: bytes,
+        facts: MessageFacts,
+        label_ids: Iterable[str],
+        thread_id: str | None,
         internal_date: int | float | datetime | None,
     ) -> str:
         with self.lock:
@@ -299,21 +342,37 @@ class GmailStore:
                 raise invalid(f"Invalid label: {label_id}")
 
     def _add(
-        self, box: Mailbox, raw: bytes, facts: MessageFacts, labels: set[str], thread_id: str | None,
-        internal_date: int, message_id: str | None = None, force_thread: bool = False,
+        self,
+        box: Mailbox,
+        raw: bytes,
+        facts: MessageFacts,
+        labels: set[str],
+        thread_id: str | None,
+        internal_date: int,
+        message_id: str | None = None,
+        force_thread: bool = False,
     ) -> StoredMessage:
         self._seq += 1
         msg_id = message_id or f"{_FIRST_MESSAGE_ID + self._seq:016x}"
         if not (thread_id and (force_thread or thread_id in box.threads)):
             thread_id = next(
-                (box.thread_of_msgid[ref] for ref in [*facts.in_reply_to, *reversed(facts.references)]
-                 if ref in box.thread_of_msgid and box.thread_of_msgid[ref] in box.threads),
+                (
+                    box.thread_of_msgid[ref]
+                    for ref in [*facts.in_reply_to, *reversed(facts.references)]
+                    if ref in box.thread_of_msgid and box.thread_of_msgid[ref] in box.threads
+                ),
                 msg_id,
             )
         box.history_id += 1
         message = StoredMessage(
-            id=msg_id, thread_id=thread_id, raw=raw, label_ids=labels, internal_date=internal_date,
-            history_id=box.history_id, seq=self._seq, facts=facts,
+            id=msg_id,
+            thread_id=thread_id,
+            raw=raw,
+            label_ids=labels,
+            internal_date=internal_date,
+            history_id=box.history_id,
+            seq=self._seq,
+            facts=facts,
         )
         box.messages[msg_id] = message
         bisect.insort(box.order, (*message.order_key, msg_id))
@@ -324,10 +383,16 @@ class GmailStore:
         return message
 
     def _record(self, box: Mailbox, kind: str, message: StoredMessage, changed: tuple[str, ...] = ()) -> None:
-        box.history.append(HistoryRecord(
-            id=box.history_id, kind=kind, message_id=message.id, thread_id=message.thread_id,
-            label_ids=tuple(sorted(message.label_ids)) if kind != "messageDeleted" else (), changed=changed,
-        ))
+        box.history.append(
+            HistoryRecord(
+                id=box.history_id,
+                kind=kind,
+                message_id=message.id,
+                thread_id=message.thread_id,
+                label_ids=tuple(sorted(message.label_ids)) if kind != "messageDeleted" else (),
+                changed=changed,
+            )
+        )
         if self.history_retention is not None:
             while len(box.history) > self.history_retention:
                 dropped = box.history.popleft()
@@ -426,8 +491,9 @@ class GmailStore:
             if email.lower() in facts.recipients:
                 labels |= {"INBOX", "UNREAD"}
             message = self._add(box, stored_raw, facts, labels, thread_id, now_ms())
-            box.sent.append(SentMessage(id=message.id, thread_id=message.thread_id, raw=raw,
-                                        requested_thread_id=thread_id))
+            box.sent.append(
+                SentMessage(id=message.id, thread_id=message.thread_id, raw=raw, requested_thread_id=thread_id)
+            )
             return message
 
     # --- history -------------------------------------------------------------------------------
@@ -480,8 +546,13 @@ class GmailStore:
             self._inflight[email.lower()] -= n
 
     def fail_next(
-        self, n: int = 1, *, status: int = 500, retry_after: float | None = None,
-        method: str | None = None, email: str | None = None,
+        self,
+        n: int = 1,
+        *,
+        status: int = 500,
+        retry_after: float | None = None,
+        method: str | None = None,
+        email: str | None = None,
     ) -> None:
         """Answer the next ``n`` API calls (optionally only of ``method``/``email``) with ``status``.
 
@@ -577,8 +648,13 @@ class GmailStore:
             "email": box.email,
             "labels": [label for label in box.labels.values() if label["type"] == "user"],
             "messages": [
-                {"id": m.id, "threadId": m.thread_id, "labelIds": sorted(m.label_ids),
-                 "internalDate": m.internal_date, "raw": b64url(m.raw)}
+                {
+                    "id": m.id,
+                    "threadId": m.thread_id,
+                    "labelIds": sorted(m.label_ids),
+                    "internalDate": m.internal_date,
+                    "raw": b64url(m.raw),
+                }
                 for m in ordered
             ],
         }
@@ -598,23 +674,36 @@ class GmailStore:
                     raw = b64url_decode(item["raw"])
                     if item["id"] in box.messages:
                         continue
-                    self._add(box, raw, facts_of(raw), set(item["labelIds"]), item["threadId"],
-                              int(item["internalDate"]), message_id=item["id"], force_thread=True)
+                    self._add(
+                        box,
+                        raw,
+                        facts_of(raw),
+                        set(item["labelIds"]),
+                        item["threadId"],
+                        int(item["internalDate"]),
+                        message_id=item["id"],
+                        force_thread=True,
+                    )
                 box.history.clear()
                 box.history_floor = box.history_id
 
 
 def _view(message: StoredMessage) -> MessageView:
     return MessageView(
-        id=message.id, thread_id=message.thread_id, raw=message.raw, label_ids=frozenset(message.label_ids),
-        internal_date=message.internal_date, history_id=message.history_id,
+        id=message.id,
+        thread_id=message.thread_id,
+        raw=message.raw,
+        label_ids=frozenset(message.label_ids),
+        internal_date=message.internal_date,
+        history_id=message.history_id,
     )
 
 
 def failure_error(status: int, retry_after: float | None) -> GmailError:
     if status == 429:
-        return GmailError(429, "Too many concurrent requests for user.", reason="rateLimitExceeded",
-                          retry_after=retry_after)
+        return GmailError(
+            429, "Too many concurrent requests for user.", reason="rateLimitExceeded", retry_after=retry_after
+        )
     if status == 403:
         return GmailError(403, "Rate Limit Exceeded", reason="rateLimitExceeded", retry_after=retry_after)
     if status == 401:

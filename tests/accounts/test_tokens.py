@@ -30,7 +30,11 @@ pytestmark = pytest.mark.usefixtures("sandbox_settings")
 
 EMAIL = {"google": "alice@gmail.test", "microsoft": "alice@outlook.test"}
 SCOPES = {
-    "google": ("openid", "https://www.googleapis.com/auth/userinfo.email", "https://www.googleapis.com/auth/gmail.modify"),
+    "google": (
+        "openid",
+        "https://www.googleapis.com/auth/userinfo.email",
+        "https://www.googleapis.com/auth/gmail.modify",
+    ),
     "microsoft": (*MICROSOFT_SCOPES, "offline_access", "openid", "email"),
 }
 BOTH = pytest.mark.parametrize("provider", ["google", "microsoft"])
@@ -53,8 +57,13 @@ def account_make(sandbox, app, user, provider: str, *, expires_in: timedelta | N
     refresh = sandbox.tokens.issue(kind="refresh", lifetime=None, **issue)
     access = sandbox.tokens.issue(kind="access", lifetime=3600, **issue)
     return MailAccount.objects.create(
-        user=user, provider=provider, email=email, access_token=access.value, refresh_token=refresh.value,
-        token_expires_at=None if expires_in is None else timezone.now() + expires_in, scopes=scopes,
+        user=user,
+        provider=provider,
+        email=email,
+        access_token=access.value,
+        refresh_token=refresh.value,
+        token_expires_at=None if expires_in is None else timezone.now() + expires_in,
+        scopes=scopes,
     )
 
 
@@ -77,7 +86,9 @@ def test_a_refreshed_token_is_saved_with_its_expiry_so_the_next_call_reuses_it(
     assert stored.token_expires_at > timezone.now() + timedelta(minutes=55)
     # The caller's copy of the row holds what was saved, so it keeps using it without asking the database.
     assert (account.access_token, account.refresh_token, account.token_expires_at) == (
-        stored.access_token, stored.refresh_token, stored.token_expires_at
+        stored.access_token,
+        stored.refresh_token,
+        stored.token_expires_at,
     )
     with django_assert_num_queries(0):
         assert account_access_token(account=account) == new_access
@@ -139,6 +150,7 @@ def _race(sandbox, provider: str, account_id: int, *, force_refresh: bool) -> tu
     """
     results: list[str] = []
     errors: list[BaseException] = []
+
     def worker(started: threading.Event | None = None) -> None:
         try:
             account = MailAccount.objects.get(pk=account_id)
@@ -255,8 +267,12 @@ def test_a_temporary_refresh_failure_changes_nothing(alice, sandbox, apps):
 
 def _grant(provider: str, *, refresh: str | None, name: str = "", access: str = "new-access") -> TokenGrant:
     return TokenGrant(
-        access_token=access, refresh_token=refresh, expires_at=timezone.now() + timedelta(hours=1),
-        scopes=SCOPES[provider], email=EMAIL["google"], name=name,
+        access_token=access,
+        refresh_token=refresh,
+        expires_at=timezone.now() + timedelta(hours=1),
+        scopes=SCOPES[provider],
+        email=EMAIL["google"],
+        name=name,
     )
 
 

@@ -143,7 +143,6 @@ def test_hostile_corpus_runs_no_script_and_loads_nothing_remote(page, live_serve
 # --- Journeys against the sandbox Gmail ------------------------------------------------------------
 
 
-
 @pytest.fixture
 def gmail_ui(alice, google_app, sandbox_settings, eager_celery):
     account = gmail_account_create(sandbox=sandbox_settings, app=google_app, user=alice)

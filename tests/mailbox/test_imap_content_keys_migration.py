@@ -38,16 +38,19 @@ def test_existing_imap_rows_get_content_keys_and_pending_memberships_gmail_rows_
     old_keys = {}
     for n in range(3):
         old_key = "msgid:" + hashlib.sha256(f"report@example.org\n{n}".encode()).hexdigest()[:48]
-        store.message_upsert(account=outlook, remote_id=old_key, raw=raw(n), folders=[inbox],
-                             uid_by_folder={inbox.pk: 10 + n})
+        store.message_upsert(
+            account=outlook, remote_id=old_key, raw=raw(n), folders=[inbox], uid_by_folder={inbox.pk: 10 + n}
+        )
         old_keys[old_key] = raw(n)
     # Two old rows with the very same bytes (should not exist): one row keeps both memberships.
     archive = store.folder_upsert(account=outlook, remote_id="Archive", name="Archive", role=Folder.Role.ARCHIVE)
-    store.message_upsert(account=outlook, remote_id="sha256:" + "0" * 48, raw=raw(0), folders=[archive],
-                         uid_by_folder={archive.pk: 7})
+    store.message_upsert(
+        account=outlook, remote_id="sha256:" + "0" * 48, raw=raw(0), folders=[archive], uid_by_folder={archive.pk: 7}
+    )
     store.message_upsert(account=gmail, remote_id="18c0ffee", raw=raw(0), folders=[label], uid_by_folder={label.pk: 3})
-    sent = OutgoingMessage.objects.create(account=outlook, status=OutgoingMessage.Status.SENT, raw=raw(1),
-                                          remote_id="msgid:sent")
+    sent = OutgoingMessage.objects.create(
+        account=outlook, status=OutgoingMessage.Status.SENT, raw=raw(1), remote_id="msgid:sent"
+    )
     kept = Message.objects.get(account=outlook, remote_id=next(iter(old_keys))).pk
 
     executor = MigrationExecutor(connection)

@@ -20,7 +20,7 @@ def test_plain_message_fields():
         b"In-Reply-To: <root@example.org>\r\n"
         b"References: <root@example.org>\r\n <mid@example.org>\r\n"
         b"From: =?utf-8?q?Ren=C3=A9e?= <renee@example.org>\r\n"
-        b"To: a@example.org, \"B, Bee\" <b@example.org>\r\n"
+        b'To: a@example.org, "B, Bee" <b@example.org>\r\n'
         b"Cc: c@example.org\r\n"
         b"Subject: =?utf-8?b?w6l0w6k=?=\r\n"
         b"Date: Tue, 03 Mar 2026 10:00:00 +0100\r\n"
@@ -50,10 +50,10 @@ def test_alternative_with_inline_image_and_attachment():
         "--A\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
         "Gr=FC=DFe\r\n"
         "--A\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
-        "<p>Gr\u00fc\u00dfe <img src=\"cid:img1@x\"></p>\r\n--A--\r\n"
+        '<p>Gr\u00fc\u00dfe <img src="cid:img1@x"></p>\r\n--A--\r\n'
         "--R\r\nContent-Type: image/png\r\nContent-ID: <img1@x>\r\nContent-Transfer-Encoding: base64\r\n"
         "Content-Disposition: inline\r\n\r\n" + base64.encodebytes(png).decode() + "--R--\r\n"
-        "--M\r\nContent-Type: application/pdf; name=\"r\u00e9sum\u00e9.pdf\"\r\n"
+        '--M\r\nContent-Type: application/pdf; name="r\u00e9sum\u00e9.pdf"\r\n'
         "Content-Disposition: attachment; filename*=utf-8''r%C3%A9sum%C3%A9.pdf\r\n"
         "Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(b"%PDF-1.4 x").decode() + "--M--\r\n"
     ).encode("utf-8")
@@ -74,11 +74,11 @@ def test_alternative_with_inline_image_and_attachment():
         b"Subject: \xff\xfe raw 8bit \xe9t\xe9\r\nFrom: \xe9 <x@y>\r\n\r\nbody \xe9\x00\r\n",
         b"Subject: x\r\nContent-Type: text/plain; charset=x-no-such-charset\r\n\r\nbody \xe9\r\n",
         b"Subject: =?bogus-charset?q?abc?= =?utf-8?b?!!!notbase64?=\r\n\r\nx\r\n",
-        b"Subject: x\r\nContent-Type: multipart/mixed; boundary=\"never\"\r\n\r\nno boundary here\r\n",
+        b'Subject: x\r\nContent-Type: multipart/mixed; boundary="never"\r\n\r\nno boundary here\r\n',
         b"Subject: x\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!!not base64 at all==\r\n",
         b"Date: not a date at all\r\nFrom: <<<>>>@@@,,,\r\nTo: undisclosed-recipients:;\r\n\r\nbody",
         b"Date: Mon, 32 Foo 99999 99:99:99 +9999\r\nMessage-ID: no-brackets@x\r\n\r\n",
-        b"Subject: x\r\nContent-Type: text/plain; charset=\"utf-7\"\r\n\r\n+AGEAYgBj-\r\n",
+        b'Subject: x\r\nContent-Type: text/plain; charset="utf-7"\r\n\r\n+AGEAYgBj-\r\n',
         b"Content-Type: multipart/mixed; boundary=a\r\n\r\n"
         + b"--a\r\nContent-Type: multipart/mixed; boundary=a\r\n\r\n" * 200,
     ],
@@ -104,7 +104,7 @@ def test_latin1_body_mislabelled_as_utf8_degrades():
 
 def test_unparseable_message_flags_parse_error():
     assert mime_parse(b"").parse_error
-    assert mime_parse(b"Subject: x\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\nnone\r\n").parse_error
+    assert mime_parse(b'Subject: x\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\nnone\r\n').parse_error
 
 
 def test_clean_text_strips_nul_and_surrogates():
@@ -158,9 +158,9 @@ def test_headers_and_parameters_degrade_field_by_field():
         b"Content-Type: multipart/mixed; boundary=x\r\n\r\n"
         b"--x\r\nContent-Type: text/plain; charset*=utf-8''iso-8859-1\r\n\r\ncaf\xe9\r\n"
         b"--x\r\nContent-Type: application/octet-stream\r\n"
-        b"Content-Disposition: attachment; filename=\"=?utf-8?B?w6kuZG9j?=\"\r\n\r\nzz\r\n"
+        b'Content-Disposition: attachment; filename="=?utf-8?B?w6kuZG9j?="\r\n\r\nzz\r\n'
         b"--x\r\nContent-Type: application/pdf\r\n"
-        b"Content-Disposition: attachment; filename=\"r\xc3\xa9sum\xc3\xa9.pdf\"\r\n"
+        b'Content-Disposition: attachment; filename="r\xc3\xa9sum\xc3\xa9.pdf"\r\n'
         b"\r\n%PDF\r\n--x--\r\n"
     )
     parsed = mime_parse(raw)
@@ -172,10 +172,10 @@ def test_headers_and_parameters_degrade_field_by_field():
 
 def _nested(levels: int, *, text: str) -> str:
     """``levels`` multiparts, each the only part of the one above, with ``text`` at the bottom."""
-    opening = "".join(f"--n{i}\r\nContent-Type: multipart/mixed; boundary=\"n{i + 1}\"\r\n\r\n" for i in range(levels))
+    opening = "".join(f'--n{i}\r\nContent-Type: multipart/mixed; boundary="n{i + 1}"\r\n\r\n' for i in range(levels))
     closing = "".join(f"--n{i}--\r\n" for i in reversed(range(levels)))
     return (
-        f"Content-Type: multipart/mixed; boundary=\"n0\"\r\n\r\n{opening}"
+        f'Content-Type: multipart/mixed; boundary="n0"\r\n\r\n{opening}'
         f"--n{levels}\r\nContent-Type: text/plain\r\n\r\n{text}\r\n--n{levels}--\r\n{closing}"
     )
 
@@ -185,10 +185,10 @@ def test_nesting_deeper_than_the_limit_keeps_the_reachable_text_and_says_so(leve
     from mailbox.mime import MAX_DEPTH
 
     raw = (
-        "From: a@example.org\r\nSubject: Russian dolls\r\nContent-Type: multipart/mixed; boundary=\"top\"\r\n\r\n"
+        'From: a@example.org\r\nSubject: Russian dolls\r\nContent-Type: multipart/mixed; boundary="top"\r\n\r\n'
         "--top\r\nContent-Type: text/plain\r\n\r\nOn the surface.\r\n"
         f"--top\r\n{_nested(levels, text='At the bottom.')}\r\n"
-        "--top\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\n\r\n%PDF\r\n"
+        '--top\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="a.pdf"\r\n\r\n%PDF\r\n'
         "--top--\r\n"
     ).encode()
     parsed = mime_parse(raw)

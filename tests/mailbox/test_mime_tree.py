@@ -18,8 +18,13 @@ def _shape(msg: Message) -> tuple:
     payload = msg._payload
     children = tuple(_shape(part) for part in payload) if isinstance(payload, list) else payload
     return (
-        tuple(msg._headers), msg.get_unixfrom(), msg.get_default_type(), msg.preamble, msg.epilogue,
-        tuple(type(d).__name__ for d in msg.defects), children,
+        tuple(msg._headers),
+        msg.get_unixfrom(),
+        msg.get_default_type(),
+        msg.preamble,
+        msg.epilogue,
+        tuple(type(d).__name__ for d in msg.defects),
+        children,
     )
 
 
@@ -56,8 +61,12 @@ def test_mime_headers_reads_the_headers_as_the_stdlib_header_parser_does():
 
 def _mail(body: bytes, *, boundary: bytes = b"b1", headers: bytes = b"") -> bytes:
     return (
-        b"From: a@example.org\r\nSubject: s\r\n" + headers
-        + b"Content-Type: multipart/mixed; boundary=\"" + boundary + b"\"\r\n\r\n" + body
+        b"From: a@example.org\r\nSubject: s\r\n"
+        + headers
+        + b'Content-Type: multipart/mixed; boundary="'
+        + boundary
+        + b'"\r\n\r\n'
+        + body
     )
 
 
@@ -109,8 +118,15 @@ def test_edge_cases_match_the_stdlib(name):
 
 
 def test_the_fast_path_declines_what_the_stdlib_flags_as_defective():
-    for name in ("body line where a header should be", "continuation first", "no closing delimiter",
-                 "closing delimiter first", "no delimiter at all", "no boundary parameter", "base64 multipart"):
+    for name in (
+        "body line where a header should be",
+        "continuation first",
+        "no closing delimiter",
+        "closing delimiter first",
+        "no delimiter at all",
+        "no boundary parameter",
+        "base64 multipart",
+    ):
         assert _fast(EDGES[name]) is None, name
         assert STDLIB.parsebytes(EDGES[name]).defects or any(
             part.defects for part in STDLIB.parsebytes(EDGES[name]).walk()
@@ -130,12 +146,33 @@ def _header_values(names: tuple[str, ...]) -> list[str]:
 
 
 ADDRESS_EDGES = [
-    "a@example.org", "  a@example.org  ", "A B <a@example.org>", "A   B\t<a@example.org>", "A.B. <a@x.org>",
-    '"Smith, J" <j@x.org>, k@y.org', '" padded " <p@x.org>', '"" <e@x.org>', "a@x.org,", "a@x.org, , b@y.org",
-    "José <j@x.org>", "名字 <n@x.org>", "A\u00a0B <a@x.org>", "=?utf-8?q?Ren=C3=A9e?= <r@x.org>",
-    "a@x.org (comment)", "Group: a@x.org, b@y.org;", '"A \\"B\\"" <a@x.org>', "<a@x.org>", "a @ x.org",
-    "A <a@[127.0.0.1]>", "A <@route:a@x.org>", "undisclosed-recipients:;", "plain words", "A <a..b@x.org>",
-    '"A" B <a@x.org>', "a@x.org b@y.org", "A <a@x.org> trailing",
+    "a@example.org",
+    "  a@example.org  ",
+    "A B <a@example.org>",
+    "A   B\t<a@example.org>",
+    "A.B. <a@x.org>",
+    '"Smith, J" <j@x.org>, k@y.org',
+    '" padded " <p@x.org>',
+    '"" <e@x.org>',
+    "a@x.org,",
+    "a@x.org, , b@y.org",
+    "José <j@x.org>",
+    "名字 <n@x.org>",
+    "A\u00a0B <a@x.org>",
+    "=?utf-8?q?Ren=C3=A9e?= <r@x.org>",
+    "a@x.org (comment)",
+    "Group: a@x.org, b@y.org;",
+    '"A \\"B\\"" <a@x.org>',
+    "<a@x.org>",
+    "a @ x.org",
+    "A <a@[127.0.0.1]>",
+    "A <@route:a@x.org>",
+    "undisclosed-recipients:;",
+    "plain words",
+    "A <a..b@x.org>",
+    '"A" B <a@x.org>',
+    "a@x.org b@y.org",
+    "A <a@x.org> trailing",
 ]
 
 
@@ -151,11 +188,23 @@ def test_simple_addresses_agree_with_email_utils():
 
 
 PARAM_EDGES = [
-    'text/plain; charset="utf-8"; format=flowed', "text/plain;charset=UTF-8;", 'attachment; filename="a;b.pdf"',
-    'attachment; filename=" spaced.pdf "', "attachment; filename=", "text/plain; charset", "text/plain; ; a=b",
-    "attachment; filename*=utf-8''%E2%82%AC.pdf", 'attachment; filename*0="a"; filename*1="b.pdf"',
-    'attachment; filename="<angle>.pdf"', "text/plain; charset=<x>", 'a; b="c\\"d"', "a; b=c (comment)",
-    'text/plain; CHARSET="x"; charset="y"', 'multipart/mixed;\r\n boundary="=_b"', 'x"; a=b', "a; b=c d",
+    'text/plain; charset="utf-8"; format=flowed',
+    "text/plain;charset=UTF-8;",
+    'attachment; filename="a;b.pdf"',
+    'attachment; filename=" spaced.pdf "',
+    "attachment; filename=",
+    "text/plain; charset",
+    "text/plain; ; a=b",
+    "attachment; filename*=utf-8''%E2%82%AC.pdf",
+    'attachment; filename*0="a"; filename*1="b.pdf"',
+    'attachment; filename="<angle>.pdf"',
+    "text/plain; charset=<x>",
+    'a; b="c\\"d"',
+    "a; b=c (comment)",
+    'text/plain; CHARSET="x"; charset="y"',
+    'multipart/mixed;\r\n boundary="=_b"',
+    'x"; a=b',
+    "a; b=c d",
 ]
 
 

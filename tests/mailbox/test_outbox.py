@@ -17,9 +17,14 @@ Status = OutgoingMessage.Status
 
 
 def _queued(account, **values) -> OutgoingMessage:
-    row = outbox.outgoing_queue(outgoing=OutgoingMessage.objects.create(
-        account=account, to=[{"name": "", "email": "bob@example.org"}], subject="Numbers", body_text="x",
-    ))
+    row = outbox.outgoing_queue(
+        outgoing=OutgoingMessage.objects.create(
+            account=account,
+            to=[{"name": "", "email": "bob@example.org"}],
+            subject="Numbers",
+            body_text="x",
+        )
+    )
     if values:
         OutgoingMessage.objects.filter(pk=row.pk).update(**values)
         row.refresh_from_db()
@@ -74,8 +79,9 @@ def test_a_claim_lost_to_another_worker_does_nothing(gmail_account, gmail_mailbo
 
 def test_a_provider_that_keeps_refusing_fails_the_row_after_the_last_attempt(gmail_account, gmail_mailbox):
     row = _queued(gmail_account)
-    gmail_mailbox.store.fail_next(outbox.MAX_SEND_ATTEMPTS, status=429, method="messages.send",
-                                  email=gmail_mailbox.email)
+    gmail_mailbox.store.fail_next(
+        outbox.MAX_SEND_ATTEMPTS, status=429, method="messages.send", email=gmail_mailbox.email
+    )
     outcomes = []
     for _ in range(outbox.MAX_SEND_ATTEMPTS):
         outcomes.append(outbox.outgoing_send(outgoing_id=row.pk).outcome)
@@ -152,8 +158,12 @@ def test_an_unexpected_error_before_the_handoff_fails_without_sending(gmail_acco
 def test_sweep_takes_back_rows_of_dead_workers_and_lost_tasks(gmail_account, settings):
     settings.MAILHUB_OUTBOX_OVERDUE_SECONDS = 60
     now = timezone.now()
-    dead = _queued(gmail_account, status=Status.SENDING, lease_expires_at=now - timedelta(seconds=1),
-                   handed_off_at=now - timedelta(minutes=2))
+    dead = _queued(
+        gmail_account,
+        status=Status.SENDING,
+        lease_expires_at=now - timedelta(seconds=1),
+        handed_off_at=now - timedelta(minutes=2),
+    )
     alive = _queued(gmail_account, status=Status.SENDING, lease_expires_at=now + timedelta(seconds=30))
     lost = _queued(gmail_account, next_attempt_at=now - timedelta(seconds=61))
     never = _queued(gmail_account, next_attempt_at=None)

@@ -24,9 +24,14 @@ END = (Status.SENT, Status.FAILED, Status.UNKNOWN)
 
 
 def _queue(account, subject: str = "Quarterly numbers") -> OutgoingMessage:
-    return outbox.outgoing_queue(outgoing=OutgoingMessage.objects.create(
-        account=account, to=[{"name": "Bob", "email": "bob@example.org"}], subject=subject, body_text="Hello Bob",
-    ))
+    return outbox.outgoing_queue(
+        outgoing=OutgoingMessage.objects.create(
+            account=account,
+            to=[{"name": "Bob", "email": "bob@example.org"}],
+            subject=subject,
+            body_text="Hello Bob",
+        )
+    )
 
 
 def _send_until_settled(outgoing: OutgoingMessage, *, rounds: int = 12) -> OutgoingMessage:

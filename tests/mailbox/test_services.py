@@ -62,8 +62,9 @@ def test_accounts_due_for_sync_skips_reconnect_running_and_backing_off(alice, ma
     assert not due & {stopped.pk, waiting.pk, running.pk}
 
 
-def test_messages_change_only_touches_own_messages(alice, mail_account, bob_account, make_raw,
-                                                   django_capture_on_commit_callbacks):
+def test_messages_change_only_touches_own_messages(
+    alice, mail_account, bob_account, make_raw, django_capture_on_commit_callbacks
+):
     inbox = store.folder_upsert(account=mail_account, remote_id="INBOX", name="Inbox", role=Folder.Role.INBOX)
     mine = store.message_upsert(account=mail_account, remote_id="a", raw=make_raw(), folders=[inbox])
     theirs = store.message_upsert(account=bob_account, remote_id="b", raw=make_raw())
@@ -83,8 +84,12 @@ def test_outgoing_queue_builds_mime_once(mail_account, make_raw, django_capture_
         account=mail_account, remote_id="s", raw=make_raw(message_id="orig@x", references="<root@x>")
     )
     outgoing = OutgoingMessage.objects.create(
-        account=mail_account, kind=OutgoingMessage.Kind.REPLY, source=source, subject="Re: Hello",
-        to=[{"name": "Sam", "email": "sam@example.org"}], body_text="Thanks",
+        account=mail_account,
+        kind=OutgoingMessage.Kind.REPLY,
+        source=source,
+        subject="Re: Hello",
+        to=[{"name": "Sam", "email": "sam@example.org"}],
+        body_text="Thanks",
     )
     with django_capture_on_commit_callbacks() as callbacks:
         outbox.outgoing_queue(outgoing=outgoing)

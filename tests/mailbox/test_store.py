@@ -100,7 +100,10 @@ def test_same_message_id_in_two_accounts_is_two_rows(mail_account, bob_account, 
 def test_bulk_upsert_flags_folders_delete_and_summaries(mail_account, inbox, work, make_raw):
     items = [
         store.IncomingMessage(
-            remote_id=f"g{n}", raw=make_raw(subject=f"n{n}"), folders=[inbox], thread_key="t",
+            remote_id=f"g{n}",
+            raw=make_raw(subject=f"n{n}"),
+            folders=[inbox],
+            thread_key="t",
             internal_date=datetime(2026, 1, n + 1, tzinfo=UTC),
         )
         for n in range(5)
@@ -130,7 +133,7 @@ def test_bulk_upsert_flags_folders_delete_and_summaries(mail_account, inbox, wor
 
 
 def test_unparseable_message_is_kept_with_flag(mail_account):
-    raw = b"Subject: x\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\x00\xff garbage\r\n"
+    raw = b'Subject: x\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n\x00\xff garbage\r\n'
     message = store.message_upsert(account=mail_account, remote_id="bad", raw=raw)
     message.refresh_from_db()
     assert message.raw == raw and message.parse_error
@@ -158,8 +161,10 @@ def test_a_large_message_is_stored_whole_and_searchable(alice, mail_account, inb
     assert len(raw) > store.LARGE_MESSAGE
     ids = store.messages_upsert(
         account=mail_account,
-        items=[store.IncomingMessage(remote_id="big", raw=raw, folders=[inbox]),
-               store.IncomingMessage(remote_id="small", raw=b"Subject: small\r\n\r\nhello zebrafinch\r\n")],
+        items=[
+            store.IncomingMessage(remote_id="big", raw=raw, folders=[inbox]),
+            store.IncomingMessage(remote_id="small", raw=b"Subject: small\r\n\r\nhello zebrafinch\r\n"),
+        ],
     )
     message = Message.objects.get(pk=ids["big"])
     assert message.raw == raw and message.size == len(raw)

@@ -20,13 +20,31 @@ pytestmark = pytest.mark.django_db
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
 
-def incoming(remote_id: str, *, subject: str = "Hello", reply_to: str | None = None, hours: int = 0,
-             thread_key: str | None = None, folders=(), sender: str = "Sam Sender <sam@example.org>",
-             **flags) -> store.IncomingMessage:
-    raw = raw_message(subject=subject, message_id=f"{remote_id}@example.org", sender=sender,
-                      in_reply_to=f"{reply_to}@example.org" if reply_to else None)
-    return store.IncomingMessage(remote_id=remote_id, raw=raw, folders=folders, thread_key=thread_key,
-                                 internal_date=T0 + timedelta(hours=hours), **flags)
+def incoming(
+    remote_id: str,
+    *,
+    subject: str = "Hello",
+    reply_to: str | None = None,
+    hours: int = 0,
+    thread_key: str | None = None,
+    folders=(),
+    sender: str = "Sam Sender <sam@example.org>",
+    **flags,
+) -> store.IncomingMessage:
+    raw = raw_message(
+        subject=subject,
+        message_id=f"{remote_id}@example.org",
+        sender=sender,
+        in_reply_to=f"{reply_to}@example.org" if reply_to else None,
+    )
+    return store.IncomingMessage(
+        remote_id=remote_id,
+        raw=raw,
+        folders=folders,
+        thread_key=thread_key,
+        internal_date=T0 + timedelta(hours=hours),
+        **flags,
+    )
 
 
 def thread_of(account, remote_id: str) -> Thread:
@@ -43,8 +61,14 @@ BY_PROVIDER_OR_HEADERS = pytest.mark.parametrize("thread_key", ["gmail-thread-1"
 def test_a_thread_stored_in_one_batch_is_named_after_its_first_message(mail_account, thread_key, parent_first):
     """An IMAP first sync stores a conversation oldest first in one batch: the reply must not rename it."""
     parent = incoming("p", subject="Plan for Q3", thread_key=thread_key)
-    reply = incoming("r", subject="Re: Plan for Q3 (new dates)", reply_to="p", hours=2, thread_key=thread_key,
-                     sender="Frank Peer <frank@example.org>")
+    reply = incoming(
+        "r",
+        subject="Re: Plan for Q3 (new dates)",
+        reply_to="p",
+        hours=2,
+        thread_key=thread_key,
+        sender="Frank Peer <frank@example.org>",
+    )
     store.messages_upsert(account=mail_account, items=[parent, reply] if parent_first else [reply, parent])
     thread = thread_of(mail_account, "p")
     assert Thread.objects.count() == 1 and thread_of(mail_account, "r") == thread
@@ -106,8 +130,9 @@ def test_a_message_another_writer_stored_meanwhile_is_updated_not_duplicated(mai
 
     def other_writer() -> None:
         try:
-            theirs.append(store.message_upsert(account=mail_account, remote_id="x", raw=items[0].raw,
-                                               thread_key="t").pk)
+            theirs.append(
+                store.message_upsert(account=mail_account, remote_id="x", raw=items[0].raw, thread_key="t").pk
+            )
         finally:
             connection.close()
 
@@ -133,9 +158,7 @@ def test_a_message_another_writer_stored_meanwhile_is_updated_not_duplicated(mai
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("batch", [1, 3])
-def test_a_message_filed_in_a_folder_deleted_meanwhile_fails_and_the_retry_stores_each_once(
-    mail_account, inbox, batch
-):
+def test_a_message_filed_in_a_folder_deleted_meanwhile_fails_and_the_retry_stores_each_once(mail_account, inbox, batch):
     """A label removed upstream (and locally) while the sync still files mail in it: the write fails, bounded,
     instead of retrying without end, and the sync's next pass stores every message once."""
     label = store.folder_upsert(account=mail_account, remote_id="Label_9", name="Gone soon")
@@ -162,13 +185,30 @@ def test_a_message_filed_in_a_folder_deleted_meanwhile_fails_and_the_retry_store
 
 
 def test_a_new_message_is_stored_with_its_headers_body_and_state(mail_account, inbox):
-    raw = raw_message(subject="Numbers", sender="Dana Report <dana@example.org>", to="Alice <alice@example.org>",
-                      body="Figures attached.", message_id="n1@example.org", in_reply_to="n0@example.org",
-                      references="<root@example.org> <n0@example.org>")
-    ids = store.messages_upsert(account=mail_account, items=[store.IncomingMessage(
-        remote_id="n1", raw=raw, folders=[inbox], is_read=True, is_starred=True, is_draft=True,
-        internal_date=T0, uid_by_folder={inbox.pk: 41},
-    )])
+    raw = raw_message(
+        subject="Numbers",
+        sender="Dana Report <dana@example.org>",
+        to="Alice <alice@example.org>",
+        body="Figures attached.",
+        message_id="n1@example.org",
+        in_reply_to="n0@example.org",
+        references="<root@example.org> <n0@example.org>",
+    )
+    ids = store.messages_upsert(
+        account=mail_account,
+        items=[
+            store.IncomingMessage(
+                remote_id="n1",
+                raw=raw,
+                folders=[inbox],
+                is_read=True,
+                is_starred=True,
+                is_draft=True,
+                internal_date=T0,
+                uid_by_folder={inbox.pk: 41},
+            )
+        ],
+    )
     m = Message.objects.get(pk=ids["n1"])
     assert (m.remote_id, m.message_id, m.in_reply_to) == ("n1", "n1@example.org", "n0@example.org")
     assert m.references == "<root@example.org> <n0@example.org>"
@@ -184,11 +224,14 @@ def test_the_date_is_the_providers_then_the_headers_then_now(mail_account):
     before = datetime.now(UTC)
     raw = raw_message(subject="no date")
     no_date = raw.replace(b"Date:", b"X-Old-Date:", 1)
-    store.messages_upsert(account=mail_account, items=[
-        store.IncomingMessage(remote_id="header", raw=raw),
-        store.IncomingMessage(remote_id="none", raw=no_date),
-        store.IncomingMessage(remote_id="provider", raw=raw, internal_date=T0),
-    ])
+    store.messages_upsert(
+        account=mail_account,
+        items=[
+            store.IncomingMessage(remote_id="header", raw=raw),
+            store.IncomingMessage(remote_id="none", raw=no_date),
+            store.IncomingMessage(remote_id="provider", raw=raw, internal_date=T0),
+        ],
+    )
     dates = dict(Message.objects.values_list("remote_id", "date"))
     assert dates["provider"] == T0
     assert abs(dates["header"] - before) < timedelta(seconds=60) and dates["header"].microsecond == 0
@@ -216,9 +259,13 @@ def test_the_last_sighting_of_a_remote_id_in_a_batch_wins(mail_account, inbox):
 def test_a_message_without_any_message_id_threads_alone(mail_account):
     raw = raw_message(subject="anonymous")
     bare = b"\n".join(line for line in raw.split(b"\n") if not line.startswith(b"Message-ID"))
-    store.messages_upsert(account=mail_account, items=[
-        store.IncomingMessage(remote_id="u1", raw=bare), store.IncomingMessage(remote_id="u2", raw=bare),
-    ])
+    store.messages_upsert(
+        account=mail_account,
+        items=[
+            store.IncomingMessage(remote_id="u1", raw=bare),
+            store.IncomingMessage(remote_id="u2", raw=bare),
+        ],
+    )
     t1, t2 = thread_of(mail_account, "u1"), thread_of(mail_account, "u2")
     assert t1 != t2 and {t1.remote_id, t2.remote_id} == {"remote:u1", "remote:u2"}
 
@@ -256,8 +303,12 @@ def test_a_late_parent_pulls_header_threaded_replies_in_and_drops_their_thread(m
 def test_summary_follows_the_newest_message_and_lists_three_senders_newest_first(mail_account):
     senders = ["Ann <ann@x.org>", "Bob <bob@x.org>", "Ann <ann@x.org>", "<nameless@x.org>", "Dee <dee@x.org>"]
     items = [incoming(f"m{n}", hours=n, thread_key="t", sender=s) for n, s in enumerate(senders)]
-    items[2] = store.IncomingMessage(remote_id="m2", raw=raw_message(sender=senders[2], body="Newest words here"),
-                                     thread_key="t", internal_date=T0 + timedelta(hours=9))
+    items[2] = store.IncomingMessage(
+        remote_id="m2",
+        raw=raw_message(sender=senders[2], body="Newest words here"),
+        thread_key="t",
+        internal_date=T0 + timedelta(hours=9),
+    )
     store.messages_upsert(account=mail_account, items=items)
     thread = Thread.objects.get(remote_id="t")
     assert thread.snippet == "Newest words here"  # m2 is the newest by date
@@ -267,10 +318,13 @@ def test_summary_follows_the_newest_message_and_lists_three_senders_newest_first
 
 def test_summary_flags_rise_and_fall_with_the_messages(mail_account, inbox):
     pdf = raw_message(subject="with pdf", attachments=[("a.pdf", "application/pdf", b"%PDF-1")])
-    store.messages_upsert(account=mail_account, items=[
-        store.IncomingMessage(remote_id="a", raw=pdf, thread_key="t", is_starred=True),
-        incoming("b", thread_key="t", is_read=True),
-    ])
+    store.messages_upsert(
+        account=mail_account,
+        items=[
+            store.IncomingMessage(remote_id="a", raw=pdf, thread_key="t", is_starred=True),
+            incoming("b", thread_key="t", is_read=True),
+        ],
+    )
     thread = Thread.objects.get(remote_id="t")
     assert (thread.is_starred, thread.has_attachments, thread.unread_count, thread.message_count) == (True, True, 1, 2)
     store.message_flags_update(account=mail_account, remote_ids=["a"], is_starred=False, is_read=True)
@@ -285,9 +339,13 @@ def test_summary_flags_rise_and_fall_with_the_messages(mail_account, inbox):
 
 
 def test_flag_updates_touch_only_the_flags_given(mail_account):
-    store.messages_upsert(account=mail_account, items=[
-        incoming("a", thread_key="t", is_starred=True), incoming("b", thread_key="t", is_draft=True),
-    ])
+    store.messages_upsert(
+        account=mail_account,
+        items=[
+            incoming("a", thread_key="t", is_starred=True),
+            incoming("b", thread_key="t", is_draft=True),
+        ],
+    )
     assert store.message_flags_update(account=mail_account, remote_ids=["a", "b", "nope"], is_read=True) == 2
     assert dict(Message.objects.values_list("remote_id", "is_starred")) == {"a": True, "b": False}
     assert dict(Message.objects.values_list("remote_id", "is_draft")) == {"a": False, "b": True}
@@ -300,16 +358,23 @@ def test_flag_updates_touch_only_the_flags_given(mail_account):
 
 def test_state_set_brings_flags_folders_and_uids_to_the_providers(mail_account, inbox):
     work = store.folder_upsert(account=mail_account, remote_id="Work", name="Work")
-    store.messages_upsert(account=mail_account, items=[
-        incoming("a", thread_key="t", folders=[inbox], uid_by_folder={inbox.pk: 1}),
-        incoming("b", thread_key="t", folders=[inbox]),
-    ])
-    found = store.messages_state_set(account=mail_account, states={
-        "a": store.MessageState(folders=[inbox, work.pk], is_read=True, is_starred=False,
-                                uid_by_folder={inbox.pk: 7, work.pk: 3}),
-        "b": store.MessageState(folders=[], is_read=False, is_starred=True, is_draft=True),
-        "gone": store.MessageState(folders=[inbox], is_read=True, is_starred=True),
-    })
+    store.messages_upsert(
+        account=mail_account,
+        items=[
+            incoming("a", thread_key="t", folders=[inbox], uid_by_folder={inbox.pk: 1}),
+            incoming("b", thread_key="t", folders=[inbox]),
+        ],
+    )
+    found = store.messages_state_set(
+        account=mail_account,
+        states={
+            "a": store.MessageState(
+                folders=[inbox, work.pk], is_read=True, is_starred=False, uid_by_folder={inbox.pk: 7, work.pk: 3}
+            ),
+            "b": store.MessageState(folders=[], is_read=False, is_starred=True, is_draft=True),
+            "gone": store.MessageState(folders=[inbox], is_read=True, is_starred=True),
+        },
+    )
     assert found == 2 and not Message.objects.filter(remote_id="gone").exists()
     assert _rows(mail_account) == {"a": (True, False, ["INBOX", "Work"]), "b": (False, True, [])}
     assert Message.objects.get(remote_id="b").is_draft
@@ -319,9 +384,12 @@ def test_state_set_brings_flags_folders_and_uids_to_the_providers(mail_account, 
     assert (thread.unread_count, thread.is_starred) == (1, True)
     assert store.messages_state_set(account=mail_account, states={}) == 0
     # A state that names no UID keeps the one stored.
-    store.messages_state_set(account=mail_account, states={
-        "a": store.MessageState(folders=[inbox], is_read=True, is_starred=False),
-    })
+    store.messages_state_set(
+        account=mail_account,
+        states={
+            "a": store.MessageState(folders=[inbox], is_read=True, is_starred=False),
+        },
+    )
     assert set(MessageFolder.objects.filter(message__remote_id="a").values_list("folder__remote_id", "uid")) == {
         ("INBOX", 7)
     }
@@ -350,8 +418,9 @@ def test_folder_upsert_updates_name_role_and_selectable(mail_account):
     folder = store.folder_upsert(account=mail_account, remote_id="Archive", name="Archive")
     assert (folder.role, folder.is_selectable) == (Folder.Role.USER, True)
     store.folder_upsert(account=mail_account, remote_id="Archive", name="Archive", role=Folder.Role.ARCHIVE)
-    store.folder_upsert(account=mail_account, remote_id="Archive", name="Archive", role=Folder.Role.ARCHIVE,
-                        is_selectable=False)
+    store.folder_upsert(
+        account=mail_account, remote_id="Archive", name="Archive", role=Folder.Role.ARCHIVE, is_selectable=False
+    )
     stored = Folder.objects.get(pk=folder.pk)
     assert (stored.role, stored.is_selectable) == (Folder.Role.ARCHIVE, False)
     assert store.folders_by_remote_id(account=mail_account) == {"Archive": stored}
@@ -409,10 +478,13 @@ def test_a_message_stored_without_flags_is_unread_unstarred_and_not_a_draft(mail
 def test_a_batch_of_known_and_new_messages_refreshes_both_threads(mail_account, inbox):
     store.messages_upsert(account=mail_account, items=[incoming("old", thread_key="t1", folders=[inbox])])
     assert Thread.objects.get(remote_id="t1").unread_count == 1
-    store.messages_upsert(account=mail_account, items=[
-        incoming("old", thread_key="t1", folders=[inbox], is_read=True, is_starred=True),
-        incoming("new", thread_key="t2", folders=[inbox]),
-    ])
+    store.messages_upsert(
+        account=mail_account,
+        items=[
+            incoming("old", thread_key="t1", folders=[inbox], is_read=True, is_starred=True),
+            incoming("new", thread_key="t2", folders=[inbox]),
+        ],
+    )
     old_thread, new_thread = Thread.objects.get(remote_id="t1"), Thread.objects.get(remote_id="t2")
     assert (old_thread.unread_count, old_thread.is_starred) == (0, True)
     assert (new_thread.unread_count, new_thread.message_count) == (1, 1)
@@ -423,29 +495,41 @@ def test_dates_in_other_time_zones_compare_as_instants(mail_account):
     from datetime import timezone as tz
 
     paris = tz(timedelta(hours=2))
-    earlier = store.IncomingMessage(remote_id="paris", raw=raw_message(body="Sent from Paris"), thread_key="t",
-                                    internal_date=datetime(2025, 3, 1, 10, 30, tzinfo=paris))  # 08:30 UTC
-    later = store.IncomingMessage(remote_id="utc", raw=raw_message(body="Sent in UTC"), thread_key="t",
-                                  internal_date=datetime(2025, 3, 1, 9, 0, tzinfo=UTC))
+    earlier = store.IncomingMessage(
+        remote_id="paris",
+        raw=raw_message(body="Sent from Paris"),
+        thread_key="t",
+        internal_date=datetime(2025, 3, 1, 10, 30, tzinfo=paris),
+    )  # 08:30 UTC
+    later = store.IncomingMessage(
+        remote_id="utc",
+        raw=raw_message(body="Sent in UTC"),
+        thread_key="t",
+        internal_date=datetime(2025, 3, 1, 9, 0, tzinfo=UTC),
+    )
     store.messages_upsert(account=mail_account, items=[earlier, later])
     thread = Thread.objects.get(remote_id="t")
     assert (thread.last_message_at, thread.snippet) == (datetime(2025, 3, 1, 9, 0, tzinfo=UTC), "Sent in UTC")
     assert Message.objects.get(remote_id="paris").date == datetime(2025, 3, 1, 8, 30, tzinfo=UTC)
     assert list(Message.objects.filter(thread=thread).order_by("-date").values_list("remote_id", flat=True)) == [
-        "utc", "paris"
+        "utc",
+        "paris",
     ]
 
 
 def test_state_set_removes_memberships_from_every_message_at_once(mail_account, inbox):
     work = store.folder_upsert(account=mail_account, remote_id="Work", name="Work")
-    store.messages_upsert(account=mail_account, items=[
-        incoming(name, folders=[inbox, work]) for name in ("a", "b", "c")
-    ])
-    store.messages_state_set(account=mail_account, states={
-        "a": store.MessageState(folders=[inbox], is_read=False, is_starred=False),
-        "b": store.MessageState(folders=[work], is_read=False, is_starred=False),
-        "c": store.MessageState(folders=[], is_read=False, is_starred=False),
-    })
+    store.messages_upsert(
+        account=mail_account, items=[incoming(name, folders=[inbox, work]) for name in ("a", "b", "c")]
+    )
+    store.messages_state_set(
+        account=mail_account,
+        states={
+            "a": store.MessageState(folders=[inbox], is_read=False, is_starred=False),
+            "b": store.MessageState(folders=[work], is_read=False, is_starred=False),
+            "c": store.MessageState(folders=[], is_read=False, is_starred=False),
+        },
+    )
     assert {r: f for r, (_, _, f) in _rows(mail_account).items()} == {"a": ["INBOX"], "b": ["Work"], "c": []}
 
 

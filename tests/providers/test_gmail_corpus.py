@@ -35,6 +35,7 @@ def test_awkward_corpus_is_stored_with_raw_bytes_and_flags(gmail_account, gmail_
     assert by_name["12-duplicate-message-id-a.eml"].pk != by_name["13-duplicate-message-id-b.eml"].pk
     inline = Attachment.objects.filter(message=by_name["24-attachment-without-name.eml"], is_inline=True)
     assert inline.exists() and inline.first().content_id
-    assert not by_name["24-attachment-without-name.eml"].has_attachments or Attachment.objects.filter(
-        message=by_name["24-attachment-without-name.eml"], is_inline=False
-    ).exists()
+    assert (
+        not by_name["24-attachment-without-name.eml"].has_attachments
+        or Attachment.objects.filter(message=by_name["24-attachment-without-name.eml"], is_inline=False).exists()
+    )

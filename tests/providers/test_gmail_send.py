@@ -59,15 +59,23 @@ def test_reply_carries_thread_and_reference_headers(gmail_account, gmail_mailbox
     root = make_raw(subject="Lunch?", sender="Bob <bob@example.org>", message_id="root.1@example.org")
     gmail_mailbox.deliver(root)
     answer = make_raw(
-        subject="Re: Lunch?", sender="Bob <bob@example.org>", message_id="second.2@example.org",
-        in_reply_to="root.1@example.org", references="<root.1@example.org>",
+        subject="Re: Lunch?",
+        sender="Bob <bob@example.org>",
+        message_id="second.2@example.org",
+        in_reply_to="root.1@example.org",
+        references="<root.1@example.org>",
     )
     gmail_mailbox.deliver(answer)
     services.account_sync(account_id=gmail_account.pk)
     source = Message.objects.get(account=gmail_account, message_id="second.2@example.org")
     outgoing = _outgoing(
-        gmail_account, kind=OutgoingMessage.Kind.REPLY, source=source, subject="Re: Lunch?", body_html="",
-        to=[{"name": "Bob", "email": "bob@example.org"}], cc=[],
+        gmail_account,
+        kind=OutgoingMessage.Kind.REPLY,
+        source=source,
+        subject="Re: Lunch?",
+        body_html="",
+        to=[{"name": "Bob", "email": "bob@example.org"}],
+        cc=[],
     )
     outbox.outgoing_queue(outgoing=outgoing)
     assert outbox.outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"

@@ -255,9 +255,7 @@ def test_missing_gmail_permission_or_mailbox_asks_the_user(alice, google_app, sa
     from accounts.models import MailAccount
     from tests.fixtures.mail import gmail_account_create
 
-    narrow = gmail_account_create(
-        sandbox=sandbox_settings, app=google_app, user=alice, scopes=("openid", "email")
-    )
+    narrow = gmail_account_create(sandbox=sandbox_settings, app=google_app, user=alice, scopes=("openid", "email"))
     assert services.account_sync(account_id=narrow.pk).outcome == "stopped"
     narrow.refresh_from_db()
     assert narrow.status == MailAccount.Status.REAUTH_REQUIRED and "Reconnect" in narrow.status_detail

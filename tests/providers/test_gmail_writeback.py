@@ -65,9 +65,15 @@ def test_change_applies_locally_then_at_gmail(
 
 def test_untrash_and_unstar_and_remove_label(alice, gmail_account, gmail_mailbox, synced):
     ids, label = synced
-    for kind, folder in [(ChangeKind.TRASH, ""), (ChangeKind.UNTRASH, ""), (ChangeKind.STAR, ""),
-                         (ChangeKind.UNSTAR, ""), (ChangeKind.ADD_LABEL, label), (ChangeKind.REMOVE_LABEL, label),
-                         (ChangeKind.UNREAD, "")]:
+    for kind, folder in [
+        (ChangeKind.TRASH, ""),
+        (ChangeKind.UNTRASH, ""),
+        (ChangeKind.STAR, ""),
+        (ChangeKind.UNSTAR, ""),
+        (ChangeKind.ADD_LABEL, label),
+        (ChangeKind.REMOVE_LABEL, label),
+        (ChangeKind.UNREAD, ""),
+    ]:
         pks, change, _ = _change(alice, gmail_account, ids[:1], kind, folder)
         apply_change.apply(args=[gmail_account.pk, pks, str(kind), folder]).get()
     assert _labels(gmail_mailbox, ids[0]) == {"INBOX", "UNREAD"}

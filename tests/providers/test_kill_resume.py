@@ -81,8 +81,13 @@ class Workers:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", ZYGOTE], cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, bufsize=1,
+            [sys.executable, "-c", ZYGOTE],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         assert self._answer() == "ready"
 
@@ -126,8 +131,14 @@ def workers(extra_env: dict[str, str], settings) -> Iterator[Workers]:
         url = f"sqlite:///{db['NAME']}"
     else:
         url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
-    env = {**os.environ, **extra_env, "DATABASE_URL": url, "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-           "DJANGO_SETTINGS_MODULE": "mailhub.settings", "LOG_LEVEL": "ERROR"}
+    env = {
+        **os.environ,
+        **extra_env,
+        "DATABASE_URL": url,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "DJANGO_SETTINGS_MODULE": "mailhub.settings",
+        "LOG_LEVEL": "ERROR",
+    }
     pool = Workers(env)
     try:
         yield pool
@@ -171,8 +182,13 @@ def kill_and_resume(pool: Workers, account, *, messages: int, rng: random.Random
     sample()
     state.refresh_from_db()
     return {
-        "target": target, "killed": killed_code == -signal.SIGKILL, "stored_at_kill": stored_at_kill,
-        "resume_exit": code, "samples": samples, "stage": state.stage, "lock": state.lock_owner,
+        "target": target,
+        "killed": killed_code == -signal.SIGKILL,
+        "stored_at_kill": stored_at_kill,
+        "resume_exit": code,
+        "samples": samples,
+        "stage": state.stage,
+        "lock": state.lock_owner,
     }
 
 
@@ -208,19 +224,27 @@ def test_outlook_sync_killed_at_random_points_resumes_to_exactly_the_mailbox(
 
     seed = trial_seed()
     rng = random.Random(seed)
-    env = {**sandbox.env(), "MICROSOFT_IMAP_HOST": "127.0.0.1", "MICROSOFT_IMAP_PORT": str(dovecot.imaps_port),
-           "MICROSOFT_IMAP_SECURITY": "ssl"}
+    env = {
+        **sandbox.env(),
+        "MICROSOFT_IMAP_HOST": "127.0.0.1",
+        "MICROSOFT_IMAP_PORT": str(dovecot.imaps_port),
+        "MICROSOFT_IMAP_SECURITY": "ssl",
+    }
     outcomes, progress = [], []
     with workers(env, settings) as pool:
         for trial in trials(outcomes):
             label = f"trial {trial}, KILL_RESUME_SEED={seed}"
             account = outlook_account()
-            inbox = [(raw, _flags(i), None) for i, raw in enumerate(
-                generate_messages(40, to_address=account.email, seed=trial))]
+            inbox = [
+                (raw, _flags(i), None)
+                for i, raw in enumerate(generate_messages(40, to_address=account.email, seed=trial))
+            ]
             inbox += [(raw, (), ARRIVED) for raw in SHARED]
             dovecot.append_many(account.email, inbox, folder="INBOX")
-            archive = inbox[:10] + [(raw, _flags(i + 1), None) for i, raw in enumerate(
-                generate_messages(10, to_address=account.email, seed=1000 + trial))]
+            archive = inbox[:10] + [
+                (raw, _flags(i + 1), None)
+                for i, raw in enumerate(generate_messages(10, to_address=account.email, seed=1000 + trial))
+            ]
             dovecot.append_many(account.email, archive, folder="Archive")
             rows = len(inbox) + 10  # distinct byte strings: what the progress counter ends at
 

@@ -73,7 +73,7 @@ def test_every_change_is_recorded_with_who_when_and_which_fields_but_never_the_s
     stored = str(list(ProviderSettingsChange.objects.values()))
     assert "GOCSPX" not in stored and "one.apps" not in stored
     page = client.get(URL).content.decode()
-    history = page[page.index('id="settings-history"'):]
+    history = page[page.index('id="settings-history"') :]
     assert history.count("<tr><td>") == 3 and "client_secret" in history and "alice" in history
     assert "GOCSPX" not in page
     alice.delete()
@@ -96,8 +96,13 @@ def test_redirect_uri_uses_site_origin_when_set(staff_client, settings):
 
 
 def test_saving_google_credentials_stores_an_encrypted_secret_never_shown_again(staff_client):
-    response = _post(staff_client, "google", client_id="123.apps.googleusercontent.com",
-                     client_secret="GOCSPX-very-secret", enabled="on")
+    response = _post(
+        staff_client,
+        "google",
+        client_id="123.apps.googleusercontent.com",
+        client_secret="GOCSPX-very-secret",
+        enabled="on",
+    )
     assert response.status_code == 302
     app = ProviderApp.objects.get(provider="google")
     assert app.is_usable and app.client_secret == "GOCSPX-very-secret"

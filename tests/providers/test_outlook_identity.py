@@ -21,8 +21,14 @@ pytestmark = [pytest.mark.dovecot, pytest.mark.django_db]
 ARRIVED = dt.datetime(2024, 3, 5, 10, 0, 7, tzinfo=dt.UTC)
 
 
-def mail(*, subject: str = "Quarterly report", body: str = "The total is 1200 EUR.", extra: str = "",
-         message_id: str = "<report-2024q1@example.org>", date: str = "Tue, 05 Mar 2024 10:00:00 +0000") -> bytes:
+def mail(
+    *,
+    subject: str = "Quarterly report",
+    body: str = "The total is 1200 EUR.",
+    extra: str = "",
+    message_id: str = "<report-2024q1@example.org>",
+    date: str = "Tue, 05 Mar 2024 10:00:00 +0000",
+) -> bytes:
     return (
         f"From: Sam Sender <sam@example.org>\r\nTo: Alice <alice@example.org>\r\nSubject: {subject}\r\n"
         f"Date: {date}\r\nMessage-ID: {message_id}\r\n{extra}MIME-Version: 1.0\r\n"
@@ -89,7 +95,8 @@ def test_messages_sharing_message_id_and_date_are_one_row_per_distinct_bytes(dov
     # The copy in two folders is one row with both memberships, each with that folder's UID.
     copied = Message.objects.get(account=account, message_id="lunch@example.org")
     assert dict(copied.messagefolder_set.values_list("folder__remote_id", "uid")) == {
-        "INBOX": uids["copied"], "Archive": uids["archived"],
+        "INBOX": uids["copied"],
+        "Archive": uids["archived"],
     }
     assert copied.is_read
     assert b"OBJECTID" not in client.session.capabilities  # so nothing here can rely on EMAILID
@@ -190,8 +197,10 @@ def test_a_message_replaced_while_its_uid_was_unknown_is_not_taken_for_the_store
     ids = dict(Message.objects.filter(account=account).values_list("remote_id", "pk"))
 
     dovecot.expunge(account.email, "INBOX", [first, second])
-    dovecot.append_many(account.email, [(same_size_other_header, (), ARRIVED),
-                                        (same_header_other_arrival, (), ARRIVED + dt.timedelta(minutes=3))])
+    dovecot.append_many(
+        account.email,
+        [(same_size_other_header, (), ARRIVED), (same_header_other_arrival, (), ARRIVED + dt.timedelta(minutes=3))],
+    )
     dovecot.renumber(account.email)
     client = OutlookClient(account)
     client.incremental_sync()

@@ -34,8 +34,9 @@ def exchange(dovecot, sandbox, outlook_settings):
 
 def test_send_goes_through_dovecot_submission_with_xoauth2(dovecot, outlook_account):
     account = outlook_account()
-    outgoing = queued(account, cc=[{"name": "", "email": "carol@example.org"}],
-                      bcc=[{"name": "", "email": "hidden@example.org"}])
+    outgoing = queued(
+        account, cc=[{"name": "", "email": "carol@example.org"}], bcc=[{"name": "", "email": "hidden@example.org"}]
+    )
 
     assert outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
     [sent] = dovecot.sink.wait_for(1)
@@ -63,8 +64,9 @@ def test_reply_carries_thread_headers_and_sent_copy_is_not_duplicated(dovecot, o
     assert f"<{source.message_id}>" in message["References"]
 
     # Exchange files the sent mail in Sent Items itself; the next sync must not show it twice.
-    dovecot.append(account.email, bytes(OutgoingMessage.objects.get(pk=reply.pk).raw), folder="Sent Items",
-                   flags=[b"\\Seen"])
+    dovecot.append(
+        account.email, bytes(OutgoingMessage.objects.get(pk=reply.pk).raw), folder="Sent Items", flags=[b"\\Seen"]
+    )
     OutlookClient(account).incremental_sync()
     sent_folder = Folder.objects.get(account=account, role=Folder.Role.SENT)
     copies = Message.objects.filter(account=account, message_id=reply.message_id)

@@ -30,8 +30,12 @@ def synced(dovecot, outlook_account):
 
 
 def by_uid(account, folder="INBOX"):
-    return {mf.uid: mf.message for mf in Message.folders.through.objects.filter(
-        folder__account=account, folder__remote_id=folder).select_related("message")}
+    return {
+        mf.uid: mf.message
+        for mf in Message.folders.through.objects.filter(
+            folder__account=account, folder__remote_id=folder
+        ).select_related("message")
+    }
 
 
 def test_read_and_star_reach_the_server(dovecot, synced):

@@ -59,8 +59,13 @@ for line in sys.stdin:
 class WorkerServer:
     def __init__(self, env: dict) -> None:
         self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our code
-            [sys.executable, "-c", WORKER_SERVER], cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, bufsize=1,
+            [sys.executable, "-c", WORKER_SERVER],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
 
     def start(self, account_id: int) -> int:
@@ -116,9 +121,9 @@ class Trials:
     kills: int = 0
 
     def snapshot(self) -> None:
-        done, total = SyncState.objects.filter(account=self.account).values_list(
-            "progress_done", "progress_total"
-        ).get()
+        done, total = (
+            SyncState.objects.filter(account=self.account).values_list("progress_done", "progress_total").get()
+        )
         self.progress.append((done, total, Message.objects.filter(account=self.account).count()))
 
     def run(self, *, server: WorkerServer, rng: random.Random, during_death=None) -> bool:
@@ -164,8 +169,10 @@ class Trials:
         assert state.stage == SyncState.Stage.INCREMENTAL and not state.lock_owner
         # Renewed every TTL/4 and killed at any moment: the lock lapses between 3/4 TTL and one TTL later.
         assert max(self.lock_held_after_kill) <= LOCK_TTL + 1.0, self.lock_held_after_kill
-        print(f"\n{connection.vendor}: {self.kills} kills; lock held after a kill: "
-              f"{min(self.lock_held_after_kill):.2f}-{max(self.lock_held_after_kill):.2f}s (TTL {LOCK_TTL:g}s)")
+        print(
+            f"\n{connection.vendor}: {self.kills} kills; lock held after a kill: "
+            f"{min(self.lock_held_after_kill):.2f}-{max(self.lock_held_after_kill):.2f}s (TTL {LOCK_TTL:g}s)"
+        )
 
 
 def _trials(account, env: dict, *, during_death=None) -> Trials:
@@ -184,8 +191,12 @@ def _trials(account, env: dict, *, during_death=None) -> Trials:
 
 def _env(extra: dict) -> dict:
     return {
-        **os.environ, **extra, "DJANGO_SETTINGS_MODULE": "mailhub.settings", "DATABASE_URL": _database_url(),
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT), "MAILHUB_SYNC_LOCK_TTL_SECONDS": str(LOCK_TTL),
+        **os.environ,
+        **extra,
+        "DJANGO_SETTINGS_MODULE": "mailhub.settings",
+        "DATABASE_URL": _database_url(),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "MAILHUB_SYNC_LOCK_TTL_SECONDS": str(LOCK_TTL),
         "CELERY_BROKER_URL": "memory://",
     }
 
@@ -218,16 +229,22 @@ def test_outlook_first_sync_killed_again_and_again(dovecot, outlook_account, san
     def append() -> None:
         appended.extend(dovecot.seed(account.email, 1, seed=100 + len(appended)))
 
-    env = _env({
-        **sandbox.env(), "MICROSOFT_IMAP_HOST": "127.0.0.1", "MICROSOFT_IMAP_PORT": str(dovecot.imap_port),
-        "MICROSOFT_IMAP_SECURITY": "none",
-    })
+    env = _env(
+        {
+            **sandbox.env(),
+            "MICROSOFT_IMAP_HOST": "127.0.0.1",
+            "MICROSOFT_IMAP_PORT": str(dovecot.imap_port),
+            "MICROSOFT_IMAP_SECURITY": "none",
+        }
+    )
     trials = _trials(account, env, during_death=append)
     assert trials.kills == TRIALS
     trials.check(expected_messages=540 + len(appended))
     for folder in ("INBOX", "Archive"):
-        server = {uid: tuple(sorted(f for f in flags if f in (b"\\Seen", b"\\Flagged")))
-                  for uid, flags in dovecot.snapshot(account.email, folder).items()}
+        server = {
+            uid: tuple(sorted(f for f in flags if f in (b"\\Seen", b"\\Flagged")))
+            for uid, flags in dovecot.snapshot(account.email, folder).items()
+        }
         local = {}
         for row in account.folders.get(remote_id=folder).messagefolder_set.select_related("message"):
             m = row.message
@@ -255,8 +272,9 @@ def _done_values(reports) -> list[int]:
     return [done for done, _ in reports if done is not None]
 
 
-def test_gmail_progress_after_a_resume_carries_on_from_what_was_stored(gmail_account, gmail_mailbox, monkeypatch,
-                                                                        settings):
+def test_gmail_progress_after_a_resume_carries_on_from_what_was_stored(
+    gmail_account, gmail_mailbox, monkeypatch, settings
+):
     """The counter used to restart from zero after a resume ("104 of 3,209" with 602 stored)."""
     from mailbox import store
     from providers.google import mail as gmail

@@ -75,8 +75,15 @@ def test_generated_mail_is_varied_and_well_formed(generated):
     assert dates[-1] - dates[0] > timedelta(days=700)
     assert {"utf-8", "iso-8859-1", "windows-1252", "shift_jis", "koi8-r"} <= set(charsets)
     assert {"gb2312", "gbk"} & set(charsets)
-    assert {"text/plain", "text/html", "multipart/alternative", "multipart/mixed", "multipart/related",
-            "image/png", "application/pdf"} <= set(types)
+    assert {
+        "text/plain",
+        "text/html",
+        "multipart/alternative",
+        "multipart/mixed",
+        "multipart/related",
+        "image/png",
+        "application/pdf",
+    } <= set(types)
     assert {"7bit", "8bit", "quoted-printable", "base64"} <= set(encodings)
     assert 0.2 < replies / len(generated) < 0.5 and owner_sent > 30
     assert encoded_subjects > 100 and rfc2231 > 5 and len(senders) > 15
@@ -92,8 +99,10 @@ def test_awkward_corpus_has_the_edge_cases_and_parses():
     assert b"application/ms-tnef" in corpus["09-tnef-winmail.eml"]
     assert b"text/calendar" in corpus["18-calendar-invite.eml"]
     assert b"MIME-Version" not in corpus["19-non-mime.eml"].split(b"\r\n\r\n")[0]
-    first, second = (email.message_from_bytes(corpus[name]) for name in
-                     ("12-duplicate-message-id-a.eml", "13-duplicate-message-id-b.eml"))
+    first, second = (
+        email.message_from_bytes(corpus[name])
+        for name in ("12-duplicate-message-id-a.eml", "13-duplicate-message-id-b.eml")
+    )
     assert first["Message-ID"] == second["Message-ID"] and first.get_payload() != second.get_payload()
     for name, raw in corpus.items():
         for policy in (compat32, default_policy):

@@ -26,8 +26,15 @@ ALICE = "alice@gmail.com"
 MESSAGE_FIELDS = {"id", "threadId", "labelIds", "snippet", "sizeEstimate", "historyId", "internalDate"}
 
 
-def mail(subject: str = "Hello", *, when: datetime | None = None, msgid: str | None = None,
-         reply_to: str | None = None, attachment: bool = False, to: str = ALICE) -> bytes:
+def mail(
+    subject: str = "Hello",
+    *,
+    when: datetime | None = None,
+    msgid: str | None = None,
+    reply_to: str | None = None,
+    attachment: bool = False,
+    to: str = ALICE,
+) -> bytes:
     message = EmailMessage()
     message["From"] = "Bob Example <bob@example.org>"
     message["To"] = to
@@ -82,14 +89,31 @@ def test_profile_and_labels(gmail_api, alice):
     assert profile["emailAddress"] == ALICE and profile["messagesTotal"] == 1 and profile["threadsTotal"] == 1
     assert profile["historyId"] == str(gmail_api.store.history_id(ALICE))
 
-    created = valid("labels.create", alice.users().labels().create(
-        userId="me", body={"name": "Projects/Mailhub", "labelListVisibility": "labelShow",
-                           "messageListVisibility": "show"}).execute())
+    created = valid(
+        "labels.create",
+        alice.users()
+        .labels()
+        .create(
+            userId="me",
+            body={"name": "Projects/Mailhub", "labelListVisibility": "labelShow", "messageListVisibility": "show"},
+        )
+        .execute(),
+    )
     assert created["id"].startswith("Label_") and created["type"] == "user"
     labels = valid("labels.list", alice.users().labels().list(userId="me").execute())["labels"]
     ids = {label["id"] for label in labels}
-    assert {"INBOX", "SENT", "DRAFT", "TRASH", "SPAM", "STARRED", "IMPORTANT", "UNREAD", "CATEGORY_SOCIAL",
-            created["id"]} <= ids
+    assert {
+        "INBOX",
+        "SENT",
+        "DRAFT",
+        "TRASH",
+        "SPAM",
+        "STARRED",
+        "IMPORTANT",
+        "UNREAD",
+        "CATEGORY_SOCIAL",
+        created["id"],
+    } <= ids
     inbox = valid("labels.get", alice.users().labels().get(userId="me", id="INBOX").execute())
     assert inbox["messagesTotal"] == 1 and inbox["messagesUnread"] == 1
     with pytest.raises(HttpError) as exc:
@@ -100,15 +124,18 @@ def test_profile_and_labels(gmail_api, alice):
 
 def test_messages_list_pages_newest_first_and_filters(gmail_api, alice):
     store = gmail_api.store
-    ids = [store.insert_message(ALICE, mail(f"m{day}", when=datetime(2024, 3, day, 12, tzinfo=UTC)))
-           for day in range(1, 26)]
+    ids = [
+        store.insert_message(ALICE, mail(f"m{day}", when=datetime(2024, 3, day, 12, tzinfo=UTC)))
+        for day in range(1, 26)
+    ]
     store.trash(ALICE, ids[0])
     store.modify(ALICE, ids[1], add=["SPAM"], remove=["INBOX"])
 
     seen, token, pages = [], None, 0
     while True:
-        page = valid("messages.list", alice.users().messages().list(
-            userId="me", maxResults=10, pageToken=token).execute())
+        page = valid(
+            "messages.list", alice.users().messages().list(userId="me", maxResults=10, pageToken=token).execute()
+        )
         seen += [m["id"] for m in page["messages"]]
         assert page["resultSizeEstimate"] == 23
         pages += 1
@@ -166,12 +193,23 @@ def test_messages_get_in_every_format(gmail_api, alice):
     assert image["mimeType"] == "image/png" and "attachmentId" in image["body"]
     assert attachment["filename"] == "Résumé.pdf" and attachment["body"]["size"] == len(b"%PDF-1.4 report")
 
-    body = valid("messages.attachments.get", alice.users().messages().attachments().get(
-        userId="me", messageId=msg_id, id=attachment["body"]["attachmentId"]).execute())
+    body = valid(
+        "messages.attachments.get",
+        alice.users()
+        .messages()
+        .attachments()
+        .get(userId="me", messageId=msg_id, id=attachment["body"]["attachmentId"])
+        .execute(),
+    )
     assert base64.urlsafe_b64decode(body["data"]) == b"%PDF-1.4 report" and body["size"] == 15
 
-    metadata = valid("messages.get", alice.users().messages().get(
-        userId="me", id=msg_id, format="metadata", metadataHeaders=["Subject", "From"]).execute())
+    metadata = valid(
+        "messages.get",
+        alice.users()
+        .messages()
+        .get(userId="me", id=msg_id, format="metadata", metadataHeaders=["Subject", "From"])
+        .execute(),
+    )
     assert [h["name"] for h in metadata["payload"]["headers"]] == ["From", "Subject"]
     assert "parts" not in metadata["payload"]
 
@@ -189,11 +227,21 @@ def test_label_changes_trash_delete_and_history(gmail_api, alice):
     second = store.insert_message(ALICE, mail("two"))
     start = store.history_id(ALICE)
 
-    modified = valid("messages.modify", alice.users().messages().modify(
-        userId="me", id=first, body={"addLabelIds": ["STARRED"], "removeLabelIds": ["UNREAD"]}).execute())
+    modified = valid(
+        "messages.modify",
+        alice.users()
+        .messages()
+        .modify(userId="me", id=first, body={"addLabelIds": ["STARRED"], "removeLabelIds": ["UNREAD"]})
+        .execute(),
+    )
     assert modified == {"id": first, "threadId": first, "labelIds": ["INBOX", "STARRED"]}
-    assert alice.users().messages().batchModify(
-        userId="me", body={"ids": [first, second], "removeLabelIds": ["INBOX"]}).execute() == ""
+    assert (
+        alice.users()
+        .messages()
+        .batchModify(userId="me", body={"ids": [first, second], "removeLabelIds": ["INBOX"]})
+        .execute()
+        == ""
+    )
     trashed = valid("messages.trash", alice.users().messages().trash(userId="me", id=second).execute())
     assert trashed["labelIds"] == ["TRASH", "UNREAD"]
     untrashed = valid("messages.untrash", alice.users().messages().untrash(userId="me", id=second).execute())
@@ -206,14 +254,22 @@ def test_label_changes_trash_delete_and_history(gmail_api, alice):
 
     history = valid("history.list", alice.users().history().list(userId="me", startHistoryId=start).execute())
     assert history["historyId"] == str(store.history_id(ALICE))
-    changes = [(key, item["message"]["id"], tuple(item.get("labelIds", ())))
-               for entry in history["history"] for key in entry if key not in ("id", "messages")
-               for item in entry[key]]
+    changes = [
+        (key, item["message"]["id"], tuple(item.get("labelIds", ())))
+        for entry in history["history"]
+        for key in entry
+        if key not in ("id", "messages")
+        for item in entry[key]
+    ]
     assert changes == [
-        ("labelsAdded", first, ("STARRED",)), ("labelsRemoved", first, ("UNREAD",)),
-        ("labelsRemoved", first, ("INBOX",)), ("labelsRemoved", second, ("INBOX",)),
-        ("labelsAdded", second, ("TRASH",)), ("labelsRemoved", second, ("TRASH",)),
-        ("messagesDeleted", first, ()), ("messagesAdded", third, ()),
+        ("labelsAdded", first, ("STARRED",)),
+        ("labelsRemoved", first, ("UNREAD",)),
+        ("labelsRemoved", first, ("INBOX",)),
+        ("labelsRemoved", second, ("INBOX",)),
+        ("labelsAdded", second, ("TRASH",)),
+        ("labelsRemoved", second, ("TRASH",)),
+        ("messagesDeleted", first, ()),
+        ("messagesAdded", third, ()),
     ]
     ids = [int(entry["id"]) for entry in history["history"]]
     assert ids == sorted(ids) and ids[0] > start
@@ -270,8 +326,10 @@ def test_send_threads_and_keeps_what_was_posted(gmail_api, alice):
     reply["Subject"] = "Re: Question"
     reply["In-Reply-To"] = reply["References"] = "<q1@example.org>"
     reply.set_content("Answer")
-    sent = valid("messages.send", alice.users().messages().send(
-        userId="me", body={"raw": b64(reply.as_bytes()), "threadId": original}).execute())
+    sent = valid(
+        "messages.send",
+        alice.users().messages().send(userId="me", body={"raw": b64(reply.as_bytes()), "threadId": original}).execute(),
+    )
     assert sent["threadId"] == original and sent["labelIds"] == ["SENT"]
     record = store.sent_messages(ALICE)[0]
     assert record.raw == reply.as_bytes() and record.thread_id == original and record.requested_thread_id == original
@@ -307,14 +365,21 @@ def test_send_threads_and_keeps_what_was_posted(gmail_api, alice):
 
 
 def test_insert_and_import(gmail_api, alice):
-    inserted = valid("messages.insert", alice.users().messages().insert(
-        userId="me", body={"raw": b64(mail("Inserted")), "labelIds": ["INBOX"]}).execute())
+    inserted = valid(
+        "messages.insert",
+        alice.users()
+        .messages()
+        .insert(userId="me", body={"raw": b64(mail("Inserted")), "labelIds": ["INBOX"]})
+        .execute(),
+    )
     assert inserted["labelIds"] == ["INBOX"]
-    imported = valid("messages.import", alice.users().messages().import_(
-        userId="me", body={"raw": b64(mail("Imported"))}).execute())
+    imported = valid(
+        "messages.import", alice.users().messages().import_(userId="me", body={"raw": b64(mail("Imported"))}).execute()
+    )
     assert imported["labelIds"] == ["INBOX", "UNREAD"]
     assert gmail_api.store.message(ALICE, imported["id"]).internal_date == int(
-        datetime(2024, 5, 1, 12, tzinfo=UTC).timestamp() * 1000)
+        datetime(2024, 5, 1, 12, tzinfo=UTC).timestamp() * 1000
+    )
 
 
 def test_batch_matches_content_ids_like_google(gmail_api, alice):
@@ -324,8 +389,9 @@ def test_batch_matches_content_ids_like_google(gmail_api, alice):
     for msg_id in ids:
         batch.add(alice.users().messages().get(userId="me", id=msg_id, format="raw"), request_id=msg_id)
     batch.add(alice.users().messages().get(userId="me", id="ffffffffffffffff"), request_id="missing")
-    batch.add(alice.users().messages().modify(userId="me", id=ids[0], body={"addLabelIds": ["STARRED"]}),
-              request_id="modify")
+    batch.add(
+        alice.users().messages().modify(userId="me", id=ids[0], body={"addLabelIds": ["STARRED"]}), request_id="modify"
+    )
     batch.execute()
     for msg_id in ids:
         response, error = results[msg_id]
@@ -338,13 +404,23 @@ def test_batch_matches_content_ids_like_google(gmail_api, alice):
 
     # The raw multipart answer: one application/http part per request, Content-ID <response-...>.
     token = gmail_api.token(ALICE)
-    body = (b"--xyz\r\nContent-Type: application/http\r\nContent-ID: <item1>\r\n\r\n"
-            b"GET /gmail/v1/users/me/profile\r\n\r\n--xyz--\r\n")
-    request = urllib.request.Request(f"{gmail_api.url}/batch/gmail/v1", data=body, method="POST", headers={  # noqa: S310
-        "Content-Type": "multipart/mixed; boundary=xyz", "Authorization": f"Bearer {token}"})
+    body = (
+        b"--xyz\r\nContent-Type: application/http\r\nContent-ID: <item1>\r\n\r\n"
+        b"GET /gmail/v1/users/me/profile\r\n\r\n--xyz--\r\n"
+    )
+    request = urllib.request.Request(  # noqa: S310
+        f"{gmail_api.url}/batch/gmail/v1",
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "multipart/mixed; boundary=xyz",
+            "Authorization": f"Bearer {token}",
+        },
+    )
     with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request) as response:
         answer = email.message_from_bytes(
-            f"Content-Type: {response.headers['Content-Type']}\r\n\r\n".encode() + response.read())
+            f"Content-Type: {response.headers['Content-Type']}\r\n\r\n".encode() + response.read()
+        )
     part = answer.get_payload()[0]
     assert part["Content-ID"] == "<response-item1>" and part.get_content_type() == "application/http"
     assert part.get_payload().startswith("HTTP/1.1 200 OK")
@@ -460,8 +536,14 @@ def test_failure_injection_and_auth_errors(gmail_api, alice):
     assert bob.users().getProfile(userId="bob@gmail.com").execute()["messagesTotal"] == 0
 
     store.disable_mail("nomail@gmail.com")
-    no_mail = gmail_api.tokens.issue(kind="access", provider="google", client_id="x", email="nomail@gmail.com",
-                                     scopes=("https://mail.google.com/",), lifetime=60)
+    no_mail = gmail_api.tokens.issue(
+        kind="access",
+        provider="google",
+        client_id="x",
+        email="nomail@gmail.com",
+        scopes=("https://mail.google.com/",),
+        lifetime=60,
+    )
     from tests.fixtures.gmail_api import gmail_service
 
     with pytest.raises(HttpError) as exc:
@@ -532,8 +614,13 @@ def test_awkward_messages_are_served_in_every_format(gmail_api, alice):
             part = parts.pop()
             parts += part.get("parts", [])
             if "attachmentId" in part["body"]:
-                data = alice.users().messages().attachments().get(
-                    userId="me", messageId=msg_id, id=part["body"]["attachmentId"]).execute()
+                data = (
+                    alice.users()
+                    .messages()
+                    .attachments()
+                    .get(userId="me", messageId=msg_id, id=part["body"]["attachmentId"])
+                    .execute()
+                )
                 assert data["size"] == part["body"]["size"], name
     duplicates = alice.users().messages().list(userId="me", q="rfc822msgid:duplicate@corpus.example").execute()
     assert len(duplicates["messages"]) == 2
@@ -556,7 +643,8 @@ def test_threading_by_references_and_snapshot_round_trip(gmail_api, tmp_path):
     restored.load(path)
     assert restored.threads(ALICE) == store.threads(ALICE)
     assert [(m.id, m.raw, m.label_ids) for m in restored.messages(ALICE)] == [
-        (m.id, m.raw, m.label_ids) for m in store.messages(ALICE)]
+        (m.id, m.raw, m.label_ids) for m in store.messages(ALICE)
+    ]
     assert restored.create_label(ALICE, "Next") == "Label_2"
 
 

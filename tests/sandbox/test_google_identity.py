@@ -153,12 +153,15 @@ def test_pkce_verifier_mismatch_is_invalid_grant(sandbox, client):
 
 def test_plain_pkce_is_accepted(sandbox, client):
     url, _ = authorize(make_flow(sandbox, client, autogenerate_code_verifier=False))
-    location = sandbox.google.consent(url + "&code_challenge=plain-verifier-1234567890-abcdefghijklmnop"
-                                      "&code_challenge_method=plain")
+    location = sandbox.google.consent(
+        url + "&code_challenge=plain-verifier-1234567890-abcdefghijklmnop&code_challenge_method=plain"
+    )
     answer = token_post(
         sandbox,
         {
-            "grant_type": "authorization_code", "code": code_of(location), "redirect_uri": REDIRECT_URI,
+            "grant_type": "authorization_code",
+            "code": code_of(location),
+            "redirect_uri": REDIRECT_URI,
             "code_verifier": "plain-verifier-1234567890-abcdefghijklmnop",
         },
         auth=client,
@@ -172,7 +175,9 @@ def test_redirect_uri_must_match_exactly(sandbox, client):
     answer = token_post(
         sandbox,
         {
-            "grant_type": "authorization_code", "code": code_of(location), "redirect_uri": REDIRECT_URI + "/",
+            "grant_type": "authorization_code",
+            "code": code_of(location),
+            "redirect_uri": REDIRECT_URI + "/",
             "code_verifier": flow.code_verifier,
         },
         auth=client,
@@ -209,8 +214,12 @@ def test_expired_code_is_invalid_grant(sandbox, client):
 def test_client_authentication_basic_and_form(sandbox, client):
     flow = make_flow(sandbox, client)
     code = code_of(sandbox.google.consent(authorize(flow)[0]))
-    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
-            "code_verifier": flow.code_verifier}
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": flow.code_verifier,
+    }
 
     wrong = token_post(sandbox, data, auth=(client[0], "wrong"))
     assert wrong.status_code == 401
@@ -301,8 +310,14 @@ def test_injected_failures(sandbox, client):
 
 def test_id_token_only_with_openid_and_scope_narrowing_on_refresh(sandbox, client):
     env = sandbox.env()
-    config = {"web": {"client_id": client[0], "client_secret": client[1], "auth_uri": env["GOOGLE_AUTH_URI"],
-                      "token_uri": env["GOOGLE_TOKEN_URI"]}}
+    config = {
+        "web": {
+            "client_id": client[0],
+            "client_secret": client[1],
+            "auth_uri": env["GOOGLE_AUTH_URI"],
+            "token_uri": env["GOOGLE_TOKEN_URI"],
+        }
+    }
     flow = Flow.from_client_config(
         config, scopes=["https://www.googleapis.com/auth/gmail.modify"], redirect_uri=REDIRECT_URI
     )
@@ -312,8 +327,7 @@ def test_id_token_only_with_openid_and_scope_narrowing_on_refresh(sandbox, clien
 
     narrowed = token_post(
         sandbox,
-        {"grant_type": "refresh_token", "refresh_token": token["refresh_token"],
-         "scope": "https://mail.google.com/"},
+        {"grant_type": "refresh_token", "refresh_token": token["refresh_token"], "scope": "https://mail.google.com/"},
         auth=client,
     )
     assert narrowed.status_code == 400 and narrowed.json()["error"] == "invalid_scope"
@@ -322,15 +336,22 @@ def test_id_token_only_with_openid_and_scope_narrowing_on_refresh(sandbox, clien
 def test_unknown_scope_and_unknown_client_at_authorize(sandbox, client):
     base = sandbox.env()["GOOGLE_AUTH_URI"]
     unknown_client = requests.get(
-        base, params={"client_id": "nope", "redirect_uri": REDIRECT_URI, "response_type": "code", "scope": "email"},
+        base,
+        params={"client_id": "nope", "redirect_uri": REDIRECT_URI, "response_type": "code", "scope": "email"},
         timeout=5,
     )
     assert unknown_client.status_code == 401 and "invalid_client" in unknown_client.text
     bad_scope = requests.get(
         base,
-        params={"client_id": client[0], "redirect_uri": REDIRECT_URI, "response_type": "code",
-                "scope": "https://outlook.office.com/IMAP.AccessAsUser.All", "state": "s1"},
-        allow_redirects=False, timeout=5,
+        params={
+            "client_id": client[0],
+            "redirect_uri": REDIRECT_URI,
+            "response_type": "code",
+            "scope": "https://outlook.office.com/IMAP.AccessAsUser.All",
+            "state": "s1",
+        },
+        allow_redirects=False,
+        timeout=5,
     )
     assert bad_scope.status_code == 302
     assert parse_qs(urlsplit(bad_scope.headers["Location"]).query)["error"] == ["invalid_scope"]

@@ -68,8 +68,9 @@ def connect(sandbox, client, **kwargs) -> dict:
 
 
 def introspect(url: str, token: str, sandbox=None, **kwargs) -> dict:
-    response = requests.post(url, data={"token": token}, verify=sandbox.ca_path if sandbox else True, timeout=5,
-                             **kwargs)
+    response = requests.post(
+        url, data={"token": token}, verify=sandbox.ca_path if sandbox else True, timeout=5, **kwargs
+    )
     assert response.status_code == 200
     return response.json()
 
@@ -234,8 +235,9 @@ def test_introspection_on_both_urls(sandbox, client):
     assert sandbox.microsoft_introspection_url.startswith("http://127.0.0.1:")
 
     # Dovecot's other introspection modes: Bearer header (auth) and token in the URL (get).
-    by_header = requests.get(sandbox.microsoft_introspection_url, headers={"Authorization": f"Bearer {token}"},
-                             timeout=5)
+    by_header = requests.get(
+        sandbox.microsoft_introspection_url, headers={"Authorization": f"Bearer {token}"}, timeout=5
+    )
     assert by_header.json()["active"] is True
     by_query = requests.get(f"{sandbox.microsoft_introspection_url}?token={token}", timeout=5)
     assert by_query.json()["active"] is True
@@ -265,9 +267,15 @@ def test_unknown_scope_is_refused_at_authorize(sandbox, client):
     url = f"{sandbox.microsoft_url}/common/oauth2/v2.0/authorize"
     response = https_session(sandbox).get(
         url,
-        params={"client_id": client[0], "response_type": "code", "redirect_uri": REDIRECT_URI,
-                "scope": "https://mail.google.com/ offline_access", "state": "s"},
-        allow_redirects=False, timeout=5,
+        params={
+            "client_id": client[0],
+            "response_type": "code",
+            "redirect_uri": REDIRECT_URI,
+            "scope": "https://mail.google.com/ offline_access",
+            "state": "s",
+        },
+        allow_redirects=False,
+        timeout=5,
     )
     query = parse_qs(urlsplit(response.headers["Location"]).query)
     assert query["error"] == ["invalid_scope"] and query["state"] == ["s"]
@@ -310,8 +318,9 @@ def test_a_silent_connection_does_not_stall_the_https_server(sandbox):
 
     port = int(sandbox.microsoft_url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)):  # a port probe: connects, never says hello
-        config = https_session(sandbox).get(f"{sandbox.microsoft_url}/common/v2.0/.well-known/openid-configuration",
-                                            timeout=3)
+        config = https_session(sandbox).get(
+            f"{sandbox.microsoft_url}/common/v2.0/.well-known/openid-configuration", timeout=3
+        )
         assert config.status_code == 200
     with pytest.raises(requests.ConnectionError):  # plain HTTP on the TLS port is dropped, not served
         requests.get(f"http://127.0.0.1:{port}/common/v2.0/.well-known/openid-configuration", timeout=3)

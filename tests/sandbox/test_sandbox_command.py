@@ -20,10 +20,27 @@ from sandbox.server import DEMO_GOOGLE_CLIENT_ID, DEMO_GOOGLE_CLIENT_SECRET
 def _start(tmp_path: Path, snapshot: Path) -> tuple[subprocess.Popen, Path]:
     env_file = tmp_path / "sandbox.env"
     process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "manage.py", "sandbox", "--google-port", "0", "--microsoft-port", "0",
-         "--introspection-port", "0", "--tls-dir", str(tmp_path / "tls"), "--env-file", str(env_file),
-         "--gmail-snapshot", str(snapshot)],
-        cwd=settings.BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ},
+        [
+            sys.executable,
+            "manage.py",
+            "sandbox",
+            "--google-port",
+            "0",
+            "--microsoft-port",
+            "0",
+            "--introspection-port",
+            "0",
+            "--tls-dir",
+            str(tmp_path / "tls"),
+            "--env-file",
+            str(env_file),
+            "--gmail-snapshot",
+            str(snapshot),
+        ],
+        cwd=settings.BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ},
     )
     deadline = time.monotonic() + 30
     while not env_file.exists() and time.monotonic() < deadline and process.poll() is None:
@@ -41,22 +58,36 @@ def test_sandbox_command_serves_oauth_and_the_seeded_gmail_mailbox(tmp_path):
         assert env["OAUTHLIB_INSECURE_TRANSPORT"] == "1" and env["MICROSOFT_CA_BUNDLE"].endswith(".pem")
         discovery = requests.get(
             f"{env['MICROSOFT_AUTHORITY_HOST']}/common/v2.0/.well-known/openid-configuration",
-            verify=env["MICROSOFT_CA_BUNDLE"], timeout=10,
+            verify=env["MICROSOFT_CA_BUNDLE"],
+            timeout=10,
         )
         assert discovery.json()["token_endpoint"].startswith(env["MICROSOFT_AUTHORITY_HOST"])
 
         consent = requests.post(
             env["GOOGLE_AUTH_URI"],
-            params={"client_id": DEMO_GOOGLE_CLIENT_ID, "redirect_uri": "http://localhost/cb", "response_type": "code",
-                    "scope": "https://www.googleapis.com/auth/gmail.modify", "access_type": "offline"},
-            data={"decision": "allow", "email": "carol@gmail.test"}, allow_redirects=False, timeout=10,
+            params={
+                "client_id": DEMO_GOOGLE_CLIENT_ID,
+                "redirect_uri": "http://localhost/cb",
+                "response_type": "code",
+                "scope": "https://www.googleapis.com/auth/gmail.modify",
+                "access_type": "offline",
+            },
+            data={"decision": "allow", "email": "carol@gmail.test"},
+            allow_redirects=False,
+            timeout=10,
         )
         code = re.search(r"code=([^&]+)", consent.headers["Location"]).group(1)
-        token = requests.post(env["GOOGLE_TOKEN_URI"], data={
-            "grant_type": "authorization_code", "code": requests.utils.unquote(code),
-            "redirect_uri": "http://localhost/cb", "client_id": DEMO_GOOGLE_CLIENT_ID,
-            "client_secret": DEMO_GOOGLE_CLIENT_SECRET,
-        }, timeout=10).json()
+        token = requests.post(
+            env["GOOGLE_TOKEN_URI"],
+            data={
+                "grant_type": "authorization_code",
+                "code": requests.utils.unquote(code),
+                "redirect_uri": "http://localhost/cb",
+                "client_id": DEMO_GOOGLE_CLIENT_ID,
+                "client_secret": DEMO_GOOGLE_CLIENT_SECRET,
+            },
+            timeout=10,
+        ).json()
         session = AuthorizedSession(Credentials(token["access_token"]))
         profile = session.get(f"{env['GOOGLE_API_ROOT']}gmail/v1/users/me/profile", timeout=10).json()
         assert profile == {**profile, "emailAddress": "carol@gmail.test", "messagesTotal": 25}

@@ -51,8 +51,12 @@ def test_a_full_connect_flow_leaves_no_secret_in_any_log_line(web_server, sandbo
     wrong = session.post(f"{origin}/login/", data={"csrfmiddlewaretoken": token, "username": "alice",
                                                   "password": "wrong-" + PASSWORD}, timeout=10)  # fmt: skip
     assert wrong.status_code == 200
-    signed_in = session.post(f"{origin}/login/?next=/accounts/", timeout=10, allow_redirects=False,
-                             data={"csrfmiddlewaretoken": token, "username": "alice", "password": PASSWORD})
+    signed_in = session.post(
+        f"{origin}/login/?next=/accounts/",
+        timeout=10,
+        allow_redirects=False,
+        data={"csrfmiddlewaretoken": token, "username": "alice", "password": PASSWORD},
+    )
     assert signed_in.status_code == 302, signed_in.text[:500]
 
     token = _csrf(session, f"{origin}/accounts/")
@@ -84,7 +88,7 @@ def test_a_full_connect_flow_leaves_no_secret_in_any_log_line(web_server, sandbo
         assert value not in log, f"the {name} is in the log"
     assert '"GET /admin/settings/mail/oauth2 HTTP/1.1" 302' in log  # the access log was captured
     assert '"POST /login/ HTTP/1.1" 302' in log and "AXES: New login failure" in log  # and the app's own lines
-    assert "?" not in "".join(line for line in log.splitlines() if " HTTP/1.1\" " in line)
+    assert "?" not in "".join(line for line in log.splitlines() if ' HTTP/1.1" ' in line)
 
 
 def test_the_redaction_filter_blanks_secret_parameters():

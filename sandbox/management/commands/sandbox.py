@@ -26,7 +26,9 @@ class Command(BaseCommand):
             "--microsoft-port", type=int, default=8702, help="HTTPS port for Microsoft (0: any free port)."
         )
         parser.add_argument(
-            "--introspection-port", type=int, default=8703,
+            "--introspection-port",
+            type=int,
+            default=8703,
             help="Plain-HTTP port for Microsoft token introspection (0: any free port).",
         )
         parser.add_argument(
@@ -34,7 +36,8 @@ class Command(BaseCommand):
         )
         parser.add_argument("--env-file", default=None, help="Also write the export lines to this file.")
         parser.add_argument(
-            "--gmail-snapshot", default=None,
+            "--gmail-snapshot",
+            default=None,
             help="Load Gmail mailboxes from a snapshot written by `manage.py sandbox_seed --snapshot`.",
         )
 

@@ -64,8 +64,12 @@ def post_messages(url: str, email: str, raws: list[bytes]) -> list[str]:
     endpoint = f"{url.rstrip('/')}/gmail/v1/sandbox/users/{quote(email)}/messages"
     if not endpoint.startswith(("http://127.", "http://localhost", "https://127.", "https://localhost")):
         raise CommandError("The sandbox URL must be on loopback.")
-    request = urllib.request.Request(endpoint, data=body, method="POST",  # noqa: S310 - loopback only, checked
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(  # noqa: S310 - loopback only, checked
+        endpoint,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(request, timeout=60) as response:
         return json.loads(response.read())["ids"]
@@ -82,8 +86,9 @@ class Command(BaseCommand):
         source.add_argument("--mbox", help="An mbox file.")
         parser.add_argument("--seed", type=int, default=0, help="Generator seed (with --count).")
         target = parser.add_mutually_exclusive_group()
-        target.add_argument("--url", default="http://127.0.0.1:8701",
-                            help="A running sandbox's Google URL (default: %(default)s).")
+        target.add_argument(
+            "--url", default="http://127.0.0.1:8701", help="A running sandbox's Google URL (default: %(default)s)."
+        )
         target.add_argument("--snapshot", help="Add to this GmailStore snapshot file instead (.json.gz).")
 
     def handle(self, *args: Any, **options: Any) -> None:
