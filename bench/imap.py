@@ -42,7 +42,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from accounts.models import MailAccount
 from mailbox.models import Message, SyncState
-from providers.microsoft.mail import OutlookClient
+from providers.imap.client import OutlookClient
 
 mode, email = sys.argv[1], sys.argv[2]
 if mode == "init":

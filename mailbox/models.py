@@ -76,7 +76,7 @@ class Message(models.Model):
 
     account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="messages")
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="messages")
-    remote_id = models.CharField(max_length=255)  # Gmail message id; for IMAP see providers.microsoft
+    remote_id = models.CharField(max_length=255)  # Gmail message id; for IMAP see providers.imap.client
     message_id = models.CharField(max_length=998, blank=True)  # RFC 5322, without <>
     in_reply_to = models.CharField(max_length=998, blank=True)
     references = models.TextField(blank=True)

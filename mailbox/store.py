@@ -4,7 +4,7 @@ Contract:
 
 - Every write is idempotent and keyed by ``(account, remote_id)``: folders by the provider's label id or
   folder name, messages by the provider's message id (Gmail's id; for IMAP, which has no stable one, the
-  SHA-256 of the message's bytes: see :mod:`providers.microsoft.mail`). So two rows are one message only
+  SHA-256 of the message's bytes: see :mod:`providers.imap.client`). So two rows are one message only
   when the provider says so or the bytes are the same, never by Message-ID and Date. Writing the same
   thing twice leaves the same rows, so a sync that is repeated or resumed after a crash cannot duplicate
   anything.

@@ -2,7 +2,7 @@
 
 Before this, two different messages sharing a Message-ID and a Date were stored as one row (the second
 never got a row of its own). Now ``Message.remote_id`` is ``sha256:`` and the hex SHA-256 of the exact
-bytes the server returned (``providers.microsoft.imap.content_remote_id``; the same formula is frozen
+bytes the server returned (``providers.imap.connection.content_remote_id``; the same formula is frozen
 below, as a migration must not import code that may change later).
 
 What it does, for every account of an IMAP provider:
@@ -14,7 +14,7 @@ What it does, for every account of an IMAP provider:
   have pointed at a message that was merged into the row by mistake. The next sync re-links each
   pending membership to its UID from the server's sizes, arrival times and header blocks without
   downloading bodies, downloads only where that is ambiguous (the merged messages among them, which
-  so get their own rows), and drops what the server no longer has (see ``providers.microsoft.mail``);
+  so get their own rows), and drops what the server no longer has (see ``providers.imap.client``);
 - sent messages in the outbox get the new key of their bytes too.
 
 Gmail rows are keyed by Gmail's own id and are not touched. Reversing only leaves the new keys in place

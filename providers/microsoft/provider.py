@@ -21,7 +21,7 @@ from providers.base import (
     ProviderError,
     TokenGrant,
 )
-from providers.microsoft.imap import NO_MAILBOX_MESSAGE
+from providers.imap.connection import NO_MAILBOX_MESSAGE
 
 if TYPE_CHECKING:
     from accounts.models import MailAccount
@@ -89,7 +89,7 @@ class MicrosoftProvider(Provider):
         return None
 
     def mail_client(self, *, account: MailAccount) -> MailClient:
-        from providers.microsoft.mail import OutlookClient
+        from providers.imap.client import OutlookClient
 
         return OutlookClient(account)
 
@@ -99,7 +99,7 @@ def _check_mailbox(*, email: str, access_token: str) -> None:
 
     If the server can't be reached at all, the account is connected anyway and the first sync reports it.
     """
-    from providers.microsoft.imap import imap_check_login
+    from providers.imap.connection import imap_check_login
 
     try:
         imap_check_login(email=email, access_token=access_token)

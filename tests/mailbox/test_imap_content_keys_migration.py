@@ -14,7 +14,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from mailbox import store
 from mailbox.models import Folder, Message, MessageFolder, OutgoingMessage, Thread
-from providers.microsoft.imap import content_remote_id
+from providers.imap.connection import content_remote_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

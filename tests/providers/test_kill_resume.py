@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from mailbox import services
 from mailbox.models import Message, SyncState
-from providers.microsoft.imap import content_remote_id
+from providers.imap.connection import content_remote_id
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -52,7 +52,7 @@ settings.GMAIL_QUOTA_UNITS_PER_SECOND = 0
 settings.GMAIL_BATCH_SIZE = 10
 import providers.google.mail
 providers.google.mail.STORE_GROUP = 10  # progress recorded every 10 messages: many places to die
-from providers.microsoft.mail import OutlookClient
+from providers.imap.client import OutlookClient
 OutlookClient.__init__.__kwdefaults__["chunk_size"] = 10
 from mailbox.services import account_sync
 

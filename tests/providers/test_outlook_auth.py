@@ -9,8 +9,8 @@ from accounts.services import ReauthorizationRequired
 from mailbox.models import Message, SyncState
 from mailbox.services import account_sync
 from providers.base import NoMailbox
-from providers.microsoft.imap import imap_check_login
-from providers.microsoft.mail import OutlookClient
+from providers.imap.client import OutlookClient
+from providers.imap.connection import imap_check_login
 from tests.providers.test_outlook_sync import db_view, seed, server_view
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.django_db]

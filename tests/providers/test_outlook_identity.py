@@ -1,6 +1,6 @@
 """Storage identity of IMAP messages against a real Dovecot: one row per distinct byte string, memberships per folder.
 
-The rule is in the docstring of ``providers.microsoft.mail``. Every test compares the whole store with what
+The rule is in the docstring of ``providers.imap.client``. Every test compares the whole store with what
 the server holds (``assert_store_equals_server``): for each folder, UID -> key of the bytes the server
 returns, and for the account, key -> bytes.
 """
@@ -13,8 +13,8 @@ import importlib
 import pytest
 
 from mailbox.models import Folder, Message, MessageFolder
-from providers.microsoft.imap import content_remote_id
-from providers.microsoft.mail import OutlookClient
+from providers.imap.client import OutlookClient
+from providers.imap.connection import content_remote_id
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.django_db]
 

@@ -9,7 +9,7 @@ import pytest
 
 from mailbox.models import Folder, Message, OutgoingMessage
 from mailbox.outbox import outgoing_queue, outgoing_send
-from providers.microsoft.mail import OutlookClient
+from providers.imap.client import OutlookClient
 from sandbox.dovecot import ExchangeSubmission
 from tests.providers.test_outlook_sync import seed
 

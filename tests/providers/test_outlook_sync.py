@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailbox.models import Folder, Message, MessageFolder, SyncState
-from providers.microsoft.mail import OutlookClient
+from providers.imap.client import OutlookClient
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.django_db]
 

@@ -7,7 +7,7 @@ import pytest
 from mailbox.models import Folder, Message
 from mailbox.services import messages_change, messages_change_apply
 from providers.base import ChangeKind, MessageChange
-from providers.microsoft.mail import OutlookClient
+from providers.imap.client import OutlookClient
 from tests.providers.test_outlook_sync import db_view, seed, server_view
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.django_db]

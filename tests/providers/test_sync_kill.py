@@ -42,7 +42,7 @@ import django
 django.setup()
 from mailbox.services import account_sync
 from providers.google import mail as gmail
-from providers.microsoft import mail as outlook
+from providers.imap import client as outlook
 gmail.STORE_GROUP = 20  # progress (and a resume point) every 20 messages, so kills land between reports
 outlook.OutlookClient.__init__.__kwdefaults__["chunk_size"] = 20
 for line in sys.stdin:
@@ -311,7 +311,7 @@ def test_gmail_progress_after_a_resume_carries_on_from_what_was_stored(
 
 @pytest.mark.dovecot
 def test_outlook_progress_counts_mail_in_two_folders_once(dovecot, outlook_account, monkeypatch):
-    from providers.microsoft.mail import OutlookClient
+    from providers.imap.client import OutlookClient
 
     account = outlook_account()
     inbox = dovecot.seed(account.email, 60)

@@ -17,8 +17,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from mailhub.config import host_is_loopback, mail_security
-from providers.microsoft.imap import imap_connect
-from providers.microsoft.smtp import smtp_connect
+from providers.imap.connection import imap_connect
+from providers.imap.smtp import smtp_connect
 
 ROOT = Path(settings.BASE_DIR)
 PRINT = "from django.conf import settings as s; print(s.{name})"

@@ -33,10 +33,10 @@ from mailbox import store
 from mailbox.models import Folder, OutgoingMessage
 from mailhub.config import mail_security
 from providers.base import ActionRequired, ProviderError, SendUncertain
-from providers.microsoft import imap
+from providers.imap import connection as imap
 
 if TYPE_CHECKING:
-    from providers.microsoft.mail import OutlookClient
+    from providers.imap.client import OutlookClient
 
 logger = logging.getLogger(__name__)
 

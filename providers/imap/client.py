@@ -62,8 +62,8 @@ from accounts.services import account_access_token
 from mailbox import store
 from mailbox.models import Folder, Message, MessageFolder, SyncState
 from providers.base import ChangeKind, MessageChange, NoMailbox, ProviderError
-from providers.microsoft import imap
-from providers.microsoft.imap import CONNECTION_ERRORS, NO_MAILBOX_MESSAGE, FolderStatus
+from providers.imap import connection as imap
+from providers.imap.connection import CONNECTION_ERRORS, NO_MAILBOX_MESSAGE, FolderStatus
 
 if TYPE_CHECKING:
     from mailbox.models import OutgoingMessage
@@ -681,7 +681,7 @@ class OutlookClient:
         """Write a user's action to the server: flags with STORE, moves with MOVE (or COPY + UID EXPUNGE)."""
         if not messages:
             return
-        from providers.microsoft.writeback import changes_apply
+        from providers.imap.writeback import changes_apply
 
         with self.session:
             changes_apply(session=self.session, account=self.account, messages=messages, change=change)
@@ -694,18 +694,18 @@ class OutlookClient:
         return not settings.MICROSOFT_APPEND_SENT
 
     def send(self, *, outgoing: OutgoingMessage, handoff: Callable[[], None]) -> str:
-        from providers.microsoft.smtp import outgoing_send_smtp
+        from providers.imap.smtp import outgoing_send_smtp
 
         return outgoing_send_smtp(client=self, outgoing=outgoing, handoff=handoff)
 
     def find_sent(self, *, outgoing: OutgoingMessage) -> str | None:
         """The remote id of ``outgoing`` if it is already in Sent (an interrupted send may have gone)."""
-        from providers.microsoft.smtp import sent_find
+        from providers.imap.smtp import sent_find
 
         return sent_find(client=self, outgoing=outgoing)
 
     def file_sent(self, *, outgoing: OutgoingMessage, remote_id: str) -> None:
-        from providers.microsoft.smtp import sent_file
+        from providers.imap.smtp import sent_file
 
         sent_file(client=self, outgoing=outgoing, remote_id=remote_id)
 

@@ -1,6 +1,6 @@
 """IMAP plumbing for Outlook: connecting with XOAUTH2, folders and roles, fetches that keep every response.
 
-Nothing here touches the database; :mod:`providers.microsoft.mail` drives the sync with these pieces.
+Nothing here touches the database; :mod:`providers.imap.client` drives the sync with these pieces.
 """
 
 from __future__ import annotations
@@ -322,7 +322,7 @@ def content_remote_id(raw: bytes) -> str:
     """The store key (``Message.remote_id``) of an IMAP message: the SHA-256 of its exact bytes.
 
     ``raw`` is what the server returns for ``BODY.PEEK[]``. Two messages get one key, and so one row, only
-    when their bytes are identical (see :mod:`providers.microsoft.mail` for the whole rule). The outbox
+    when their bytes are identical (see :mod:`providers.imap.client` for the whole rule). The outbox
     files a message it appended under this key, so the sync finds that row instead of adding a second.
     """
     return CONTENT_KEY_PREFIX + hashlib.sha256(raw).hexdigest()

@@ -4,7 +4,7 @@
 The local store has usually been changed already (``mailbox.services.messages_change``), so a message's
 place on the server is found again by Message-ID (``UID SEARCH HEADER``) where its local UID is gone, and
 each hit is checked to be that message (other mail may share its Message-ID). The target folder's new
-membership stays without a UID until the next sync re-links it (see :mod:`providers.microsoft.mail`).
+membership stays without a UID until the next sync re-links it (see :mod:`providers.imap.client`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from imapclient import IMAPClient
 from mailbox import store
 from mailbox.models import Folder, Message, MessageFolder
 from providers.base import ChangeKind, MessageChange, ProviderError
-from providers.microsoft import imap
+from providers.imap import connection as imap
 
 if TYPE_CHECKING:
     from accounts.models import MailAccount
-    from providers.microsoft.mail import _Session
+    from providers.imap.client import _Session
 
 FLAG_KINDS = {
     ChangeKind.READ: (b"\\Seen", True),
@@ -145,7 +145,7 @@ def _same_messages(client: IMAPClient, uids: list[int], message: Message) -> lis
     """Those of ``uids`` (in the selected folder) that are ``message`` by the sync's identity rule.
 
     One hit with the stored size, arrival time and header block is taken as it is (the re-link rule of
-    :mod:`providers.microsoft.mail`); anything less clear is downloaded and compared by its bytes.
+    :mod:`providers.imap.client`); anything less clear is downloaded and compared by its bytes.
     """
     if not uids:
         return []
