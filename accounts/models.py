@@ -3,6 +3,8 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from mailhub.fields import EncryptedTextField
+from providers import registry
+from providers.errors import ErrorCode, error_message
 
 
 class MailAccount(models.Model):
@@ -15,7 +17,7 @@ class MailAccount(models.Model):
         ERROR = "error", _("Error")
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_accounts")
-    provider = models.CharField(max_length=32)
+    provider = models.CharField(max_length=32, choices=registry.choices)
     email = models.EmailField()
     display_name = models.CharField(max_length=255, blank=True)
     access_token = EncryptedTextField(blank=True)
@@ -23,8 +25,8 @@ class MailAccount(models.Model):
     token_expires_at = models.DateTimeField(null=True, blank=True)
     scopes = models.TextField(blank=True)
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.ACTIVE)
-    # A plain-language explanation for the user; never contains a token or a provider's raw body.
-    status_detail = models.TextField(blank=True)
+    # Why the account needs the user (an ErrorCode); the words shown are chosen from it (status_message).
+    status_reason = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -40,3 +42,14 @@ class MailAccount(models.Model):
     @property
     def needs_reconnect(self) -> bool:
         return self.status in {self.Status.REAUTH_REQUIRED, self.Status.NO_MAILBOX}
+
+    @property
+    def status_message(self) -> str:
+        """What the user is told about the account's state (empty while it works)."""
+        if not self.needs_reconnect:
+            return ""
+        return error_message(self.status_reason or ErrorCode.ACCESS_REVOKED, provider=self.provider_name)
+
+    @property
+    def provider_name(self) -> str:
+        return registry.name(self.provider)

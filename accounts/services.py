@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from accounts.models import MailAccount
 from providers import registry
-from providers.base import InvalidGrant, ProviderError, TokenGrant
+from providers.base import TokenGrant
+from providers.errors import ErrorCode, InvalidGrant, ProviderError, ReconnectRequired
 from providers.models import ProviderApp
 
 logger = logging.getLogger(__name__)
@@ -19,14 +20,23 @@ logger = logging.getLogger(__name__)
 REFRESH_MARGIN = timedelta(minutes=5)
 
 
-class ReauthorizationRequired(Exception):
-    """The account's grant is gone; the user must reconnect it. ``str(exc)`` is user-safe."""
+class ReauthorizationRequired(ReconnectRequired):
+    """The account is waiting for its user to reconnect it; nothing is asked of the provider meanwhile."""
+
+    def __init__(self, *, code: ErrorCode) -> None:
+        super().__init__(f"The mailbox must be reconnected ({code}).", code=code)
 
 
-def account_mark_reauth_required(*, account: MailAccount, detail: str) -> None:
-    account.status = MailAccount.Status.REAUTH_REQUIRED
-    account.status_detail = detail
-    account.save(update_fields=["status", "status_detail", "updated_at"])
+def account_mark_needs_reconnect(*, account: MailAccount, reason: ErrorCode) -> None:
+    """The one place an account leaves "connected" for "reconnect": every engine's ReconnectRequired ends here."""
+    account.status = (
+        MailAccount.Status.NO_MAILBOX if reason == ErrorCode.NO_MAILBOX else MailAccount.Status.REAUTH_REQUIRED
+    )
+    account.status_reason = reason
+    MailAccount.objects.filter(pk=account.pk).update(
+        status=account.status, status_reason=account.status_reason, updated_at=timezone.now()
+    )
+    logger.info("Account %s needs reconnecting (%s)", account.pk, reason)
 
 
 def account_store_grant(*, account: MailAccount, grant: TokenGrant) -> None:
@@ -48,7 +58,7 @@ def account_access_token(*, account: MailAccount, force_refresh: bool = False) -
     ``providers.base.ProviderError`` (temporary failures) propagates for the caller to retry.
     """
     if account.needs_reconnect:
-        raise ReauthorizationRequired(account.status_detail or "This mailbox must be reconnected.")
+        raise ReauthorizationRequired(code=ErrorCode(account.status_reason or ErrorCode.ACCESS_REVOKED))
     expiring = account.token_expires_at is None or account.token_expires_at - REFRESH_MARGIN <= timezone.now()
     if account.access_token and not expiring and not force_refresh:
         return account.access_token
@@ -69,12 +79,10 @@ def account_access_token(*, account: MailAccount, force_refresh: bool = False) -
             app = ProviderApp.objects.get(provider=account.provider)
             grant = registry.get(account.provider).refresh(app=app, refresh_token=locked.refresh_token)
             account_store_grant(account=locked, grant=grant)
-    except InvalidGrant:
+    except InvalidGrant as exc:
         # Outside the transaction above, so the state is saved even though we raise.
-        detail = "Access to this mailbox was revoked or has expired. Reconnect it to resume syncing."
-        account_mark_reauth_required(account=account, detail=detail)
-        logger.info("Account %s needs reauthorisation", account.pk)
-        raise ReauthorizationRequired(detail) from None
+        account_mark_needs_reconnect(account=account, reason=exc.code)
+        raise ReauthorizationRequired(code=exc.code) from None
     _copy_tokens(source=locked, target=account)
     return account.access_token
 
@@ -103,7 +111,7 @@ def account_connect(*, user_id: int, provider_id: str, grant: TokenGrant) -> tup
     account.refresh_token = grant.refresh_token or account.refresh_token
     account.scopes = " ".join(grant.scopes)
     account.status = MailAccount.Status.ACTIVE
-    account.status_detail = ""
+    account.status_reason = ""
     account.save()
     return account, existing is None
 

@@ -17,7 +17,7 @@ from accounts.forms import ConnectForm
 from accounts.models import MailAccount
 from accounts.services import account_connect, account_disconnect
 from providers import registry
-from providers.base import NoMailbox, ProviderError
+from providers.errors import NoMailbox, ProviderError
 from providers.services import oauth_redirect_uri, provider_app_usable, provider_apps_usable
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def disconnect(request: HttpRequest, account_id: int) -> HttpResponse:
 
 
 def _start_sync(*, account: MailAccount, pending: oauth.PendingAuthorization, first_time: bool) -> None:
-    from mailbox.services import account_sync_queue, account_sync_start
+    from mailbox.sync import account_sync_queue, account_sync_start
 
     if first_time:
         account_sync_start(account=account, since=pending.since)

@@ -63,7 +63,7 @@ def _incremental_figures(store, account, email: str) -> dict:
 
 
 def _timed_sync(account) -> tuple[float, str]:
-    from mailbox.services import account_sync
+    from mailbox.sync import account_sync
 
     started = time.perf_counter()
     outcome = account_sync(account_id=account.pk).outcome

@@ -29,6 +29,7 @@ class SyncStateAdmin(admin.ModelAdmin):
         "progress_total",
         "started_at",
         "last_success_at",
+        "last_error_code",
         "last_error",
         "last_error_at",
         "lock_owner",

@@ -10,6 +10,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import MailAccount
+from providers.errors import error_message
 
 
 class Folder(models.Model):
@@ -216,6 +217,9 @@ class SyncState(models.Model):
     progress_total = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
+    # The last failure: its providers.errors.ErrorCode (users read error_message's words for it) and the
+    # exception's text for administrators (never a secret; not shown to users).
+    last_error_code = models.CharField(max_length=32, blank=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
     lock_owner = models.CharField(max_length=64, blank=True)
@@ -227,6 +231,13 @@ class SyncState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account}: {self.stage}/{self.status}"
+
+    @property
+    def error_message(self) -> str:
+        """The last failure in the user's words (empty when the last sync went well)."""
+        if not self.last_error_code:
+            return ""
+        return error_message(self.last_error_code, provider=self.account.provider_name)
 
 
 class OutgoingMessage(models.Model):

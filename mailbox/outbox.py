@@ -38,11 +38,12 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import MailAccount
-from accounts.services import ReauthorizationRequired
+from accounts.services import account_mark_needs_reconnect
 from mailbox import store
 from mailbox.models import Folder, Message, OutgoingMessage, new_message_id
 from providers import registry
-from providers.base import ActionRequired, MailClient, ProviderError, SendUncertain
+from providers.base import MailClient
+from providers.errors import ActionRequired, ProviderError, ReconnectRequired, SendUncertain, error_message
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +144,9 @@ def outgoing_build_raw(*, outgoing: OutgoingMessage) -> bytes:
 
 
 def _dispatch(outgoing_id: int) -> None:
-    from mailbox.tasks import send_outgoing
+    from mailbox import tasks
 
-    transaction.on_commit(lambda: send_outgoing.delay(outgoing_id))
+    transaction.on_commit(lambda: tasks.outgoing_send.delay(outgoing_id))
 
 
 def outgoing_queue(*, outgoing: OutgoingMessage) -> OutgoingMessage:
@@ -282,9 +283,11 @@ def _outgoing_check(outgoing: OutgoingMessage, client: MailClient) -> SendResult
         return _requeue(outgoing, delay=(settled_at - now).total_seconds(), error=outgoing.last_error)
     try:
         remote_id = client.find_sent(outgoing=outgoing)
-    except (ReauthorizationRequired, ActionRequired) as exc:
+    except (ReconnectRequired, ActionRequired) as exc:
         return _unknown(
-            outgoing, error=_("It could not be checked whether this message went out: %(reason)s") % {"reason": exc}
+            outgoing,
+            error=_("It could not be checked whether this message went out: %(reason)s")
+            % {"reason": _needs_person(outgoing, exc)},
         )
     except Exception as exc:
         if not isinstance(exc, ProviderError):
@@ -327,8 +330,8 @@ def _outgoing_attempt(outgoing: OutgoingMessage, client: MailClient) -> SendResu
         remote_id = client.send(outgoing=outgoing, handoff=handoff)
     except SendUncertain as exc:
         return _after_uncertain(outgoing, error=str(exc))
-    except (ReauthorizationRequired, ActionRequired) as exc:
-        return _fail(outgoing, error=str(exc), handed_off_at=None)
+    except (ReconnectRequired, ActionRequired) as exc:
+        return _fail(outgoing, error=_needs_person(outgoing, exc), handed_off_at=None)
     except ProviderError as exc:
         if outgoing.attempts >= MAX_SEND_ATTEMPTS:
             return _fail(outgoing, error=str(exc), handed_off_at=None)
@@ -343,6 +346,15 @@ def _outgoing_attempt(outgoing: OutgoingMessage, client: MailClient) -> SendResu
     result = _sent(outgoing, remote_id=remote_id)
     _outgoing_file(outgoing, client, remote_id=remote_id)
     return result
+
+
+def _needs_person(outgoing: OutgoingMessage, exc: ProviderError) -> str:
+    """A failure only a person can end: a ReconnectRequired marks the account (as the sync does); the row's words."""
+    account = outgoing.account
+    if isinstance(exc, ReconnectRequired):
+        account_mark_needs_reconnect(account=account, reason=exc.code)
+        return error_message(exc.code, provider=account.provider_name)
+    return str(exc)  # ActionRequired: the provider's own guidance (which setting to change)
 
 
 def _after_uncertain(outgoing: OutgoingMessage, *, error: str) -> SendResult:

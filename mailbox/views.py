@@ -1,4 +1,5 @@
-"""The mail UI. Views are thin: reads go through ``selectors``/``search``, writes through ``services``/``compose``.
+"""The mail UI. Views are thin: reads go through ``selectors``/``search``; writes through ``writeback``,
+``outbox`` and ``compose``.
 
 Every view is login-only and looks rows up through the requesting user, so another user's ids are a 404.
 """
@@ -20,7 +21,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from mailbox import compose, selectors, services
+from mailbox import compose, selectors, sync, writeback
 from mailbox.access import mail_access_log_for_owner
 from mailbox.forms import BulkActionForm, ComposeForm, SearchForm, addresses_format, header_value_flatten
 from mailbox.models import AttachmentBlob, Folder, Message, OutgoingMessage
@@ -145,7 +146,7 @@ def thread_read(request: HttpRequest, thread_id: int) -> HttpResponse:
     current = selectors.thread_get(user=request.user, thread_id=thread_id)
     ids = list(current.messages.filter(is_read=False).values_list("id", flat=True))
     if ids:
-        services.messages_change(user=request.user, message_ids=ids, change=MessageChange(kind=ChangeKind.READ))
+        writeback.messages_change(user=request.user, message_ids=ids, change=MessageChange(kind=ChangeKind.READ))
     return HttpResponse(status=204)
 
 
@@ -173,7 +174,7 @@ def bulk_action(request: HttpRequest) -> HttpResponse:
         message_ids = list(
             Message.objects.filter(id__in=message_ids, account=target.account).values_list("id", flat=True)
         )
-    count = services.messages_change(user=request.user, message_ids=message_ids, change=change)
+    count = writeback.messages_change(user=request.user, message_ids=message_ids, change=change)
     flash.success(request, _("%(count)d message(s) updated.") % {"count": count})
     return redirect(back)
 
@@ -393,7 +394,7 @@ def account_sync(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.accounts_for_user(user=request.user).filter(pk=account_id).first()
     if account is None:
         raise Http404
-    services.account_sync_queue(account=account)
+    sync.account_sync_queue(account=account)
     flash.success(request, _("Checking %(email)s for new mail.") % {"email": account.email})
     back = request.POST.get("next") or reverse("mailbox:inbox")
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):

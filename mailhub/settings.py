@@ -249,11 +249,11 @@ MAILHUB_OUTBOX_OVERDUE_SECONDS = config.env_seconds(
 )
 CELERY_BEAT_SCHEDULE = {
     "sync-all-accounts": {
-        "task": "mailbox.tasks.sync_all_accounts",
+        "task": "mailbox.tasks.accounts_sync_due",
         "schedule": float(MAILHUB_SYNC_INTERVAL_SECONDS),
     },
     "sweep-outbox": {
-        "task": "mailbox.tasks.sweep_outbox",
+        "task": "mailbox.tasks.outbox_sweep",
         "schedule": MAILHUB_OUTBOX_SWEEP_SECONDS,
     },
 }

@@ -1,7 +1,8 @@
 """The one interface `accounts` and `mailbox` use to talk to a mail provider.
 
 Each provider sub-package implements :class:`Provider` and is listed in ``providers.registry``.
-Provider code never renders anything and never puts a secret in an exception message.
+Provider code never renders anything, never changes state on failure (it raises one of
+``providers.errors``) and never puts a secret in an exception message.
 """
 
 from __future__ import annotations
@@ -17,41 +18,6 @@ if TYPE_CHECKING:
     from accounts.models import MailAccount
     from mailbox.models import Message, OutgoingMessage
     from providers.models import ProviderApp
-
-
-class ProviderError(Exception):
-    """The provider failed in a way worth retrying later (network, 5xx, throttling).
-
-    ``str(exc)`` is safe to show to a user and to log.
-    """
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class AuthorizationDenied(ProviderError):
-    """The user cancelled or refused consent at the provider."""
-
-
-class InvalidGrant(ProviderError):
-    """The grant (code or refresh token) is expired, revoked or already used: reconnect, don't retry."""
-
-
-class ActionRequired(ProviderError):
-    """Retrying cannot help until a person acts (an administrator's setting, another mailbox)."""
-
-
-class NoMailbox(ActionRequired):
-    """The identity is valid but has no mailbox the provider lets us reach."""
-
-
-class SendUncertain(ProviderError):
-    """The message was handed to the provider and no answer came back: it may or may not have gone.
-
-    Only ``MailClient.send`` raises it, and only after calling ``handoff()``. Any other error from ``send``
-    means the provider certainly does not have the message.
-    """
 
 
 @dataclass(frozen=True)
@@ -131,8 +97,19 @@ class MailClient(Protocol):
 
 
 class Provider(ABC):
-    id: str
-    name: str
+    id: str  # its key in ``providers.registry.PROVIDERS``, which also holds its display name
+    #: ProviderApp fields the Mail settings page shows for this provider besides enabled, client id and secret.
+    extra_settings: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        from providers import registry
+
+        return registry.name(self.id)
+
+    def setting_clean(self, field: str, value: str) -> str:
+        """Normalise one Mail settings value, or raise ValueError with a message for the administrator."""
+        return value
 
     @abstractmethod
     def begin_authorization(self, *, app: ProviderApp, redirect_uri: str, state: str) -> AuthorizationRequest:

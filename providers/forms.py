@@ -3,11 +3,8 @@ import re
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from providers import registry
 from providers.models import ProviderApp
-
-GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-TENANT_ALIASES = {"common", "organizations", "consumers"}
-DOMAIN = re.compile(r"^[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)+$")
 
 
 class ProviderAppForm(forms.ModelForm):
@@ -26,7 +23,8 @@ class ProviderAppForm(forms.ModelForm):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
-        if self.instance.provider != ProviderApp.Provider.MICROSOFT:
+        self.provider = registry.get(self.instance.provider)
+        if "tenant" not in self.provider.extra_settings:
             del self.fields["tenant"]
         else:
             self.fields["tenant"].help_text = _(
@@ -39,27 +37,22 @@ class ProviderAppForm(forms.ModelForm):
 
     def clean_client_id(self) -> str:
         client_id = self.cleaned_data["client_id"].strip()
-        if client_id and self.instance.provider == ProviderApp.Provider.MICROSOFT and not GUID.match(client_id):
-            raise forms.ValidationError(
-                _("A Microsoft Application (client) ID looks like 00000000-0000-0000-0000-000000000000.")
-            )
         if client_id and re.search(r"\s", client_id):
             raise forms.ValidationError(_("The Client ID must not contain spaces."))
-        return client_id
+        return self._provider_clean("client_id", client_id)
 
     def clean_client_secret(self) -> str:
         # Blank keeps what is stored; the stored secret is never sent to the browser.
         return self.cleaned_data["client_secret"] or self.instance.client_secret
 
     def clean_tenant(self) -> str:
-        tenant = (self.cleaned_data.get("tenant") or "common").strip()
-        if tenant.lower() in TENANT_ALIASES:
-            return tenant.lower()
-        if GUID.match(tenant) or DOMAIN.match(tenant):
-            return tenant
-        raise forms.ValidationError(
-            _("Use common, organizations, consumers, a tenant id (GUID) or a domain such as contoso.onmicrosoft.com.")
-        )
+        return self._provider_clean("tenant", (self.cleaned_data.get("tenant") or "").strip())
+
+    def _provider_clean(self, field: str, value: str) -> str:
+        try:
+            return self.provider.setting_clean(field, value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def clean(self) -> dict:
         data = super().clean()

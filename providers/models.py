@@ -3,16 +3,13 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from mailhub.fields import EncryptedTextField
+from providers import registry
 
 
 class ProviderApp(models.Model):
     """An OAuth app an administrator registered at Google or Microsoft (one per provider)."""
 
-    class Provider(models.TextChoices):
-        GOOGLE = "google", "Google"
-        MICROSOFT = "microsoft", "Microsoft"
-
-    provider = models.CharField(max_length=32, choices=Provider.choices, unique=True)
+    provider = models.CharField(max_length=32, choices=registry.choices, unique=True)
     client_id = models.CharField(_("Client ID"), max_length=255, blank=True)
     client_secret = EncryptedTextField(_("Client secret"), blank=True)
     enabled = models.BooleanField(_("Enabled"), default=False)
@@ -24,7 +21,7 @@ class ProviderApp(models.Model):
         verbose_name = _("mail provider app")
 
     def __str__(self) -> str:
-        return self.get_provider_display()
+        return registry.name(self.provider)
 
     @property
     def is_usable(self) -> bool:
@@ -38,7 +35,7 @@ MAIL_SETTINGS_PERMISSION = "providers.change_providerapp"
 class ProviderSettingsChange(models.Model):
     """One save of a provider's settings that changed something: who, when, which fields (never a value)."""
 
-    provider = models.CharField(max_length=32, choices=ProviderApp.Provider.choices)
+    provider = models.CharField(max_length=32, choices=registry.choices)
     changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     # Kept as text too, so the record still says who once the user is deleted.
     changed_by_username = models.CharField(max_length=150)

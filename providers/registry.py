@@ -1,21 +1,44 @@
-"""The explicit list of providers. A new provider is one sub-package and one line here."""
+"""The one list of providers: model choices, display names and the code of each come from here.
+
+A new provider is one sub-package and one line in PROVIDERS (see README, "Adding a provider").
+"""
+
+from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING, NamedTuple
 
 from django.utils.module_loading import import_string
 
-from providers.base import Provider
+if TYPE_CHECKING:
+    from providers.base import Provider
 
-PROVIDERS: dict[str, str] = {
-    "google": "providers.google.provider.GoogleProvider",
-    "microsoft": "providers.microsoft.provider.MicrosoftProvider",
+
+class Entry(NamedTuple):
+    name: str  # shown to users
+    path: str  # the Provider class, imported on first use
+
+
+PROVIDERS: dict[str, Entry] = {
+    "google": Entry("Google", "providers.google.provider.GoogleProvider"),
+    "microsoft": Entry("Microsoft", "providers.microsoft.provider.MicrosoftProvider"),
 }
+
+
+def choices() -> list[tuple[str, str]]:
+    """For the models' ``provider`` fields (a callable, so adding a provider needs no migration)."""
+    return [(provider_id, entry.name) for provider_id, entry in PROVIDERS.items()]
+
+
+def name(provider_id: str) -> str:
+    entry = PROVIDERS.get(provider_id)
+    return entry.name if entry else provider_id
 
 
 @cache
 def get(provider_id: str) -> Provider:
     try:
-        path = PROVIDERS[provider_id]
+        entry = PROVIDERS[provider_id]
     except KeyError:
         raise LookupError(f"Unknown mail provider: {provider_id!r}") from None
-    return import_string(path)()
+    return import_string(entry.path)()

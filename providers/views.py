@@ -4,6 +4,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 
+from providers import registry
 from providers.forms import ProviderAppForm
 from providers.models import MAIL_SETTINGS_PERMISSION, ProviderApp
 from providers.services import oauth_redirect_uri, provider_app_update, provider_settings_history
@@ -16,9 +17,7 @@ def mail_settings(request: HttpRequest) -> HttpResponse:
 
     Needs ``providers.change_providerapp`` (the "Mail admin" group has it); being staff is not enough.
     """
-    apps = {
-        provider: ProviderApp.objects.get_or_create(provider=provider)[0] for provider in ProviderApp.Provider.values
-    }
+    apps = {provider: ProviderApp.objects.get_or_create(provider=provider)[0] for provider in registry.PROVIDERS}
     posted = request.POST.get("provider") if request.method == "POST" else None
     forms = {
         provider: ProviderAppForm(request.POST if provider == posted else None, instance=app, prefix=provider)

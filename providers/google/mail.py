@@ -42,10 +42,11 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import HttpRequest
 
 from accounts.models import MailAccount
-from accounts.services import ReauthorizationRequired, account_access_token, account_mark_reauth_required
-from mailbox import services, store
+from accounts.services import account_access_token
+from mailbox import store, sync
 from mailbox.models import Folder, Message, SyncState
-from providers.base import ActionRequired, ChangeKind, MessageChange, ProviderError, SendUncertain
+from providers.base import ChangeKind, MessageChange
+from providers.errors import AccessDenied, ActionRequired, ErrorCode, NoMailbox, ProviderError, SendUncertain
 
 if TYPE_CHECKING:
     from mailbox.models import OutgoingMessage
@@ -350,7 +351,7 @@ class GmailClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            services.sync_lock_heartbeat(account=self.account)
+            sync.sync_lock_heartbeat(account=self.account)
             time.sleep(min(left, 20.0))
 
     def _execute(self, build: Callable[[], HttpRequest], *, method: str, max_attempts: int = MAX_ATTEMPTS) -> dict:
@@ -387,21 +388,18 @@ class GmailClient:
                 raise ProviderError(
                     f"Gmail is throttling or failing ({outcome.detail}); the sync will resume later.",
                     retry_after=delay,
+                    code=ErrorCode.THROTTLED if outcome.throttled else ErrorCode.PROVIDER_FAILED,
                 )
             if outcome.delay is not None:
                 self.pacer.pause(outcome.delay)
             self._wait(delay)
 
     def _raise_for(self, outcome: _Outcome) -> None:
-        """Final answers: lost permission or no mailbox stop the account (the user must act); others are errors."""
+        """Final answers: lost permission or no mailbox need the user (ReconnectRequired); others are errors."""
         if outcome.kind == "denied":
-            account_mark_reauth_required(account=self.account, detail=outcome.detail)
-            raise ReauthorizationRequired(outcome.detail)
+            raise AccessDenied(outcome.detail)
         if outcome.kind == "no_mailbox":
-            MailAccount.objects.filter(pk=self.account.pk).update(
-                status=MailAccount.Status.NO_MAILBOX, status_detail=outcome.detail
-            )
-            raise ReauthorizationRequired(outcome.detail)
+            raise NoMailbox(outcome.detail)
         if outcome.kind == "error":
             raise ProviderError(outcome.detail)
 
@@ -457,7 +455,7 @@ class GmailClient:
                     inflight[pool.submit(self._batch_call, chunk, build, method)] = chunk
                 done, _ = wait(list(inflight), timeout=20.0, return_when=FIRST_COMPLETED)
                 if not done:
-                    services.sync_lock_heartbeat(account=self.account)
+                    sync.sync_lock_heartbeat(account=self.account)
                     continue
                 ready: list[tuple[str, dict | None]] = []
                 retry: list[str] = []
@@ -584,7 +582,7 @@ class GmailClient:
     def full_sync(self) -> None:
         """Fetch the mailbox (within the sync range), resuming where an interrupted run stopped."""
         self._ensure_token()
-        state = services.sync_state_get(account=self.account)
+        state = sync.sync_state_get(account=self.account)
         resume = dict(state.resume or {})
         if not resume.get("history_id"):
             profile = self._execute(lambda: self.service.users().getProfile(userId="me"), method="getProfile")
@@ -596,7 +594,7 @@ class GmailClient:
                 "reconcile": store.message_remote_ids(account=self.account) != set(),
             }
             total = int(profile.get("messagesTotal") or 0) if state.sync_since is None else 0
-            services.sync_state_progress(account=self.account, done=0, total=total, resume=resume)
+            sync.sync_state_progress(account=self.account, done=0, total=total, resume=resume)
         self._labels_sync()
         q = self._query(state)
         done = int(resume.get("done", 0))
@@ -612,16 +610,14 @@ class GmailClient:
             if not resume["page_token"]:
                 estimate = max(int(page.get("resultSizeEstimate") or 0), len(ids))
                 if estimate > state.progress_total:
-                    services.sync_state_progress(account=self.account, total=estimate)
+                    sync.sync_state_progress(account=self.account, total=estimate)
             done = self._full_sync_page(ids=ids, resume=resume, done=done)
             next_token = page.get("nextPageToken")
             if not next_token:
                 break
             done = self._counted(resume, done)
             resume.update(page_token=next_token, page_done=[], done=done)
-            services.sync_state_progress(
-                account=self.account, resume=resume, done=done, total=self._total_at_least(done)
-            )
+            sync.sync_state_progress(account=self.account, resume=resume, done=done, total=self._total_at_least(done))
         if resume.get("reconcile"):
             self._reconcile_deletions(q=q, since=state.sync_since)
         done = self._counted(resume, done)
@@ -675,7 +671,7 @@ class GmailClient:
                 page_done.update(mid for mid, _ in results)
                 done += len(states)  # checked and still there; the gone ones were deleted
                 resume.update(page_done=sorted(page_done), done=done)
-                services.sync_state_progress(account=self.account, done=done, resume=resume)
+                sync.sync_state_progress(account=self.account, done=done, resume=resume)
         else:
             # Stored by an interrupted run of this same sync: changes since are in the history.
             page_done.update(stored)
@@ -702,7 +698,7 @@ class GmailClient:
         page_done.update(ids)
         done = self._counted(resume, done + len(items))  # ids gone meanwhile (404) were not stored
         resume.update(page_done=sorted(page_done), done=done)
-        services.sync_state_progress(account=self.account, done=done, resume=resume, total=self._total_at_least(done))
+        sync.sync_state_progress(account=self.account, done=done, resume=resume, total=self._total_at_least(done))
         return done
 
     def _reconcile_deletions(self, *, q: str | None, since) -> None:
@@ -725,7 +721,7 @@ class GmailClient:
     def incremental_sync(self) -> None:
         """Apply the mailbox's history since the stored historyId; an expired one starts a full resync."""
         self._ensure_token()
-        state = services.sync_state_get(account=self.account)
+        state = sync.sync_state_get(account=self.account)
         if not state.cursor:
             self.full_sync()
             return
@@ -910,7 +906,7 @@ class GmailClient:
         if outcome.kind == "retry":
             return SendUncertain(f"Gmail failed while taking the message ({outcome.detail}).")
         if outcome.kind in ("denied", "no_mailbox"):
-            self._raise_for(outcome)  # the account needs its user: ReauthorizationRequired
+            self._raise_for(outcome)  # the account needs its user: ReconnectRequired
         return ActionRequired(outcome.detail or "Gmail refused the message.")
 
     def find_sent(self, *, outgoing: OutgoingMessage) -> str | None:

@@ -14,15 +14,8 @@ from google.oauth2.credentials import Credentials
 from google_auth_oauthlib.flow import Flow
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
-from providers.base import (
-    AuthorizationDenied,
-    AuthorizationRequest,
-    InvalidGrant,
-    MailClient,
-    Provider,
-    ProviderError,
-    TokenGrant,
-)
+from providers.base import AuthorizationRequest, MailClient, Provider, TokenGrant
+from providers.errors import AuthorizationDenied, InvalidGrant, ProviderError
 
 if TYPE_CHECKING:
     from accounts.models import MailAccount
@@ -38,7 +31,6 @@ TIMEOUT = 30
 
 class GoogleProvider(Provider):
     id = "google"
-    name = "Google"
 
     def begin_authorization(self, *, app: ProviderApp, redirect_uri: str, state: str) -> AuthorizationRequest:
         flow = _flow(app=app, redirect_uri=redirect_uri)

@@ -61,7 +61,8 @@ from accounts.models import MailAccount
 from accounts.services import account_access_token
 from mailbox import store
 from mailbox.models import Folder, Message, MessageFolder, SyncState
-from providers.base import ChangeKind, MessageChange, NoMailbox, ProviderError
+from providers.base import ChangeKind, MessageChange
+from providers.errors import NoMailbox, ProviderError
 from providers.imap import connection as imap
 from providers.imap.connection import CONNECTION_ERRORS, NO_MAILBOX_MESSAGE, FolderStatus
 
@@ -167,7 +168,6 @@ class _Session:
         try:
             imap.imap_login(client, email=email, access_token=token)
         except LoginError:
-            account_mark_no_mailbox(account=self.account)
             raise NoMailbox(NO_MAILBOX_MESSAGE) from None
 
     def close(self) -> None:
@@ -225,12 +225,6 @@ class _Session:
 
 def _short(exc: BaseException) -> str:
     return str(exc).replace("\r", " ").replace("\n", " ")[:160]
-
-
-def account_mark_no_mailbox(*, account: MailAccount) -> None:
-    account.status = MailAccount.Status.NO_MAILBOX
-    account.status_detail = NO_MAILBOX_MESSAGE
-    MailAccount.objects.filter(pk=account.pk).update(status=account.status, status_detail=account.status_detail)
 
 
 class OutlookClient:
@@ -343,7 +337,7 @@ class OutlookClient:
         self._progress(done=done, total=done + sum(self._remaining.values()), resume=resume)
 
     def _progress(self, *, done: int | None = None, total: int | None = None, resume: dict | None = None) -> None:
-        from mailbox.services import sync_state_progress
+        from mailbox.sync import sync_state_progress
 
         sync_state_progress(account=self.account, done=done, total=total, resume=resume)
 

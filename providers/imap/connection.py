@@ -23,7 +23,7 @@ from imapclient.response_parser import parse_fetch_response
 
 from mailbox.mime import mime_headers
 from mailhub.config import mail_security
-from providers.base import NoMailbox, ProviderError
+from providers.errors import ErrorCode, NoMailbox, ProviderError
 
 NO_MAILBOX_MESSAGE = (
     "Microsoft accepted this account's sign-in, but its mail server refused access: the account has no "
@@ -66,6 +66,8 @@ CONTENT_KEY_PREFIX = "sha256:"
 
 class ServerUnreachable(ProviderError, ConnectionError):
     """The IMAP server could not be reached (a ConnectionError too, so a session retries it with backoff)."""
+
+    code = ErrorCode.UNREACHABLE
 
 
 @dataclass(frozen=True)

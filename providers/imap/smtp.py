@@ -32,7 +32,7 @@ from accounts.services import account_access_token
 from mailbox import store
 from mailbox.models import Folder, OutgoingMessage
 from mailhub.config import mail_security
-from providers.base import ActionRequired, ProviderError, SendUncertain
+from providers.errors import ActionRequired, ProviderError, SendUncertain
 from providers.imap import connection as imap
 
 if TYPE_CHECKING:

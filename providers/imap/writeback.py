@@ -1,7 +1,7 @@
 """Write a user's actions back to an IMAP mailbox: \\Seen and \\Flagged with STORE, moves with MOVE
 (or COPY + \\Deleted + UID EXPUNGE), "delete" as a move to Trash.
 
-The local store has usually been changed already (``mailbox.services.messages_change``), so a message's
+The local store has usually been changed already (``mailbox.writeback.messages_change``), so a message's
 place on the server is found again by Message-ID (``UID SEARCH HEADER``) where its local UID is gone, and
 each hit is checked to be that message (other mail may share its Message-ID). The target folder's new
 membership stays without a UID until the next sync re-links it (see :mod:`providers.imap.client`).
@@ -17,7 +17,8 @@ from imapclient import IMAPClient
 
 from mailbox import store
 from mailbox.models import Folder, Message, MessageFolder
-from providers.base import ChangeKind, MessageChange, ProviderError
+from providers.base import ChangeKind, MessageChange
+from providers.errors import ProviderError
 from providers.imap import connection as imap
 
 if TYPE_CHECKING:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -10,17 +11,10 @@ from typing import TYPE_CHECKING, Any
 import msal
 import requests
 from django.conf import settings
+from django.utils.translation import gettext as _
 
-from providers.base import (
-    AuthorizationDenied,
-    AuthorizationRequest,
-    InvalidGrant,
-    MailClient,
-    NoMailbox,
-    Provider,
-    ProviderError,
-    TokenGrant,
-)
+from providers.base import AuthorizationRequest, MailClient, Provider, TokenGrant
+from providers.errors import AuthorizationDenied, InvalidGrant, NoMailbox, ProviderError
 from providers.imap.connection import NO_MAILBOX_MESSAGE
 
 if TYPE_CHECKING:
@@ -39,11 +33,28 @@ SCOPES = [
     "https://outlook.office.com/IMAP.AccessAsUser.All",
     "https://outlook.office.com/SMTP.Send",
 ]
+GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+TENANT_ALIASES = {"common", "organizations", "consumers"}
+DOMAIN = re.compile(r"^[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)+$")
 
 
 class MicrosoftProvider(Provider):
     id = "microsoft"
-    name = "Microsoft"
+    extra_settings = ("tenant",)
+
+    def setting_clean(self, field: str, value: str) -> str:
+        if field == "client_id" and value and not GUID.match(value):
+            raise ValueError(_("A Microsoft Application (client) ID looks like 00000000-0000-0000-0000-000000000000."))
+        if field != "tenant":
+            return value
+        tenant = value or "common"
+        if tenant.lower() in TENANT_ALIASES:
+            return tenant.lower()
+        if GUID.match(tenant) or DOMAIN.match(tenant):
+            return tenant
+        raise ValueError(
+            _("Use common, organizations, consumers, a tenant id (GUID) or a domain such as contoso.onmicrosoft.com.")
+        )
 
     def begin_authorization(self, *, app: ProviderApp, redirect_uri: str, state: str) -> AuthorizationRequest:
         flow = _client(app).initiate_auth_code_flow(

@@ -89,7 +89,7 @@ def test_microsoft_connect_takes_the_address_from_the_id_token(
 def test_reconnecting_the_same_address_updates_instead_of_duplicating(alice_client, alice, sandbox, google_app):
     connect(alice_client, sandbox, "google", GMAIL)
     first = MailAccount.objects.get(user=alice)
-    first.status, first.status_detail = MailAccount.Status.REAUTH_REQUIRED, "revoked"
+    first.status, first.status_reason = MailAccount.Status.REAUTH_REQUIRED, "access_revoked"
     first.save()
     connect(alice_client, sandbox, "google", GMAIL)
     again = MailAccount.objects.get(user=alice)
@@ -256,7 +256,7 @@ def test_revoked_grant_becomes_reconnect_state_without_retrying(
     with pytest.raises(ReauthorizationRequired):
         account_access_token(account=account, force_refresh=True)
     stored = MailAccount.objects.get(pk=account.pk)
-    assert stored.status == MailAccount.Status.REAUTH_REQUIRED and "Reconnect" in stored.status_detail
+    assert stored.status == MailAccount.Status.REAUTH_REQUIRED and "Reconnect" in stored.status_message
     calls = getattr(sandbox, provider).token_endpoint_calls
     with pytest.raises(ReauthorizationRequired):
         account_access_token(account=stored)
@@ -270,7 +270,7 @@ def test_revoked_grant_becomes_reconnect_state_without_retrying(
 
 
 def test_temporary_refresh_failure_leaves_the_account_active(alice_client, alice, sandbox, google_app):
-    from providers.base import ProviderError
+    from providers.errors import ProviderError
 
     connect(alice_client, sandbox, "google", GMAIL)
     account = MailAccount.objects.get(user=alice)

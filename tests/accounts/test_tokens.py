@@ -23,7 +23,8 @@ from accounts.services import (
     account_connect,
     account_disconnect,
 )
-from providers.base import ProviderError, TokenGrant
+from providers.base import TokenGrant
+from providers.errors import ErrorCode, ProviderError
 from providers.microsoft.provider import SCOPES as MICROSOFT_SCOPES
 
 pytestmark = pytest.mark.usefixtures("sandbox_settings")
@@ -230,14 +231,15 @@ def test_a_revoked_grant_becomes_the_reconnect_state(alice, sandbox, apps, provi
     getattr(sandbox, provider).revoke_user(EMAIL[provider])
     with pytest.raises(ReauthorizationRequired) as excinfo:
         account_access_token(account=account)
-    assert str(excinfo.value) == REVOKED_DETAIL
+    assert excinfo.value.code == ErrorCode.ACCESS_REVOKED
     stored = MailAccount.objects.get(pk=account.pk)
-    assert (stored.status, stored.status_detail) == (MailAccount.Status.REAUTH_REQUIRED, REVOKED_DETAIL)
-    assert f"Account {account.pk} needs reauthorisation" in caplog.messages
+    assert (stored.status, stored.status_reason) == (MailAccount.Status.REAUTH_REQUIRED, ErrorCode.ACCESS_REVOKED)
+    assert stored.status_message == REVOKED_DETAIL
+    assert f"Account {account.pk} needs reconnecting (access_revoked)" in caplog.messages
     assert account.refresh_token not in caplog.text
     # From now on nothing is asked of the provider, whichever copy of the row a worker holds.
     for copy in (account, stored):
-        with pytest.raises(ReauthorizationRequired, match="revoked or has expired"):
+        with pytest.raises(ReauthorizationRequired, match="access_revoked"):
             account_access_token(account=copy, force_refresh=True)
     assert calls(sandbox, provider) == 1
 
@@ -248,10 +250,11 @@ def test_an_account_waiting_for_reconnect_is_not_refreshed(alice, sandbox, apps,
     account.status = status
     with pytest.raises(ReauthorizationRequired) as excinfo:
         account_access_token(account=account)
-    assert str(excinfo.value) == "This mailbox must be reconnected."
-    account.status_detail = "Outlook says there is no mailbox."
-    with pytest.raises(ReauthorizationRequired, match="^Outlook says there is no mailbox.$"):
+    assert excinfo.value.code == ErrorCode.ACCESS_REVOKED  # no reason recorded: the generic one
+    account.status_reason = ErrorCode.NO_MAILBOX
+    with pytest.raises(ReauthorizationRequired) as excinfo:
         account_access_token(account=account)
+    assert excinfo.value.code == ErrorCode.NO_MAILBOX
     assert calls(sandbox, "google") == 0
 
 
@@ -289,7 +292,7 @@ def test_reconnecting_clears_the_stale_revoked_detail(client, alice, sandbox, ap
     back = urlsplit(sandbox.google.consent(response["Location"]))
     assert client.get(f"{back.path}?{back.query}").status_code == 302
     stored = MailAccount.objects.get(pk=account.pk)
-    assert (stored.status, stored.status_detail) == (MailAccount.Status.ACTIVE, "")
+    assert (stored.status, stored.status_reason) == (MailAccount.Status.ACTIVE, "")
     assert REVOKED_DETAIL not in client.get("/accounts/").content.decode()
     assert account_access_token(account=stored) == stored.access_token
 

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import MailAccount
-from mailbox import services
+from mailbox import sync
 from mailbox.models import Message, OutgoingMessage
 from tests.fixtures.browser import screenshot
 from tests.fixtures.mail import gmail_account_create
@@ -173,7 +173,7 @@ def gmail_ui(alice, google_app, sandbox_settings, eager_celery):
             when=timezone.now() - timedelta(hours=hours),
         )
         ids[subject] = gmail.insert_message(account.email, raw)
-    assert services.account_sync(account_id=account.pk).outcome == "ok"
+    assert sync.account_sync(account_id=account.pk).outcome == "ok"
     assert Message.objects.filter(account=account).count() == 4
     return {"account": account, "gmail": gmail, "ids": ids, "report_message_id": mid}
 
@@ -280,7 +280,7 @@ def test_reconnect_banner_after_revoked_token(page, live_server, alice, gmail_ui
     sandbox_settings.tokens.revoke_user(account.email)
     account.token_expires_at = None  # force a refresh, which the sandbox now refuses
     account.save(update_fields=["token_expires_at"])
-    assert services.account_sync(account_id=account.pk).outcome == "stopped"
+    assert sync.account_sync(account_id=account.pk).outcome == "stopped"
     assert MailAccount.objects.get(pk=account.pk).needs_reconnect
     guard = sign_in(page, live_server, alice)
     page.goto(live_server.url + "/")
@@ -321,7 +321,7 @@ def test_new_mail_appears_without_reload(page, live_server, alice, gmail_ui, set
         subject="Fresh news", body="Just arrived", sender="Hal <hal@example.org>", to=account.email
     )
     gmail.insert_message(account.email, raw)
-    assert services.account_sync(account_id=account.pk).outcome == "ok"  # what the worker's beat would do
+    assert sync.account_sync(account_id=account.pk).outcome == "ok"  # what the worker's beat would do
     page.locator(".thread-row", has_text="Fresh news").wait_for(timeout=12_000)
     assert "Fresh news" in page.locator(".thread-row").first.inner_text()
     inbox_count = page.locator(".nav-account .folders a", has_text="Inbox").locator(".count")

@@ -8,9 +8,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from mailbox import outbox
+from mailbox import outbox, tasks
 from mailbox.models import OutgoingMessage
-from mailbox.tasks import send_outgoing
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = OutgoingMessage.Status
@@ -200,12 +199,12 @@ def test_sweep_files_sent_copies_a_dead_worker_left_unfiled(gmail_account, setti
 def test_the_send_task_comes_back_when_the_row_says(gmail_account, gmail_mailbox, monkeypatch):
     row = _queued(gmail_account, status=Status.SENDING, lease_expires_at=timezone.now() + timedelta(seconds=20))
     scheduled = []
-    monkeypatch.setattr(send_outgoing, "apply_async", lambda args, countdown: scheduled.append((args, countdown)))
-    assert send_outgoing(row.pk) == "wait"
+    monkeypatch.setattr(tasks.outgoing_send, "apply_async", lambda args, countdown: scheduled.append((args, countdown)))
+    assert tasks.outgoing_send(row.pk) == "wait"
     ((args, countdown),) = scheduled
     assert args == (row.pk,) and 15 < countdown <= 20
     OutgoingMessage.objects.filter(pk=row.pk).update(status=Status.QUEUED, lease_expires_at=None)
-    assert send_outgoing(row.pk) == "sent" and len(scheduled) == 1
+    assert tasks.outgoing_send(row.pk) == "sent" and len(scheduled) == 1
 
 
 def test_the_message_id_is_fixed_when_the_row_is_created(gmail_account):

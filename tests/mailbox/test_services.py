@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import MailAccount
-from mailbox import outbox, services, store
+from mailbox import outbox, store, sync, writeback
 from mailbox.models import Folder, Message, OutgoingMessage, SyncState
 from providers.base import ChangeKind, MessageChange
 
@@ -15,34 +15,34 @@ pytestmark = pytest.mark.django_db
 
 def test_sync_start_sets_range_and_queues_after_commit(mail_account, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
-        state = services.account_sync_start(account=mail_account)
+        state = sync.account_sync_start(account=mail_account)
     assert state.sync_since == timezone.localdate() - timedelta(days=90)
     assert state.stage == SyncState.Stage.PENDING and len(callbacks) == 1
-    assert services.account_sync_start(account=mail_account, since=None).sync_since is None
-    assert services.account_sync_start(account=mail_account, since=date(2020, 1, 2)).sync_since == date(2020, 1, 2)
+    assert sync.account_sync_start(account=mail_account, since=None).sync_since is None
+    assert sync.account_sync_start(account=mail_account, since=date(2020, 1, 2)).sync_since == date(2020, 1, 2)
 
 
 def test_sync_now_queues_on_commit_only(mail_account, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
-        services.account_sync_queue(account=mail_account)
+        sync.account_sync_queue(account=mail_account)
     assert len(callbacks) == 1
 
 
 def test_account_needing_reconnect_is_stopped_without_network(mail_account):
     mail_account.status = MailAccount.Status.REAUTH_REQUIRED
-    mail_account.status_detail = "Reconnect it."
+    mail_account.status_reason = "access_denied"
     mail_account.save()
-    assert services.account_sync(account_id=mail_account.pk).outcome == "stopped"
+    assert sync.account_sync(account_id=mail_account.pk).outcome == "stopped"
     state = SyncState.objects.get(account=mail_account)
-    assert state.status == SyncState.Status.STOPPED and state.last_error == "Reconnect it."
-    assert services.account_sync(account_id=10**9).outcome == "missing"
+    assert state.status == SyncState.Status.STOPPED and state.last_error_code == "access_denied"
+    assert sync.account_sync(account_id=10**9).outcome == "missing"
 
 
 def test_a_live_lock_makes_sync_busy(mail_account):
     SyncState.objects.create(
         account=mail_account, lock_owner="other-worker", lock_expires_at=timezone.now() + timedelta(minutes=1)
     )
-    assert services.account_sync(account_id=mail_account.pk).outcome == "busy"
+    assert sync.account_sync(account_id=mail_account.pk).outcome == "busy"
     assert SyncState.objects.get(account=mail_account).lock_owner == "other-worker"
 
 
@@ -57,7 +57,7 @@ def test_accounts_due_for_sync_skips_reconnect_running_and_backing_off(alice, ma
     SyncState.objects.create(account=waiting, next_attempt_at=later)
     SyncState.objects.create(account=running, lock_owner="w1", lock_expires_at=later)
     SyncState.objects.create(account=expired, lock_owner="dead", lock_expires_at=timezone.now() - timedelta(1))
-    due = set(services.accounts_due_for_sync())
+    due = set(sync.accounts_due_for_sync())
     assert {mail_account.pk, bob_account.pk, expired.pk} <= due
     assert not due & {stopped.pk, waiting.pk, running.pk}
 
@@ -69,13 +69,13 @@ def test_messages_change_only_touches_own_messages(
     mine = store.message_upsert(account=mail_account, remote_id="a", raw=make_raw(), folders=[inbox])
     theirs = store.message_upsert(account=bob_account, remote_id="b", raw=make_raw())
     with django_capture_on_commit_callbacks() as callbacks:
-        count = services.messages_change(
+        count = writeback.messages_change(
             user=alice, message_ids=[mine.pk, theirs.pk], change=MessageChange(ChangeKind.ARCHIVE)
         )
     assert count == 1 and len(callbacks) == 1
     assert not Message.objects.get(pk=mine.pk).folders.exists()
     with django_capture_on_commit_callbacks():
-        services.messages_change(user=alice, message_ids=[mine.pk, theirs.pk], change=MessageChange(ChangeKind.READ))
+        writeback.messages_change(user=alice, message_ids=[mine.pk, theirs.pk], change=MessageChange(ChangeKind.READ))
     assert Message.objects.get(pk=mine.pk).is_read and not Message.objects.get(pk=theirs.pk).is_read
 
 

@@ -207,16 +207,17 @@ def test_sidebar_shows_accounts_folders_unread_counts_and_sync(alice_client, ui_
 
 def test_reconnect_banner_and_last_error(alice_client, ui_mail):
     ui_mail.alice_outlook.status = MailAccount.Status.REAUTH_REQUIRED
-    ui_mail.alice_outlook.status_detail = "Microsoft no longer accepts Mailhub's access."
+    ui_mail.alice_outlook.status_reason = "access_denied"
     ui_mail.alice_outlook.save()
     SyncState.objects.filter(account=ui_mail.alice_gmail).update(
-        status=SyncState.Status.ERROR, last_error="Gmail is not answering; trying again in 5 minutes."
+        status=SyncState.Status.ERROR, last_error_code="throttled", last_error="HTTP 429 userRateLimitExceeded"
     )
     body = alice_client.get(reverse("mailbox:inbox")).content.decode()
     assert 'role="alert"' in body and "Reconnect</a>" in body
     assert f'href="{reverse("accounts:list")}"' in body
-    assert "Microsoft no longer accepts Mailhub&#x27;s access." in body
-    assert "Gmail is not answering; trying again in 5 minutes." in body
+    assert "Microsoft refused Mailhub access to this mailbox. Reconnect it and allow access." in body
+    assert "Google asked Mailhub to slow down; syncing resumes by itself." in body
+    assert "userRateLimitExceeded" not in body  # the technical detail is for administrators
 
 
 def test_first_sync_progress_bar(alice_client, ui_mail):

@@ -12,7 +12,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from mailbox import services
+from mailbox import sync
 from mailbox.models import Message, OutgoingMessage
 from tests.fixtures.ui import raw_text_message
 
@@ -26,7 +26,7 @@ def test_outlook_read_reply_with_attachment_and_archive(client, alice, dovecot, 
     dovecot.append(account.email, raw)
     raw2, _ = raw_text_message(subject="Team lunch", body="Friday?", sender="Pat <pat@example.org>", to=account.email)
     dovecot.append(account.email, raw2)
-    assert services.account_sync(account_id=account.pk).outcome == "ok"
+    assert sync.account_sync(account_id=account.pk).outcome == "ok"
     client.force_login(alice)
 
     inbox = client.get(reverse("mailbox:inbox")).content.decode()

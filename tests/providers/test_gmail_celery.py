@@ -6,7 +6,7 @@ import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 
-from mailbox import outbox, services
+from mailbox import outbox, sync
 from mailbox.models import Message, OutgoingMessage, SyncState
 from mailhub.celery import app as celery_app
 from tests.fixtures.faults import redis_test_url
@@ -46,7 +46,7 @@ def _wait_for(condition, timeout=60.0):
 
 def test_worker_runs_first_sync_beat_fanout_and_outbox(redis_worker, gmail_account, gmail_mailbox):
     gmail_mailbox.seed(40)
-    services.account_sync_start(account=gmail_account, since=None)  # queued on commit, to Redis
+    sync.account_sync_start(account=gmail_account, since=None)  # queued on commit, to Redis
     assert _wait_for(
         lambda: SyncState.objects.filter(
             account=gmail_account, stage=SyncState.Stage.INCREMENTAL, status=SyncState.Status.IDLE
@@ -55,9 +55,9 @@ def test_worker_runs_first_sync_beat_fanout_and_outbox(redis_worker, gmail_accou
     assert Message.objects.filter(account=gmail_account).count() == 40
 
     new_id = gmail_mailbox.deliver(subject="Arrived later")
-    from mailbox.tasks import sync_all_accounts
+    from mailbox.tasks import accounts_sync_due
 
-    sync_all_accounts.delay()
+    accounts_sync_due.delay()
     assert _wait_for(lambda: Message.objects.filter(account=gmail_account, remote_id=new_id).exists())
 
     outgoing = OutgoingMessage.objects.create(

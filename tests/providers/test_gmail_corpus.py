@@ -2,7 +2,7 @@
 
 import pytest
 
-from mailbox import services
+from mailbox import sync
 from mailbox.models import Attachment, Message
 from sandbox.corpus import awkward_corpus
 
@@ -15,7 +15,7 @@ def test_awkward_corpus_is_stored_with_raw_bytes_and_flags(gmail_account, gmail_
     corpus = awkward_corpus()
     assert len(corpus) >= 20
     ids = {gmail_mailbox.deliver(raw): name for name, raw in corpus}
-    assert services.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
     stored = {m.remote_id: m for m in Message.objects.filter(account=gmail_account)}
     assert set(stored) == set(ids)
     raws = dict(corpus)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mailbox import services
+from mailbox import sync
 from mailbox.models import Folder, Message, MessageFolder
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,7 +26,7 @@ def test_a_label_deleted_in_gmail_is_removed_locally_and_its_mail_kept(gmail_acc
     projects = box.create_label(email, "Projects")
     unused = box.create_label(email, "Unused")
     kept = gmail_mailbox.deliver(subject="Kickoff", labels=("INBOX", projects))
-    assert services.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
     assert _folders(gmail_account)[projects] == "Projects" and unused in _folders(gmail_account)
     assert _labels_of(gmail_account, kept) == {"INBOX", projects}
 
@@ -34,7 +34,7 @@ def test_a_label_deleted_in_gmail_is_removed_locally_and_its_mail_kept(gmail_acc
     box.delete_label(email, unused)  # no message had it: no history record tells of this one
     if next_sync == "full":
         box.expire_history(email)  # the next sync lists everything again
-    assert services.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
 
     folders = _folders(gmail_account)
     assert projects not in folders and unused not in folders and "INBOX" in folders
@@ -46,7 +46,7 @@ def test_a_label_renamed_in_gmail_is_renamed_locally(gmail_account, gmail_mailbo
     box, email = gmail_mailbox.store, gmail_mailbox.email
     label = box.create_label(email, "Projects")
     gmail_mailbox.deliver(subject="Kickoff", labels=("INBOX", label))
-    services.account_sync(account_id=gmail_account.pk)
+    sync.account_sync(account_id=gmail_account.pk)
     box.mailbox(email).labels[label]["name"] = "Projects 2025"
-    assert services.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
     assert _folders(gmail_account)[label] == "Projects 2025"

@@ -6,7 +6,7 @@ from email import message_from_bytes, policy
 import pytest
 from django.utils import timezone
 
-from mailbox import outbox, services
+from mailbox import outbox, sync
 from mailbox.models import Message, OutgoingAttachment, OutgoingMessage
 from mailbox.store import blob_store
 
@@ -26,7 +26,7 @@ def _outgoing(account, **kwargs):
 
 
 def test_send_new_message_with_attachment(gmail_account, gmail_mailbox):
-    services.account_sync(account_id=gmail_account.pk)
+    sync.account_sync(account_id=gmail_account.pk)
     outgoing = _outgoing(gmail_account)
     blob = blob_store(content=b"a,b\n1,2\n")
     OutgoingAttachment.objects.create(outgoing=outgoing, blob=blob, filename="numbers.csv", content_type="text/csv")
@@ -51,7 +51,7 @@ def test_send_new_message_with_attachment(gmail_account, gmail_mailbox):
     assert [f.remote_id for f in local.folders.all()] == ["SENT"] and local.is_read
     assert local.thread.remote_id == sent.thread_id
     # The next sync finds nothing new to add.
-    services.account_sync(account_id=gmail_account.pk)
+    sync.account_sync(account_id=gmail_account.pk)
     assert Message.objects.filter(account=gmail_account, message_id=outgoing.message_id).count() == 1
 
 
@@ -66,7 +66,7 @@ def test_reply_carries_thread_and_reference_headers(gmail_account, gmail_mailbox
         references="<root.1@example.org>",
     )
     gmail_mailbox.deliver(answer)
-    services.account_sync(account_id=gmail_account.pk)
+    sync.account_sync(account_id=gmail_account.pk)
     source = Message.objects.get(account=gmail_account, message_id="second.2@example.org")
     outgoing = _outgoing(
         gmail_account,

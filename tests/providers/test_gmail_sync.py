@@ -2,7 +2,7 @@
 
 import pytest
 
-from mailbox import services
+from mailbox import sync
 from mailbox.models import Folder, Message, SyncState, Thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,7 +28,7 @@ def _box_state(mailbox):
 
 def test_full_sync_stores_every_message_with_labels_and_threads(gmail_account, gmail_mailbox):
     gmail_mailbox.seed(60)
-    result = services.account_sync(account_id=gmail_account.pk)
+    result = sync.account_sync(account_id=gmail_account.pk)
     assert result.outcome == "ok"
     assert _db_state(gmail_account) == _box_state(gmail_mailbox)
     state = SyncState.objects.get(account=gmail_account)
@@ -42,7 +42,7 @@ def test_full_sync_stores_every_message_with_labels_and_threads(gmail_account, g
         assert message.remote_id in threads[message.thread.remote_id]
     assert Folder.objects.get(account=gmail_account, remote_id="INBOX").role == Folder.Role.INBOX
     # Running it again changes nothing.
-    assert services.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
     assert Message.objects.filter(account=gmail_account).count() == 60
 
 
@@ -60,7 +60,7 @@ def _assert_db_equals_mailbox(account, mailbox):
 
 def test_incremental_sync_applies_adds_deletes_and_label_changes(gmail_account, gmail_mailbox, sandbox_settings):
     ids = gmail_mailbox.seed(20)
-    services.account_sync(account_id=gmail_account.pk)
+    sync.account_sync(account_id=gmail_account.pk)
     box = gmail_mailbox.store
     label = box.create_label(gmail_mailbox.email, "Projects")
     new_id = gmail_mailbox.deliver(subject="Fresh news")
@@ -74,7 +74,7 @@ def test_incremental_sync_applies_adds_deletes_and_label_changes(gmail_account, 
     box.delete(gmail_mailbox.email, added_then_deleted)
     box.reset_stats()
 
-    assert services.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
     _assert_db_equals_mailbox(gmail_account, gmail_mailbox)
     assert Message.objects.get(account=gmail_account, remote_id=new_id).subject == "Fresh news"
     assert Folder.objects.get(account=gmail_account, remote_id=label).name == "Projects"
@@ -85,21 +85,21 @@ def test_incremental_sync_applies_adds_deletes_and_label_changes(gmail_account, 
 
 def test_incremental_with_nothing_changed_is_two_requests(gmail_account, gmail_mailbox):
     gmail_mailbox.seed(5)
-    services.account_sync(account_id=gmail_account.pk)
+    sync.account_sync(account_id=gmail_account.pk)
     gmail_mailbox.store.reset_stats()
-    services.account_sync(account_id=gmail_account.pk)
+    sync.account_sync(account_id=gmail_account.pk)
     assert gmail_mailbox.store.stats(gmail_mailbox.email).get("http_requests") == 2  # labels, history
 
 
 def test_expired_history_triggers_reconciling_full_resync(gmail_account, gmail_mailbox):
     ids = gmail_mailbox.seed(25)
-    services.account_sync(account_id=gmail_account.pk)
+    sync.account_sync(account_id=gmail_account.pk)
     box = gmail_mailbox.store
     box.delete(gmail_mailbox.email, ids[0])
     box.modify(gmail_mailbox.email, ids[1], add=["STARRED"], remove=["UNREAD", "INBOX"])
     new_id = gmail_mailbox.deliver(subject="after expiry")
     box.expire_history(gmail_mailbox.email)
-    assert services.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
     _assert_db_equals_mailbox(gmail_account, gmail_mailbox)
     assert Message.objects.filter(account=gmail_account, remote_id=new_id).exists()
     state = SyncState.objects.get(account=gmail_account)
@@ -117,7 +117,7 @@ def test_throttling_and_server_error_storms_lose_nothing(gmail_account, gmail_ma
     box.fail_next(2, status=500, method="messages.list", email=gmail_mailbox.email)
     box.fail_rate(0.1, status=503, seed=7)
     try:
-        assert services.account_sync(account_id=gmail_account.pk).outcome == "ok"
+        assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
     finally:
         box.fail_rate(0)
     stats = box.stats(gmail_mailbox.email)
@@ -128,16 +128,17 @@ def test_throttling_and_server_error_storms_lose_nothing(gmail_account, gmail_ma
 def test_long_retry_after_ends_the_sync_for_later_and_resume_completes(gmail_account, gmail_mailbox):
     gmail_mailbox.seed(30)
     gmail_mailbox.store.fail_next(1, status=429, retry_after=900, method="messages.list", email=gmail_mailbox.email)
-    result = services.account_sync(account_id=gmail_account.pk)
+    result = sync.account_sync(account_id=gmail_account.pk)
     assert result.outcome == "retry" and result.retry_after >= 900
     state = SyncState.objects.get(account=gmail_account)
-    assert state.status == SyncState.Status.ERROR and "throttl" in state.last_error
+    assert state.status == SyncState.Status.ERROR and state.last_error_code == "throttled"
+    assert "slow down" in state.error_message and "throttl" in state.last_error
     assert state.next_attempt_at and not state.lock_owner
-    assert gmail_account.pk not in services.accounts_due_for_sync()
-    assert services.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    assert gmail_account.pk not in sync.accounts_due_for_sync()
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
     _assert_db_equals_mailbox(gmail_account, gmail_mailbox)
     state.refresh_from_db()
-    assert state.failure_count == 0 and state.last_error == ""
+    assert state.failure_count == 0 and state.last_error == state.last_error_code == ""
 
 
 class WorkerKilled(BaseException):
@@ -161,48 +162,48 @@ def test_worker_killed_mid_sync_then_resumed_ends_equal_to_mailbox(gmail_account
 
     monkeypatch.setattr(store, "messages_upsert", dying_upsert)
     with pytest.raises(WorkerKilled):
-        services.account_sync(account_id=gmail_account.pk)
+        sync.account_sync(account_id=gmail_account.pk)
     monkeypatch.setattr(store, "messages_upsert", real)
     stored = Message.objects.filter(account=gmail_account).count()
     assert 0 < stored < 450
     state = SyncState.objects.get(account=gmail_account)
     assert state.lock_owner and state.resume.get("history_id")
     # The dead worker's lock holds until it expires; meanwhile the mailbox changes.
-    assert services.account_sync(account_id=gmail_account.pk).outcome == "busy"
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "busy"
     box = gmail_mailbox.store
     box.delete(gmail_mailbox.email, ids[-1])
     box.modify(gmail_mailbox.email, ids[0], add=["STARRED"])
     gmail_mailbox.deliver(subject="arrived while the worker was dead")
     SyncState.objects.filter(pk=state.pk).update(lock_expires_at=state.lock_expires_at.replace(year=2000))
     box.reset_stats()
-    assert services.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
     _assert_db_equals_mailbox(gmail_account, gmail_mailbox)
     # It resumed: what was stored before the kill was not fetched again.
     assert box.stats(gmail_mailbox.email).get("messages.get", 0) <= 450 - stored + 2
 
 
 def test_revoked_access_stops_syncing_without_retry_loop(gmail_account, gmail_mailbox, sandbox_settings):
-    from mailbox.tasks import sync_account
+    from mailbox.tasks import account_sync
 
     gmail_mailbox.seed(3)
     sandbox_settings.tokens.revoke_user(gmail_account.email)
     gmail_mailbox.store.reset_stats()
-    outcome = sync_account.apply(args=[gmail_account.pk]).get()
+    outcome = account_sync.apply(args=[gmail_account.pk]).get()
     assert outcome == "stopped"
     gmail_account.refresh_from_db()
     assert gmail_account.status == gmail_account.Status.REAUTH_REQUIRED
     state = SyncState.objects.get(account=gmail_account)
-    assert state.status == SyncState.Status.STOPPED and "Reconnect" in state.last_error
+    assert state.status == SyncState.Status.STOPPED and "Reconnect" in state.error_message
     assert gmail_account.access_token not in state.last_error
-    assert gmail_account.pk not in services.accounts_due_for_sync()
-    assert services.account_sync(account_id=gmail_account.pk).outcome == "stopped"
+    assert gmail_account.pk not in sync.accounts_due_for_sync()
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "stopped"
     assert gmail_mailbox.store.stats(gmail_mailbox.email).get("http_requests", 0) <= 1
 
 
 def test_expired_access_token_is_refreshed_transparently(gmail_account, gmail_mailbox, sandbox_settings):
     gmail_mailbox.seed(3)
     sandbox_settings.tokens.expire_access_tokens(gmail_account.email)
-    assert services.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
     assert Message.objects.filter(account=gmail_account).count() == 3
 
 
@@ -217,7 +218,7 @@ def test_two_syncs_of_one_account_never_run_at_once(gmail_account, gmail_mailbox
 
     def run():
         try:
-            outcomes.append(services.account_sync(account_id=gmail_account.pk).outcome)
+            outcomes.append(sync.account_sync(account_id=gmail_account.pk).outcome)
         except Exception as exc:  # noqa: BLE001 - reported below
             outcomes.append(repr(exc))
         finally:
@@ -244,9 +245,9 @@ def test_sync_since_limits_the_first_sync(alice, google_app, sandbox_settings):
     now = timezone.now()
     old = mailbox.store.insert_message(account.email, b"Subject: old\r\n\r\nx", internal_date=now - timedelta(days=200))
     recent = mailbox.store.insert_message(account.email, b"Subject: new\r\n\r\ny", internal_date=now - timedelta(3))
-    services.account_sync_start(account=account)  # default: the last 90 days
+    sync.account_sync_start(account=account)  # default: the last 90 days
     assert SyncState.objects.get(account=account).sync_since == timezone.localdate() - timedelta(days=90)
-    assert services.account_sync(account_id=account.pk).outcome == "ok"
+    assert sync.account_sync(account_id=account.pk).outcome == "ok"
     assert set(Message.objects.filter(account=account).values_list("remote_id", flat=True)) == {recent}
     assert old
 
@@ -256,13 +257,14 @@ def test_missing_gmail_permission_or_mailbox_asks_the_user(alice, google_app, sa
     from tests.fixtures.mail import gmail_account_create
 
     narrow = gmail_account_create(sandbox=sandbox_settings, app=google_app, user=alice, scopes=("openid", "email"))
-    assert services.account_sync(account_id=narrow.pk).outcome == "stopped"
+    assert sync.account_sync(account_id=narrow.pk).outcome == "stopped"
     narrow.refresh_from_db()
-    assert narrow.status == MailAccount.Status.REAUTH_REQUIRED and "Reconnect" in narrow.status_detail
+    assert narrow.status == MailAccount.Status.REAUTH_REQUIRED and narrow.status_reason == "access_denied"
+    assert "Reconnect" in narrow.status_message
 
     no_mail = gmail_account_create(sandbox=sandbox_settings, app=google_app, user=alice)
     sandbox_settings.gmail.disable_mail(no_mail.email)
-    assert services.account_sync(account_id=no_mail.pk).outcome == "stopped"
+    assert sync.account_sync(account_id=no_mail.pk).outcome == "stopped"
     no_mail.refresh_from_db()
     assert no_mail.status == MailAccount.Status.NO_MAILBOX
     assert SyncState.objects.get(account=no_mail).status == SyncState.Status.STOPPED

@@ -2,9 +2,9 @@
 
 import pytest
 
-from mailbox import services
+from mailbox import sync, writeback
 from mailbox.models import Message, MessageFolder
-from mailbox.tasks import apply_change
+from mailbox.tasks import messages_change_apply
 from providers.base import ChangeKind, MessageChange
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,14 +22,14 @@ def _folders(message):
 def synced(gmail_account, gmail_mailbox):
     label = gmail_mailbox.store.create_label(gmail_mailbox.email, "Receipts")
     ids = [gmail_mailbox.deliver(subject=f"m{n}") for n in range(4)]
-    services.account_sync(account_id=gmail_account.pk)
+    sync.account_sync(account_id=gmail_account.pk)
     return ids, label
 
 
 def _change(alice, account, remote_ids, kind, folder=""):
     pks = list(Message.objects.filter(account=account, remote_id__in=remote_ids).values_list("pk", flat=True))
     change = MessageChange(kind=kind, folder_remote_id=folder)
-    count = services.messages_change(user=alice, message_ids=pks, change=change)
+    count = writeback.messages_change(user=alice, message_ids=pks, change=change)
     return pks, change, count
 
 
@@ -52,13 +52,13 @@ def test_change_applies_locally_then_at_gmail(
     assert count == 2
     for message in Message.objects.filter(pk__in=pks):
         assert local_check(message, _folders(message))  # at once, before Gmail heard of it
-    assert apply_change.apply(args=[gmail_account.pk, pks, str(kind), change.folder_remote_id]).get() == "ok"
+    assert messages_change_apply.apply(args=[gmail_account.pk, pks, str(kind), change.folder_remote_id]).get() == "ok"
     for remote_id in ids[:2]:
         assert remote_check(_labels(gmail_mailbox, remote_id), label)
     for remote_id in ids[2:]:
         assert _labels(gmail_mailbox, remote_id) == {"INBOX", "UNREAD"}
     before = {m.remote_id: (_folders(m), m.is_read, m.is_starred) for m in Message.objects.filter(pk__in=pks)}
-    services.account_sync(account_id=gmail_account.pk)  # the echo of our own change agrees with the local state
+    sync.account_sync(account_id=gmail_account.pk)  # the echo of our own change agrees with the local state
     after = {m.remote_id: (_folders(m), m.is_read, m.is_starred) for m in Message.objects.filter(pk__in=pks)}
     assert before == after
 
@@ -75,9 +75,9 @@ def test_untrash_and_unstar_and_remove_label(alice, gmail_account, gmail_mailbox
         (ChangeKind.UNREAD, ""),
     ]:
         pks, change, _ = _change(alice, gmail_account, ids[:1], kind, folder)
-        apply_change.apply(args=[gmail_account.pk, pks, str(kind), folder]).get()
+        messages_change_apply.apply(args=[gmail_account.pk, pks, str(kind), folder]).get()
     assert _labels(gmail_mailbox, ids[0]) == {"INBOX", "UNREAD"}
-    services.account_sync(account_id=gmail_account.pk)
+    sync.account_sync(account_id=gmail_account.pk)
     message = Message.objects.get(account=gmail_account, remote_id=ids[0])
     assert _folders(message) == {"INBOX"} and not message.is_read and not message.is_starred
 
@@ -85,7 +85,7 @@ def test_untrash_and_unstar_and_remove_label(alice, gmail_account, gmail_mailbox
 def test_other_users_messages_are_untouched(bob, gmail_account, gmail_mailbox, synced):
     ids, _ = synced
     pks = list(Message.objects.filter(account=gmail_account).values_list("pk", flat=True))
-    assert services.messages_change(user=bob, message_ids=pks, change=MessageChange(ChangeKind.READ)) == 0
+    assert writeback.messages_change(user=bob, message_ids=pks, change=MessageChange(ChangeKind.READ)) == 0
     assert not Message.objects.filter(account=gmail_account, is_read=True).exists()
 
 
@@ -93,5 +93,5 @@ def test_writeback_throttled_is_retried_not_lost(alice, gmail_account, gmail_mai
     ids, _ = synced
     pks, change, _ = _change(alice, gmail_account, ids, ChangeKind.READ)
     gmail_mailbox.store.fail_next(2, status=429, retry_after=0.1, email=gmail_mailbox.email)
-    assert services.messages_change_apply(account_id=gmail_account.pk, message_ids=pks, change=change).outcome == "ok"
+    assert writeback.messages_change_apply(account_id=gmail_account.pk, message_ids=pks, change=change).outcome == "ok"
     assert all("UNREAD" not in _labels(gmail_mailbox, i) for i in ids)

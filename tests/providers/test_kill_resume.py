@@ -31,7 +31,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from mailbox import services
+from mailbox import sync
 from mailbox.models import Message, SyncState
 from providers.imap.connection import content_remote_id
 
@@ -54,7 +54,7 @@ import providers.google.mail
 providers.google.mail.STORE_GROUP = 10  # progress recorded every 10 messages: many places to die
 from providers.imap.client import OutlookClient
 OutlookClient.__init__.__kwdefaults__["chunk_size"] = 10
-from mailbox.services import account_sync
+from mailbox.sync import account_sync
 
 connections.close_all()
 print("ready", flush=True)
@@ -167,7 +167,7 @@ def kill_and_resume(pool: Workers, account, *, messages: int, rng: random.Random
     at_kill = (state.progress_done, state.progress_total)
     stored_at_kill = stored.count()
     if state.lock_owner:  # nobody released the dead worker's lock: it holds until it expires
-        assert services.account_sync(account_id=account.pk).outcome == "busy"
+        assert sync.account_sync(account_id=account.pk).outcome == "busy"
     SyncState.objects.filter(account=account).update(lock_expires_at=timezone.now() - timedelta(seconds=1))
 
     samples: list[tuple[int, int]] = [at_kill]
@@ -259,7 +259,7 @@ def test_outlook_sync_killed_at_random_points_resumes_to_exactly_the_mailbox(
             own = dovecot.uids(account.email, "Archive")[-2:]  # only in Archive: a row has one set of flags
             dovecot.set_flags(account.email, "Archive", own, [b"\\Flagged", b"\\Seen"])
             dovecot.expunge(account.email, "INBOX", [dovecot.uids(account.email, "INBOX")[0]])  # also in Archive
-            assert services.account_sync(account_id=account.pk).outcome == "ok"
+            assert sync.account_sync(account_id=account.pk).outcome == "ok"
             assert_outlook_store_equals_server(dovecot, account, label=label)
     wrong = [problem for problem in progress if problem]
     assert not wrong, "progress counter wrong after a resume:\n" + "\n".join(wrong)
@@ -325,7 +325,7 @@ def test_gmail_sync_killed_at_random_points_resumes_to_exactly_the_mailbox(
             mailbox.deliver(subject=f"after trial {trial}")
             mailbox.store.modify(mailbox.email, ids[0], add=["STARRED"])
             mailbox.store.delete(mailbox.email, ids[1])
-            assert services.account_sync(account_id=account.pk).outcome == "ok"
+            assert sync.account_sync(account_id=account.pk).outcome == "ok"
             _assert_db_equals_mailbox(account, mailbox)
     wrong = [problem for problem in progress if problem]
     assert not wrong, "progress counter wrong after a resume:\n" + "\n".join(wrong)

@@ -7,8 +7,8 @@ import pytest
 from accounts.models import MailAccount
 from accounts.services import ReauthorizationRequired
 from mailbox.models import Message, SyncState
-from mailbox.services import account_sync
-from providers.base import NoMailbox
+from mailbox.sync import account_sync
+from providers.errors import NoMailbox
 from providers.imap.client import OutlookClient
 from providers.imap.connection import imap_check_login
 from tests.providers.test_outlook_sync import db_view, seed, server_view
@@ -47,12 +47,13 @@ def test_revoked_grant_stops_the_sync_in_the_reconnect_state(dovecot, outlook_ac
         OutlookClient(account).full_sync()
     account.refresh_from_db()
     assert account.status == MailAccount.Status.REAUTH_REQUIRED
-    assert "Reconnect" in account.status_detail
+    assert "Reconnect" in account.status_message
 
     # Through the sync service: stopped, no retry loop, a plain reason.
     assert account_sync(account_id=account.pk).outcome == "stopped"
     state = SyncState.objects.get(account=account)
-    assert state.status == SyncState.Status.STOPPED and "token" not in state.last_error.lower()
+    assert state.status == SyncState.Status.STOPPED and state.last_error_code == "access_revoked"
+    assert "Reconnect" in state.error_message and "token" not in state.last_error.lower()
     assert not Message.objects.filter(account=account).exists()
 
 
@@ -63,14 +64,15 @@ def test_valid_token_refused_at_login_means_no_mailbox(dovecot, outlook_account,
         OutlookClient(account).full_sync()
     assert "no Outlook mailbox" in str(caught.value) and account.access_token not in str(caught.value)
     account.refresh_from_db()
-    assert account.status == MailAccount.Status.NO_MAILBOX and account.needs_reconnect
-    assert "Outlook" in account.status_detail
+    assert account.status == MailAccount.Status.ACTIVE  # a provider only raises; the engine decides
 
-    # Through the sync service: the user reads the explanation, and the account is not retried forever.
-    other = outlook_account(has_mailbox=False)
-    assert account_sync(account_id=other.pk).outcome == "retry"
-    assert "no Outlook mailbox" in SyncState.objects.get(account=other).last_error
-    assert account_sync(account_id=other.pk).outcome == "stopped"
+    # Through the sync engine: stopped at once (as for Gmail), the account waits for its user.
+    assert account_sync(account_id=account.pk).outcome == "stopped"
+    account.refresh_from_db()
+    assert account.status == MailAccount.Status.NO_MAILBOX and account.needs_reconnect
+    assert "no mailbox" in account.status_message and "Microsoft" in account.status_message
+    assert SyncState.objects.get(account=account).last_error_code == "no_mailbox"
+    assert account_sync(account_id=account.pk).outcome == "stopped"
 
     # The connect-time check says the same for a mailbox-less token, and nothing for a good one.
     with pytest.raises(NoMailbox):

@@ -131,7 +131,7 @@ def test_a_move_by_another_client_keeps_the_row_and_its_id(dovecot, outlook_acco
 
 
 def test_a_move_by_mailhub_keeps_the_row_without_downloading_it_again(dovecot, outlook_account):
-    from mailbox.services import messages_change, messages_change_apply
+    from mailbox.writeback import messages_change, messages_change_apply
     from providers.base import ChangeKind, MessageChange
 
     account = outlook_account()

@@ -178,7 +178,7 @@ def test_user_folders_with_non_ascii_names_and_folders_deleted_on_the_server(dov
 
 
 def test_server_without_condstore_qresync_or_move_uses_the_fallbacks(plain_imap_settings, outlook_account):
-    from mailbox.services import messages_change, messages_change_apply
+    from mailbox.writeback import messages_change, messages_change_apply
     from providers.base import ChangeKind, MessageChange
 
     server = plain_imap_settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailbox.models import Folder, Message
-from mailbox.services import messages_change, messages_change_apply
+from mailbox.writeback import messages_change, messages_change_apply
 from providers.base import ChangeKind, MessageChange
 from providers.imap.client import OutlookClient
 from tests.providers.test_outlook_sync import db_view, seed, server_view

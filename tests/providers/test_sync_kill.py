@@ -25,7 +25,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from mailbox import services
+from mailbox import sync
 from mailbox.models import Message, SyncState
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,7 +40,7 @@ WORKER_SERVER = r"""
 import os, sys
 import django
 django.setup()
-from mailbox.services import account_sync
+from mailbox.sync import account_sync
 from providers.google import mail as gmail
 from providers.imap import client as outlook
 gmail.STORE_GROUP = 20  # progress (and a resume point) every 20 messages, so kills land between reports
@@ -150,7 +150,7 @@ class Trials:
         if during_death:
             during_death()
         # Beat lists the account again as soon as the dead worker's lock has lapsed.
-        while self.account.pk not in services.accounts_due_for_sync():
+        while self.account.pk not in sync.accounts_due_for_sync():
             assert time.monotonic() - killed_at < LOCK_TTL + 10, "the dead worker's lock never lapsed"
             time.sleep(0.02)
         self.lock_held_after_kill.append(time.monotonic() - killed_at)
@@ -185,7 +185,7 @@ def _trials(account, env: dict, *, during_death=None) -> Trials:
     finally:
         server.stop()
     if trials.kills == TRIALS:  # then a sync in this process finishes the job
-        assert services.account_sync(account_id=account.pk).outcome == "ok"
+        assert sync.account_sync(account_id=account.pk).outcome == "ok"
     return trials
 
 
@@ -258,13 +258,13 @@ class _Killed(BaseException):
 
 def _progress_spy(monkeypatch) -> list[tuple[int | None, int | None]]:
     reports: list[tuple[int | None, int | None]] = []
-    real = services.sync_state_progress
+    real = sync.sync_state_progress
 
     def spy(**kwargs):
         reports.append((kwargs.get("done"), kwargs.get("total")))
         return real(**kwargs)
 
-    monkeypatch.setattr(services, "sync_state_progress", spy)
+    monkeypatch.setattr(sync, "sync_state_progress", spy)
     return reports
 
 
@@ -295,14 +295,14 @@ def test_gmail_progress_after_a_resume_carries_on_from_what_was_stored(
 
     monkeypatch.setattr(store, "messages_upsert", dying)
     with pytest.raises(_Killed):
-        services.account_sync(account_id=gmail_account.pk)
+        sync.account_sync(account_id=gmail_account.pk)
     monkeypatch.setattr(store, "messages_upsert", real)
     before = SyncState.objects.get(account=gmail_account).progress_done
     assert 0 < before == Message.objects.filter(account=gmail_account).count() < 230
     SyncState.objects.filter(account=gmail_account).update(lock_owner="")  # as if its lock had lapsed
     gmail_mailbox.deliver(subject="arrived meanwhile")
     reports_before = len(reports)
-    assert services.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
     done = _done_values(reports)
     assert done == sorted(done) and min(_done_values(reports[reports_before:])) >= before
     state = SyncState.objects.get(account=gmail_account)

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from mailbox import services
+from mailbox import sync
 from mailbox.models import Message, SyncState
 from tests.fixtures.faults import redis_test_url
 
@@ -37,7 +37,7 @@ def _sync_in_thread(account_id: int) -> tuple[threading.Thread, list]:
 
     def run() -> None:
         try:
-            outcomes.append(services.account_sync(account_id=account_id).outcome)
+            outcomes.append(sync.account_sync(account_id=account_id).outcome)
         except Exception as exc:  # noqa: BLE001 - reported by the test
             outcomes.append(repr(exc))
         finally:
@@ -61,7 +61,7 @@ def test_a_sync_waiting_long_on_the_provider_keeps_its_lock(gmail_account, gmail
         expiries = []
         for _ in range(6):  # 3 s into the 4 s wait: three TTLs
             time.sleep(0.5)
-            assert services.account_sync(account_id=gmail_account.pk).outcome == "busy"
+            assert sync.account_sync(account_id=gmail_account.pk).outcome == "busy"
             expiries.append(SyncState.objects.get(account=gmail_account).lock_expires_at)
             assert expiries[-1] > timezone.now()
         assert expiries == sorted(expiries) and len(set(expiries)) >= 4  # renewed, not just set once
@@ -138,14 +138,14 @@ def redis_worker():
 def test_a_task_finding_a_dead_workers_lock_comes_back_when_it_lapses(redis_worker, gmail_account, gmail_mailbox):
     """What a killed worker leaves: a RUNNING state and a lock nobody renews. Its redelivered task (or any
     duplicate) finds it held, and instead of being dropped runs again once the lock has lapsed."""
-    from mailbox.tasks import sync_account
+    from mailbox.tasks import account_sync
 
     gmail_mailbox.seed(10)
     lapses_at = timezone.now() + timedelta(seconds=2)
     SyncState.objects.filter(account=gmail_account).update(
         lock_owner="killed-worker", lock_expires_at=lapses_at, status=SyncState.Status.RUNNING
     )
-    sync_account.delay(gmail_account.pk)
+    account_sync.delay(gmail_account.pk)
     assert _wait_for(
         lambda: SyncState.objects.filter(
             account=gmail_account, stage=SyncState.Stage.INCREMENTAL, status=SyncState.Status.IDLE

@@ -1,12 +1,20 @@
-"""Sync orchestration and write-back. Provider-neutral: provider code is reached via the registry.
+"""The sync engine: when an account syncs, under which lock, and what becomes of a provider's failure.
 
-- :func:`account_sync` runs one sync of one account under a lock kept in its SyncState (never two at
-  once) and records how it went in plain words. The lock lives for MAILHUB_SYNC_LOCK_TTL_SECONDS (60 s)
-  and a heartbeat thread renews it every quarter of that while the sync runs, however long one step
-  takes: a worker that dies (SIGKILL, OOM, power) leaves a lock that expires within a minute, after
-  which the next sync resumes where it stopped.
-- :func:`messages_change` applies a user's action locally at once and queues the write-back.
-- The outbox lives in :mod:`mailbox.outbox`.
+:func:`account_sync` runs one sync of one account under a lock kept in its SyncState (never two at once).
+The lock lives for MAILHUB_SYNC_LOCK_TTL_SECONDS (60 s) and a heartbeat thread renews it every quarter of
+that while the sync runs, however long one step takes: a worker that dies (SIGKILL, OOM, power) leaves a
+lock that expires within a minute, after which the next sync resumes where it stopped.
+
+How a provider's failure ends (``providers.errors``), the same for every provider:
+
+- ReconnectRequired (dead grant or password, no mailbox, access refused): the account is marked for
+  reconnecting (:func:`accounts.services.account_mark_needs_reconnect`) and the sync STOPPED, not retried;
+- any other ProviderError: ERROR with a backoff (the provider's Retry-After when it gave one; the longest
+  backoff when it is not retryable), then beat tries again;
+- anything else (our own bug): logged with its traceback, then as above.
+
+The sync state keeps the error's code; users read the words ``providers.errors.error_message`` picks.
+Write-back is in :mod:`mailbox.writeback`, the outbox in :mod:`mailbox.outbox`.
 """
 
 from __future__ import annotations
@@ -17,10 +25,9 @@ import random
 import threading
 import time
 import uuid
-from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from enum import StrEnum
 
 from django.conf import settings
 from django.db import DatabaseError, connections, transaction
@@ -28,11 +35,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import MailAccount
-from accounts.services import ReauthorizationRequired
-from mailbox import store
-from mailbox.models import Folder, Message, SyncState
+from accounts.services import account_mark_needs_reconnect
+from mailbox.models import SyncState
 from providers import registry
-from providers.base import ChangeKind, MailClient, MessageChange, ProviderError
+from providers.errors import ErrorCode, ProviderError, ReconnectRequired
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +61,25 @@ class _Default:
 DEFAULT_SINCE = _Default()
 
 
+class SyncOutcome(StrEnum):
+    OK = "ok"
+    BUSY = "busy"  # another sync holds the lock
+    LOST = "lost"  # this sync's lock was taken over (its worker was taken for dead)
+    STOPPED = "stopped"  # the account waits for its user to reconnect it
+    RETRY = "retry"  # a provider failure: try again after ``retry_after``
+    ERROR = "error"  # our own code crashed; beat tries again after a backoff
+    MISSING = "missing"  # the account no longer exists
+
+
 @dataclass(frozen=True)
 class SyncResult:
     """How one :func:`account_sync` call ended; ``retry_after`` (seconds) is set when worth retrying.
 
-    For "busy" (another sync holds the lock) ``retry_after`` is when that lock expires unless renewed:
-    the time to look again in case its holder is dead.
+    For BUSY ``retry_after`` is when the holder's lock expires unless renewed: the time to look again in
+    case its holder is dead.
     """
 
-    outcome: str  # "ok" | "busy" | "lost" | "stopped" | "retry" | "error" | "missing"
+    outcome: SyncOutcome
     retry_after: float | None = None
 
 
@@ -217,80 +233,44 @@ def _backoff_seconds(*, failures: int, retry_after: float | None) -> float:
 def account_sync(*, account_id: int) -> SyncResult:
     """Run one sync of the account: the first (full) sync until it has finished, then incremental ones.
 
-    Never runs two syncs of one account at once. An account whose authorisation is gone is STOPPED
-    (no retry; the user must reconnect). A temporary provider failure is recorded with a backoff
-    (the provider's Retry-After when it gave one) and returned as ``retry``.
+    Never runs two syncs of one account at once; a provider's failure ends as the module docstring says.
     """
     account = MailAccount.objects.filter(pk=account_id).first()
     if account is None:
-        return SyncResult("missing")
+        return SyncResult(SyncOutcome.MISSING)
     state = sync_state_get(account=account)
     if account.needs_reconnect:
         SyncState.objects.filter(pk=state.pk).update(
-            status=SyncState.Status.STOPPED, last_error=account.status_detail or "This mailbox must be reconnected."
+            status=SyncState.Status.STOPPED, last_error_code=account.status_reason or ErrorCode.ACCESS_REVOKED
         )
-        return SyncResult("stopped")
+        return SyncResult(SyncOutcome.STOPPED)
     owner = _lock_acquire(account=account)
     if owner is None:
         expires_in = _lock_expires_in(account=account)
-        return SyncResult("busy", retry_after=None if expires_in is None else expires_in + 1.0)
+        return SyncResult(SyncOutcome.BUSY, retry_after=None if expires_in is None else expires_in + 1.0)
     token = _lock_owner.set(owner)
     heartbeat = _LockHeartbeat(account_id=account.pk, owner=owner).start()
     heartbeat_token = _heartbeat.set(heartbeat)
     started = time.monotonic()
     try:
-        client = registry.get(account.provider).mail_client(account=account)
-        state.refresh_from_db()
-        if state.stage == SyncState.Stage.INCREMENTAL:
-            client.incremental_sync()
-        else:
-            if state.stage == SyncState.Stage.PENDING:
-                SyncState.objects.filter(pk=state.pk).update(stage=SyncState.Stage.FULL)
-            client.full_sync()
-            SyncState.objects.filter(pk=state.pk).update(stage=SyncState.Stage.INCREMENTAL, resume={})
+        _sync_run(account=account, state=state)
     except SyncLockLost:
         logger.warning("Sync of account %s stopped: another worker took its lock over", account_id)
-        return SyncResult("lost")
-    except ReauthorizationRequired as exc:
-        logger.info("Sync of account %s stopped: reauthorisation required", account_id)
-        _lock_release(
-            account=account,
-            owner=owner,
-            status=SyncState.Status.STOPPED,
-            last_error=str(exc),
-            last_error_at=timezone.now(),
-        )
-        return SyncResult("stopped")
+        return SyncResult(SyncOutcome.LOST)
+    except ReconnectRequired as exc:
+        account_mark_needs_reconnect(account=account, reason=exc.code)
+        _lock_release(account=account, owner=owner, **_error_fields(exc.code, str(exc), SyncState.Status.STOPPED))
+        return SyncResult(SyncOutcome.STOPPED)
     except ProviderError as exc:
-        state.refresh_from_db(fields=["failure_count"])
-        failures = state.failure_count + 1
-        delay = _backoff_seconds(failures=failures, retry_after=exc.retry_after)
-        logger.warning("Sync of account %s failed (%s); retrying in %.0fs", account_id, exc, delay)
-        _lock_release(
-            account=account,
-            owner=owner,
-            status=SyncState.Status.ERROR,
-            last_error=str(exc),
-            last_error_at=timezone.now(),
-            failure_count=failures,
-            next_attempt_at=timezone.now() + timedelta(seconds=delay),
-        )
-        return SyncResult("retry", retry_after=delay)
+        retry_after = exc.retry_after if exc.retryable else BACKOFF_MAX_SECONDS
+        delay = _backoff_record(account=account, owner=owner, code=exc.code, detail=str(exc), retry_after=retry_after)
+        logger.warning("Sync of account %s failed (%s: %s); retrying in %.0fs", account_id, exc.code, exc, delay)
+        return SyncResult(SyncOutcome.RETRY, retry_after=delay)
     except Exception as exc:
         logger.exception("Sync of account %s crashed", account_id)
-        state.refresh_from_db(fields=["failure_count"])
-        failures = state.failure_count + 1
-        delay = _backoff_seconds(failures=failures, retry_after=None)
-        _lock_release(
-            account=account,
-            owner=owner,
-            status=SyncState.Status.ERROR,
-            last_error=f"The sync stopped on an unexpected error ({type(exc).__name__}); it will be tried again.",
-            last_error_at=timezone.now(),
-            failure_count=failures,
-            next_attempt_at=timezone.now() + timedelta(seconds=delay),
-        )
-        return SyncResult("error")
+        detail = f"{type(exc).__name__} (see the worker's log)"
+        _backoff_record(account=account, owner=owner, code=ErrorCode.UNEXPECTED, detail=detail, retry_after=None)
+        return SyncResult(SyncOutcome.ERROR)
     finally:
         heartbeat.stop()
         _heartbeat.reset(heartbeat_token)
@@ -301,19 +281,51 @@ def account_sync(*, account_id: int) -> SyncResult:
         status=SyncState.Status.IDLE,
         last_success_at=timezone.now(),
         last_error="",
+        last_error_code="",
         failure_count=0,
         next_attempt_at=None,
         last_duration_ms=int((time.monotonic() - started) * 1000),
     )
-    return SyncResult("ok")
+    return SyncResult(SyncOutcome.OK)
+
+
+def _sync_run(*, account: MailAccount, state: SyncState) -> None:
+    client = registry.get(account.provider).mail_client(account=account)
+    state.refresh_from_db()
+    if state.stage == SyncState.Stage.INCREMENTAL:
+        client.incremental_sync()
+        return
+    if state.stage == SyncState.Stage.PENDING:
+        SyncState.objects.filter(pk=state.pk).update(stage=SyncState.Stage.FULL)
+    client.full_sync()
+    SyncState.objects.filter(pk=state.pk).update(stage=SyncState.Stage.INCREMENTAL, resume={})
+
+
+def _error_fields(code: str, detail: str, status: str) -> dict:
+    """The sync state's record of a failure: its code (what users read) and the detail (for logs and admins)."""
+    return {"status": status, "last_error_code": code, "last_error": detail[:500], "last_error_at": timezone.now()}
+
+
+def _backoff_record(*, account: MailAccount, owner: str, code: str, detail: str, retry_after: float | None) -> float:
+    """Release the lock with the failure recorded and the next attempt pushed back; returns the delay."""
+    failures = (SyncState.objects.filter(account=account).values_list("failure_count", flat=True).first() or 0) + 1
+    delay = _backoff_seconds(failures=failures, retry_after=retry_after)
+    _lock_release(
+        account=account,
+        owner=owner,
+        failure_count=failures,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        **_error_fields(code, detail, SyncState.Status.ERROR),
+    )
+    return delay
 
 
 def account_sync_queue(*, account: MailAccount) -> None:
     """ "Sync now": queue a sync of ``account`` once the current transaction commits."""
-    from mailbox.tasks import sync_account
+    from mailbox import tasks
 
     sync_state_get(account=account)
-    transaction.on_commit(lambda: sync_account.delay(account.pk))
+    transaction.on_commit(lambda: tasks.account_sync.delay(account.pk))
 
 
 def default_sync_since() -> date:
@@ -334,7 +346,7 @@ def account_sync_start(*, account: MailAccount, since: date | None | _Default = 
     state.progress_done = state.progress_total = 0
     state.failure_count = 0
     state.next_attempt_at = None
-    state.last_error = ""
+    state.last_error = state.last_error_code = ""
     state.save()
     account_sync_queue(account=account)
     return state
@@ -354,100 +366,3 @@ def accounts_due_for_sync() -> list[int]:
         .exclude(waiting)
         .values_list("pk", flat=True)
     )
-
-
-# --- Write-back ---------------------------------------------------------------------------------
-
-
-def _role_folders(account: MailAccount) -> dict[str, Folder]:
-    folders: dict[str, Folder] = {}
-    for folder in Folder.objects.filter(account=account).exclude(role=Folder.Role.USER):
-        folders.setdefault(folder.role, folder)
-    return folders
-
-
-def _change_local(*, account: MailAccount, remote_ids: list[str], change: MessageChange) -> None:
-    kind = change.kind
-    if kind in (ChangeKind.READ, ChangeKind.UNREAD):
-        store.message_flags_update(account=account, remote_ids=remote_ids, is_read=kind == ChangeKind.READ)
-        return
-    roles = _role_folders(account)
-    if kind in (ChangeKind.STAR, ChangeKind.UNSTAR):
-        store.message_flags_update(account=account, remote_ids=remote_ids, is_starred=kind == ChangeKind.STAR)
-        starred = roles.get(Folder.Role.STARRED)  # Gmail shows stars as a label too
-        if starred is not None:
-            change_sets = ([starred], []) if kind == ChangeKind.STAR else ([], [starred])
-            store.message_folders_change(
-                account=account, remote_ids=remote_ids, add=change_sets[0], remove=change_sets[1]
-            )
-        return
-    inbox, trash, spam = roles.get(Folder.Role.INBOX), roles.get(Folder.Role.TRASH), roles.get(Folder.Role.SPAM)
-    target = None
-    if change.folder_remote_id:
-        target = Folder.objects.filter(account=account, remote_id=change.folder_remote_id).first()
-    add: list[Folder] = []
-    remove: list[Folder] = []
-    if kind == ChangeKind.ARCHIVE:
-        remove = [inbox]
-    elif kind == ChangeKind.TRASH:
-        add, remove = [trash], [inbox, spam]
-    elif kind == ChangeKind.UNTRASH:
-        add, remove = [inbox], [trash]
-    elif kind == ChangeKind.MOVE and target is not None:
-        remove = [f for f in (inbox, trash, spam) if f != target]
-        add = [target]
-    elif kind == ChangeKind.ADD_LABEL and target is not None:
-        add = [target]
-    elif kind == ChangeKind.REMOVE_LABEL and target is not None:
-        remove = [target]
-    store.message_folders_change(
-        account=account, remote_ids=remote_ids, add=[f for f in add if f], remove=[f for f in remove if f]
-    )
-
-
-def messages_change(*, user, message_ids: Sequence[int], change: MessageChange) -> int:
-    """Apply ``change`` to the user's own messages among ``message_ids`` locally now, and queue the write-back.
-
-    Returns how many messages were changed; ids of other users' messages are ignored.
-    """
-    from mailbox.tasks import apply_change
-
-    rows = Message.objects.filter(pk__in=list(message_ids), account__user=user).values_list(
-        "account_id", "pk", "remote_id"
-    )
-    by_account: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    for account_id, pk, remote_id in rows:
-        by_account[account_id].append((pk, remote_id))
-    count = 0
-    with transaction.atomic():
-        for account in MailAccount.objects.filter(pk__in=list(by_account)):
-            pairs = by_account[account.pk]
-            _change_local(account=account, remote_ids=[r for _, r in pairs], change=change)
-            ids = [pk for pk, _ in pairs]
-            count += len(ids)
-            transaction.on_commit(
-                lambda a=account.pk, i=ids: apply_change.delay(a, i, str(change.kind), change.folder_remote_id)
-            )
-    return count
-
-
-def messages_change_apply(*, account_id: int, message_ids: Sequence[int], change: MessageChange) -> SyncResult:
-    """Write a change back to the provider (the task behind :func:`messages_change`)."""
-    account = MailAccount.objects.filter(pk=account_id).first()
-    if account is None or account.needs_reconnect:
-        return SyncResult("stopped")
-    messages = list(Message.objects.filter(account=account, pk__in=list(message_ids)))
-    if not messages:
-        return SyncResult("ok")
-    try:
-        _mail_client(account).apply_changes(messages=messages, change=change)
-    except ReauthorizationRequired:
-        return SyncResult("stopped")
-    except ProviderError as exc:
-        logger.warning("Write-back for account %s failed: %s", account_id, exc)
-        return SyncResult("retry", retry_after=exc.retry_after)
-    return SyncResult("ok")
-
-
-def _mail_client(account: MailAccount) -> MailClient:
-    return registry.get(account.provider).mail_client(account=account)

@@ -1,0 +1,121 @@
+"""Write-back: a user's action on messages, applied locally at once and then at the provider.
+
+:func:`messages_change` changes the local store in the request and queues :func:`messages_change_apply`
+(the ``messages_change_apply`` task), which tells the provider; a provider failure is handled like the sync's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+from django.db import transaction
+
+from accounts.models import MailAccount
+from accounts.services import account_mark_needs_reconnect
+from mailbox import store
+from mailbox.models import Folder, Message
+from mailbox.sync import SyncOutcome, SyncResult
+from providers import registry
+from providers.base import ChangeKind, MailClient, MessageChange
+from providers.errors import ProviderError, ReconnectRequired
+
+logger = logging.getLogger(__name__)
+
+
+def _role_folders(account: MailAccount) -> dict[str, Folder]:
+    folders: dict[str, Folder] = {}
+    for folder in Folder.objects.filter(account=account).exclude(role=Folder.Role.USER):
+        folders.setdefault(folder.role, folder)
+    return folders
+
+
+def _change_local(*, account: MailAccount, remote_ids: list[str], change: MessageChange) -> None:
+    kind = change.kind
+    if kind in (ChangeKind.READ, ChangeKind.UNREAD):
+        store.message_flags_update(account=account, remote_ids=remote_ids, is_read=kind == ChangeKind.READ)
+        return
+    roles = _role_folders(account)
+    if kind in (ChangeKind.STAR, ChangeKind.UNSTAR):
+        store.message_flags_update(account=account, remote_ids=remote_ids, is_starred=kind == ChangeKind.STAR)
+        starred = roles.get(Folder.Role.STARRED)  # Gmail shows stars as a label too
+        if starred is not None:
+            change_sets = ([starred], []) if kind == ChangeKind.STAR else ([], [starred])
+            store.message_folders_change(
+                account=account, remote_ids=remote_ids, add=change_sets[0], remove=change_sets[1]
+            )
+        return
+    inbox, trash, spam = roles.get(Folder.Role.INBOX), roles.get(Folder.Role.TRASH), roles.get(Folder.Role.SPAM)
+    target = None
+    if change.folder_remote_id:
+        target = Folder.objects.filter(account=account, remote_id=change.folder_remote_id).first()
+    add: list[Folder] = []
+    remove: list[Folder] = []
+    if kind == ChangeKind.ARCHIVE:
+        remove = [inbox]
+    elif kind == ChangeKind.TRASH:
+        add, remove = [trash], [inbox, spam]
+    elif kind == ChangeKind.UNTRASH:
+        add, remove = [inbox], [trash]
+    elif kind == ChangeKind.MOVE and target is not None:
+        remove = [f for f in (inbox, trash, spam) if f != target]
+        add = [target]
+    elif kind == ChangeKind.ADD_LABEL and target is not None:
+        add = [target]
+    elif kind == ChangeKind.REMOVE_LABEL and target is not None:
+        remove = [target]
+    store.message_folders_change(
+        account=account, remote_ids=remote_ids, add=[f for f in add if f], remove=[f for f in remove if f]
+    )
+
+
+def messages_change(*, user, message_ids: Sequence[int], change: MessageChange) -> int:
+    """Apply ``change`` to the user's own messages among ``message_ids`` locally now, and queue the write-back.
+
+    Returns how many messages were changed; ids of other users' messages are ignored.
+    """
+    from mailbox import tasks
+
+    rows = Message.objects.filter(pk__in=list(message_ids), account__user=user).values_list(
+        "account_id", "pk", "remote_id"
+    )
+    by_account: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for account_id, pk, remote_id in rows:
+        by_account[account_id].append((pk, remote_id))
+    count = 0
+    with transaction.atomic():
+        for account in MailAccount.objects.filter(pk__in=list(by_account)):
+            pairs = by_account[account.pk]
+            _change_local(account=account, remote_ids=[r for _, r in pairs], change=change)
+            ids = [pk for pk, _ in pairs]
+            count += len(ids)
+            transaction.on_commit(
+                lambda a=account.pk, i=ids: tasks.messages_change_apply.delay(
+                    a, i, str(change.kind), change.folder_remote_id
+                )
+            )
+    return count
+
+
+def messages_change_apply(*, account_id: int, message_ids: Sequence[int], change: MessageChange) -> SyncResult:
+    """Write a change back to the provider (the task behind :func:`messages_change`)."""
+    account = MailAccount.objects.filter(pk=account_id).first()
+    if account is None or account.needs_reconnect:
+        return SyncResult(SyncOutcome.STOPPED)
+    messages = list(Message.objects.filter(account=account, pk__in=list(message_ids)))
+    if not messages:
+        return SyncResult(SyncOutcome.OK)
+    try:
+        _mail_client(account).apply_changes(messages=messages, change=change)
+    except ReconnectRequired as exc:
+        account_mark_needs_reconnect(account=account, reason=exc.code)
+        return SyncResult(SyncOutcome.STOPPED)
+    except ProviderError as exc:
+        logger.warning("Write-back for account %s failed: %s", account_id, exc)
+        return SyncResult(SyncOutcome.RETRY, retry_after=exc.retry_after)
+    return SyncResult(SyncOutcome.OK)
+
+
+def _mail_client(account: MailAccount) -> MailClient:
+    return registry.get(account.provider).mail_client(account=account)
