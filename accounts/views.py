@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
@@ -16,6 +16,7 @@ from accounts import oauth
 from accounts.forms import ConnectForm
 from accounts.models import MailAccount
 from accounts.services import account_connect, account_disconnect
+from mailhub.http import AuthenticatedHttpRequest
 from providers import registry
 from providers.errors import NoMailbox, ProviderError
 from providers.services import oauth_redirect_uri, provider_app_usable, provider_apps_usable
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 @login_required
-def account_list(request: HttpRequest) -> HttpResponse:
+def account_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     accounts = MailAccount.objects.filter(user=request.user).select_related("sync_state")
     return render(
         request,
@@ -35,7 +36,7 @@ def account_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def connect(request: HttpRequest, provider_id: str) -> HttpResponse:
+def connect(request: AuthenticatedHttpRequest, provider_id: str) -> HttpResponse:
     app = provider_app_usable(provider_id=provider_id)
     if app is None:
         messages.error(request, _("This provider is not available. An administrator must configure it first."))
@@ -71,7 +72,7 @@ def connect(request: HttpRequest, provider_id: str) -> HttpResponse:
 
 
 @login_required
-def oauth_callback(request: HttpRequest) -> HttpResponse:
+def oauth_callback(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Where Google and Microsoft send the user back: check state, handle cancel, exchange, store."""
     try:
         pending = oauth.pending_pop(session=request.session, state=request.GET.get("state"), user_id=request.user.pk)
@@ -112,7 +113,7 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def disconnect(request: HttpRequest, account_id: int) -> HttpResponse:
+def disconnect(request: AuthenticatedHttpRequest, account_id: int) -> HttpResponse:
     account = get_object_or_404(MailAccount, pk=account_id, user=request.user)
     email = account.email
     account_disconnect(account=account)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from django.contrib.auth.models import AbstractBaseUser, Permission
+from django.contrib.auth.models import AnonymousUser, Permission, User
 from django.db.models import Q, QuerySet
 
 from accounts.models import MailAccount
@@ -20,7 +20,7 @@ READ_ALL_MAIL = "mailbox.read_all_mail"
 _APP_LABEL, _CODENAME = READ_ALL_MAIL.split(".")
 
 
-def mail_read_all_allowed(*, user: AbstractBaseUser) -> bool:
+def mail_read_all_allowed(*, user: User | AnonymousUser) -> bool:
     """True when ``user`` holds ``mailbox.read_all_mail`` itself or through a group (never implied by superuser)."""
     if not (user.is_authenticated and user.is_active):
         return False
@@ -33,7 +33,7 @@ def mail_read_all_allowed(*, user: AbstractBaseUser) -> bool:
 
 def mail_access_record(
     *,
-    reader: AbstractBaseUser,
+    reader: User,
     account: MailAccount,
     action: str,
     object_type: str,
@@ -56,7 +56,7 @@ def mail_access_record(
 
 
 def mail_access_record_list(
-    *, reader: AbstractBaseUser, account_ids: Iterable[int], object_type: str, search: str = "", path: str = ""
+    *, reader: User, account_ids: Iterable[int], object_type: str, search: str = "", path: str = ""
 ) -> list[MailAccessLog]:
     """One row per mailbox whose mail appeared in a list, with how many items of it were shown."""
     counts = Counter(account_ids)
@@ -76,5 +76,5 @@ def mail_access_record_list(
     ]
 
 
-def mail_access_log_for_owner(*, user: AbstractBaseUser, limit: int = 500) -> QuerySet[MailAccessLog]:
+def mail_access_log_for_owner(*, user: User, limit: int = 500) -> QuerySet[MailAccessLog]:
     return MailAccessLog.objects.filter(owner=user)[:limit]

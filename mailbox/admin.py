@@ -7,11 +7,12 @@ or delete nothing, and every list or page shown is written to ``MailAccessLog`` 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import flatten, unquote
 from django.http import HttpRequest, HttpResponse
 
 from mailbox.access import mail_access_record, mail_access_record_list, mail_read_all_allowed
 from mailbox.models import Folder, MailAccessLog, Message, OutgoingMessage, SyncState, Thread
+from mailhub.http import request_user
 
 
 @admin.register(SyncState)
@@ -62,14 +63,14 @@ class MailStoreAdmin(admin.ModelAdmin):
         return False
 
     def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
-        return list(self.get_fields(request, obj))
+        return flatten(self.get_fields(request, obj))
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
         changelist = getattr(response, "context_data", {}).get("cl") if response.status_code == 200 else None
         if changelist is not None:
             mail_access_record_list(
-                reader=request.user,
+                reader=request_user(request),
                 account_ids=[row.account_id for row in changelist.result_list],
                 object_type=self.object_type,
                 search=request.GET.get("q", ""),
@@ -93,7 +94,7 @@ class MailStoreAdmin(admin.ModelAdmin):
         obj = self.get_object(request, unquote(object_id))
         if obj is not None:
             mail_access_record(
-                reader=request.user,
+                reader=request_user(request),
                 account=obj.account,
                 action=MailAccessLog.Action.VIEW,
                 object_type=self.object_type,

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -28,6 +28,7 @@ from mailbox.models import AttachmentBlob, Folder, Message, OutgoingMessage
 from mailbox.outbox import outgoing_check_again, outgoing_queue, outgoing_retry, outgoing_send_anyway
 from mailbox.sanitize import html_for_editor, html_has_remote_images, html_sanitize, message_body_csp, text_render
 from mailbox.search import threads_search
+from mailhub.http import AuthenticatedHttpRequest
 from providers.base import ChangeKind, MessageChange
 
 INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"}
@@ -42,7 +43,7 @@ _BULK_CHANGES = {
 }
 
 
-def _chrome(request: HttpRequest) -> dict:
+def _chrome(request: AuthenticatedHttpRequest) -> dict:
     """What every mail page shows around its content: the sidebar and the poll interval."""
     return {
         "nav": selectors.sidebar_get(user=request.user),
@@ -56,7 +57,9 @@ def _poll_seconds() -> int:
     return max(5, min(60, settings.MAILHUB_SYNC_INTERVAL_SECONDS))
 
 
-def _list_render(request: HttpRequest, *, threads, title: str, folder: Folder | None = None, **extra) -> HttpResponse:
+def _list_render(
+    request: AuthenticatedHttpRequest, *, threads, title: str, folder: Folder | None = None, **extra
+) -> HttpResponse:
     page = selectors.thread_page(threads=threads, cursor=request.GET.get("cursor"))
     context = {
         "page": page,
@@ -74,14 +77,14 @@ def _list_render(request: HttpRequest, *, threads, title: str, folder: Folder | 
 
 @login_required
 @require_GET
-def inbox(request: HttpRequest) -> HttpResponse:
+def inbox(request: AuthenticatedHttpRequest) -> HttpResponse:
     threads = selectors.threads_in_folders(user=request.user, folders=selectors.inbox_folders(user=request.user))
     return _list_render(request, threads=threads, title=_("All inboxes"))
 
 
 @login_required
 @require_GET
-def folder(request: HttpRequest, folder_id: int) -> HttpResponse:
+def folder(request: AuthenticatedHttpRequest, folder_id: int) -> HttpResponse:
     current = selectors.folder_get(user=request.user, folder_id=folder_id)
     threads = selectors.threads_in_folder(folder=current)
     return _list_render(request, threads=threads, title=f"{current.name} · {current.account.email}", folder=current)
@@ -89,7 +92,7 @@ def folder(request: HttpRequest, folder_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def search(request: HttpRequest) -> HttpResponse:
+def search(request: AuthenticatedHttpRequest) -> HttpResponse:
     accounts = selectors.accounts_for_user(user=request.user)
     folders = Folder.objects.filter(account__user=request.user, is_selectable=True).select_related("account")
     form = SearchForm(request.GET or None, accounts=accounts, folders=folders)
@@ -111,7 +114,7 @@ def search(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def thread(request: HttpRequest, thread_id: int) -> HttpResponse:
+def thread(request: AuthenticatedHttpRequest, thread_id: int) -> HttpResponse:
     current = selectors.thread_get(user=request.user, thread_id=thread_id)
     messages = selectors.thread_messages(thread=current)
     show_images = {int(i) for i in request.GET.getlist("images") if i.isdigit()}
@@ -141,7 +144,7 @@ def thread(request: HttpRequest, thread_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def thread_read(request: HttpRequest, thread_id: int) -> HttpResponse:
+def thread_read(request: AuthenticatedHttpRequest, thread_id: int) -> HttpResponse:
     """Called by the thread page once it has been shown (a POST, so it carries the CSRF token)."""
     current = selectors.thread_get(user=request.user, thread_id=thread_id)
     ids = list(current.messages.filter(is_read=False).values_list("id", flat=True))
@@ -152,7 +155,7 @@ def thread_read(request: HttpRequest, thread_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def bulk_action(request: HttpRequest) -> HttpResponse:
+def bulk_action(request: AuthenticatedHttpRequest) -> HttpResponse:
     thread_ids = [int(i) for i in request.POST.getlist("threads") if i.isdigit()]
     folders = Folder.objects.filter(account__user=request.user, is_selectable=True)
     form = BulkActionForm(request.POST, thread_ids=thread_ids, folders=folders)
@@ -189,7 +192,7 @@ def _cid_url(message_id: int):
 @xframe_options_sameorigin  # the thread page frames it; every other page is DENY
 @login_required
 @require_GET
-def message_body(request: HttpRequest, message_id: int) -> HttpResponse:
+def message_body(request: AuthenticatedHttpRequest, message_id: int) -> HttpResponse:
     """One message's HTML as a document for the thread page's sandboxed iframe."""
     message = selectors.message_get(user=request.user, message_id=message_id)
     show_images = request.GET.get("images") == "1"
@@ -217,7 +220,7 @@ def _download(blob: AttachmentBlob, *, filename: str, content_type: str, inline:
 
 @login_required
 @require_GET
-def message_cid(request: HttpRequest, message_id: int, content_id: str) -> HttpResponse:
+def message_cid(request: AuthenticatedHttpRequest, message_id: int, content_id: str) -> FileResponse:
     """An inline image of a message (``cid:`` URL). Only raster images are served inline, never SVG or HTML."""
     part = selectors.inline_part_get(user=request.user, message_id=message_id, content_id=content_id)
     content_type = part.content_type.lower()
@@ -228,14 +231,14 @@ def message_cid(request: HttpRequest, message_id: int, content_id: str) -> HttpR
 
 @login_required
 @require_GET
-def attachment(request: HttpRequest, attachment_id: int) -> HttpResponse:
+def attachment(request: AuthenticatedHttpRequest, attachment_id: int) -> FileResponse:
     part = selectors.attachment_get(user=request.user, attachment_id=attachment_id)
     return _download(part.blob, filename=part.filename, content_type=part.content_type, inline=False)
 
 
 @login_required
 @require_GET
-def outgoing_attachment(request: HttpRequest, attachment_id: int) -> HttpResponse:
+def outgoing_attachment(request: AuthenticatedHttpRequest, attachment_id: int) -> FileResponse:
     part = selectors.outgoing_attachment_get(user=request.user, attachment_id=attachment_id)
     return _download(part.blob, filename=part.filename, content_type=part.content_type, inline=False)
 
@@ -243,7 +246,9 @@ def outgoing_attachment(request: HttpRequest, attachment_id: int) -> HttpRespons
 # --- Compose ------------------------------------------------------------------------------------
 
 
-def _compose_render(request: HttpRequest, *, form: ComposeForm, draft: OutgoingMessage | None, status: int = 200):
+def _compose_render(
+    request: AuthenticatedHttpRequest, *, form: ComposeForm, draft: OutgoingMessage | None, status: int = 200
+):
     context = {
         "form": form,
         "draft": draft,
@@ -266,7 +271,7 @@ def _draft_initial(draft: OutgoingMessage) -> dict:
     }
 
 
-def _compose_post(request: HttpRequest, draft: OutgoingMessage | None) -> HttpResponse:
+def _compose_post(request: AuthenticatedHttpRequest, draft: OutgoingMessage | None) -> HttpResponse:
     accounts = selectors.accounts_for_user(user=request.user)
     form = ComposeForm(
         request.POST, request.FILES, accounts=accounts, existing_attachment_bytes=compose.attachments_size(draft=draft)
@@ -303,7 +308,7 @@ def _compose_post(request: HttpRequest, draft: OutgoingMessage | None) -> HttpRe
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def compose_new(request: HttpRequest) -> HttpResponse:
+def compose_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "POST":
         return _compose_post(request, None)
     accounts = selectors.accounts_for_user(user=request.user)
@@ -316,14 +321,14 @@ def compose_new(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def compose_clean(request: HttpRequest) -> JsonResponse:
+def compose_clean(request: AuthenticatedHttpRequest) -> JsonResponse:
     """HTML pasted or dropped into the compose editor, cleaned before the page inserts it (see mailbox.js)."""
     return JsonResponse({"html": html_for_editor(html=request.POST.get("html", ""))})
 
 
 @login_required
 @require_POST
-def compose_from_message(request: HttpRequest, message_id: int, kind: str) -> HttpResponse:
+def compose_from_message(request: AuthenticatedHttpRequest, message_id: int, kind: str) -> HttpResponse:
     if kind not in {"reply", "reply_all", "forward"}:
         raise Http404
     source = selectors.message_get(user=request.user, message_id=message_id)
@@ -333,7 +338,7 @@ def compose_from_message(request: HttpRequest, message_id: int, kind: str) -> Ht
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def draft(request: HttpRequest, outgoing_id: int) -> HttpResponse:
+def draft(request: AuthenticatedHttpRequest, outgoing_id: int) -> HttpResponse:
     current = selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=OutgoingMessage.Status.DRAFT)
     if request.method == "POST":
         return _compose_post(request, current)
@@ -344,7 +349,7 @@ def draft(request: HttpRequest, outgoing_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def draft_delete(request: HttpRequest, outgoing_id: int) -> HttpResponse:
+def draft_delete(request: AuthenticatedHttpRequest, outgoing_id: int) -> HttpResponse:
     current = selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=OutgoingMessage.Status.DRAFT)
     current.delete()
     flash.success(request, _("Draft discarded."))
@@ -353,14 +358,14 @@ def draft_delete(request: HttpRequest, outgoing_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def drafts(request: HttpRequest) -> HttpResponse:
+def drafts(request: AuthenticatedHttpRequest) -> HttpResponse:
     context = {"outgoing": selectors.drafts_for_user(user=request.user)[:200], "is_drafts": True, **_chrome(request)}
     return render(request, "mailbox/outbox.html", context)
 
 
 @login_required
 @require_GET
-def outbox(request: HttpRequest) -> HttpResponse:
+def outbox(request: AuthenticatedHttpRequest) -> HttpResponse:
     context = {"outgoing": selectors.outbox_for_user(user=request.user)[:200], **_chrome(request)}
     if request.htmx:
         return render(request, "mailbox/_outbox_rows.html", context)
@@ -381,7 +386,7 @@ OUTBOX_ACTIONS = {
 
 @login_required
 @require_POST
-def outbox_action(request: HttpRequest, outgoing_id: int, action: str) -> HttpResponse:
+def outbox_action(request: AuthenticatedHttpRequest, outgoing_id: int, action: str) -> HttpResponse:
     status, service, done = OUTBOX_ACTIONS[action]
     service(outgoing=selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=status))
     flash.success(request, done)
@@ -390,7 +395,7 @@ def outbox_action(request: HttpRequest, outgoing_id: int, action: str) -> HttpRe
 
 @login_required
 @require_POST
-def account_sync(request: HttpRequest, account_id: int) -> HttpResponse:
+def account_sync(request: AuthenticatedHttpRequest, account_id: int) -> HttpResponse:
     account = selectors.accounts_for_user(user=request.user).filter(pk=account_id).first()
     if account is None:
         raise Http404
@@ -404,19 +409,19 @@ def account_sync(request: HttpRequest, account_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def suggest(request: HttpRequest) -> JsonResponse:
+def suggest(request: AuthenticatedHttpRequest) -> JsonResponse:
     people = selectors.correspondents_suggest(user=request.user, prefix=request.GET.get("q", "")[:100])
     return JsonResponse({"results": people})
 
 
 @login_required
 @require_GET
-def sidebar(request: HttpRequest) -> HttpResponse:
+def sidebar(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "mailbox/_sidebar.html", _chrome(request))
 
 
 @login_required
 @require_GET
-def access_log(request: HttpRequest) -> HttpResponse:
+def access_log(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Who used the "read all mail" right on the signed-in user's mailboxes, newest first."""
     return render(request, "mailbox/access_log.html", {"entries": mail_access_log_for_owner(user=request.user)})

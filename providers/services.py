@@ -1,5 +1,5 @@
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.forms import ModelForm
 from django.http import HttpRequest
@@ -30,7 +30,7 @@ def provider_app_usable(*, provider_id: str) -> ProviderApp | None:
 
 
 @transaction.atomic
-def provider_app_update(*, form: ModelForm, user: AbstractBaseUser) -> ProviderSettingsChange | None:
+def provider_app_update(*, form: ModelForm, user: User) -> ProviderSettingsChange | None:
     """Save a valid settings form and record which fields changed (names only); None when nothing did."""
     app: ProviderApp = form.instance
     before = {}

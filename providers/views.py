@@ -1,9 +1,10 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 
+from mailhub.http import AuthenticatedHttpRequest
 from providers import registry
 from providers.forms import ProviderAppForm
 from providers.models import MAIL_SETTINGS_PERMISSION, ProviderApp
@@ -12,7 +13,7 @@ from providers.services import oauth_redirect_uri, provider_app_update, provider
 
 @login_required
 @permission_required(MAIL_SETTINGS_PERMISSION, raise_exception=True)
-def mail_settings(request: HttpRequest) -> HttpResponse:
+def mail_settings(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Settings → Mail settings: one form per provider; the posted one is validated, saved and recorded.
 
     Needs ``providers.change_providerapp`` (the "Mail admin" group has it); being staff is not enough.
