@@ -1,4 +1,5 @@
 from datetime import date, timedelta
+from typing import Any
 
 from django import forms
 from django.utils import timezone
@@ -20,8 +21,9 @@ class ConnectForm(forms.Form):
     sync_since = forms.DateField(label=_("Start date"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
     login_hint = forms.EmailField(required=False, widget=forms.HiddenInput)
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if data.get("sync_window") == "date":
             since = data.get("sync_since")
             if since is None:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from email.utils import getaddresses
+from typing import cast
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils.translation import gettext_lazy as _
 
+from accounts.models import MailAccount
 from mailbox.models import Folder
 from mailbox.search import SearchQuery
 
@@ -68,7 +70,7 @@ class MultipleFileField(forms.FileField):
 
 
 class ComposeForm(forms.Form):
-    account = forms.ModelChoiceField(queryset=None, label=_("From"), empty_label=None)
+    account = forms.ModelChoiceField(queryset=MailAccount.objects.none(), label=_("From"), empty_label=None)
     to = forms.CharField(label=_("To"), required=False)
     cc = forms.CharField(label=_("Cc"), required=False)
     bcc = forms.CharField(label=_("Bcc"), required=False)
@@ -81,11 +83,12 @@ class ComposeForm(forms.Form):
     )
     body_text = forms.CharField(label=_("Message"), widget=forms.Textarea(attrs={"rows": 14}), required=False)
     body_html = forms.CharField(widget=forms.HiddenInput, required=False)
-    files = MultipleFileField(label=_("Attach files"), required=False)
+    # The metaclass moves declared fields into base_fields, so ``self.files`` stays the uploads (the stubs miss it).
+    files = MultipleFileField(label=_("Attach files"), required=False)  # type: ignore[assignment]
 
     def __init__(self, *args, accounts, existing_attachment_bytes: int = 0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["account"].queryset = accounts
+        cast(forms.ModelChoiceField, self.fields["account"]).queryset = accounts
         self.existing_attachment_bytes = existing_attachment_bytes
         for name in ("to", "cc", "bcc"):
             self.fields[name].widget.attrs.update({"autocomplete": "off", "data-suggest": "1"})
@@ -136,8 +139,8 @@ class BulkActionForm(forms.Form):
 
     def __init__(self, *args, thread_ids: list[int], folders, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["threads"].choices = [(i, i) for i in thread_ids]
-        self.fields["folder"].queryset = folders
+        cast(forms.ChoiceField, self.fields["threads"]).choices = [(i, i) for i in thread_ids]
+        cast(forms.ModelChoiceField, self.fields["folder"]).queryset = folders
 
     def clean(self):
         data = super().clean()
@@ -157,8 +160,10 @@ class SearchForm(forms.Form):
 
     def __init__(self, *args, accounts, folders, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["account"].choices = [("", _("All accounts"))] + [(a.id, a.email) for a in accounts]
-        self.fields["folder"].choices = [("", _("All folders"))] + [
+        cast(forms.ChoiceField, self.fields["account"]).choices = [("", _("All accounts"))] + [
+            (a.id, a.email) for a in accounts
+        ]
+        cast(forms.ChoiceField, self.fields["folder"]).choices = [("", _("All folders"))] + [
             (f.id, f"{f.account.email} / {f.name}") for f in folders
         ]
 

@@ -1,4 +1,5 @@
 import re
+from typing import Any
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
@@ -21,7 +22,7 @@ class ProviderAppForm(forms.ModelForm):
         model = ProviderApp
         fields = ["enabled", "client_id", "client_secret", "tenant"]
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.provider = registry.get(self.instance.provider)
         if "tenant" not in self.provider.extra_settings:
@@ -54,8 +55,9 @@ class ProviderAppForm(forms.ModelForm):
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if data.get("enabled"):
             if not data.get("client_id"):
                 self.add_error("client_id", _("Required to enable this provider."))
