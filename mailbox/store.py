@@ -29,10 +29,11 @@ import hashlib
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connections, models, router, transaction
@@ -401,9 +402,9 @@ def _rows_insert(
     """
     connection = connections[router.db_for_write(model)]
     quote = connection.ops.quote_name
-    fields = [model._meta.get_field(name) for name in names]
+    fields = _table_fields(model, names)
     head = connection.ops.insert_statement(on_conflict=OnConflict.IGNORE if ignore_conflicts else None)
-    head += f" {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) VALUES "
+    head += f" {quote(model._meta.db_table)} ({', '.join(quote(_column(f)) for f in fields)}) VALUES "
     tail = ""
     if ignore_conflicts:
         tail = " " + connection.ops.on_conflict_suffix_sql(fields, OnConflict.IGNORE, None, None)
@@ -415,6 +416,23 @@ def _rows_insert(
             chunk = rows[start : start + batch]
             params = [value for row in chunk for value in db_values(row)]
             cursor.execute(head + ", ".join([row_sql] * len(chunk)) + tail, params)
+
+
+def _table_fields(model: type[models.Model], names: Iterable[str]) -> list[models.Field]:
+    """The fields called ``names``, in that order; a reverse relation among them is a programming error."""
+    fields = []
+    for name in names:
+        model_field = model._meta.get_field(name)
+        if not isinstance(model_field, models.Field):
+            raise TypeError(f"{model.__name__}.{name} is not a field of its table")
+        fields.append(model_field)
+    return fields
+
+
+def _column(model_field: models.Field) -> str:
+    if model_field.column is None:
+        raise TypeError(f"{model_field} has no column")
+    return model_field.column
 
 
 # Field types whose Python values the database driver cannot take as they are.
@@ -739,7 +757,7 @@ def _threads_refresh(thread_ids: list[int]) -> None:
             unread=Count("id", filter=Q(is_read=False)),
             last=Max("date"),
             starred=Count("id", filter=Q(is_starred=True)),
-            attachments=Count("id", filter=Q(has_attachments=True)),
+            with_attachments=Count("id", filter=Q(has_attachments=True)),
         )
     }
     empty = [t for t in thread_ids if t not in stats]
@@ -748,7 +766,7 @@ def _threads_refresh(thread_ids: list[int]) -> None:
     if not stats:
         return
     # Newest first per thread: the latest message gives the snippet, the first few senders the list.
-    latest: dict[int, dict] = {}
+    latest: dict[int, Mapping[str, Any]] = {}
     senders: dict[int, list[str]] = defaultdict(list)
     rows = (
         Message.objects.filter(thread_id__in=list(stats))
@@ -773,13 +791,13 @@ def _threads_refresh(thread_ids: list[int]) -> None:
     ]
     changed: list[dict] = []
     for thread in Thread.objects.filter(pk__in=list(stats)).only("id", *fields):
-        row = stats[thread.pk]
+        counts = stats[thread.pk]
         values = {
-            "message_count": row["count"],
-            "unread_count": row["unread"],
-            "last_message_at": row["last"],
-            "is_starred": row["starred"] > 0,
-            "has_attachments": row["attachments"] > 0,
+            "message_count": counts["count"],
+            "unread_count": counts["unread"],
+            "last_message_at": counts["last"],
+            "is_starred": counts["starred"] > 0,
+            "has_attachments": counts["with_attachments"] > 0,
             "snippet": latest[thread.pk]["snippet"],
             "senders": ", ".join(senders[thread.pk]),
             "subject": thread.subject or latest[thread.pk]["subject"],
@@ -799,9 +817,9 @@ def _threads_update(fields: list[str], rows: list[dict]) -> None:
         return
     connection = connections[router.db_for_write(Thread)]
     quote = connection.ops.quote_name
-    model_fields = [Thread._meta.get_field(name) for name in fields]
-    assignments = ", ".join(f"{quote(f.column)} = %s" for f in model_fields)
-    sql = f"UPDATE {quote(Thread._meta.db_table)} SET {assignments} WHERE {quote(Thread._meta.pk.column)} = %s"  # noqa: S608 (identifiers from model meta)
+    model_fields = _table_fields(Thread, fields)
+    assignments = ", ".join(f"{quote(_column(f))} = %s" for f in model_fields)
+    sql = f"UPDATE {quote(Thread._meta.db_table)} SET {assignments} WHERE {quote(_column(Thread._meta.pk))} = %s"  # noqa: S608 (identifiers from model meta)
     db_values = _db_values(model_fields, connection)
     params = [[*db_values([row[f.name] for f in model_fields]), row["id"]] for row in rows]
     with connection.cursor() as cursor:
