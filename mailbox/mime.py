@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import contextlib
 import email.utils
 import html as html_lib
 import logging
@@ -25,6 +26,7 @@ from email import policy
 from email.feedparser import FeedParser
 from email.message import Message as EmailMessage
 from email.parser import Parser
+from typing import cast
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +243,7 @@ def _header_block_end(raw: bytes, start: int, end: int) -> int:
     return end if line_end < 0 else line_end + 1
 
 
-def _fast_headers(text: str, start: int, end: int) -> tuple[EmailMessage, int] | None:
+def _fast_headers(text: str, start: int, end: int) -> tuple[_SpanMessage, int] | None:
     """The header section at ``text[start:end]`` as a message, and where its body starts; None if unsure."""
     msg = _SpanMessage(policy=policy.compat32)
     header: list[str] = []
@@ -662,7 +664,8 @@ def _leaf_parts(msg: EmailMessage, problems: list[str]):
                 if payload:
                     problems.append(f"parts nested more than {MAX_DEPTH} levels deep were not read")
                 continue
-            stack.extend((child, depth + 1) for child in reversed(payload))
+            # A parsed multipart holds messages only (typeshed also allows the str that attach() takes).
+            stack.extend((child, depth + 1) for child in reversed(cast("list[EmailMessage]", payload)))
             continue
         yield part, _part_info(part, headers)
 
@@ -695,20 +698,20 @@ def _span_bytes(part: EmailMessage) -> bytes | None:
 
 def _part_bytes(part: EmailMessage, ctype: str) -> bytes:
     if ctype.startswith("message/") and part.is_multipart():
-        inner = part.get_payload()
-        inner = inner[0] if isinstance(inner, list) and inner else inner
-        try:
-            return inner.as_bytes(policy=_EML_POLICY)
-        except Exception:  # noqa: BLE001
-            return str(inner).encode("utf-8", "replace")
-    data = _span_bytes(part)
-    if data is not None:
-        return data
-    data = part.get_payload(decode=True)
-    if data is None:
         payload = part.get_payload()
-        data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
-    return data
+        inner = payload[0] if isinstance(payload, list) and payload else payload
+        if isinstance(inner, EmailMessage):
+            with contextlib.suppress(Exception):
+                return inner.as_bytes(policy=_EML_POLICY)
+        return str(inner).encode("utf-8", "replace")
+    span = _span_bytes(part)
+    if span is not None:
+        return span
+    decoded = part.get_payload(decode=True)  # bytes, or None for a multipart
+    if isinstance(decoded, bytes):
+        return decoded
+    payload = part.get_payload()
+    return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
 
 
 def _parse_body(msg: EmailMessage, result: ParsedMessage, problems: list[str]) -> None:
@@ -772,7 +775,7 @@ def _all_parts(msg: EmailMessage):
         yield part
         payload = part.get_payload() if part.is_multipart() else None
         if isinstance(payload, list):
-            stack.extend(reversed(payload))
+            stack.extend(reversed(cast("list[EmailMessage]", payload)))  # parts only, as in _leaf_parts
 
 
 def _snippet(result: ParsedMessage) -> str:
