@@ -315,6 +315,12 @@ class OutgoingMessage(models.Model):
                 kwargs["update_fields"] = {*kwargs["update_fields"], "message_id"}
         super().save(*args, **kwargs)
 
+    def raw_bytes(self) -> bytes:
+        """The frozen bytes to send or file; built when queued, so a row past the draft state has them."""
+        if self.raw is None:
+            raise TypeError(f"outgoing message {self.pk} has no raw bytes: it was never queued")
+        return bytes(self.raw)
+
 
 def new_message_id(sender: str) -> str:
     """A fresh RFC 5322 Message-ID (without <>) in the sender's domain."""

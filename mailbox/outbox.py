@@ -269,15 +269,15 @@ def outgoing_send(*, outgoing_id: int) -> SendResult:
     except ProviderError as exc:  # e.g. the provider was disabled
         return _fail(outgoing, error=str(exc))
     if outgoing.handed_off_at is not None:
-        checked = _outgoing_check(outgoing, client)
+        checked = _outgoing_check(outgoing, client, handed_off_at=outgoing.handed_off_at)
         if checked is not None:
             return checked
     return _outgoing_attempt(outgoing, client)
 
 
-def _outgoing_check(outgoing: OutgoingMessage, client: MailClient) -> SendResult | None:
+def _outgoing_check(outgoing: OutgoingMessage, client: MailClient, *, handed_off_at: datetime) -> SendResult | None:
     """An earlier attempt handed the message over: ask the provider. None: proven not sent, send it."""
-    settled_at = outgoing.handed_off_at + send_settle()
+    settled_at = handed_off_at + send_settle()
     now = timezone.now()
     if now < settled_at:
         return _requeue(outgoing, delay=(settled_at - now).total_seconds(), error=outgoing.last_error)
@@ -391,7 +391,7 @@ def _outgoing_file_local(*, outgoing: OutgoingMessage, remote_id: str) -> None:
     store.message_upsert(
         account=account,
         remote_id=remote_id,
-        raw=bytes(outgoing.raw),
+        raw=outgoing.raw_bytes(),
         folders=[sent] if sent else [],
         is_read=True,
         thread_key=thread_key,

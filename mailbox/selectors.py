@@ -107,6 +107,8 @@ def folder_get(*, user, folder_id: int) -> Folder:
 
 
 def _cursor_encode(thread: Thread) -> str:
+    if thread.last_message_at is None:  # thread_page lists only threads that have one
+        raise ValueError(f"thread {thread.id} has no last message date to page from")
     raw = f"{thread.last_message_at.isoformat()}|{thread.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import partial
 
 from django.db import transaction
 
@@ -50,8 +51,8 @@ def _change_local(*, account: MailAccount, remote_ids: list[str], change: Messag
     target = None
     if change.folder_remote_id:
         target = Folder.objects.filter(account=account, remote_id=change.folder_remote_id).first()
-    add: list[Folder] = []
-    remove: list[Folder] = []
+    add: list[Folder | None] = []  # a role the account lacks is None, left out below
+    remove: list[Folder | None] = []
     if kind == ChangeKind.ARCHIVE:
         remove = [inbox]
     elif kind == ChangeKind.TRASH:
@@ -91,9 +92,7 @@ def messages_change(*, user, message_ids: Sequence[int], change: MessageChange) 
             ids = [pk for pk, _ in pairs]
             count += len(ids)
             transaction.on_commit(
-                lambda a=account.pk, i=ids: tasks.messages_change_apply.delay(
-                    a, i, str(change.kind), change.folder_remote_id
-                )
+                partial(tasks.messages_change_apply.delay, account.pk, ids, str(change.kind), change.folder_remote_id)
             )
     return count
 

@@ -49,7 +49,7 @@ class EncryptedTextField(models.TextField):
         return decrypt(value)
 
     def get_prep_value(self, value: object) -> str | None:
-        value = super().get_prep_value(value)
-        if not value:
-            return value
-        return encrypt(value)
+        text = super().get_prep_value(value)
+        if not text:
+            return text
+        return encrypt(text)

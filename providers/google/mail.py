@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from datetime import time as dt_time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import httplib2
 from django.conf import settings
@@ -266,7 +266,13 @@ def _backoff(attempt: int, retry_after: float | None) -> float:
     return min(0.5 * 2 ** (attempt - 1), 30.0) * random.uniform(0.75, 1.25)
 
 
-def _label_flags(label_ids: Sequence[str]) -> dict[str, bool]:
+class _LabelFlags(TypedDict):
+    is_read: bool
+    is_starred: bool
+    is_draft: bool
+
+
+def _label_flags(label_ids: Sequence[str]) -> _LabelFlags:
     labels = set(label_ids)
     return {"is_read": "UNREAD" not in labels, "is_starred": "STARRED" in labels, "is_draft": "DRAFT" in labels}
 
@@ -559,6 +565,9 @@ class GmailClient:
     def _get_minimal(self, message_id: str) -> HttpRequest:
         return self.service.users().messages().get(userId="me", id=message_id, format="minimal")
 
+    def _batch_modify(self, body: dict) -> HttpRequest:
+        return self.service.users().messages().batchModify(userId="me", body=body)
+
     # --- full sync --------------------------------------------------------------------------------
     def _query(self, state: SyncState) -> str | None:
         if state.sync_since is None:
@@ -832,7 +841,7 @@ class GmailClient:
             body = {"ids": ids[start : start + 1000], "addLabelIds": add, "removeLabelIds": remove}
             try:
                 self._execute(
-                    lambda b=body: self.service.users().messages().batchModify(userId="me", body=b),
+                    functools.partial(self._batch_modify, body),
                     method="messages.batchModify",
                 )
             except _Gone:
@@ -862,7 +871,7 @@ class GmailClient:
         asks Gmail (:meth:`find_sent`) before anything is sent again. A refused token is the one retry: Gmail
         answered 401 before taking the message.
         """
-        body: dict[str, Any] = {"raw": base64.urlsafe_b64encode(bytes(outgoing.raw)).decode("ascii")}
+        body: dict[str, Any] = {"raw": base64.urlsafe_b64encode(outgoing.raw_bytes()).decode("ascii")}
         source = outgoing.source
         if source is not None and outgoing.kind in ("reply", "reply_all", "forward") and outgoing.in_reply_to:
             thread_key = source.thread.remote_id
@@ -932,7 +941,7 @@ class GmailClient:
         store.message_upsert(
             account=self.account,
             remote_id=data["id"],
-            raw=bytes(outgoing.raw),
+            raw=outgoing.raw_bytes(),
             folders=self._folders_for(labels),
             is_read=True,
             is_starred="STARRED" in labels,

@@ -5,7 +5,7 @@ Put the new key first, keep the old ones after it, run this, then drop the old k
 
 from django.apps import apps
 from django.core.management.base import BaseCommand
-from django.db import transaction
+from django.db import models, transaction
 
 from mailhub.fields import EncryptedTextField
 
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"Re-encrypted {total} secret(s)."))
 
 
-def _rotate_model(model: type, names: list[str]) -> int:
+def _rotate_model(model: type[models.Model], names: list[str]) -> int:
     count = 0
     with transaction.atomic():
         # Values are read decrypted (by whichever key matches) and written back encrypted with the first key.
