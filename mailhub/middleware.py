@@ -5,7 +5,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from csp.middleware import CSPMiddleware
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseBase
 
 
 class NulBytesRefusedMiddleware:
@@ -40,7 +40,7 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
     from GOOGLE_AUTH_URI and MICROSOFT_AUTHORITY_HOST, so a sandbox configured at run time works as well.
     """
 
-    def get_policy_parts(self, request: HttpRequest, response: HttpResponse, report_only: bool = False):
+    def get_policy_parts(self, request: HttpRequest, response: HttpResponseBase, report_only: bool = False):
         parts = super().get_policy_parts(request=request, response=response, report_only=report_only)
         if not report_only:
             origins = sorted({_origin(settings.GOOGLE_AUTH_URI), _origin(settings.MICROSOFT_AUTHORITY_HOST)})

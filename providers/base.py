@@ -69,9 +69,11 @@ class MailClient(Protocol):
     ``handoff()`` immediately before the bytes leave; ``find_sent`` tells whether an attempt went.
     """
 
-    #: The provider keeps a copy of every message it accepted where ``find_sent`` looks (Gmail; Exchange's
-    #: Sent Items), so "not found" after the settle time proves the message did not go.
-    keeps_sent_copy: bool
+    @property
+    def keeps_sent_copy(self) -> bool:
+        """The provider keeps a copy of every message it accepted where ``find_sent`` looks (Gmail; Exchange's
+        Sent Items), so "not found" after the settle time proves the message did not go. Read only."""
+        ...
 
     def full_sync(self) -> None: ...
 
