@@ -183,7 +183,7 @@ def run() -> dict:
 
             python = _django_mailbox_python()
 
-            def django_mailbox(copy: str, run: int) -> dict:
+            def django_mailbox(python: str, copy: str, run: int) -> dict:
                 settings_dir = work / f"dm-{run}"
                 settings_dir.mkdir()
                 db, media = str(settings_dir / "dm.sqlite3"), str(settings_dir / "media")
@@ -200,7 +200,7 @@ def run() -> dict:
             for run in range(MAILHUB_RUNS):
                 mailhub_runs.append(mailhub("full", big, db=f"mailhub-{run}"))
                 if python is not None and run < len(copies):
-                    dm_runs.append(django_mailbox(copies[run], run))
+                    dm_runs.append(django_mailbox(python, copies[run], run))
             best = min(mailhub_runs, key=lambda r: r["seconds"])
             figures["mailhub_initial"] = {
                 "messages": best["messages"],

@@ -155,6 +155,7 @@ def _populate(user) -> None:
 
         thread_updates = []
         for thread, size in zip(threads, sizes, strict=True):
+            assert thread.last_message_at is not None  # every seeded thread gets one above
             in_inbox = rng.random() < 0.7
             unread = 0
             for i in range(size):
@@ -247,12 +248,15 @@ def main() -> None:
         deep_url = inbox_url + "?cursor=" + page.split("cursor=")[1].split('"')[0].replace("&amp;", "&")
     label = Folder.objects.filter(account__user=user, role="user").first()
     thread = Thread.objects.filter(account__user=user, message_count=5).order_by("-last_message_at").first()
+    newest = thread.messages.order_by("-date").first() if thread else None
+    if label is None or thread is None or newest is None:
+        raise RuntimeError("the seeded mailbox has no user label or no thread of 5 messages")
     pages = {
         "inbox": inbox_url,
         "inbox_page_41": deep_url,
         "folder_label": reverse("mailbox:folder", args=[label.id]),
         "thread": reverse("mailbox:thread", args=[thread.id]),
-        "message_body": reverse("mailbox:message_body", args=[thread.messages.order_by("-date").first().id]),
+        "message_body": reverse("mailbox:message_body", args=[newest.id]),
         "search_common_word": reverse("mailbox:search") + "?q=invoice",
         "search_two_words": reverse("mailbox:search") + "?q=quarterly+roadmap",
         "search_sender": reverse("mailbox:search") + "?q=person42%40example5.org",

@@ -556,7 +556,7 @@ debug = {"yes" if self.debug else "no"}
                 imap.create_folder(folder)
             pending: list[dict] = []
             for raw, flags, date in messages:
-                item = {"msg": raw, "flags": tuple(flags)}
+                item: dict[str, object] = {"msg": raw, "flags": tuple(flags)}
                 if date is not None:
                     item["date"] = date
                 pending.append(item)

@@ -12,7 +12,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sandbox.gmail.mime import b64url, b64url_decode, find_part, parse_attachment_id, payload_full, payload_metadata
 from sandbox.gmail.query import QueryError, parse_query
@@ -453,7 +453,7 @@ def _history_entry(record) -> Json:
 
 # (HTTP method, path pattern relative to users/{userId}/, API method id, handler)
 ROUTES: list[tuple[str, re.Pattern[str], str, Callable[..., Result]]] = [
-    (verb, re.compile(pattern), method, handler)
+    (verb, re.compile(pattern), method, cast(Callable[..., Result], handler))  # handlers' signatures differ
     for verb, pattern, method, handler in [
         ("GET", r"profile", "getProfile", get_profile),
         ("GET", r"labels", "labels.list", labels_list),

@@ -282,7 +282,7 @@ class GmailApp:
     ) -> Response:
         match = re.fullmatch(r"/gmail/v1/users/([^/]+)/(.+)", path)
         routed = route(verb, match.group(2)) if match else None
-        if routed is None:
+        if match is None or routed is None:
             raise not_found()
         method, handler, args = routed
         authorization = headers.get("authorization", "")

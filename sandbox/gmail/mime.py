@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message as EmailMessage
 from email.policy import compat32
+from typing import cast
 
 SNIPPET_LENGTH = 200
 _TAG = re.compile(r"<[^>]*>")
@@ -109,7 +110,7 @@ def _date_ms(value: str | None) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
-def _payload_bytes(part: EmailMessage) -> bytes:
+def _payload_bytes(part: EmailMessage | LightPart) -> bytes:
     try:
         data = part.get_payload(decode=True)
     except Exception:  # noqa: BLE001 - garbage transfer encodings must degrade, not crash
@@ -122,7 +123,7 @@ def _payload_bytes(part: EmailMessage) -> bytes:
     return b""
 
 
-def _part_text(part: EmailMessage) -> str:
+def _part_text(part: EmailMessage | LightPart) -> str:
     data = _payload_bytes(part)
     for charset in (part.get_content_charset() or "us-ascii", "utf-8"):
         try:
@@ -132,7 +133,7 @@ def _part_text(part: EmailMessage) -> str:
     return data.decode("windows-1252", "replace")
 
 
-def _filename(part: EmailMessage) -> str:
+def _filename(part: EmailMessage | LightPart) -> str:
     try:
         name = part.get_filename()
     except Exception:  # noqa: BLE001 - malformed RFC 2231 parameters
@@ -140,7 +141,7 @@ def _filename(part: EmailMessage) -> str:
     return decode_header_value(name) if name else ""
 
 
-def is_attachment(part: EmailMessage) -> bool:
+def is_attachment(part: EmailMessage | LightPart) -> bool:
     if part.is_multipart() and part.get_content_type() != "message/rfc822":
         return False
     disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
@@ -216,7 +217,7 @@ class LightPart:
         # Plain bytes splitting: a regex per boundary would be compiled per message (what makes the
         # stdlib parser slow) and would flush the re module's cache.
         pieces = (b"\n" + self.body).split(b"\n--" + boundary.encode("ascii", "surrogateescape"))
-        chunks = []
+        chunks: list[bytes] = []
         for piece in pieces[1:]:
             if piece.startswith(b"--"):
                 return chunks
@@ -362,8 +363,9 @@ def part_json(part: EmailMessage, *, message_id: str, part_id: str = "") -> dict
 def _message_bytes(part: EmailMessage) -> bytes:
     payload = part.get_payload()
     if isinstance(payload, list) and payload:
+        inner = payload[0]
         try:
-            return payload[0].as_bytes(policy=compat32)
+            return inner.as_bytes(policy=compat32) if isinstance(inner, EmailMessage) else b""
         except Exception:  # noqa: BLE001
             return b""
     return _payload_bytes(part)
@@ -404,7 +406,7 @@ def find_part(raw: bytes, part_id: str) -> bytes | None:
         for step in part_id.split(".") if part_id else []:
             if node.get_content_type() == "message/rfc822" or not node.is_multipart():
                 return None
-            children = node.get_payload()
+            children = cast("list[EmailMessage]", node.get_payload())  # a multipart's parts
             node = children[int(step)]
     except (IndexError, ValueError, TypeError):
         return None

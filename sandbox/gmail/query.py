@@ -128,6 +128,14 @@ def _term(key: str, value: str, labels: dict[str, str]) -> tuple[Predicate, bool
     raise QueryError(f"Unsupported operator: {key}")
 
 
+def _text_contains(needle: str) -> Predicate:
+    return lambda m: needle in m.facts.text
+
+
+def _negated(predicate: Predicate) -> Predicate:
+    return lambda m: not predicate(m)
+
+
 def parse_query(q: str, labels: dict[str, str]) -> Query:
     """Compile ``q`` against the user's labels ({id: name})."""
     try:
@@ -143,8 +151,7 @@ def parse_query(q: str, labels: dict[str, str]) -> Query:
         if sep and value and re.fullmatch(r"[a-z_0-9]+", key, re.IGNORECASE):
             predicate, lifted = _term(key, value, labels)
         else:
-            needle = body.lower()
-            predicate, lifted = (lambda m, n=needle: n in m.facts.text), False
+            predicate, lifted = _text_contains(body.lower()), False
         lifts = lifts or (lifted and not negate)
-        predicates.append((lambda m, p=predicate: not p(m)) if negate else predicate)
+        predicates.append(_negated(predicate) if negate else predicate)
     return Query(predicates=predicates, mentions_spam_trash=lifts)
