@@ -21,7 +21,7 @@ from providers.base import (
     ProviderError,
     TokenGrant,
 )
-from providers.imap.connection import NO_MAILBOX_MESSAGE
+from providers.microsoft.exchange import NO_MAILBOX_MESSAGE
 
 if TYPE_CHECKING:
     from accounts.models import MailAccount
@@ -89,9 +89,10 @@ class MicrosoftProvider(Provider):
         return None
 
     def mail_client(self, *, account: MailAccount) -> MailClient:
-        from providers.imap.client import OutlookClient
+        from providers.imap.client import ImapMailClient
+        from providers.microsoft.exchange import outlook_transport
 
-        return OutlookClient(account)
+        return ImapMailClient(account, transport=outlook_transport(account=account))
 
 
 def _check_mailbox(*, email: str, access_token: str) -> None:
@@ -99,7 +100,7 @@ def _check_mailbox(*, email: str, access_token: str) -> None:
 
     If the server can't be reached at all, the account is connected anyway and the first sync reports it.
     """
-    from providers.imap.connection import imap_check_login
+    from providers.microsoft.exchange import imap_check_login
 
     try:
         imap_check_login(email=email, access_token=access_token)
