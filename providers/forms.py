@@ -1,9 +1,12 @@
 import re
 
 from django import forms
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from providers.models import ProviderApp
+from mailhub.config import mail_security
+from providers.models import MailServerPreset, ProviderApp
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 TENANT_ALIASES = {"common", "organizations", "consumers"}
@@ -26,6 +29,13 @@ class ProviderAppForm(forms.ModelForm):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
+        if self.instance.provider == ProviderApp.Provider.IMAP:  # no app to register: on/off and the presets
+            for name in ("client_id", "client_secret", "tenant"):
+                del self.fields[name]
+            self.fields["enabled"].help_text = _(
+                "Users may connect any IMAP/SMTP mailbox with its username and password."
+            )
+            return
         if self.instance.provider != ProviderApp.Provider.MICROSOFT:
             del self.fields["tenant"]
         else:
@@ -63,9 +73,85 @@ class ProviderAppForm(forms.ModelForm):
 
     def clean(self) -> dict:
         data = super().clean()
-        if data.get("enabled"):
+        if data.get("enabled") and self.instance.provider != ProviderApp.Provider.IMAP:
             if not data.get("client_id"):
                 self.add_error("client_id", _("Required to enable this provider."))
             if not data.get("client_secret"):
                 self.add_error("client_secret", _("Required to enable this provider."))
         return data
+
+
+HOST = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$|^\[?[0-9a-fA-F:.]+\]?$")
+
+
+def server_host_clean(value: str) -> str:
+    """A host name or an IP address, without scheme, port or spaces."""
+    host = value.strip().lower()
+    if not HOST.match(host):
+        raise forms.ValidationError(_("Enter a host name such as imap.example.com, without a port or a scheme."))
+    return host
+
+
+def server_security_check(form: forms.Form, *, protocol: str) -> None:
+    """Plain text only to this machine (or with the override), as for Outlook's servers; errors on the form."""
+    host, security = form.cleaned_data.get(f"{protocol}_host"), form.cleaned_data.get(f"{protocol}_security")
+    if not host or not security:
+        return
+    try:
+        mail_security(
+            variable=f"{protocol}_security",
+            value=security,
+            host=host,
+            allow_plaintext=settings.INSECURE_ALLOW_PLAINTEXT_MAIL,
+        )
+    except ImproperlyConfigured:
+        form.add_error(
+            f"{protocol}_security",
+            _(
+                "Without SSL/TLS or STARTTLS the password would cross the network readable: "
+                "allowed only to this machine."
+            ),
+        )
+
+
+class MailServerPresetForm(forms.ModelForm):
+    """One preset of servers users can pick when they connect an IMAP/SMTP mailbox."""
+
+    class Meta:
+        model = MailServerPreset
+        fields = [
+            "name",
+            "domains",
+            "imap_host",
+            "imap_port",
+            "imap_security",
+            "smtp_host",
+            "smtp_port",
+            "smtp_security",
+        ]
+        help_texts = {"domains": _("Addresses at these domains get this preset, e.g. example.com example.org")}
+
+    def clean_domains(self) -> str:
+        domains = self.cleaned_data["domains"].replace(",", " ").lower().split()
+        domains = [d.lstrip("@") for d in domains]
+        bad = [d for d in domains if not DOMAIN.match(d)]
+        if bad:
+            raise forms.ValidationError(_("Not a domain: %(domains)s") % {"domains": ", ".join(bad)})
+        return " ".join(dict.fromkeys(domains))
+
+    def clean_imap_host(self) -> str:
+        return server_host_clean(self.cleaned_data["imap_host"])
+
+    def clean_smtp_host(self) -> str:
+        return server_host_clean(self.cleaned_data["smtp_host"])
+
+    def clean(self) -> dict:
+        data = super().clean()
+        server_security_check(self, protocol="imap")
+        server_security_check(self, protocol="smtp")
+        return data
+
+
+MailServerPresetFormSet = forms.modelformset_factory(
+    MailServerPreset, form=MailServerPresetForm, extra=1, can_delete=True
+)

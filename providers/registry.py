@@ -9,6 +9,7 @@ from providers.base import Provider
 PROVIDERS: dict[str, str] = {
     "google": "providers.google.provider.GoogleProvider",
     "microsoft": "providers.microsoft.provider.MicrosoftProvider",
+    "imap": "providers.imap.provider.ImapProvider",
 }
 
 

@@ -67,6 +67,10 @@ class CertificateRejected(ServerUnreachable):
     """TLS failed because the server's certificate is not trusted (expired, self-signed, another host's)."""
 
 
+class NotImap4rev1(ProviderError):
+    """The server answered, but not as an IMAP4rev1 server (another protocol on that port, or IMAP2bis)."""
+
+
 @dataclass(frozen=True)
 class RemoteFolder:
     remote_id: str  # the raw (modified UTF-7) name, as the server spells it
@@ -101,6 +105,8 @@ def imap_connect(server: MailServer, *, name: str, timeout: float = 60) -> IMAPC
         raise CertificateRejected(f"{name}'s mail server presented a certificate that is not trusted.") from None
     except CONNECTION_ERRORS as exc:
         raise ServerUnreachable(f"{name}'s mail server could not be reached ({type(exc).__name__}).") from None
+    except imaplib.IMAP4.error:  # imaplib's own check of the greeting: "server not IMAP4 compliant"
+        raise NotImap4rev1(f"{name}'s mail server does not speak IMAP4rev1.") from None
     client.folder_encode = False  # keep raw names: they are the folders' ids; decoded separately
     return client
 

@@ -170,7 +170,7 @@ def outgoing_send_smtp(*, client: ImapMailClient, outgoing: OutgoingMessage, han
         handoff()
         _data_send(server, transport, body)
     finally:
-        _close(server)
+        close(server)
     _send_record(account_id=account.pk, outgoing_id=outgoing.pk)
     return sent_remote_id(outgoing)
 
@@ -277,20 +277,20 @@ def _login_attempt(
         smtp_login(server, login=transport.login, access_token=access_token_of())
         return server
     except smtplib.SMTPAuthenticationError as exc:
-        _close(server)
+        close(server)
         special = transport.smtp_auth_refusal(_text(exc))
         if special is not None:
             raise special from None
         return exc
     except (OSError, smtplib.SMTPException):
-        _close(server)
+        close(server)
         raise ProviderError(f"The connection to {transport.name}'s SMTP server broke during sign-in.") from None
     except BaseException:
-        _close(server)
+        close(server)
         raise
 
 
-def _close(server: smtplib.SMTP) -> None:
+def close(server: smtplib.SMTP) -> None:
     try:
         server.quit()
     except (OSError, smtplib.SMTPException):
