@@ -82,6 +82,11 @@ class ImapConnectForm(ConnectForm, ImapPasswordForm):
 
     field_order = ["preset", "email", "username", "password", *SERVER_FIELDS, "sync_window", "sync_since"]
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        if not MailServerPreset.objects.exists():
+            del self.fields["preset"]
+
     def clean_imap_host(self) -> str:
         value = self.cleaned_data["imap_host"]
         return server_host_clean(value) if value.strip() else ""

@@ -317,3 +317,91 @@ def test_the_password_never_reaches_a_log_or_a_page(dovecot, alice_client, caplo
     assert PASSWORD not in caplog.text
     assert PASSWORD not in alice_client.get("/accounts/").content.decode()
     assert PASSWORD not in alice_client.get(f"/accounts/{account.pk}/password/").content.decode()
+
+
+# --- Mail settings: on/off and presets --------------------------------------------------------------
+
+
+def preset_post(**preset) -> dict[str, str]:
+    data = {
+        "provider": "imap",
+        "imap-enabled": "on",
+        "presets-TOTAL_FORMS": "1",
+        "presets-INITIAL_FORMS": "0",
+        "presets-MIN_NUM_FORMS": "0",
+        "presets-MAX_NUM_FORMS": "1000",
+    }
+    fields = {
+        "name": "Fastmail",
+        "domains": "fastmail.com, @FastMail.fm",
+        "imap_host": "imap.fastmail.com",
+        "imap_port": "993",
+        "imap_security": "ssl",
+        "smtp_host": "smtp.fastmail.com",
+        "smtp_port": "465",
+        "smtp_security": "ssl",
+        **preset,
+    }
+    data.update({f"presets-0-{name}": value for name, value in fields.items()})
+    return data
+
+
+def test_an_administrator_enables_the_provider_and_adds_a_preset_users_then_get(client, admin_user, alice):
+    from providers.models import ProviderApp, ProviderSettingsChange
+
+    client.force_login(admin_user)
+    page = client.get("/admin/settings/mail/").content.decode()
+    assert 'id="provider-imap"' in page and 'id="server-presets"' in page
+
+    response = client.post("/admin/settings/mail/", preset_post())
+
+    assert response.status_code == 302
+    assert ProviderApp.objects.get(provider="imap").is_usable
+    preset = MailServerPreset.objects.get()
+    assert (preset.domains, preset.smtp_port) == ("fastmail.com fastmail.fm", 465)
+    assert ["presets"] in ProviderSettingsChange.objects.filter(provider="imap").values_list("fields", flat=True)
+    client.force_login(alice)
+    form = client.get(CONNECT, {"email": "someone@fastmail.fm"}).content.decode()
+    assert 'value="imap.fastmail.com"' in form and 'value="smtp.fastmail.com"' in form
+
+
+def test_a_preset_with_plain_text_to_another_host_is_refused_and_nothing_is_saved(client, admin_user):
+    from providers.models import ProviderApp
+
+    client.force_login(admin_user)
+    response = client.post("/admin/settings/mail/", preset_post(imap_security="none"))
+
+    assert response.status_code == 400
+    assert "allowed only to this machine" in response.content.decode()
+    assert not MailServerPreset.objects.exists()
+    assert not ProviderApp.objects.get(provider="imap").enabled
+
+
+def test_imap_with_starttls_connects_too(dovecot, alice_client, alice):
+    email = new_address()
+    dovecot.set_password(email, PASSWORD)
+    response = alice_client.post(
+        CONNECT, connect_form(dovecot, email, imap_port=dovecot.imap_port, imap_security="starttls")
+    )
+    assert response.status_code == 302, page_errors(response)
+    account = MailAccount.objects.get(user=alice, email=email)
+    seed(dovecot, email, 2)
+    assert account_sync(account_id=account.pk).outcome == "ok"
+    assert Message.objects.filter(account=account).count() == 2
+
+
+def test_a_send_refused_for_a_changed_password_fails_it_and_asks_to_reconnect(dovecot, imap_account):
+    from mailbox.outbox import outgoing_send
+
+    account = imap_account()
+    client_for(account).full_sync()
+    dovecot.set_password(account.email, "Changed-Again-31")
+    dovecot.kick(account.email)
+    outgoing = queued(account)
+
+    outgoing_send(outgoing_id=outgoing.pk)
+
+    outgoing.refresh_from_db()
+    assert outgoing.status == OutgoingMessage.Status.FAILED and "new password" in outgoing.last_error
+    assert MailAccount.objects.get(pk=account.pk).status == MailAccount.Status.REAUTH_REQUIRED
+    assert dovecot.sink.messages == []
