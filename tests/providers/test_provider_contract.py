@@ -137,10 +137,11 @@ class GmailRemote:
 class ImapRemote:
     """Dovecot, reached as the account's owner through the harness's master user."""
 
-    def __init__(self, account, dovecot) -> None:
+    def __init__(self, account, dovecot, *, sent_folder: str) -> None:
         self.account = account
         self.dovecot = dovecot
         self.email = account.email
+        self.sent_folder = sent_folder
         with self.dovecot.client(self.email) as imap:
             if not imap.folder_exists(PROJECTS):
                 imap.create_folder(PROJECTS)
@@ -188,13 +189,14 @@ class ImapRemote:
         return {mid: Seen(frozenset(folders), read, starred) for mid, (folders, read, starred) in found.items()}
 
     def prepare_send(self, settings) -> None:
-        settings.MICROSOFT_APPEND_SENT = True  # Exchange files SMTP mail in Sent Items itself; Dovecot does not
+        # Exchange files SMTP mail in Sent Items itself and Outlook's transport counts on it; Dovecot does not.
+        settings.MICROSOFT_APPEND_SENT = True
 
     def delivered(self, message_id: str) -> int:
         return sum(m.message()["Message-ID"].strip("<>") == message_id for m in self.dovecot.sink.wait_for(0))
 
     def in_sent(self, message_id: str) -> int:
-        with self.dovecot.client(self.email, folder="Sent Items") as imap:
+        with self.dovecot.client(self.email, folder=self.sent_folder) as imap:
             return len(imap.search(["HEADER", "Message-ID", message_id]))
 
     def small_batches(self, monkeypatch, settings) -> None:
@@ -209,7 +211,10 @@ def remote(request) -> Iterator[RemoteMailbox]:
         yield GmailRemote(account, request.getfixturevalue("sandbox_settings"))
     elif provider == "microsoft":
         account = request.getfixturevalue("outlook_account")()
-        yield ImapRemote(account, request.getfixturevalue("dovecot"))
+        yield ImapRemote(account, request.getfixturevalue("dovecot"), sent_folder="Sent Items")
+    elif provider == "imap":
+        account = request.getfixturevalue("imap_account")()
+        yield ImapRemote(account, request.getfixturevalue("dovecot"), sent_folder="Sent Items")
     else:
         pytest.fail(f"No RemoteMailbox for the provider {provider!r}: add one to {__name__}")
 
