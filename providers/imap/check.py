@@ -14,7 +14,7 @@ from imapclient.exceptions import LoginError
 from providers.errors import ProviderError
 from providers.imap import connection as imap
 from providers.imap import smtp
-from providers.imap.transport import MailServer, PasswordLogin, Protocol
+from providers.imap.transport import MailServer, PasswordLogin, PrivateServerRefused, Protocol
 
 CHECK_TIMEOUT = 20.0  # seconds per connection: a user is waiting for the page
 
@@ -49,6 +49,18 @@ class NoSmtpAuth(CheckFailed):
     code = "no_smtp_auth"
 
 
+class PrivateServer(CheckFailed):
+    code = "private_server"
+
+
+def _private(where: str, protocol: Protocol) -> PrivateServer:
+    return PrivateServer(
+        f"The server at {where} is on this machine or a private network, and Mailhub connects only to mail servers "
+        "on the internet. Use the server's public name, or ask an administrator to add it as a preset.",
+        protocol=protocol,
+    )
+
+
 def servers_check(*, imap_server: MailServer, smtp_server: MailServer, login: PasswordLogin) -> None:
     """Return quietly when both servers take this sign-in; raise a :class:`CheckFailed` otherwise."""
     imap_check(imap_server, login=login)
@@ -59,6 +71,8 @@ def imap_check(server: MailServer, *, login: PasswordLogin) -> None:
     where = f"{server.host}:{server.port}"
     try:
         client = imap.imap_connect(server, name="The IMAP server", timeout=CHECK_TIMEOUT)
+    except PrivateServerRefused:
+        raise _private(where, "imap") from None
     except imap.CertificateRejected:
         raise CertificateUntrusted(
             f"The IMAP server at {where} presented a certificate that is not trusted (self-signed, expired or "
@@ -100,6 +114,8 @@ def smtp_check(server: MailServer, *, login: PasswordLogin) -> None:
     where = f"{server.host}:{server.port}"
     try:
         connection = smtp.smtp_connect(server, name="The SMTP server", timeout=CHECK_TIMEOUT)
+    except PrivateServerRefused:
+        raise _private(where, "smtp") from None
     except smtp.SmtpCertificateRejected:
         raise CertificateUntrusted(
             f"The SMTP server at {where} presented a certificate that is not trusted (self-signed, expired or "

@@ -98,6 +98,7 @@ def imap_connect(server: MailServer, *, name: str, timeout: float = 60) -> IMAPC
     Raises CertificateRejected when TLS fails on the server's certificate, ServerUnreachable otherwise.
     """
     security = server.checked_security()  # ssl, starttls or none (plain text only to this machine or overridden)
+    server.checked_address()
     context = server.ssl_context() if security in {"ssl", "starttls"} else None
     try:
         client = IMAPClient(server.host, port=server.port, ssl=security == "ssl", ssl_context=context, timeout=timeout)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from providers.base import AuthorizationRequest, MailClient, Provider, TokenGrant
@@ -55,9 +56,26 @@ class ImapProvider(Provider):
 
 
 def mail_server(*, host: str, port: int, security: str, protocol: Protocol) -> MailServer:
-    """A server a user (or a preset) named, checked against IMAP_CA_BUNDLE (empty: the system's trust store)."""
+    """A server a user (or a preset) named, checked against IMAP_CA_BUNDLE (empty: the system's trust store).
+
+    It must be on the internet unless an administrator named that host in a preset (or allowed private servers).
+    """
     label = "IMAP security" if protocol == "imap" else "SMTP security"
-    return MailServer(host=host, port=port, security=security, ca_bundle=settings.IMAP_CA_BUNDLE, setting=label)
+    return MailServer(
+        host=host,
+        port=port,
+        security=security,
+        ca_bundle=settings.IMAP_CA_BUNDLE,
+        setting=label,
+        public_only=not preset_names_host(host),
+    )
+
+
+def preset_names_host(host: str) -> bool:
+    from providers.models import MailServerPreset
+
+    host = host.strip().lower()
+    return MailServerPreset.objects.filter(models.Q(imap_host__iexact=host) | models.Q(smtp_host__iexact=host)).exists()
 
 
 def display_name(email: str) -> str:

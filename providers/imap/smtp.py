@@ -95,6 +95,7 @@ def smtp_connect(server: MailServer, *, name: str, timeout: float = 60) -> smtpl
     """A connection to ``server`` after EHLO (and STARTTLS); ``name``: the provider, for the error message."""
     host, port = server.host, server.port
     security = server.checked_security()  # ssl, starttls or none (plain text only to this machine or overridden)
+    server.checked_address()
     context = server.ssl_context()
     try:
         if security == "ssl":

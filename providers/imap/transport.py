@@ -9,6 +9,8 @@ the generic provider gives it the servers and the username and password the user
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Literal
 from django.conf import settings
 
 from mailhub.config import mail_security
+from providers.errors import ActionRequired
 
 Protocol = Literal["imap", "smtp"]
 
@@ -30,6 +33,9 @@ class MailServer:
     security: str  # ssl | starttls | none (plain text only to this machine, see mailhub.config.mail_security)
     ca_bundle: str = ""  # a CA file to trust instead of the system's; "" = the system's trust store
     setting: str = "security"  # what to name in the error when ``security`` is refused (a variable or a field)
+    # A server a user typed in: it must be on the internet, or Mailhub could be pointed at this machine's own
+    # services or its private network (Redis, PostgreSQL, an intranet) to probe or talk to them.
+    public_only: bool = False
 
     def checked_security(self) -> str:
         """``security``, checked again before every connection (a value set some other way cannot slip by)."""
@@ -40,8 +46,30 @@ class MailServer:
             allow_plaintext=settings.INSECURE_ALLOW_PLAINTEXT_MAIL,
         )
 
+    def checked_address(self) -> None:
+        """Raise PrivateServerRefused if a ``public_only`` server's name leads inside this machine or its networks.
+
+        Checked before every connection, so a name that later resolves elsewhere is caught too (short of an
+        answer that changes between this lookup and the connection's own).
+        """
+        if not self.public_only or settings.IMAP_ALLOW_PRIVATE_SERVERS:
+            return
+        try:
+            answers = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return  # no address at all: the connection fails as unreachable
+        for *_, sockaddr in answers:
+            address = ipaddress.ip_address(sockaddr[0])
+            mapped = getattr(address, "ipv4_mapped", None)
+            if not (mapped or address).is_global:
+                raise PrivateServerRefused(f"{self.host} leads to {address}, which is not on the internet.")
+
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_bundle or None)
+
+
+class PrivateServerRefused(ActionRequired):
+    """A server a user named resolves to this machine or a private network (see ``MailServer.public_only``)."""
 
 
 @dataclass(frozen=True)
