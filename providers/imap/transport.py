@@ -100,8 +100,8 @@ class Transport:
     imap: MailServer
     smtp: MailServer
     login: OAuth2Login | PasswordLogin
-    # What a login the server refuses means (after one token refresh, for XOAUTH2): the error to raise. It may
-    # record the account's new state first (Outlook: no mailbox; a password: "Reconnect").
+    # What a login the server refuses means (after one token refresh, for XOAUTH2): the error to raise (Outlook:
+    # NoMailbox; a password: ReconnectRequired). It changes no state: the engines do (``providers.errors``).
     login_refused: Callable[[Protocol], Exception]
     # The server does not file SMTP-sent mail in Sent itself: the outbox APPENDs it there.
     append_sent: bool = True
