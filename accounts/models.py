@@ -8,7 +8,8 @@ from providers.errors import ErrorCode, error_message
 
 
 class MailAccount(models.Model):
-    """A mailbox a user connected by OAuth, with its (encrypted) tokens."""
+    """A mailbox a user connected: by OAuth, with its (encrypted) tokens, or (the generic IMAP/SMTP provider)
+    with its servers, a username and an (encrypted) password."""
 
     class Status(models.TextChoices):
         ACTIVE = "active", _("Connected")
@@ -24,6 +25,15 @@ class MailAccount(models.Model):
     refresh_token = EncryptedTextField(blank=True)
     token_expires_at = models.DateTimeField(null=True, blank=True)
     scopes = models.TextField(blank=True)
+    # The generic IMAP/SMTP provider only: where the mailbox is and how to sign in (the password is never shown).
+    username = models.CharField(max_length=255, blank=True)
+    password = EncryptedTextField(blank=True)
+    imap_host = models.CharField(max_length=255, blank=True)
+    imap_port = models.PositiveIntegerField(null=True, blank=True)
+    imap_security = models.CharField(max_length=16, blank=True)
+    smtp_host = models.CharField(max_length=255, blank=True)
+    smtp_port = models.PositiveIntegerField(null=True, blank=True)
+    smtp_security = models.CharField(max_length=16, blank=True)
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.ACTIVE)
     # Why the account needs the user (an ErrorCode); the words shown are chosen from it (status_message).
     status_reason = models.CharField(max_length=32, blank=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 from django.db import transaction
@@ -15,6 +16,8 @@ from providers.errors import ErrorCode, InvalidGrant, ProviderError, ReconnectRe
 from providers.models import ProviderApp
 
 logger = logging.getLogger(__name__)
+
+IMAP_PROVIDER = "imap"  # the generic IMAP/SMTP provider: a password instead of tokens
 
 # Refresh this long before the access token expires, so a sync never starts with a dying token.
 REFRESH_MARGIN = timedelta(minutes=5)
@@ -126,3 +129,53 @@ def account_disconnect(*, account: MailAccount) -> None:
         except ProviderError:
             logger.warning("Could not revoke the grant of account %s at the provider", account.pk)
     account.delete()
+
+
+@dataclass(frozen=True)
+class MailboxServers:
+    """Where a generic IMAP/SMTP mailbox is (as checked by ``providers.imap.check``)."""
+
+    imap_host: str
+    imap_port: int
+    imap_security: str
+    smtp_host: str
+    smtp_port: int
+    smtp_security: str
+
+
+def account_connect_password(
+    *, user_id: int, email: str, username: str, password: str, servers: MailboxServers
+) -> tuple[MailAccount, bool]:
+    """Create or update the user's IMAP/SMTP mailbox ``email`` (already checked); returns it and whether it is new.
+
+    Connecting an address again updates its servers and password in place and makes it active again.
+    """
+    existing = MailAccount.objects.filter(user_id=user_id, provider=IMAP_PROVIDER, email=email).first()
+    account = existing or MailAccount(user_id=user_id, provider=IMAP_PROVIDER, email=email)
+    account.username = username
+    account.password = password
+    for name, value in asdict(servers).items():
+        setattr(account, name, value)
+    account.status = MailAccount.Status.ACTIVE
+    account.status_reason = ""
+    account.save()
+    return account, existing is None
+
+
+def account_password_update(*, account: MailAccount, password: str) -> None:
+    """Store a new (checked) password and make the account active again: "Reconnect" for the IMAP provider."""
+    account.password = password
+    account.status = MailAccount.Status.ACTIVE
+    account.status_reason = ""
+    account.save(update_fields=["password", "status", "status_reason", "updated_at"])
+
+
+def account_servers(*, account: MailAccount) -> MailboxServers:
+    return MailboxServers(
+        imap_host=account.imap_host,
+        imap_port=account.imap_port or 993,
+        imap_security=account.imap_security,
+        smtp_host=account.smtp_host,
+        smtp_port=account.smtp_port or 587,
+        smtp_security=account.smtp_security,
+    )

@@ -1,7 +1,7 @@
 """Outlook/IMAP benchmark: Mailhub's IMAP sync against a real Dovecot, side by side with django-mailbox.
 
 - Initial sync of N (10,000) generated messages: messages per second and peak RSS, for Mailhub (XOAUTH2,
-  the real OutlookClient into the real store) and for django-mailbox (installed from PyPI into
+  the real ImapMailClient into the real store) and for django-mailbox (installed from PyPI into
   ``bench/.venv``, its own minimal Django project and models, a plain password login, since it cannot do
   XOAUTH2). django-mailbox deletes what it reads from the server (``\\Deleted`` + EXPUNGE), so each of its
   runs reads an identical copy (same generator, same seed) in another mailbox of the same Dovecot. The two
@@ -42,7 +42,8 @@ from django.core.management import call_command
 from django.utils import timezone
 from accounts.models import MailAccount
 from mailbox.models import Message, SyncState
-from providers.imap.client import OutlookClient
+from providers.imap.client import ImapMailClient
+from providers.microsoft.exchange import outlook_transport
 
 mode, email = sys.argv[1], sys.argv[2]
 if mode == "init":
@@ -62,7 +63,7 @@ def peak_rss_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-client = OutlookClient(account)
+client = ImapMailClient(account, transport=outlook_transport(account=account))
 started = time.perf_counter()
 (client.full_sync if mode == "full" else client.incremental_sync)()
 seconds = time.perf_counter() - started

@@ -61,7 +61,11 @@ class Thread(models.Model):
     has_attachments = models.BooleanField(default=False)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["account", "remote_id"], name="unique_thread_per_account")]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "remote_id"], name="unique_thread_per_account"),
+            # The store INSERTs threads with raw SQL, past model validation.
+            models.CheckConstraint(condition=~models.Q(remote_id=""), name="thread_has_remote_id"),
+        ]
         indexes = [
             models.Index(fields=["account", "-last_message_at", "-id"], name="thread_recent"),
             # The unified inbox pages across accounts: newest first without sorting every thread.
@@ -105,7 +109,12 @@ class Message(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["account", "remote_id"], name="unique_message_per_account")]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "remote_id"], name="unique_message_per_account"),
+            # The store INSERTs messages with raw SQL, past model validation: an empty id would make every
+            # later message without one "the same" message.
+            models.CheckConstraint(condition=~models.Q(remote_id=""), name="message_has_remote_id"),
+        ]
         indexes = [
             models.Index(fields=["thread", "date"], name="message_in_thread"),
             # Threading looks up, within the account, the messages a new one refers to and its replies.
@@ -155,7 +164,14 @@ class MessageFolder(models.Model):
     uid = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["message", "folder"], name="unique_message_folder")]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "folder"], name="unique_message_folder"),
+            # IMAP UIDs are positive (RFC 3501 2.3.1.1); NULL: the UID there is not known yet. bulk_create skips
+            # model validation, so the database checks it.
+            models.CheckConstraint(
+                condition=models.Q(uid__isnull=True) | models.Q(uid__gt=0), name="membership_uid_positive"
+            ),
+        ]
         indexes = [models.Index(fields=["folder", "uid"], name="folder_uid")]
 
     def __str__(self) -> str:

@@ -301,6 +301,12 @@ MICROSOFT_APPEND_SENT = config.env_bool(ENVIRON, "MICROSOFT_APPEND_SENT", defaul
 # Exchange Online accepts 30 messages a minute per mailbox; sends are paced to stay under it.
 MICROSOFT_SMTP_RATE_LIMIT = config.env_int(ENVIRON, "MICROSOFT_SMTP_RATE_LIMIT", default=30, minimum=1, maximum=10_000)
 MICROSOFT_SMTP_RATE_WINDOW_SECONDS = env.float("MICROSOFT_SMTP_RATE_WINDOW_SECONDS", default=60.0)
+# The generic IMAP/SMTP provider: a CA bundle its servers' certificates are checked against; empty means the
+# system's trust store.
+IMAP_CA_BUNDLE = env("IMAP_CA_BUNDLE", default="")
+# Servers users type in must be on the internet (not this machine or a private network) unless an administrator
+# names them in a preset; true lifts that for every server (a Mailhub used only inside one network).
+IMAP_ALLOW_PRIVATE_SERVERS = config.env_bool(ENVIRON, "IMAP_ALLOW_PRIVATE_SERVERS", default=False)
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = config.env_choice(ENVIRON, "LOG_LEVEL", choices=config.LOG_LEVELS, default="INFO")

@@ -63,7 +63,7 @@ class MailClient(Protocol):
     """Keeps the local store in step with one connected mailbox (implemented per provider).
 
     Sync methods write through ``mailbox.store`` and record progress in the account's SyncState;
-    they raise ProviderError for temporary failures and let accounts' ReauthorizationRequired through.
+    they raise ``providers.errors`` errors and change no account or sync state themselves.
 
     Sending (see ``mailbox.outbox``) never retries by itself: ``send`` makes one attempt and calls
     ``handoff()`` immediately before the bytes leave; ``find_sent`` tells whether an attempt went.
@@ -102,6 +102,10 @@ class Provider(ABC):
     id: str  # its key in ``providers.registry.PROVIDERS``, which also holds its display name
     #: ProviderApp fields the Mail settings page shows for this provider besides enabled, client id and secret.
     extra_settings: tuple[str, ...] = ()
+    #: Whether an administrator registers an OAuth app (client id and secret) for it; if not, Mail settings only
+    #: switches it on or off, with ``enable_help`` saying what that allows.
+    oauth_app: bool = True
+    enable_help: str = ""
 
     @property
     def name(self) -> str:

@@ -24,7 +24,8 @@ class ErrorCode(StrEnum):
     PROVIDER_FAILED = "provider_failed"  # 5xx, a refused command, a connection dropped mid-way
     UNREACHABLE = "unreachable"  # the server could not be reached at all
     THROTTLED = "throttled"  # rate limits and quotas
-    ACCESS_REVOKED = "access_revoked"  # the refresh token or password no longer works
+    ACCESS_REVOKED = "access_revoked"  # the refresh token no longer works
+    PASSWORD_REFUSED = "password_refused"  # noqa: S105 - a code: the server no longer accepts the password
     ACCESS_DENIED = "access_denied"  # signed in, but the provider refuses this app the mailbox
     NO_MAILBOX = "no_mailbox"  # the identity has no mailbox at this provider
     ACTION_REQUIRED = "action_required"  # an administrator must change a setting first
@@ -98,6 +99,10 @@ _MESSAGES = {
     ErrorCode.UNREACHABLE: _("%(provider)s's mail server could not be reached; Mailhub will try again shortly."),
     ErrorCode.THROTTLED: _("%(provider)s asked Mailhub to slow down; syncing resumes by itself."),
     ErrorCode.ACCESS_REVOKED: _("Access to this mailbox was revoked or has expired. Reconnect it to resume syncing."),
+    ErrorCode.PASSWORD_REFUSED: _(
+        "The mail server no longer accepts the password stored for this mailbox (was it changed?). "
+        "Reconnect and enter the new password to resume syncing."
+    ),
     ErrorCode.ACCESS_DENIED: _("%(provider)s refused Mailhub access to this mailbox. Reconnect it and allow access."),
     ErrorCode.NO_MAILBOX: _(
         "%(provider)s accepted the sign-in, but this account has no mailbox there. Connect an account that has one."

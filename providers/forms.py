@@ -2,10 +2,15 @@ import re
 from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
+from mailhub.config import mail_security
 from providers import registry
-from providers.models import ProviderApp
+from providers.models import MailServerPreset, ProviderApp
+
+DOMAIN = re.compile(r"^[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)+$")
 
 
 class ProviderAppForm(forms.ModelForm):
@@ -25,6 +30,11 @@ class ProviderAppForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.provider = registry.get(self.instance.provider)
+        if not self.provider.oauth_app:  # no app to register: on/off (and, for IMAP/SMTP, the presets)
+            for name in ("client_id", "client_secret", "tenant"):
+                del self.fields[name]
+            self.fields["enabled"].help_text = self.provider.enable_help
+            return
         if "tenant" not in self.provider.extra_settings:
             del self.fields["tenant"]
         else:
@@ -58,9 +68,85 @@ class ProviderAppForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
-        if data.get("enabled"):
+        if data.get("enabled") and self.provider.oauth_app:
             if not data.get("client_id"):
                 self.add_error("client_id", _("Required to enable this provider."))
             if not data.get("client_secret"):
                 self.add_error("client_secret", _("Required to enable this provider."))
         return data
+
+
+HOST = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$|^\[?[0-9a-fA-F:.]+\]?$")
+
+
+def server_host_clean(value: str) -> str:
+    """A host name or an IP address, without scheme, port or spaces."""
+    host = value.strip().lower()
+    if not HOST.match(host):
+        raise forms.ValidationError(_("Enter a host name such as imap.example.com, without a port or a scheme."))
+    return host
+
+
+def server_security_check(form: forms.Form, *, protocol: str) -> None:
+    """Plain text only to this machine (or with the override), as for Outlook's servers; errors on the form."""
+    host, security = form.cleaned_data.get(f"{protocol}_host"), form.cleaned_data.get(f"{protocol}_security")
+    if not host or not security:
+        return
+    try:
+        mail_security(
+            variable=f"{protocol}_security",
+            value=security,
+            host=host,
+            allow_plaintext=settings.INSECURE_ALLOW_PLAINTEXT_MAIL,
+        )
+    except ImproperlyConfigured:
+        form.add_error(
+            f"{protocol}_security",
+            _(
+                "Without SSL/TLS or STARTTLS the password would cross the network readable: "
+                "allowed only to this machine."
+            ),
+        )
+
+
+class MailServerPresetForm(forms.ModelForm):
+    """One preset of servers users can pick when they connect an IMAP/SMTP mailbox."""
+
+    class Meta:
+        model = MailServerPreset
+        fields = [
+            "name",
+            "domains",
+            "imap_host",
+            "imap_port",
+            "imap_security",
+            "smtp_host",
+            "smtp_port",
+            "smtp_security",
+        ]
+        help_texts = {"domains": _("Addresses at these domains get this preset, e.g. example.com example.org")}
+
+    def clean_domains(self) -> str:
+        domains = self.cleaned_data["domains"].replace(",", " ").lower().split()
+        domains = [d.lstrip("@") for d in domains]
+        bad = [d for d in domains if not DOMAIN.match(d)]
+        if bad:
+            raise forms.ValidationError(_("Not a domain: %(domains)s") % {"domains": ", ".join(bad)})
+        return " ".join(dict.fromkeys(domains))
+
+    def clean_imap_host(self) -> str:
+        return server_host_clean(self.cleaned_data["imap_host"])
+
+    def clean_smtp_host(self) -> str:
+        return server_host_clean(self.cleaned_data["smtp_host"])
+
+    def clean(self) -> dict:
+        data = super().clean()
+        server_security_check(self, protocol="imap")
+        server_security_check(self, protocol="smtp")
+        return data
+
+
+MailServerPresetFormSet = forms.modelformset_factory(
+    MailServerPreset, form=MailServerPresetForm, extra=1, can_delete=True
+)

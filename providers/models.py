@@ -7,7 +7,8 @@ from providers import registry
 
 
 class ProviderApp(models.Model):
-    """An OAuth app an administrator registered at Google or Microsoft (one per provider)."""
+    """A provider's settings, one row per provider: for Google and Microsoft the OAuth app an administrator
+    registered there; for a provider without an app (the generic IMAP/SMTP one) only whether it is enabled."""
 
     provider = models.CharField(max_length=32, choices=registry.choices, unique=True)
     client_id = models.CharField(_("Client ID"), max_length=255, blank=True)
@@ -25,7 +26,39 @@ class ProviderApp(models.Model):
 
     @property
     def is_usable(self) -> bool:
+        if not registry.get(self.provider).oauth_app:
+            return self.enabled  # users bring their own servers and passwords
         return self.enabled and bool(self.client_id) and bool(self.client_secret)
+
+
+class MailServerPreset(models.Model):
+    """Servers an administrator offers for the generic IMAP/SMTP provider (say "Fastmail"), matched by domain."""
+
+    class Security(models.TextChoices):
+        SSL = "ssl", _("SSL/TLS")
+        STARTTLS = "starttls", _("STARTTLS")
+        NONE = "none", _("None (this machine only)")
+
+    name = models.CharField(_("Name"), max_length=100)
+    # Address domains this preset is offered for, separated by spaces or commas ("example.com example.org").
+    domains = models.CharField(_("Address domains"), max_length=500, blank=True)
+    imap_host = models.CharField(_("IMAP host"), max_length=255)
+    imap_port = models.PositiveIntegerField(_("IMAP port"), default=993)
+    imap_security = models.CharField(_("IMAP security"), max_length=16, choices=Security.choices, default="ssl")
+    smtp_host = models.CharField(_("SMTP host"), max_length=255)
+    smtp_port = models.PositiveIntegerField(_("SMTP port"), default=587)
+    smtp_security = models.CharField(_("SMTP security"), max_length=16, choices=Security.choices, default="starttls")
+
+    class Meta:
+        ordering = ["name", "pk"]
+        verbose_name = _("mail server preset")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def domain_list(self) -> list[str]:
+        return [d.strip().lower().lstrip("@") for d in self.domains.replace(",", " ").split() if d.strip()]
 
 
 MAIL_ADMIN_GROUP = "Mail admin"  # created by migration 0002 with the permissions below

@@ -22,6 +22,7 @@ class Entry(NamedTuple):
 PROVIDERS: dict[str, Entry] = {
     "google": Entry("Google", "providers.google.provider.GoogleProvider"),
     "microsoft": Entry("Microsoft", "providers.microsoft.provider.MicrosoftProvider"),
+    "imap": Entry("IMAP/SMTP", "providers.imap.provider.ImapProvider"),
 }
 
 

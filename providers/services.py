@@ -1,11 +1,11 @@
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.forms import ModelForm
+from django.forms import BaseModelFormSet, ModelForm
 from django.http import HttpRequest
 from django.urls import reverse
 
-from providers.models import ProviderApp, ProviderSettingsChange
+from providers.models import MailServerPreset, ProviderApp, ProviderSettingsChange
 
 # What an administrator can change on Settings → Mail settings; the secret's value is compared, never recorded.
 SETTINGS_FIELDS = ("enabled", "client_id", "client_secret", "tenant")
@@ -44,6 +44,32 @@ def provider_app_update(*, form: ModelForm, user: User) -> ProviderSettingsChang
     return ProviderSettingsChange.objects.create(
         provider=app.provider, changed_by=user, changed_by_username=user.get_username(), fields=changed
     )
+
+
+@transaction.atomic
+def server_presets_update(*, formset: BaseModelFormSet, user: AbstractBaseUser) -> ProviderSettingsChange | None:
+    """Save a valid formset of IMAP/SMTP presets; record that presets changed (no values), None when none did."""
+    if not formset.has_changed():
+        return None
+    formset.save()
+    return ProviderSettingsChange.objects.create(
+        provider="imap",
+        changed_by=user,
+        changed_by_username=user.get_username(),
+        fields=["presets"],
+    )
+
+
+def server_presets() -> list[MailServerPreset]:
+    return list(MailServerPreset.objects.all())
+
+
+def server_preset_for_email(*, email: str) -> MailServerPreset | None:
+    """The first preset (by name) whose domains include the address's domain."""
+    domain = email.rpartition("@")[2].strip().lower()
+    if not domain:
+        return None
+    return next((preset for preset in server_presets() if domain in preset.domain_list), None)
 
 
 def provider_settings_history(*, limit: int = 50) -> list[ProviderSettingsChange]:

@@ -6,9 +6,14 @@ from django.utils.translation import gettext as _
 
 from mailhub.http import AuthenticatedHttpRequest
 from providers import registry
-from providers.forms import ProviderAppForm
+from providers.forms import MailServerPresetFormSet, ProviderAppForm
 from providers.models import MAIL_SETTINGS_PERMISSION, ProviderApp
-from providers.services import oauth_redirect_uri, provider_app_update, provider_settings_history
+from providers.services import (
+    oauth_redirect_uri,
+    provider_app_update,
+    provider_settings_history,
+    server_presets_update,
+)
 
 
 @login_required
@@ -24,8 +29,13 @@ def mail_settings(request: AuthenticatedHttpRequest) -> HttpResponse:
         provider: ProviderAppForm(request.POST if provider == posted else None, instance=app, prefix=provider)
         for provider, app in apps.items()
     }
-    if posted in forms and forms[posted].is_valid():
+    # The generic IMAP/SMTP provider's section also holds its server presets, saved with it.
+    presets = MailServerPresetFormSet(request.POST if posted == "imap" else None, prefix="presets")
+    presets_valid = posted != "imap" or presets.is_valid()
+    if posted in forms and forms[posted].is_valid() and presets_valid:
         provider_app_update(form=forms[posted], user=request.user)
+        if posted == "imap":
+            server_presets_update(formset=presets, user=request.user)
         messages.success(request, _("%(provider)s settings saved.") % {"provider": apps[posted]})
         return redirect("providers:mail_settings")
     if posted:
@@ -35,6 +45,7 @@ def mail_settings(request: AuthenticatedHttpRequest) -> HttpResponse:
         "providers/mail_settings.html",
         {
             "sections": [(apps[p], forms[p]) for p in apps],
+            "presets": presets,
             "redirect_uri": oauth_redirect_uri(request=request),
             "history": provider_settings_history(),
         },

@@ -1,4 +1,5 @@
-"""Outlook mail over IMAP (sync, write-back) and SMTP (send), both with XOAUTH2.
+"""Mail over IMAP (sync, write-back) and SMTP (send), for any provider that gives a :class:`Transport`:
+Outlook (XOAUTH2, see ``providers.microsoft``) and any IMAP/SMTP server with a password (``providers.imap``).
 
 Storage identity: when two IMAP messages are one row.
 
@@ -51,20 +52,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from accounts.models import MailAccount
-from accounts.services import account_access_token
 from mailbox import store
 from mailbox.models import Folder, Message, MessageFolder, SyncState
 from providers.base import ChangeKind, MessageChange
-from providers.errors import NoMailbox, ProviderError
+from providers.errors import ProviderError
 from providers.imap import connection as imap
-from providers.imap.connection import CONNECTION_ERRORS, NO_MAILBOX_MESSAGE, FolderStatus
+from providers.imap.connection import CONNECTION_ERRORS, FolderStatus
+from providers.imap.transport import OAuth2Login, Transport
 
 if TYPE_CHECKING:
     from mailbox.models import OutgoingMessage
@@ -108,10 +108,11 @@ class _Pending:
 
 
 class _Session:
-    """One IMAP connection that logs in with the account's token and comes back after a drop."""
+    """One IMAP connection that logs in as the transport says and comes back after a drop."""
 
-    def __init__(self, account: MailAccount) -> None:
+    def __init__(self, account: MailAccount, transport: Transport) -> None:
         self.account = account
+        self.transport = transport
         self.client: IMAPClient | None = None
         self.selected: tuple[str, bool] | None = None
         self.capabilities: set[bytes] = set()
@@ -131,7 +132,7 @@ class _Session:
     def open(self) -> IMAPClient:
         if self.client is not None:
             return self.client
-        client = imap.imap_connect()
+        client = imap.imap_connect(self.transport.imap, name=self.transport.name)
         counter = imap.command_counter(client)
         counter[0] = self.commands[0]
         self.commands = counter
@@ -155,20 +156,22 @@ class _Session:
         return client
 
     def _login(self, client: IMAPClient) -> None:
-        email = self.account.email
-        token = account_access_token(account=self.account)
+        login = self.transport.login
+        if isinstance(login, OAuth2Login):
+            try:
+                imap.imap_login(client, login=login, access_token=login.access_token())
+                return
+            except LoginError:
+                pass
+            # Expired or revoked although we thought it valid: refresh once (the token callable raises when
+            # the grant is dead). A fresh token that is still refused means what the provider says it means.
+            token = login.access_token(force_refresh=True)
+        else:
+            token = ""
         try:
-            imap.imap_login(client, email=email, access_token=token)
-            return
+            imap.imap_login(client, login=login, access_token=token)
         except LoginError:
-            pass
-        # Expired or revoked at Microsoft although we thought it valid: refresh once (ReauthorizationRequired
-        # propagates when the grant is dead). A fresh token that is still refused means no mailbox.
-        token = account_access_token(account=self.account, force_refresh=True)
-        try:
-            imap.imap_login(client, email=email, access_token=token)
-        except LoginError:
-            raise NoMailbox(NO_MAILBOX_MESSAGE) from None
+            raise self.transport.login_refused("imap") from None
 
     def close(self) -> None:
         if self.client is not None:
@@ -200,7 +203,8 @@ class _Session:
                 self.drop()
                 if delay is None:
                     raise ProviderError(
-                        "Outlook's mail server keeps closing the connection; the sync will be retried later."
+                        f"{self.transport.name}'s mail server keeps closing the connection; "
+                        "the sync will be retried later."
                     ) from None
                 logger.info(
                     "IMAP connection of account %s dropped (%s); reconnect #%d",
@@ -210,7 +214,7 @@ class _Session:
                 )
                 time.sleep(delay)
             except IMAPClientError as exc:
-                raise ProviderError(f"Outlook's mail server refused a command ({_short(exc)}).") from None
+                raise ProviderError(f"{self.transport.name}'s mail server refused a command ({_short(exc)}).") from None
             finally:
                 self.seconds += time.perf_counter() - started
         raise AssertionError("unreachable")
@@ -227,16 +231,22 @@ def _short(exc: BaseException) -> str:
     return str(exc).replace("\r", " ").replace("\n", " ")[:160]
 
 
-class OutlookClient:
-    """Mailhub's MailClient for Outlook mailboxes (any XOAUTH2 IMAP/SMTP server, in fact)."""
+class ImapMailClient:
+    """Mailhub's MailClient over IMAP and SMTP: Outlook's (XOAUTH2) and any server's (a password)."""
 
     def __init__(
-        self, account: MailAccount, *, chunk_size: int = DEFAULT_CHUNK, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+        self,
+        account: MailAccount,
+        *,
+        transport: Transport,
+        chunk_size: int = DEFAULT_CHUNK,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
         self.account = account
+        self.transport = transport
         self.chunk_size = chunk_size
         self.chunk_bytes = chunk_bytes
-        self.session = _Session(account)
+        self.session = _Session(account, transport)
         self._remaining: dict[str, int] = {}  # full sync: messages left per folder, for the progress total
         self._left_folders: set[int] = set()  # rows that lost a membership in this sync (maybe in none now)
 
@@ -685,7 +695,7 @@ class OutlookClient:
     @property
     def keeps_sent_copy(self) -> bool:
         """Exchange files what SMTP accepted in Sent Items itself; a server we APPEND to for it does not."""
-        return not settings.MICROSOFT_APPEND_SENT
+        return not self.transport.append_sent
 
     def send(self, *, outgoing: OutgoingMessage, handoff: Callable[[], None]) -> str:
         from providers.imap.smtp import outgoing_send_smtp

@@ -1,4 +1,5 @@
-"""IMAP plumbing for Outlook: connecting with XOAUTH2, folders and roles, fetches that keep every response.
+"""IMAP plumbing: connecting and logging in (XOAUTH2 or a password), folders and roles, fetches that keep
+every response.
 
 Nothing here touches the database; :mod:`providers.imap.client` drives the sync with these pieces.
 """
@@ -16,20 +17,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
-from django.conf import settings
 from imapclient import IMAPClient, imap_utf7
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from imapclient.response_parser import parse_fetch_response
 
 from mailbox.mime import mime_headers
-from mailhub.config import mail_security
-from providers.errors import ErrorCode, NoMailbox, ProviderError
+from providers.errors import ErrorCode, ProviderError
+from providers.imap.transport import MailServer, OAuth2Login, PasswordLogin
 
-NO_MAILBOX_MESSAGE = (
-    "Microsoft accepted this account's sign-in, but its mail server refused access: the account has no "
-    "Outlook mailbox. Only Outlook.com, Hotmail and Microsoft 365 mailboxes can be synced; a Microsoft "
-    "account made with another address (such as Gmail) has none. Connect a mailbox hosted by Outlook instead."
-)
 # Errors that mean "the connection is gone": reconnect and carry on.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # includes socket.timeout and ssl.SSLError
@@ -46,7 +41,7 @@ _SPECIAL_USE_ROLES = {
     b"\\all": "all",
     b"\\flagged": "starred",
 }
-# For servers without SPECIAL-USE: Outlook's own names first, then common ones.
+# For servers without SPECIAL-USE: Outlook's names first, then common ones.
 _NAME_ROLES = {
     "sent items": "sent",
     "sent": "sent",
@@ -70,6 +65,14 @@ class ServerUnreachable(ProviderError, ConnectionError):
     code = ErrorCode.UNREACHABLE
 
 
+class CertificateRejected(ServerUnreachable):
+    """TLS failed because the server's certificate is not trusted (expired, self-signed, another host's)."""
+
+
+class NotImap4rev1(ProviderError):
+    """The server answered, but not as an IMAP4rev1 server (another protocol on that port, or IMAP2bis)."""
+
+
 @dataclass(frozen=True)
 class RemoteFolder:
     remote_id: str  # the raw (modified UTF-7) name, as the server spells it
@@ -89,55 +92,40 @@ class FolderStatus:
 # --- connecting ------------------------------------------------------------------------------------
 
 
-def imap_connect(*, timeout: float = 60) -> IMAPClient:
-    """An unauthenticated connection to the configured IMAP server (MICROSOFT_IMAP_HOST/PORT/SECURITY)."""
-    security = mail_security(  # ssl, starttls or none (plain text only to this machine or with the override)
-        variable="MICROSOFT_IMAP_SECURITY",
-        value=settings.MICROSOFT_IMAP_SECURITY,
-        host=settings.MICROSOFT_IMAP_HOST,
-        allow_plaintext=settings.INSECURE_ALLOW_PLAINTEXT_MAIL,
-    )
-    context = _ssl_context() if security in {"ssl", "starttls"} else None
+def imap_connect(server: MailServer, *, name: str, timeout: float = 60) -> IMAPClient:
+    """An unauthenticated connection to ``server`` (``name``: the provider, for the error message).
+
+    Raises CertificateRejected when TLS fails on the server's certificate, ServerUnreachable otherwise.
+    """
+    security = server.checked_security()  # ssl, starttls or none (plain text only to this machine or overridden)
+    server.checked_address()
+    context = server.ssl_context() if security in {"ssl", "starttls"} else None
     try:
-        client = IMAPClient(
-            settings.MICROSOFT_IMAP_HOST,
-            port=settings.MICROSOFT_IMAP_PORT,
-            ssl=security == "ssl",
-            ssl_context=context,
-            timeout=timeout,
-        )
+        client = IMAPClient(server.host, port=server.port, ssl=security == "ssl", ssl_context=context, timeout=timeout)
         if security == "starttls":
             client.starttls(context)
+    except ssl.SSLCertVerificationError:
+        raise CertificateRejected(f"{name}'s mail server presented a certificate that is not trusted.") from None
     except CONNECTION_ERRORS as exc:
-        raise ServerUnreachable(f"Outlook's mail server could not be reached ({type(exc).__name__}).") from None
+        raise ServerUnreachable(f"{name}'s mail server could not be reached ({type(exc).__name__}).") from None
+    except imaplib.IMAP4.error:  # imaplib's own check of the greeting: "server not IMAP4 compliant"
+        raise NotImap4rev1(f"{name}'s mail server does not speak IMAP4rev1.") from None
     client.folder_encode = False  # keep raw names: they are the folders' ids; decoded separately
     return client
 
 
-def _ssl_context() -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=settings.MICROSOFT_CA_BUNDLE or None)
+def imap_login(client: IMAPClient, *, login: OAuth2Login | PasswordLogin, access_token: str = "") -> None:
+    """Log in; raises imapclient's LoginError when refused (no secret is ever in its message).
 
-
-def imap_login(client: IMAPClient, *, email: str, access_token: str) -> None:
-    """XOAUTH2 login; raises imapclient's LoginError when refused (the token is never in the message)."""
-    client.oauth2_login(email, access_token)
-
-
-def imap_check_login(*, email: str, access_token: str) -> None:
-    """Raise NoMailbox if Outlook refuses an IMAP login with this (fresh, valid) token; else return quietly.
-
-    Called when an account is connected: the token has just been issued, so a refusal means the
-    Microsoft account has no Outlook mailbox.
+    XOAUTH2 with ``access_token``; a password with AUTHENTICATE PLAIN where offered (it survives
+    LOGINDISABLED and non-ASCII passwords), else LOGIN.
     """
-    client = imap_connect(timeout=30)
-    try:
-        imap_login(client, email=email, access_token=access_token)
-    except LoginError:
-        raise NoMailbox(NO_MAILBOX_MESSAGE) from None
-    except CONNECTION_ERRORS:
-        raise ProviderError("Outlook's mail server closed the connection during sign-in. Try again.") from None
-    finally:
-        imap_close(client)
+    if isinstance(login, OAuth2Login):
+        client.oauth2_login(login.email, access_token)
+    elif b"AUTH=PLAIN" in client.capabilities():
+        client.plain_login(login.username, login.password)
+    else:
+        client.login(login.username, login.password)
 
 
 def imap_close(client: IMAPClient) -> None:

@@ -1,10 +1,11 @@
-"""Send over SMTP with XOAUTH2 (Exchange Online: smtp.office365.com:587, STARTTLS).
+"""Send over SMTP (XOAUTH2 or a password, as the client's :class:`Transport` says).
 
 - The outbox's frozen bytes (``outgoing.raw``) are sent as they are, minus the Bcc header.
-- ``535 5.7.139``: SMTP AUTH is disabled for the mailbox; :class:`SmtpAuthDisabled` says what to enable.
-- Exchange allows 30 messages a minute per mailbox: sends are paced to that (they wait, they don't fail).
-- MICROSOFT_APPEND_SENT: Exchange files SMTP-sent mail in Sent Items itself; other servers need an APPEND,
-  made by the outbox after the send is recorded (:func:`sent_file`), never before.
+- A provider's own meaning of an AUTH refusal (Exchange's ``535 5.7.139``) comes from
+  ``Transport.smtp_auth_refusal``; its sending limit from ``Transport.send_rate``: sends are paced to
+  it (they wait, they don't fail).
+- ``Transport.append_sent``: servers that do not file SMTP-sent mail in Sent get an APPEND, made by the
+  outbox after the send is recorded (:func:`sent_file`), never before.
 - One attempt per call: the outbox decides about retries (see ``mailbox.outbox``).
 """
 
@@ -24,44 +25,22 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from django.conf import settings
 from django.utils import timezone
 from imapclient.exceptions import IMAPClientError
 
-from accounts.services import account_access_token
 from mailbox import store
 from mailbox.models import Folder, OutgoingMessage
-from mailhub.config import mail_security
 from providers.errors import ActionRequired, ProviderError, SendUncertain
 from providers.imap import connection as imap
+from providers.imap.transport import MailServer, OAuth2Login, PasswordLogin, Transport
 
 if TYPE_CHECKING:
-    from providers.imap.client import OutlookClient
+    from providers.imap.client import ImapMailClient
 
 logger = logging.getLogger(__name__)
 
-SMTP_AUTH_DISABLED_MESSAGE = (
-    'Outlook refused to send: SMTP sending ("Authenticated SMTP") is turned off for this mailbox, as it is '
-    "by default in Microsoft 365 tenants created after January 2020. An administrator must enable it: in the "
-    "Microsoft 365 admin center open Users > Active users > this user > Mail > Manage email apps and tick "
-    '"Authenticated SMTP" (or run Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled '
-    "$false), and make sure Security defaults do not block it. Then retry the message."
-)
 _BCC_HEADER = re.compile(rb"^(bcc|resent-bcc):.*(\r?\n[ \t].*)*\r?\n", re.IGNORECASE | re.MULTILINE)
 _LEADING_DOT = re.compile(rb"^\\.", re.MULTILINE)
-_QUOTA_MARKERS = ("SubmissionQuotaExceeded", "4.5.127", "5.2.0 STOREDRV.Submission.Exception:Submission")
-
-
-class SmtpAuthDisabled(ActionRequired):
-    """Exchange answered ``535 5.7.139``: an administrator must enable SMTP AUTH for the mailbox."""
-
-
-def rate_limit() -> tuple[int, float]:
-    """(messages, seconds): Exchange Online's per-mailbox submission limit, 30 a minute."""
-    return (
-        int(getattr(settings, "MICROSOFT_SMTP_RATE_LIMIT", 30)),
-        float(getattr(settings, "MICROSOFT_SMTP_RATE_WINDOW_SECONDS", 60)),
-    )
 
 
 # Sends this process made (outgoing ids and times) that the database may not show as sent yet.
@@ -69,9 +48,10 @@ _recent_lock = threading.Lock()
 _recent: dict[int, deque[tuple[int | None, float]]] = defaultdict(deque)
 
 
-def send_pace(*, account_id: int, exclude_id: int | None = None) -> float:
-    """Wait until another message may go without passing the per-mailbox limit; returns seconds waited."""
-    limit, window = rate_limit()
+def send_pace(*, account_id: int, rate: tuple[int, float], exclude_id: int | None = None) -> float:
+    """Wait until another message may go without passing the per-mailbox limit ``rate`` (messages, seconds);
+    returns seconds waited."""
+    limit, window = rate
     waited = 0.0
     while True:
         now = time.time()
@@ -103,42 +83,51 @@ def _send_record(*, account_id: int, outgoing_id: int | None) -> None:
         _recent[account_id].append((outgoing_id, time.time()))
 
 
-def smtp_connect(*, timeout: float = 60) -> smtplib.SMTP:
-    host, port = settings.MICROSOFT_SMTP_HOST, settings.MICROSOFT_SMTP_PORT
-    security = mail_security(  # ssl, starttls or none (plain text only to this machine or with the override)
-        variable="MICROSOFT_SMTP_SECURITY",
-        value=settings.MICROSOFT_SMTP_SECURITY,
-        host=host,
-        allow_plaintext=settings.INSECURE_ALLOW_PLAINTEXT_MAIL,
-    )
-    context = ssl.create_default_context(cafile=settings.MICROSOFT_CA_BUNDLE or None)
+class SmtpUnreachable(ProviderError):
+    """The SMTP server could not be reached."""
+
+
+class SmtpCertificateRejected(SmtpUnreachable):
+    """TLS to the SMTP server failed because its certificate is not trusted."""
+
+
+def smtp_connect(server: MailServer, *, name: str, timeout: float = 60) -> smtplib.SMTP:
+    """A connection to ``server`` after EHLO (and STARTTLS); ``name``: the provider, for the error message."""
+    host, port = server.host, server.port
+    security = server.checked_security()  # ssl, starttls or none (plain text only to this machine or overridden)
+    server.checked_address()
+    context = server.ssl_context()
     try:
         if security == "ssl":
-            server: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+            connection: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
         else:
-            server = smtplib.SMTP(host, port, timeout=timeout)
-        server.ehlo()
+            connection = smtplib.SMTP(host, port, timeout=timeout)
+        connection.ehlo()
         if security == "starttls":
-            server.starttls(context=context)
-            server.ehlo()
+            connection.starttls(context=context)
+            connection.ehlo()
+    except ssl.SSLCertVerificationError:
+        raise SmtpCertificateRejected(f"{name}'s SMTP server presented a certificate that is not trusted.") from None
     except (OSError, smtplib.SMTPException) as exc:
-        raise ProviderError(f"Outlook's SMTP server could not be reached ({type(exc).__name__}).") from None
-    return server
+        raise SmtpUnreachable(f"{name}'s SMTP server could not be reached ({type(exc).__name__}).") from None
+    return connection
 
 
-def smtp_login(server: smtplib.SMTP, *, email: str, access_token: str) -> None:
-    """AUTH XOAUTH2 (raises SMTPAuthenticationError, whose text never holds the token)."""
-    blob = base64.b64encode(f"user={email}\x01auth=Bearer {access_token}\x01\x01".encode()).decode()
+def smtp_login(server: smtplib.SMTP, *, login: OAuth2Login | PasswordLogin, access_token: str = "") -> None:
+    """AUTH XOAUTH2 with ``access_token``, or smtplib's AUTH (PLAIN/LOGIN) with a password.
+
+    Raises SMTPAuthenticationError (whose text never holds the token or password), or SMTPNotSupportedError
+    when the server offers no AUTH at all.
+    """
+    if isinstance(login, PasswordLogin):
+        server.login(login.username, login.password)
+        return
+    blob = base64.b64encode(f"user={login.email}\x01auth=Bearer {access_token}\x01\x01".encode()).decode()
     code, text = server.docmd("AUTH", f"XOAUTH2 {blob}")
     if code == 334:  # the server sent an error challenge: answer empty to get the final status
         code, text = server.docmd("")
     if code != 235:
         raise smtplib.SMTPAuthenticationError(code, text)
-
-
-def _auth_disabled(exc: smtplib.SMTPAuthenticationError) -> bool:
-    text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
-    return "5.7.139" in text or "SmtpClientAuthentication is disabled" in text
 
 
 def _text(exc: smtplib.SMTPResponseException) -> str:
@@ -161,27 +150,28 @@ def envelope(raw: bytes, *, sender: str) -> tuple[str, list[str], bytes]:
     return sender, recipients, body
 
 
-def outgoing_send_smtp(*, client: OutlookClient, outgoing: OutgoingMessage, handoff: Callable[[], None]) -> str:
+def outgoing_send_smtp(*, client: ImapMailClient, outgoing: OutgoingMessage, handoff: Callable[[], None]) -> str:
     """Send ``outgoing.raw`` once for the client's account; returns the remote id the sync will file it under.
 
     Every refusal up to the DATA command's 354 means nothing was sent. ``handoff()`` is called right after it;
     from then on only a reply from the server is definite, and a lost one raises SendUncertain.
     """
-    account = client.account
+    account, transport = client.account, client.transport
     raw = bytes(outgoing.raw or b"")
     if not raw:
         raise ActionRequired("This message has no content to send.")
     sender, recipients, body = envelope(raw, sender=account.email)
     if not recipients:
         raise ActionRequired("This message has no recipients.")
-    send_pace(account_id=account.pk, exclude_id=outgoing.pk)
-    server = _connect_and_login(account=account)
+    if transport.send_rate is not None:
+        send_pace(account_id=account.pk, rate=transport.send_rate(), exclude_id=outgoing.pk)
+    server = _connect_and_login(transport)
     try:
-        _envelope_send(server, sender=sender, recipients=recipients)
+        _envelope_send(server, transport, sender=sender, recipients=recipients)
         handoff()
-        _data_send(server, body)
+        _data_send(server, transport, body)
     finally:
-        _close(server)
+        close(server)
     _send_record(account_id=account.pk, outgoing_id=outgoing.pk)
     return sent_remote_id(outgoing)
 
@@ -195,29 +185,33 @@ def sent_remote_id(outgoing: OutgoingMessage) -> str:
     return imap.content_remote_id(bytes(outgoing.raw or b""))
 
 
-def _envelope_send(server: smtplib.SMTP, *, sender: str, recipients: list[str]) -> None:
+def _envelope_send(server: smtplib.SMTP, transport: Transport, *, sender: str, recipients: list[str]) -> None:
     """MAIL FROM, every RCPT TO and DATA up to its 354: the server has nothing yet if any of them fails."""
     try:
         code, reply = server.mail(sender)
         if code != 250:
-            raise _refusal(code, reply)
+            raise _refusal(transport, code, reply)
         refused = []
         for recipient in recipients:
             code, reply = server.rcpt(recipient)
             if code not in (250, 251):
                 if 400 <= code < 500:
-                    raise _refusal(code, reply)
+                    raise _refusal(transport, code, reply)
                 refused.append(recipient)
         if refused:
-            raise ActionRequired(f"Outlook refused these recipients: {', '.join(refused)[:400]}. Nothing was sent.")
+            raise ActionRequired(
+                f"{transport.name} refused these recipients: {', '.join(refused)[:400]}. Nothing was sent."
+            )
         code, reply = server.docmd("DATA")
         if code != 354:
-            raise _refusal(code, reply)
+            raise _refusal(transport, code, reply)
     except (OSError, smtplib.SMTPServerDisconnected):
-        raise ProviderError("The connection to Outlook's SMTP server broke before the message was sent.") from None
+        raise ProviderError(
+            f"The connection to {transport.name}'s SMTP server broke before the message was sent."
+        ) from None
 
 
-def _data_send(server: smtplib.SMTP, body: bytes) -> None:
+def _data_send(server: smtplib.SMTP, transport: Transport, body: bytes) -> None:
     """The message and its final dot (what smtplib's data() does after the 354), then the server's verdict."""
     quoted = _LEADING_DOT.sub(b"..", body)
     if not quoted.endswith(b"\r\n"):
@@ -226,27 +220,29 @@ def _data_send(server: smtplib.SMTP, body: bytes) -> None:
         server.send(quoted + b".\r\n")
         code, reply = server.getreply()
     except (OSError, smtplib.SMTPServerDisconnected):
-        raise SendUncertain("The connection to Outlook's SMTP server broke while it was taking the message.") from None
+        raise SendUncertain(
+            f"The connection to {transport.name}'s SMTP server broke while it was taking the message."
+        ) from None
     if code != 250:
-        raise _refusal(code, reply)
+        raise _refusal(transport, code, reply)
 
 
-def _refusal(code: int, reply: bytes) -> ProviderError:
+def _refusal(transport: Transport, code: int, reply: bytes) -> ProviderError:
     """A definite "no" from the server: nothing was sent. Temporary ones are retried, the rest need a person."""
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-    if any(marker in text for marker in _QUOTA_MARKERS) or code == 452:
+    if any(marker in text for marker in transport.quota_markers) or code == 452:
         return ProviderError(
-            "Outlook's sending limit for this mailbox was reached; the message will be retried shortly.",
-            retry_after=rate_limit()[1],
+            f"{transport.name}'s sending limit for this mailbox was reached; the message will be retried shortly.",
+            retry_after=transport.send_rate()[1] if transport.send_rate else 60.0,
         )
     if 400 <= code < 500:
-        return ProviderError(f"Outlook deferred the message ({code}); it will be retried.")
-    return ActionRequired(f"Outlook refused the message: {code} {text[:160]}")
+        return ProviderError(f"{transport.name} deferred the message ({code}); it will be retried.")
+    return ActionRequired(f"{transport.name} refused the message: {code} {text[:160]}")
 
 
-def sent_file(*, client: OutlookClient, outgoing: OutgoingMessage, remote_id: str) -> None:
-    """Servers that do not file SMTP mail themselves (MICROSOFT_APPEND_SENT): APPEND it to Sent, once."""
-    if not settings.MICROSOFT_APPEND_SENT:
+def sent_file(*, client: ImapMailClient, outgoing: OutgoingMessage, remote_id: str) -> None:
+    """Servers that do not file SMTP mail themselves (``Transport.append_sent``): APPEND it to Sent, once."""
+    if not client.transport.append_sent:
         return
     raw = bytes(outgoing.raw or b"")
     if sent_find(client=client, outgoing=outgoing) is not None:
@@ -257,40 +253,45 @@ def sent_file(*, client: OutlookClient, outgoing: OutgoingMessage, remote_id: st
         raise ProviderError(f"The sent message could not be put in Sent ({type(exc).__name__}).") from None
 
 
-def _connect_and_login(*, account) -> smtplib.SMTP:
-    """A connection authenticated with XOAUTH2; a refused token is refreshed once, on a new connection."""
-    server = smtp_connect()
+def _connect_and_login(transport: Transport) -> smtplib.SMTP:
+    """An authenticated connection; a refused XOAUTH2 token is refreshed once, on a new connection."""
+    login = transport.login
+    if isinstance(login, OAuth2Login):
+        refused = _login_attempt(transport, access_token_of=lambda: login.access_token())
+        if not isinstance(refused, smtplib.SMTPAuthenticationError):
+            return refused
+        token = login.access_token(force_refresh=True)
+        refused = _login_attempt(transport, access_token_of=lambda: token)
+    else:
+        refused = _login_attempt(transport, access_token_of=lambda: "")
+    if not isinstance(refused, smtplib.SMTPAuthenticationError):
+        return refused
+    raise transport.login_refused("smtp") from None
+
+
+def _login_attempt(
+    transport: Transport, *, access_token_of: Callable[[], str]
+) -> smtplib.SMTP | smtplib.SMTPAuthenticationError:
+    """A new connection and one AUTH: the connection, or the refusal (a provider's special refusals raise)."""
+    server = smtp_connect(transport.smtp, name=transport.name)
     try:
-        smtp_login(server, email=account.email, access_token=account_access_token(account=account))
+        smtp_login(server, login=transport.login, access_token=access_token_of())
         return server
     except smtplib.SMTPAuthenticationError as exc:
-        _close(server)
-        if _auth_disabled(exc):
-            raise SmtpAuthDisabled(SMTP_AUTH_DISABLED_MESSAGE) from None
+        close(server)
+        special = transport.smtp_auth_refusal(_text(exc))
+        if special is not None:
+            raise special from None
+        return exc
     except (OSError, smtplib.SMTPException):
-        _close(server)
-        raise ProviderError("The connection to Outlook's SMTP server broke during sign-in.") from None
+        close(server)
+        raise ProviderError(f"The connection to {transport.name}'s SMTP server broke during sign-in.") from None
     except BaseException:
-        _close(server)
+        close(server)
         raise
-    token = account_access_token(account=account, force_refresh=True)
-    server = smtp_connect()
-    try:
-        smtp_login(server, email=account.email, access_token=token)
-        return server
-    except smtplib.SMTPAuthenticationError as exc:
-        _close(server)
-        if _auth_disabled(exc):
-            raise SmtpAuthDisabled(SMTP_AUTH_DISABLED_MESSAGE) from None
-        raise ProviderError(
-            "Outlook refused Mailhub's sign-in for sending from this mailbox. Reconnect the mailbox and try again."
-        ) from None
-    except (OSError, smtplib.SMTPException):
-        _close(server)
-        raise ProviderError("The connection to Outlook's SMTP server broke during sign-in.") from None
 
 
-def _close(server: smtplib.SMTP) -> None:
+def close(server: smtplib.SMTP) -> None:
     try:
         server.quit()
     except (OSError, smtplib.SMTPException):
@@ -301,7 +302,7 @@ def _sent_folder(account) -> Folder | None:
     return Folder.objects.filter(account=account, role=Folder.Role.SENT).order_by("pk").first()
 
 
-def sent_append(*, client: OutlookClient, raw: bytes, remote_id: str) -> None:
+def sent_append(*, client: ImapMailClient, raw: bytes, remote_id: str) -> None:
     """APPEND the sent message to Sent (\\Seen) and file it locally under the id the sync will find it by."""
     session = client.session
     folder = _sent_folder(client.account)
@@ -330,7 +331,7 @@ def sent_append(*, client: OutlookClient, raw: bytes, remote_id: str) -> None:
     )
 
 
-def sent_find(*, client: OutlookClient, outgoing: OutgoingMessage) -> str | None:
+def sent_find(*, client: ImapMailClient, outgoing: OutgoingMessage) -> str | None:
     """The remote id of ``outgoing`` if its Message-ID is in the Sent folder, else None."""
     if not outgoing.message_id:
         return None

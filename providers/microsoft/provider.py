@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 
 from providers.base import AuthorizationRequest, MailClient, Provider, TokenGrant
 from providers.errors import AuthorizationDenied, InvalidGrant, NoMailbox, ProviderError
-from providers.imap.connection import NO_MAILBOX_MESSAGE
+from providers.microsoft.exchange import NO_MAILBOX_MESSAGE
 
 if TYPE_CHECKING:
     from accounts.models import MailAccount
@@ -100,9 +100,10 @@ class MicrosoftProvider(Provider):
         return None
 
     def mail_client(self, *, account: MailAccount) -> MailClient:
-        from providers.imap.client import OutlookClient
+        from providers.imap.client import ImapMailClient
+        from providers.microsoft.exchange import outlook_transport
 
-        return OutlookClient(account)
+        return ImapMailClient(account, transport=outlook_transport(account=account))
 
 
 def _check_mailbox(*, email: str, access_token: str) -> None:
@@ -110,7 +111,7 @@ def _check_mailbox(*, email: str, access_token: str) -> None:
 
     If the server can't be reached at all, the account is connected anyway and the first sync reports it.
     """
-    from providers.imap.connection import imap_check_login
+    from providers.microsoft.exchange import imap_check_login
 
     try:
         imap_check_login(email=email, access_token=access_token)

@@ -52,8 +52,8 @@ settings.GMAIL_QUOTA_UNITS_PER_SECOND = 0
 settings.GMAIL_BATCH_SIZE = 10
 import providers.google.mail
 providers.google.mail.STORE_GROUP = 10  # progress recorded every 10 messages: many places to die
-from providers.imap.client import OutlookClient
-OutlookClient.__init__.__kwdefaults__["chunk_size"] = 10
+from providers.imap.client import ImapMailClient
+ImapMailClient.__init__.__kwdefaults__["chunk_size"] = 10
 from mailbox.sync import account_sync
 
 connections.close_all()

@@ -44,7 +44,7 @@ from mailbox.sync import account_sync
 from providers.google import mail as gmail
 from providers.imap import client as outlook
 gmail.STORE_GROUP = 20  # progress (and a resume point) every 20 messages, so kills land between reports
-outlook.OutlookClient.__init__.__kwdefaults__["chunk_size"] = 20
+outlook.ImapMailClient.__init__.__kwdefaults__["chunk_size"] = 20
 for line in sys.stdin:
     pid = os.fork()
     if pid == 0:
@@ -311,14 +311,15 @@ def test_gmail_progress_after_a_resume_carries_on_from_what_was_stored(
 
 @pytest.mark.dovecot
 def test_outlook_progress_counts_mail_in_two_folders_once(dovecot, outlook_account, monkeypatch):
-    from providers.imap.client import OutlookClient
+    from providers.imap.client import ImapMailClient
+    from providers.microsoft.exchange import outlook_transport
 
     account = outlook_account()
     inbox = dovecot.seed(account.email, 60)
     with dovecot.client(account.email, folder="INBOX") as imap:
         imap.copy(inbox[:15], "Archive")
     reports = _progress_spy(monkeypatch)
-    OutlookClient(account, chunk_size=10).full_sync()
+    ImapMailClient(account, transport=outlook_transport(account=account), chunk_size=10).full_sync()
     done = _done_values(reports)
     assert done == sorted(done) and all(d <= t for d, t in reports if d is not None and t is not None)
     state = SyncState.objects.get(account=account)

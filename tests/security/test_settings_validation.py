@@ -19,6 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from mailhub.config import host_is_loopback, mail_security
 from providers.imap.connection import imap_connect
 from providers.imap.smtp import smtp_connect
+from providers.microsoft.exchange import imap_server, smtp_server
 
 ROOT = Path(settings.BASE_DIR)
 PRINT = "from django.conf import settings as s; print(s.{name})"
@@ -163,7 +164,7 @@ def test_imap_in_any_case_starts_tls_before_anything_else(settings, imap_listene
     settings.MICROSOFT_IMAP_HOST, settings.MICROSOFT_IMAP_PORT = "127.0.0.1", imap_listener.port
     settings.MICROSOFT_IMAP_SECURITY = value
     with pytest.raises(Exception):  # noqa: B017 - the listener speaks no TLS; what it received is the point
-        imap_connect(timeout=5)
+        imap_connect(imap_server(), name="Outlook", timeout=5)
     assert imap_listener.done.wait(5)
     if value.lower() == "ssl":
         assert imap_listener.received.startswith(TLS_HANDSHAKE)
@@ -176,7 +177,7 @@ def test_smtp_ssl_in_any_case_starts_tls(settings, smtp_listener, value):
     settings.MICROSOFT_SMTP_HOST, settings.MICROSOFT_SMTP_PORT = "127.0.0.1", smtp_listener.port
     settings.MICROSOFT_SMTP_SECURITY = value
     with pytest.raises(Exception):  # noqa: B017
-        smtp_connect(timeout=5)
+        smtp_connect(smtp_server(), name="Outlook", timeout=5)
     assert smtp_listener.done.wait(5) and smtp_listener.received.startswith(TLS_HANDSHAKE)
 
 
@@ -186,9 +187,9 @@ def test_an_unknown_value_never_connects(settings, imap_listener, smtp_listener,
     settings.MICROSOFT_SMTP_HOST, settings.MICROSOFT_SMTP_PORT = "127.0.0.1", smtp_listener.port
     settings.MICROSOFT_IMAP_SECURITY = settings.MICROSOFT_SMTP_SECURITY = value
     with pytest.raises(ImproperlyConfigured, match="MICROSOFT_IMAP_SECURITY"):
-        imap_connect(timeout=5)
+        imap_connect(imap_server(), name="Outlook", timeout=5)
     with pytest.raises(ImproperlyConfigured, match="MICROSOFT_SMTP_SECURITY"):
-        smtp_connect(timeout=5)
+        smtp_connect(smtp_server(), name="Outlook", timeout=5)
     assert not imap_listener.connected.is_set() and not smtp_listener.connected.is_set()
 
 
@@ -197,14 +198,14 @@ def test_plain_text_to_a_remote_host_never_connects(settings):
     settings.MICROSOFT_SMTP_HOST, settings.MICROSOFT_SMTP_SECURITY = "smtp.example.net", "none"
     settings.INSECURE_ALLOW_PLAINTEXT_MAIL = False
     with pytest.raises(ImproperlyConfigured, match="clear text to imap.example.net"):
-        imap_connect(timeout=5)
+        imap_connect(imap_server(), name="Outlook", timeout=5)
     with pytest.raises(ImproperlyConfigured, match="clear text to smtp.example.net"):
-        smtp_connect(timeout=5)
+        smtp_connect(smtp_server(), name="Outlook", timeout=5)
 
 
 def test_plain_text_to_this_machine_still_works_for_test_servers(settings, smtp_listener):
     settings.MICROSOFT_SMTP_HOST, settings.MICROSOFT_SMTP_PORT = "127.0.0.1", smtp_listener.port
     settings.MICROSOFT_SMTP_SECURITY = "none"
     with pytest.raises(Exception):  # noqa: B017 - the listener hangs up after the first bytes
-        smtp_connect(timeout=5)
+        smtp_connect(smtp_server(), name="Outlook", timeout=5)
     assert smtp_listener.done.wait(5) and smtp_listener.received.upper().startswith(b"EHLO")

@@ -1,0 +1,126 @@
+"""The generic IMAP/SMTP provider's pages: connect a mailbox with a password, and enter a new one (Reconnect).
+
+Nothing is saved before :func:`providers.imap.check.servers_check` has logged in to both servers. The
+password is never rendered back, logged or put in a message.
+"""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+
+from accounts.forms import ImapConnectForm, ImapPasswordForm, imap_connect_initial
+from accounts.models import MailAccount
+from accounts.services import (
+    IMAP_PROVIDER,
+    MailboxServers,
+    account_connect_password,
+    account_password_update,
+    account_servers,
+)
+from providers.imap.check import CheckFailed, servers_check
+from providers.imap.provider import mail_server
+from providers.imap.transport import PasswordLogin
+from providers.models import MailServerPreset
+from providers.services import provider_app_usable, server_preset_for_email, server_presets
+
+
+@login_required
+def imap_connect(request: HttpRequest) -> HttpResponse:
+    """GET: the form, pre-filled from ``?preset=`` or the domain of ``?email=``; POST: check, then connect."""
+    if provider_app_usable(provider_id=IMAP_PROVIDER) is None:
+        messages.error(request, _("This provider is not available. An administrator must configure it first."))
+        return redirect("accounts:list")
+    if request.method != "POST":
+        email = request.GET.get("email", "").strip()[:254]
+        preset = _preset_chosen(request.GET.get("preset")) or server_preset_for_email(email=email)
+        form = ImapConnectForm(initial=imap_connect_initial(preset=preset, email=email))
+        return _connect_page(request, form)
+    form = ImapConnectForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        servers = MailboxServers(**{name: data[name] for name in MailboxServers.__dataclass_fields__})
+        login = PasswordLogin(username=data["username"], password=data["password"])
+        try:
+            _check(servers=servers, login=login)
+        except CheckFailed as exc:
+            form.add_error(None, str(exc))
+        else:
+            with transaction.atomic():
+                account, created = account_connect_password(
+                    user_id=request.user.pk,
+                    email=data["email"],
+                    username=data["username"],
+                    password=data["password"],
+                    servers=servers,
+                )
+                _sync_start(account=account, created=created, since=form.since())
+            done = _("%(email)s is connected. The first sync has started.")
+            if not created:
+                done = _("%(email)s is reconnected.")
+            messages.success(request, done % {"email": data["email"]})
+            return redirect("accounts:list")
+    return _connect_page(request, form, status=400)
+
+
+@login_required
+def imap_reconnect(request: HttpRequest, account_id: int) -> HttpResponse:
+    """Reconnect for a password account: the new password, checked against both servers, then sync resumes."""
+    account = get_object_or_404(MailAccount, pk=account_id, user=request.user, provider=IMAP_PROVIDER)
+    form = ImapPasswordForm(request.POST if request.method == "POST" else None)
+    if form.is_valid():
+        login = PasswordLogin(username=account.username or account.email, password=form.cleaned_data["password"])
+        try:
+            _check(servers=account_servers(account=account), login=login)
+        except CheckFailed as exc:
+            form.add_error(None, str(exc))
+        else:
+            with transaction.atomic():
+                account_password_update(account=account, password=form.cleaned_data["password"])
+                _sync_start(account=account, created=False, since=None)
+            messages.success(request, _("%(email)s is reconnected.") % {"email": account.email})
+            return redirect("accounts:list")
+    return render(
+        request,
+        "accounts/imap_reconnect.html",
+        {"account": account, "form": form},
+        status=400 if form.is_bound else 200,
+    )
+
+
+def _check(*, servers: MailboxServers, login: PasswordLogin) -> None:
+    servers_check(
+        imap_server=mail_server(
+            host=servers.imap_host, port=servers.imap_port, security=servers.imap_security, protocol="imap"
+        ),
+        smtp_server=mail_server(
+            host=servers.smtp_host, port=servers.smtp_port, security=servers.smtp_security, protocol="smtp"
+        ),
+        login=login,
+    )
+
+
+def _connect_page(request: HttpRequest, form: ImapConnectForm, *, status: int = 200) -> HttpResponse:
+    return render(
+        request,
+        "accounts/imap_connect.html",
+        {"form": form, "presets": server_presets()},
+        status=status,
+    )
+
+
+def _preset_chosen(value: str | None) -> MailServerPreset | None:
+    if not value or not value.isdigit():
+        return None
+    return MailServerPreset.objects.filter(pk=int(value)).first()
+
+
+def _sync_start(*, account: MailAccount, created: bool, since) -> None:
+    from mailbox.sync import account_sync_queue, account_sync_start
+
+    if created:
+        account_sync_start(account=account, since=since)
+    else:
+        account_sync_queue(account=account)
