@@ -84,7 +84,7 @@ class ImapConnectForm(ConnectForm, ImapPasswordForm):
 
     field_order = ["preset", "email", "username", "password", *SERVER_FIELDS, "sync_window", "sync_since"]
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not MailServerPreset.objects.exists():
             del self.fields["preset"]

@@ -7,7 +7,7 @@ password is never rendered back, logged or put in a message.
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 
@@ -20,6 +20,7 @@ from accounts.services import (
     account_password_update,
     account_servers,
 )
+from mailhub.http import AuthenticatedHttpRequest
 from providers.imap.check import CheckFailed, servers_check
 from providers.imap.provider import mail_server
 from providers.imap.transport import PasswordLogin
@@ -28,7 +29,7 @@ from providers.services import provider_app_usable, server_preset_for_email, ser
 
 
 @login_required
-def imap_connect(request: HttpRequest) -> HttpResponse:
+def imap_connect(request: AuthenticatedHttpRequest) -> HttpResponse:
     """GET: the form, pre-filled from ``?preset=`` or the domain of ``?email=``; POST: check, then connect."""
     if provider_app_usable(provider_id=IMAP_PROVIDER) is None:
         messages.error(request, _("This provider is not available. An administrator must configure it first."))
@@ -66,7 +67,7 @@ def imap_connect(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def imap_reconnect(request: HttpRequest, account_id: int) -> HttpResponse:
+def imap_reconnect(request: AuthenticatedHttpRequest, account_id: int) -> HttpResponse:
     """Reconnect for a password account: the new password, checked against both servers, then sync resumes."""
     account = get_object_or_404(MailAccount, pk=account_id, user=request.user, provider=IMAP_PROVIDER)
     form = ImapPasswordForm(request.POST if request.method == "POST" else None)
@@ -102,7 +103,7 @@ def _check(*, servers: MailboxServers, login: PasswordLogin) -> None:
     )
 
 
-def _connect_page(request: HttpRequest, form: ImapConnectForm, *, status: int = 200) -> HttpResponse:
+def _connect_page(request: AuthenticatedHttpRequest, form: ImapConnectForm, *, status: int = 200) -> HttpResponse:
     return render(
         request,
         "accounts/imap_connect.html",

@@ -15,6 +15,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
     from accounts.models import MailAccount
     from mailbox.models import Message, OutgoingMessage
     from providers.models import ProviderApp
@@ -105,7 +107,7 @@ class Provider(ABC):
     #: Whether an administrator registers an OAuth app (client id and secret) for it; if not, Mail settings only
     #: switches it on or off, with ``enable_help`` saying what that allows.
     oauth_app: bool = True
-    enable_help: str = ""
+    enable_help: StrOrPromise = ""  # a lazy translation
 
     @property
     def name(self) -> str:

@@ -87,7 +87,7 @@ def server_host_clean(value: str) -> str:
     return host
 
 
-def server_security_check(form: forms.Form, *, protocol: str) -> None:
+def server_security_check(form: forms.BaseForm, *, protocol: str) -> None:
     """Plain text only to this machine (or with the override), as for Outlook's servers; errors on the form."""
     host, security = form.cleaned_data.get(f"{protocol}_host"), form.cleaned_data.get(f"{protocol}_security")
     if not host or not security:
@@ -140,8 +140,9 @@ class MailServerPresetForm(forms.ModelForm):
     def clean_smtp_host(self) -> str:
         return server_host_clean(self.cleaned_data["smtp_host"])
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         server_security_check(self, protocol="imap")
         server_security_check(self, protocol="smtp")
         return data

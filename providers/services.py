@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -47,7 +49,9 @@ def provider_app_update(*, form: ModelForm, user: User) -> ProviderSettingsChang
 
 
 @transaction.atomic
-def server_presets_update(*, formset: BaseModelFormSet, user: AbstractBaseUser) -> ProviderSettingsChange | None:
+def server_presets_update(
+    *, formset: "BaseModelFormSet[MailServerPreset, Any]", user: User
+) -> ProviderSettingsChange | None:
     """Save a valid formset of IMAP/SMTP presets; record that presets changed (no values), None when none did."""
     if not formset.has_changed():
         return None
