@@ -4,12 +4,14 @@ Nothing is saved before :func:`providers.imap.check.servers_check` has logged in
 password is never rendered back, logged or put in a message.
 """
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
+from django_ratelimit.core import is_ratelimited
 
 from accounts.forms import ImapConnectForm, ImapPasswordForm, imap_connect_initial
 from accounts.models import MailAccount
@@ -45,7 +47,7 @@ def imap_connect(request: AuthenticatedHttpRequest) -> HttpResponse:
         servers = MailboxServers(**{name: data[name] for name in MailboxServers.__dataclass_fields__})
         login = PasswordLogin(username=data["username"], password=data["password"])
         try:
-            _check(servers=servers, login=login)
+            _check(request, servers=servers, login=login)
         except CheckFailed as exc:
             form.add_error(None, str(exc))
         else:
@@ -74,7 +76,7 @@ def imap_reconnect(request: AuthenticatedHttpRequest, account_id: int) -> HttpRe
     if form.is_valid():
         login = PasswordLogin(username=account.username or account.email, password=form.cleaned_data["password"])
         try:
-            _check(servers=account_servers(account=account), login=login)
+            _check(request, servers=account_servers(account=account), login=login)
         except CheckFailed as exc:
             form.add_error(None, str(exc))
         else:
@@ -91,7 +93,26 @@ def imap_reconnect(request: AuthenticatedHttpRequest, account_id: int) -> HttpRe
     )
 
 
-def _check(*, servers: MailboxServers, login: PasswordLogin) -> None:
+class TooManyChecks(CheckFailed):
+    code = "too_many_checks"
+
+
+def _check(request: AuthenticatedHttpRequest, *, servers: MailboxServers, login: PasswordLogin) -> None:
+    """Log in to both servers, at most MAILHUB_SERVER_CHECK_RATE times per user (and per address).
+
+    Every check connects to servers the user named, with a password the user typed: unlimited, the form
+    would let anyone signed in try passwords against other people's mail servers, or scan their ports.
+    """
+    limited = any(
+        is_ratelimited(
+            request, group="imap-server-check", key=key, rate=settings.MAILHUB_SERVER_CHECK_RATE, increment=True
+        )
+        for key in ("user", "ip")
+    )
+    if limited:
+        raise TooManyChecks(
+            _("Too many sign-in checks in a short time. Wait a few minutes, then try again."), protocol="imap"
+        )
     servers_check(
         imap_server=mail_server(
             host=servers.imap_host, port=servers.imap_port, security=servers.imap_security, protocol="imap"

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "axes",
     "csp",
+    "django_ratelimit",
     "providers",
     "accounts",
     "mailbox",
@@ -205,6 +206,15 @@ MAILHUB_ENCRYPTION_KEYS = env.list("MAILHUB_ENCRYPTION_KEYS", default=[]) or [
 
 # --- Celery -----------------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")
+# Rate limits (django-ratelimit) count in a cache every web process must share: Redis when there is one. The
+# embedded default runs one web process (gunicorn's default), whose memory is that shared cache; run several
+# (WEB_CONCURRENCY) only with REDIS_URL set.
+# W001 only says django-ratelimit was not tested with Django's own Redis cache, whose incr is Redis' atomic INCRBY.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")  # one process: its memory is shared by all its threads
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 3600}
 if CELERY_BROKER_URL.startswith("filesystem"):
@@ -307,6 +317,9 @@ IMAP_CA_BUNDLE = env("IMAP_CA_BUNDLE", default="")
 # Servers users type in must be on the internet (not this machine or a private network) unless an administrator
 # names them in a preset; true lifts that for every server (a Mailhub used only inside one network).
 IMAP_ALLOW_PRIVATE_SERVERS = config.env_bool(ENVIRON, "IMAP_ALLOW_PRIVATE_SERVERS", default=False)
+# How often one user (and one client address) may have Mailhub sign in to servers they named (django-ratelimit).
+MAILHUB_SERVER_CHECK_RATE = env("MAILHUB_SERVER_CHECK_RATE", default="10/10m")
+RATELIMIT_IP_META_KEY = "mailhub.client_ip.client_ip_address"  # the same client address as sign-in throttling
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = config.env_choice(ENVIRON, "LOG_LEVEL", choices=config.LOG_LEVELS, default="INFO")
