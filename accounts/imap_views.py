@@ -30,15 +30,19 @@ from providers.services import provider_app_usable, server_preset_for_email, ser
 @login_required
 def imap_connect(request: HttpRequest) -> HttpResponse:
     """GET: the form, pre-filled from ``?preset=`` or the domain of ``?email=``; POST: check, then connect."""
-    if provider_app_usable(provider_id=IMAP_PROVIDER) is None:
+    app = provider_app_usable(provider_id=IMAP_PROVIDER)
+    if app is None:
         messages.error(request, _("This provider is not available. An administrator must configure it first."))
         return redirect("accounts:list")
     if request.method != "POST":
         email = request.GET.get("email", "").strip()[:254]
         preset = _preset_chosen(request.GET.get("preset")) or server_preset_for_email(email=email)
-        form = ImapConnectForm(initial=imap_connect_initial(preset=preset, email=email))
+        form = ImapConnectForm(
+            initial=imap_connect_initial(preset=preset, email=email),
+            custom_servers_allowed=app.custom_servers_allowed,
+        )
         return _connect_page(request, form)
-    form = ImapConnectForm(request.POST)
+    form = ImapConnectForm(request.POST, custom_servers_allowed=app.custom_servers_allowed)
     if form.is_valid():
         data = form.cleaned_data
         servers = MailboxServers(**{name: data[name] for name in MailboxServers.__dataclass_fields__})

@@ -25,7 +25,7 @@ class ProviderAppForm(forms.ModelForm):
 
     class Meta:
         model = ProviderApp
-        fields = ["enabled", "client_id", "client_secret", "tenant"]
+        fields = ["enabled", "client_id", "client_secret", "tenant", "custom_servers_allowed"]
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -35,7 +35,11 @@ class ProviderAppForm(forms.ModelForm):
             self.fields["enabled"].help_text = _(
                 "Users may connect any IMAP/SMTP mailbox with its username and password."
             )
+            self.fields["custom_servers_allowed"].help_text = _(
+                "Off: users can only pick one of the presets below, so Mailhub connects to no other host."
+            )
             return
+        del self.fields["custom_servers_allowed"]
         if self.instance.provider != ProviderApp.Provider.MICROSOFT:
             del self.fields["tenant"]
         else:

@@ -326,6 +326,7 @@ def preset_post(**preset) -> dict[str, str]:
     data = {
         "provider": "imap",
         "imap-enabled": "on",
+        "imap-custom_servers_allowed": "on",
         "presets-TOTAL_FORMS": "1",
         "presets-INITIAL_FORMS": "0",
         "presets-MIN_NUM_FORMS": "0",
@@ -405,3 +406,46 @@ def test_a_send_refused_for_a_changed_password_fails_it_and_asks_to_reconnect(do
     assert outgoing.status == OutgoingMessage.Status.FAILED and "new password" in outgoing.last_error
     assert MailAccount.objects.get(pk=account.pk).status == MailAccount.Status.REAUTH_REQUIRED
     assert dovecot.sink.messages == []
+
+
+def test_with_custom_servers_off_only_a_preset_is_used_whatever_was_posted(
+    dovecot, alice_client, alice, not_imap_server
+):
+    from providers.models import ProviderApp
+
+    ProviderApp.objects.filter(provider="imap").update(custom_servers_allowed=False)
+    MailServerPreset.objects.create(
+        name="Sandbox mail",
+        domains="imap-sandbox.test",
+        imap_host="127.0.0.1",
+        imap_port=dovecot.imaps_port,
+        imap_security="ssl",
+        smtp_host="127.0.0.1",
+        smtp_port=dovecot.submission_port,
+        smtp_security="starttls",
+    )
+    page = alice_client.get(CONNECT).content.decode()
+    assert 'name="imap_host"' not in page and 'name="preset"' in page
+
+    email = new_address()
+    dovecot.set_password(email, PASSWORD)
+    # Servers smuggled into the POST are ignored: the preset for the domain is used.
+    typed = connect_form(dovecot, email, imap_port=not_imap_server.port, imap_security="none")
+    assert alice_client.post(CONNECT, typed).status_code == 302
+    assert MailAccount.objects.get(user=alice, email=email).imap_port == dovecot.imaps_port
+
+    other = "someone@elsewhere.test"
+    response = alice_client.post(CONNECT, connect_form(dovecot, other))
+    assert response.status_code == 400 and "No preset matches this address" in response.content.decode()
+    assert not MailAccount.objects.filter(email=other).exists()
+
+
+@pytest.mark.parametrize("field", ["username", "password"])
+def test_line_breaks_in_the_sign_in_are_refused_before_any_connection(dovecot, alice_client, field):
+    email = new_address()
+    typed = connect_form(dovecot, email, imap_port=free_port())  # nothing listens: a connection would say so
+    typed[field] = "first\r\nA1 LOGOUT"
+    response = alice_client.post(CONNECT, typed)
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "must not contain line breaks" in body and "could not be reached" not in body
