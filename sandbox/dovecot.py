@@ -9,6 +9,9 @@
   (the sandbox's Microsoft one), so a revoked or expired token is refused by the server itself;
 - Microsoft accounts without a mailbox refused at login although their token is valid
   (a ``deny = yes`` passwd-file, see :meth:`DovecotServer.deny_mailbox`);
+- passwords for the generic IMAP/SMTP provider (and the django-mailbox benchmark): a passwd-file passdb
+  next to the oauth2 one, for LOGIN and PLAIN in IMAP and submission (see :meth:`DovecotServer.set_password`);
+  an address has one mailbox whichever way it logs in;
 - a submission service (``dovecot-submissiond``, STARTTLS offered) authenticating with XOAUTH2 and relaying to an
   :class:`SmtpSink`, so a test sees exactly what was sent.
 
@@ -503,7 +506,8 @@ debug = {"yes" if self.debug else "no"}
         self._write_lines("denied-users", (f"{user}:" for user in sorted(self._denied)))
 
     def set_password(self, email: str, password: str) -> None:
-        """Allow a plain LOGIN for ``email`` (only the django-mailbox benchmark needs this)."""
+        """Allow LOGIN / AUTH PLAIN for ``email`` with ``password`` (IMAP and submission); a second call changes it,
+        as a user changing their password at their mail provider does (the generic IMAP/SMTP provider's tests)."""
         self._passwords[email.lower()] = password
         self._write_lines("passwords", (f"{u}:{{PLAIN}}{p}" for u, p in sorted(self._passwords.items())))
 

@@ -319,6 +319,14 @@ def test_the_password_never_reaches_a_log_or_a_page(dovecot, alice_client, caplo
     assert PASSWORD not in alice_client.get(f"/accounts/{account.pk}/password/").content.decode()
 
 
+def test_the_django_admin_shows_the_servers_but_never_the_password(dovecot, imap_account, client, admin_user):
+    account = imap_account(password="Admin-Must-Not-See-5")
+    client.force_login(admin_user)
+    page = client.get(f"/admin/accounts/mailaccount/{account.pk}/change/").content.decode()
+    assert account.imap_host in page and str(account.imap_port) in page
+    assert "Admin-Must-Not-See-5" not in page
+
+
 # --- Mail settings: on/off and presets --------------------------------------------------------------
 
 
