@@ -41,6 +41,10 @@ class CertificateUntrusted(CheckFailed):
     code = "certificate"
 
 
+class TryAgain(CheckFailed):
+    code = "temporary"
+
+
 class NotImap4rev1(CheckFailed):
     code = "not_imap4rev1"
 
@@ -76,7 +80,9 @@ def imap_check(server: MailServer, *, login: PasswordLogin) -> None:
         if b"IMAP4REV1" not in {c.upper() for c in client.capabilities()}:
             raise _not_imap4rev1(where)
         imap.imap_login(client, login=login)
-    except LoginError:
+    except LoginError as exc:
+        if imap.login_refusal_is_temporary(exc):
+            raise _try_again(where, protocol="imap") from None
         raise WrongPassword(
             f"The IMAP server at {where} refused this username and password.", protocol="imap"
         ) from None
@@ -86,6 +92,13 @@ def imap_check(server: MailServer, *, login: PasswordLogin) -> None:
         ) from None
     finally:
         imap.imap_close(client)
+
+
+def _try_again(where: str, *, protocol: Protocol) -> TryAgain:
+    return TryAgain(
+        f"The {protocol.upper()} server at {where} could not check the sign-in just now. Try again in a moment.",
+        protocol=protocol,
+    )
 
 
 def _not_imap4rev1(where: str) -> NotImap4rev1:
@@ -113,7 +126,9 @@ def smtp_check(server: MailServer, *, login: PasswordLogin) -> None:
         ) from None
     try:
         smtp.smtp_login(connection, login=login)
-    except smtplib.SMTPAuthenticationError:
+    except smtplib.SMTPAuthenticationError as exc:
+        if 400 <= exc.smtp_code < 500:
+            raise _try_again(where, protocol="smtp") from None
         raise WrongPassword(
             f"The SMTP server at {where} refused this username and password.", protocol="smtp"
         ) from None

@@ -160,8 +160,8 @@ class _Session:
             try:
                 imap.imap_login(client, login=login, access_token=login.access_token())
                 return
-            except LoginError:
-                pass
+            except LoginError as exc:
+                self._login_unavailable(exc)
             # Expired or revoked although we thought it valid: refresh once (the token callable raises when
             # the grant is dead). A fresh token that is still refused means what the provider says it means.
             token = login.access_token(force_refresh=True)
@@ -169,8 +169,16 @@ class _Session:
             token = ""
         try:
             imap.imap_login(client, login=login, access_token=token)
-        except LoginError:
+        except LoginError as exc:
+            self._login_unavailable(exc)
             raise self.transport.login_refused("imap") from None
+
+    def _login_unavailable(self, exc: LoginError) -> None:
+        """Raise ProviderError (retried later) when the server refused the sign-in for now, not for good."""
+        if imap.login_refusal_is_temporary(exc):
+            raise ProviderError(
+                f"{self.transport.name}'s mail server could not check the sign-in just now; the sync will be retried."
+            ) from None
 
     def close(self) -> None:
         if self.client is not None:

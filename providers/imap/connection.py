@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from imapclient import IMAPClient, imap_utf7
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
 from mailbox.mime import mime_headers
@@ -65,6 +65,15 @@ class ServerUnreachable(ProviderError, ConnectionError):
 
 class CertificateRejected(ServerUnreachable):
     """TLS failed because the server's certificate is not trusted (expired, self-signed, another host's)."""
+
+
+# RFC 5530 codes with which a server refuses a sign-in for now, not for its credentials: retry, don't reconnect.
+TEMPORARY_LOGIN_CODES = ("[UNAVAILABLE]", "[SERVERBUG]", "[INUSE]", "[LIMIT]")
+
+
+def login_refusal_is_temporary(exc: LoginError) -> bool:
+    text = str(exc).upper()
+    return any(code in text for code in TEMPORARY_LOGIN_CODES)
 
 
 class NotImap4rev1(ProviderError):

@@ -281,6 +281,10 @@ def _login_attempt(
         special = transport.smtp_auth_refusal(_text(exc))
         if special is not None:
             raise special from None
+        if 400 <= exc.smtp_code < 500:  # "454 4.7.0 Temporary authentication failure": not the credentials
+            raise ProviderError(
+                f"{transport.name}'s SMTP server could not check the sign-in just now; the message will be retried."
+            ) from None
         return exc
     except (OSError, smtplib.SMTPException):
         close(server)

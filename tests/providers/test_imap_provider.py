@@ -91,10 +91,12 @@ def test_connect_checks_both_servers_saves_the_encrypted_password_and_the_first_
     assert db_view(account) == server_view(dovecot, email)
 
 
-class NotImapServer:
-    """A loopback server that greets like an IMAP2bis server (no IMAP4rev1 in its capabilities)."""
+class TinyImapServer:
+    """A loopback IMAP server of a few lines: it greets with ``capability`` and answers every sign-in with
+    ``login_reply`` (an IMAP2bis server; a server whose authentication service is down)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, capability: bytes, login_reply: bytes = b"NO [AUTHENTICATIONFAILED] Failed") -> None:
+        self.capability, self.login_reply = capability, login_reply
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
@@ -105,15 +107,26 @@ class NotImapServer:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
-            with conn:
-                conn.sendall(b"* OK [CAPABILITY IMAP2 AUTH=PLAIN] old server ready\r\n")
-                for line in conn.makefile("rb"):
-                    tag = line.split(b" ", 1)[0]
-                    if b"CAPABILITY" in line.upper():
-                        conn.sendall(b"* CAPABILITY IMAP2 AUTH=PLAIN\r\n" + tag + b" OK done\r\n")
-                    else:
-                        conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
-                        break
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn: socket.socket) -> None:
+        with conn:
+            conn.sendall(b"* OK [CAPABILITY " + self.capability + b"] ready\r\n")
+            lines = conn.makefile("rb")
+            for line in lines:
+                tag, _, command = line.strip().partition(b" ")
+                verb = command.split(b" ", 1)[0].upper()
+                if verb == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY " + self.capability + b"\r\n" + tag + b" OK done\r\n")
+                elif verb == b"AUTHENTICATE":
+                    conn.sendall(b"+ \r\n")
+                    lines.readline()  # the credentials
+                    conn.sendall(tag + b" " + self.login_reply + b"\r\n")
+                elif verb == b"LOGIN":
+                    conn.sendall(tag + b" " + self.login_reply + b"\r\n")
+                else:
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
 
     def close(self) -> None:
         self.listener.close()
@@ -121,7 +134,17 @@ class NotImapServer:
 
 @pytest.fixture
 def not_imap_server():
-    server = NotImapServer()
+    server = TinyImapServer(capability=b"IMAP2 AUTH=PLAIN")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def unavailable_imap_server():
+    """Says IMAP4rev1, but its authentication service is down: ``NO [UNAVAILABLE]`` (RFC 5530)."""
+    server = TinyImapServer(
+        capability=b"IMAP4rev1 AUTH=PLAIN", login_reply=b"NO [UNAVAILABLE] Temporary authentication failure"
+    )
     yield server
     server.close()
 
@@ -457,3 +480,19 @@ def test_line_breaks_in_the_sign_in_are_refused_before_any_connection(dovecot, a
     assert response.status_code == 400
     body = response.content.decode()
     assert "must not contain line breaks" in body and "could not be reached" not in body
+
+
+def test_a_server_that_cannot_check_the_sign_in_now_is_retried_not_sent_to_reconnect(
+    dovecot, imap_account, alice_client, unavailable_imap_server
+):
+    account = imap_account()
+    MailAccount.objects.filter(pk=account.pk).update(imap_port=unavailable_imap_server.port, imap_security="none")
+
+    assert account_sync(account_id=account.pk).outcome == "retry"
+    account.refresh_from_db()
+    assert account.status == MailAccount.Status.ACTIVE
+    assert "could not check the sign-in just now" in SyncState.objects.get(account=account).last_error
+
+    typed = connect_form(dovecot, new_address(), imap_port=unavailable_imap_server.port, imap_security="none")
+    response = alice_client.post(CONNECT, typed)
+    assert response.status_code == 400 and "Try again in a moment" in response.content.decode()
