@@ -63,7 +63,7 @@ from mailbox.models import Folder, Message, MessageFolder, SyncState
 from providers.base import ChangeKind, MessageChange, ProviderError
 from providers.imap import connection as imap
 from providers.imap.connection import CONNECTION_ERRORS, FolderStatus
-from providers.imap.transport import OAuth2Login, Transport
+from providers.imap.transport import OAuth2Login, PasswordLogin, Transport
 
 if TYPE_CHECKING:
     from mailbox.models import OutgoingMessage
@@ -160,8 +160,8 @@ class _Session:
             try:
                 imap.imap_login(client, login=login, access_token=login.access_token())
                 return
-            except LoginError as exc:
-                self._login_unavailable(exc)
+            except LoginError:
+                pass
             # Expired or revoked although we thought it valid: refresh once (the token callable raises when
             # the grant is dead). A fresh token that is still refused means what the provider says it means.
             token = login.access_token(force_refresh=True)
@@ -170,11 +170,16 @@ class _Session:
         try:
             imap.imap_login(client, login=login, access_token=token)
         except LoginError as exc:
-            self._login_unavailable(exc)
+            if isinstance(login, PasswordLogin):
+                self._login_unavailable(exc)
             raise self.transport.login_refused("imap") from None
 
     def _login_unavailable(self, exc: LoginError) -> None:
-        """Raise ProviderError (retried later) when the server refused the sign-in for now, not for good."""
+        """Raise ProviderError (retried later) when the server refused a password for now, not for good.
+
+        Not for XOAUTH2: Dovecot's oauth2 passdb answers an expired token with [UNAVAILABLE], and a refused
+        token is refreshed once anyway.
+        """
         if imap.login_refusal_is_temporary(exc):
             raise ProviderError(
                 f"{self.transport.name}'s mail server could not check the sign-in just now; the sync will be retried."
