@@ -63,6 +63,11 @@ def imap_check(server: MailServer, *, login: PasswordLogin) -> None:
     where = f"{server.host}:{server.port}"
     try:
         client = imap.imap_connect(server, name="The IMAP server", timeout=CHECK_TIMEOUT)
+    except imap.StartTlsMissing:
+        raise Unreachable(
+            f"The IMAP server at {where} does not offer STARTTLS. Choose SSL/TLS (usually port 993) if it has it.",
+            protocol="imap",
+        ) from None
     except imap.CertificateRejected:
         raise CertificateUntrusted(
             f"The IMAP server at {where} presented a certificate that is not trusted (self-signed, expired or "

@@ -496,3 +496,13 @@ def test_a_server_that_cannot_check_the_sign_in_now_is_retried_not_sent_to_recon
     typed = connect_form(dovecot, new_address(), imap_port=unavailable_imap_server.port, imap_security="none")
     response = alice_client.post(CONNECT, typed)
     assert response.status_code == 400 and "Try again in a moment" in response.content.decode()
+
+
+def test_starttls_asked_of_a_server_without_it_is_refused_and_nothing_goes_in_clear_text(dovecot, alice_client):
+    no_starttls = TinyImapServer(capability=b"IMAP4rev1 AUTH=PLAIN")
+    try:
+        typed = connect_form(dovecot, new_address(), imap_port=no_starttls.port, imap_security="starttls")
+        response = alice_client.post(CONNECT, typed)
+    finally:
+        no_starttls.close()
+    assert response.status_code == 400 and "does not offer STARTTLS" in response.content.decode()
