@@ -79,7 +79,7 @@ def imap_check(server: MailServer, *, login: PasswordLogin) -> None:
             f"The IMAP server at {where} could not be reached. Check the host name, the port and the security.",
             protocol="imap",
         ) from None
-    except imap.NotImap4rev1:
+    except imap.NotImap4Server:
         raise _not_imap4rev1(where) from None
     try:
         if b"IMAP4REV1" not in {c.upper() for c in client.capabilities()}:

@@ -80,8 +80,8 @@ class StartTlsMissing(ServerUnreachable):
     """STARTTLS was asked for and the server does not offer it: nothing is sent in clear text instead."""
 
 
-class NotImap4rev1(ProviderError):
-    """The server answered, but not as an IMAP4rev1 server (another protocol on that port, or IMAP2bis)."""
+class NotImap4Server(ProviderError):
+    """The server answered, but not as an IMAP4 server (another protocol on that port, or IMAP2bis)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def imap_connect(server: MailServer, *, name: str, timeout: float = 60) -> IMAPC
     except CONNECTION_ERRORS as exc:
         raise ServerUnreachable(f"{name}'s mail server could not be reached ({type(exc).__name__}).") from None
     except imaplib.IMAP4.error:  # imaplib's own check of the greeting: "server not IMAP4 compliant"
-        raise NotImap4rev1(f"{name}'s mail server does not speak IMAP4rev1.") from None
+        raise NotImap4Server(f"{name}'s mail server does not speak IMAP4rev1.") from None
     if security == "starttls":
         try:
             client.starttls(context)

@@ -506,3 +506,14 @@ def test_starttls_asked_of_a_server_without_it_is_refused_and_nothing_goes_in_cl
     finally:
         no_starttls.close()
     assert response.status_code == 400 and "does not offer STARTTLS" in response.content.decode()
+
+
+def test_an_imap4_server_without_rev1_is_refused_before_sign_in(dovecot, alice_client):
+    imap4_only = TinyImapServer(capability=b"IMAP4 AUTH=PLAIN", login_reply=b"OK logged in")
+    try:
+        typed = connect_form(dovecot, new_address(), imap_port=imap4_only.port, imap_security="none")
+        response = alice_client.post(CONNECT, typed)
+    finally:
+        imap4_only.close()
+    assert response.status_code == 400 and "does not speak IMAP4rev1" in response.content.decode()
+    assert not MailAccount.objects.exists()
