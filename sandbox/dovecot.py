@@ -12,8 +12,9 @@
 - passwords for the generic IMAP/SMTP provider (and the django-mailbox benchmark): a passwd-file passdb
   next to the oauth2 one, for LOGIN and PLAIN in IMAP and submission (see :meth:`DovecotServer.set_password`);
   an address has one mailbox whichever way it logs in;
-- a submission service (``dovecot-submissiond``, STARTTLS offered) authenticating with XOAUTH2 and relaying to an
-  :class:`SmtpSink`, so a test sees exactly what was sent.
+- a submission service (``dovecot-submissiond``, STARTTLS offered, and TLS from the first byte on
+  ``submissions_port``) authenticating with XOAUTH2 or a password and relaying to an :class:`SmtpSink`, so a
+  test sees exactly what was sent.
 
 :attr:`DovecotServer.proxy` forwards to IMAPS and can cut a connection mid-response.
 
@@ -276,6 +277,7 @@ class DovecotServer:
         self.imap_port = imap_port or free_port()
         self.imaps_port = imaps_port or free_port()
         self.submission_port = submission_port or free_port()
+        self.submissions_port = free_port()  # submission over TLS from the first byte (port 465's way)
         # A full post-login CAPABILITY list overrides Dovecot's (e.g. one without CONDSTORE, QRESYNC and
         # MOVE, to exercise a client's fallbacks); "" keeps Dovecot's own.
         self.imap_capability = imap_capability
@@ -475,6 +477,11 @@ service submission-login {{
   inet_listener submission {{
     address = 127.0.0.1
     port = {self.submission_port}
+  }}
+  inet_listener submissions {{
+    address = 127.0.0.1
+    port = {self.submissions_port}
+    ssl = yes
   }}
 }}
 service anvil {{

@@ -517,3 +517,18 @@ def test_an_imap4_server_without_rev1_is_refused_before_sign_in(dovecot, alice_c
         imap4_only.close()
     assert response.status_code == 400 and "does not speak IMAP4rev1" in response.content.decode()
     assert not MailAccount.objects.exists()
+
+
+def test_smtp_with_tls_from_the_first_byte_connects_and_sends(dovecot, alice_client, alice):
+    from mailbox.outbox import outgoing_send
+
+    email = new_address()
+    dovecot.set_password(email, PASSWORD)
+    typed = connect_form(dovecot, email, smtp_port=dovecot.submissions_port, smtp_security="ssl")
+    response = alice_client.post(CONNECT, typed)
+    assert response.status_code == 302, page_errors(response)
+
+    account = MailAccount.objects.get(user=alice, email=email)
+    assert outgoing_send(outgoing_id=queued(account).pk).outcome == "sent"
+    [sent] = dovecot.sink.wait_for(1)
+    assert sent.mail_from == email and "with ESMTPSA" in sent.message()["Received"]
