@@ -10,6 +10,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from accounts.forms import ImapConnectForm, ImapPasswordForm, imap_connect_initial
 from accounts.models import MailAccount
@@ -20,11 +21,42 @@ from accounts.services import (
     account_password_update,
     account_servers,
 )
-from providers.imap.check import CheckFailed, servers_check
+from providers.imap.check import CheckFailed, Failure, servers_check
 from providers.imap.provider import mail_server
 from providers.imap.transport import PasswordLogin
 from providers.models import MailServerPreset
 from providers.services import provider_app_usable, server_preset_for_email, server_presets
+
+# What a failed check tells the user, by its code (%(server)s: IMAP or SMTP; %(where)s: host:port).
+CHECK_MESSAGES = {
+    Failure.WRONG_PASSWORD: gettext_lazy("The %(server)s server at %(where)s refused this username and password."),
+    Failure.UNREACHABLE: gettext_lazy(
+        "The %(server)s server at %(where)s could not be reached. Check the host name, the port and the security."
+    ),
+    Failure.CERTIFICATE: gettext_lazy(
+        "The %(server)s server at %(where)s presented a certificate that is not trusted (self-signed, expired or "
+        "issued for another name). Check the host name, or ask the server's administrator."
+    ),
+    Failure.NOT_IMAP4REV1: gettext_lazy(
+        "The server at %(where)s does not speak IMAP4rev1, which Mailhub needs. Check that the port is the "
+        "server's IMAP port."
+    ),
+    Failure.NO_STARTTLS: gettext_lazy(
+        "The %(server)s server at %(where)s does not offer STARTTLS. Choose SSL/TLS (usually port 993) if it has it."
+    ),
+    Failure.NO_SMTP_AUTH: gettext_lazy(
+        "The SMTP server at %(where)s offers no sign-in (AUTH) on this connection. Use its submission port "
+        "(usually 587 with STARTTLS, or 465 with SSL/TLS)."
+    ),
+    Failure.TRY_AGAIN: gettext_lazy(
+        "The %(server)s server at %(where)s could not check the sign-in just now. Try again in a moment."
+    ),
+    Failure.CLOSED: gettext_lazy("The %(server)s server at %(where)s closed the connection during sign-in. Try again."),
+}
+
+
+def check_failure_message(exc: CheckFailed) -> str:
+    return str(CHECK_MESSAGES[exc.failure]) % {"server": exc.protocol.upper(), "where": exc.where}
 
 
 @login_required
@@ -50,7 +82,7 @@ def imap_connect(request: HttpRequest) -> HttpResponse:
         try:
             _check(servers=servers, login=login)
         except CheckFailed as exc:
-            form.add_error(None, str(exc))
+            form.add_error(None, check_failure_message(exc))
         else:
             with transaction.atomic():
                 account, created = account_connect_password(
@@ -79,7 +111,7 @@ def imap_reconnect(request: HttpRequest, account_id: int) -> HttpResponse:
         try:
             _check(servers=account_servers(account=account), login=login)
         except CheckFailed as exc:
-            form.add_error(None, str(exc))
+            form.add_error(None, check_failure_message(exc))
         else:
             with transaction.atomic():
                 account_password_update(account=account, password=form.cleaned_data["password"])
