@@ -52,3 +52,26 @@ def test_admin_adds_a_preset_and_a_user_connects_an_imap_mailbox_with_a_password
     screenshot(page, "imap-connected")
     account = MailAccount.objects.get(user=alice, email=email)
     assert account.provider == "imap" and account.password == "Browser-Password-8"
+
+
+def test_a_changed_password_shows_reconnect_which_asks_for_the_new_one(page, live_server, dovecot, imap_account):
+    from mailbox.services import account_sync
+
+    account = imap_account(password="Before-Change-1")
+    assert account_sync(account_id=account.pk).outcome == "ok"
+    dovecot.set_password(account.email, "After-Change-2")
+    assert account_sync(account_id=account.pk).outcome == "stopped"
+
+    sign_in(page, live_server, "alice", "alice-password-1")
+    page.goto(f"{live_server.url}/accounts/")
+    row = page.locator(f'tr[data-account="{account.email}"]')
+    assert "Reconnect required" in row.inner_text() and "new password" in row.inner_text()
+    screenshot(page, "imap-reconnect-required")
+    row.locator("a", has_text="Reconnect").click()
+    page.fill("#id_password", "After-Change-2")
+    screenshot(page, "imap-reconnect-form")
+    page.click("#imap-reconnect-submit")
+    assert f"{account.email} is reconnected" in page.inner_text(".flash")
+    assert "Connected" in page.locator(f'tr[data-account="{account.email}"]').inner_text()
+    account.refresh_from_db()
+    assert account.status == MailAccount.Status.ACTIVE and account.password == "After-Change-2"
