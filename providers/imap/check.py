@@ -18,7 +18,7 @@ from providers.imap import connection as imap
 from providers.imap import smtp
 from providers.imap.transport import MailServer, PasswordLogin, Protocol
 
-CHECK_TIMEOUT = 20.0  # seconds per connection: a user is waiting for the page
+CHECK_TIMEOUT = 15.0  # seconds per connection: a user is waiting for the page
 
 
 class Failure(StrEnum):
