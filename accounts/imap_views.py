@@ -6,6 +6,7 @@ password is never rendered back, logged or put in a message.
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -55,6 +56,23 @@ CHECK_MESSAGES = {
 }
 
 
+# Each check opens connections to hosts the user named with a password the user typed: a few per user and
+# window, so the form cannot be used to guess a password at another server or to probe ports.
+CHECKS_PER_WINDOW = 10
+CHECK_WINDOW_SECONDS = 600
+
+
+def check_allowed(*, user_id: int) -> bool:
+    """Count one check for ``user_id``; False once the window's allowance is used up."""
+    key = f"accounts:imap-check:{user_id}"
+    cache.add(key, 0, timeout=CHECK_WINDOW_SECONDS)
+    try:
+        return cache.incr(key) <= CHECKS_PER_WINDOW
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, timeout=CHECK_WINDOW_SECONDS)
+        return True
+
+
 def check_failure_message(exc: CheckFailed) -> str:
     return str(CHECK_MESSAGES[exc.failure]) % {"server": exc.protocol.upper(), "where": exc.where}
 
@@ -79,10 +97,9 @@ def imap_connect(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         servers = MailboxServers(**{name: data[name] for name in MailboxServers.__dataclass_fields__})
         login = PasswordLogin(username=data["username"], password=data["password"])
-        try:
-            _check(servers=servers, login=login)
-        except CheckFailed as exc:
-            form.add_error(None, check_failure_message(exc))
+        problem = _check(user_id=request.user.pk, servers=servers, login=login)
+        if problem:
+            form.add_error(None, problem)
         else:
             with transaction.atomic():
                 account, created = account_connect_password(
@@ -108,10 +125,9 @@ def imap_reconnect(request: HttpRequest, account_id: int) -> HttpResponse:
     form = ImapPasswordForm(request.POST if request.method == "POST" else None)
     if form.is_valid():
         login = PasswordLogin(username=account.username or account.email, password=form.cleaned_data["password"])
-        try:
-            _check(servers=account_servers(account=account), login=login)
-        except CheckFailed as exc:
-            form.add_error(None, check_failure_message(exc))
+        problem = _check(user_id=request.user.pk, servers=account_servers(account=account), login=login)
+        if problem:
+            form.add_error(None, problem)
         else:
             with transaction.atomic():
                 account_password_update(account=account, password=form.cleaned_data["password"])
@@ -126,7 +142,18 @@ def imap_reconnect(request: HttpRequest, account_id: int) -> HttpResponse:
     )
 
 
-def _check(*, servers: MailboxServers, login: PasswordLogin) -> None:
+def _check(*, user_id: int, servers: MailboxServers, login: PasswordLogin) -> str | None:
+    """None when both servers take the sign-in, else what to tell the user."""
+    if not check_allowed(user_id=user_id):
+        return _("Too many attempts. Wait a few minutes and try again.")
+    try:
+        _servers_check(servers=servers, login=login)
+    except CheckFailed as exc:
+        return check_failure_message(exc)
+    return None
+
+
+def _servers_check(*, servers: MailboxServers, login: PasswordLogin) -> None:
     servers_check(
         imap_server=mail_server(
             host=servers.imap_host, port=servers.imap_port, security=servers.imap_security, protocol="imap"

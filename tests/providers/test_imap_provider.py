@@ -532,3 +532,19 @@ def test_smtp_with_tls_from_the_first_byte_connects_and_sends(dovecot, alice_cli
     assert outgoing_send(outgoing_id=queued(account).pk).outcome == "sent"
     [sent] = dovecot.sink.wait_for(1)
     assert sent.mail_from == email and "with ESMTPSA" in sent.message()["Received"]
+
+
+def test_checks_are_limited_per_user_so_the_form_cannot_guess_passwords(dovecot, alice_client, alice, bob):
+    from accounts.imap_views import CHECKS_PER_WINDOW
+
+    email = new_address()
+    dovecot.set_password(email, PASSWORD)
+    for attempt in range(CHECKS_PER_WINDOW):
+        wrong = alice_client.post(CONNECT, connect_form(dovecot, email, password=f"Guess-{attempt}"))
+        assert "refused this username and password" in wrong.content.decode()
+    limited = alice_client.post(CONNECT, connect_form(dovecot, email))
+    assert limited.status_code == 400 and "Too many attempts" in limited.content.decode()
+    assert not MailAccount.objects.exists()
+
+    alice_client.force_login(bob)  # another user has an allowance of their own
+    assert alice_client.post(CONNECT, connect_form(dovecot, email)).status_code == 302
