@@ -50,6 +50,13 @@ SECURITY_CHOICES = [("ssl", _("SSL/TLS")), ("starttls", _("STARTTLS")), ("none",
 SERVER_FIELDS = ("imap_host", "imap_port", "imap_security", "smtp_host", "smtp_port", "smtp_security")
 
 
+def _no_control_characters(value: str) -> str:
+    """Line breaks or NUL in a username or password could end an IMAP or SMTP command early: refused."""
+    if any(character in value for character in "\r\n\0"):
+        raise forms.ValidationError(_("This must not contain line breaks."))
+    return value
+
+
 class ImapPasswordForm(forms.Form):
     """The mailbox's password (or app password). Never rendered back into the page."""
 
@@ -60,6 +67,9 @@ class ImapPasswordForm(forms.Form):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "current-password"}),
         help_text=_("Your mailbox's password, or an app password if your provider uses them."),
     )
+
+    def clean_password(self) -> str:
+        return _no_control_characters(self.cleaned_data["password"])
 
 
 class ImapConnectForm(ConnectForm, ImapPasswordForm):
@@ -84,10 +94,18 @@ class ImapConnectForm(ConnectForm, ImapPasswordForm):
 
     field_order = ["preset", "email", "username", "password", *SERVER_FIELDS, "sync_window", "sync_since"]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, custom_servers_allowed: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not MailServerPreset.objects.exists():
+        self.custom_servers_allowed = custom_servers_allowed
+        if not custom_servers_allowed:  # only the administrator's presets: the servers are theirs, not typed
+            for name in SERVER_FIELDS:
+                del self.fields[name]
+            self.fields["preset"].help_text = _("Leave it to match your address, or pick one.")
+        elif not MailServerPreset.objects.exists():
             del self.fields["preset"]
+
+    def clean_username(self) -> str:
+        return _no_control_characters(self.cleaned_data["username"])
 
     def clean_imap_host(self) -> str:
         value = self.cleaned_data["imap_host"]
@@ -103,6 +121,13 @@ class ImapConnectForm(ConnectForm, ImapPasswordForm):
         data["email"] = email
         data["username"] = (data.get("username") or "").strip() or email
         preset = data.get("preset") or (server_preset_for_email(email=email) if email else None)
+        if not self.custom_servers_allowed:
+            if preset is None and "preset" not in self.errors and email:
+                self.add_error("preset", _("No preset matches this address: pick one."))
+            for name in SERVER_FIELDS:
+                data[name] = getattr(preset, name, None)
+            if preset is None:
+                return data
         for name in SERVER_FIELDS:
             if data.get(name) in (None, "") and preset is not None:
                 data[name] = getattr(preset, name)

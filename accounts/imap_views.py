@@ -11,6 +11,7 @@ from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django_ratelimit.core import is_ratelimited
 
 from accounts.forms import ImapConnectForm, ImapPasswordForm, imap_connect_initial
@@ -23,33 +24,71 @@ from accounts.services import (
     account_servers,
 )
 from mailhub.http import AuthenticatedHttpRequest
-from providers.imap.check import CheckFailed, servers_check
+from providers.imap.check import CheckFailed, Failure, servers_check
 from providers.imap.provider import mail_server
 from providers.imap.transport import PasswordLogin
 from providers.models import MailServerPreset
 from providers.services import provider_app_usable, server_preset_for_email, server_presets
 
+# What a failed check tells the user, by its code (%(server)s: IMAP or SMTP; %(where)s: host:port).
+CHECK_MESSAGES = {
+    Failure.WRONG_PASSWORD: gettext_lazy("The %(server)s server at %(where)s refused this username and password."),
+    Failure.UNREACHABLE: gettext_lazy(
+        "The %(server)s server at %(where)s could not be reached. Check the host name, the port and the security."
+    ),
+    Failure.CERTIFICATE: gettext_lazy(
+        "The %(server)s server at %(where)s presented a certificate that is not trusted (self-signed, expired or "
+        "issued for another name). Check the host name, or ask the server's administrator."
+    ),
+    Failure.NOT_IMAP4REV1: gettext_lazy(
+        "The server at %(where)s does not speak IMAP4rev1, which Mailhub needs. Check that the port is the "
+        "server's IMAP port."
+    ),
+    Failure.NO_STARTTLS: gettext_lazy(
+        "The %(server)s server at %(where)s does not offer STARTTLS. Choose SSL/TLS (usually port 993) if it has it."
+    ),
+    Failure.NO_SMTP_AUTH: gettext_lazy(
+        "The SMTP server at %(where)s offers no sign-in (AUTH) on this connection. Use its submission port "
+        "(usually 587 with STARTTLS, or 465 with SSL/TLS)."
+    ),
+    Failure.TRY_AGAIN: gettext_lazy(
+        "The %(server)s server at %(where)s could not check the sign-in just now. Try again in a moment."
+    ),
+    Failure.CLOSED: gettext_lazy("The %(server)s server at %(where)s closed the connection during sign-in. Try again."),
+    Failure.PRIVATE: gettext_lazy(
+        "The %(server)s server at %(where)s is on this machine or a private network, and Mailhub connects only to "
+        "mail servers on the internet. Use the server's public name, or ask an administrator to add it as a preset."
+    ),
+}
+
+
+def check_failure_message(exc: CheckFailed) -> str:
+    return str(CHECK_MESSAGES[exc.failure]) % {"server": exc.protocol.upper(), "where": exc.where}
+
 
 @login_required
 def imap_connect(request: AuthenticatedHttpRequest) -> HttpResponse:
     """GET: the form, pre-filled from ``?preset=`` or the domain of ``?email=``; POST: check, then connect."""
-    if provider_app_usable(provider_id=IMAP_PROVIDER) is None:
+    app = provider_app_usable(provider_id=IMAP_PROVIDER)
+    if app is None:
         messages.error(request, _("This provider is not available. An administrator must configure it first."))
         return redirect("accounts:list")
     if request.method != "POST":
         email = request.GET.get("email", "").strip()[:254]
         preset = _preset_chosen(request.GET.get("preset")) or server_preset_for_email(email=email)
-        form = ImapConnectForm(initial=imap_connect_initial(preset=preset, email=email))
+        form = ImapConnectForm(
+            initial=imap_connect_initial(preset=preset, email=email),
+            custom_servers_allowed=app.custom_servers_allowed,
+        )
         return _connect_page(request, form)
-    form = ImapConnectForm(request.POST)
+    form = ImapConnectForm(request.POST, custom_servers_allowed=app.custom_servers_allowed)
     if form.is_valid():
         data = form.cleaned_data
         servers = MailboxServers(**{name: data[name] for name in MailboxServers.__dataclass_fields__})
         login = PasswordLogin(username=data["username"], password=data["password"])
-        try:
-            _check(request, servers=servers, login=login)
-        except CheckFailed as exc:
-            form.add_error(None, str(exc))
+        problem = _check(request, servers=servers, login=login)
+        if problem:
+            form.add_error(None, problem)
         else:
             with transaction.atomic():
                 account, created = account_connect_password(
@@ -75,10 +114,9 @@ def imap_reconnect(request: AuthenticatedHttpRequest, account_id: int) -> HttpRe
     form = ImapPasswordForm(request.POST if request.method == "POST" else None)
     if form.is_valid():
         login = PasswordLogin(username=account.username or account.email, password=form.cleaned_data["password"])
-        try:
-            _check(request, servers=account_servers(account=account), login=login)
-        except CheckFailed as exc:
-            form.add_error(None, str(exc))
+        problem = _check(request, servers=account_servers(account=account), login=login)
+        if problem:
+            form.add_error(None, problem)
         else:
             with transaction.atomic():
                 account_password_update(account=account, password=form.cleaned_data["password"])
@@ -93,26 +131,29 @@ def imap_reconnect(request: AuthenticatedHttpRequest, account_id: int) -> HttpRe
     )
 
 
-class TooManyChecks(CheckFailed):
-    code = "too_many_checks"
+def _check(request: AuthenticatedHttpRequest, *, servers: MailboxServers, login: PasswordLogin) -> str | None:
+    """None when both servers take the sign-in, else what to tell the user."""
+    if _checks_used_up(request):
+        return _("Too many sign-in checks in a short time. Wait a few minutes, then try again.")
+    try:
+        _servers_check(servers=servers, login=login)
+    except CheckFailed as exc:
+        return check_failure_message(exc)
+    return None
 
 
-def _check(request: AuthenticatedHttpRequest, *, servers: MailboxServers, login: PasswordLogin) -> None:
-    """Log in to both servers, at most MAILHUB_SERVER_CHECK_RATE times per user (and per address).
+def _checks_used_up(request: AuthenticatedHttpRequest) -> bool:
+    """Count one check against the user (MAILHUB_SERVER_CHECK_RATE, django-ratelimit); True once used up.
 
     Every check connects to servers the user named, with a password the user typed: unlimited, the form
-    would let anyone signed in try passwords against other people's mail servers, or scan their ports.
+    would let anyone signed in try passwords against other people's mail servers, or scan their ports. Per
+    user, not per address: a whole office behind one address connects its mailboxes on the same morning.
     """
-    limited = any(
-        is_ratelimited(
-            request, group="imap-server-check", key=key, rate=settings.MAILHUB_SERVER_CHECK_RATE, increment=True
-        )
-        for key in ("user", "ip")
-    )
-    if limited:
-        raise TooManyChecks(
-            _("Too many sign-in checks in a short time. Wait a few minutes, then try again."), protocol="imap"
-        )
+    rate = settings.MAILHUB_SERVER_CHECK_RATE
+    return is_ratelimited(request, group="imap-server-check", key="user", rate=rate, increment=True)
+
+
+def _servers_check(*, servers: MailboxServers, login: PasswordLogin) -> None:
     servers_check(
         imap_server=mail_server(
             host=servers.imap_host, port=servers.imap_port, security=servers.imap_security, protocol="imap"

@@ -27,10 +27,18 @@ logger = logging.getLogger(__name__)
 @login_required
 def account_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     accounts = MailAccount.objects.filter(user=request.user).select_related("sync_state")
+    providers = provider_apps_usable()
+    oauth_providers = [app for app in providers if app.provider != "imap"]  # imap: a password form of its own
     return render(
         request,
         "accounts/account_list.html",
-        {"accounts": accounts, "providers": provider_apps_usable(), "form": ConnectForm()},
+        {
+            "accounts": accounts,
+            "providers": providers,
+            "oauth_providers": oauth_providers,
+            "imap_enabled": len(oauth_providers) < len(providers),
+            "form": ConnectForm(),
+        },
     )
 
 

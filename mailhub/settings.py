@@ -317,9 +317,8 @@ IMAP_CA_BUNDLE = env("IMAP_CA_BUNDLE", default="")
 # Servers users type in must be on the internet (not this machine or a private network) unless an administrator
 # names them in a preset; true lifts that for every server (a Mailhub used only inside one network).
 IMAP_ALLOW_PRIVATE_SERVERS = config.env_bool(ENVIRON, "IMAP_ALLOW_PRIVATE_SERVERS", default=False)
-# How often one user (and one client address) may have Mailhub sign in to servers they named (django-ratelimit).
+# How often one user may have Mailhub sign in to servers they named (django-ratelimit).
 MAILHUB_SERVER_CHECK_RATE = env("MAILHUB_SERVER_CHECK_RATE", default="10/10m")
-RATELIMIT_IP_META_KEY = "mailhub.client_ip.client_ip_address"  # the same client address as sign-in throttling
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = config.env_choice(ENVIRON, "LOG_LEVEL", choices=config.LOG_LEVELS, default="INFO")

@@ -11,6 +11,8 @@ from providers import registry
 from providers.models import MailServerPreset, ProviderApp
 
 DOMAIN = re.compile(r"^[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)+$")
+# ProviderApp fields only some providers use (each provider lists its own in Provider.extra_settings).
+EXTRA_SETTINGS = ("tenant", "custom_servers_allowed")
 
 
 class ProviderAppForm(forms.ModelForm):
@@ -25,22 +27,26 @@ class ProviderAppForm(forms.ModelForm):
 
     class Meta:
         model = ProviderApp
-        fields = ["enabled", "client_id", "client_secret", "tenant"]
+        fields = ["enabled", "client_id", "client_secret", "tenant", "custom_servers_allowed"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.provider = registry.get(self.instance.provider)
-        if not self.provider.oauth_app:  # no app to register: on/off (and, for IMAP/SMTP, the presets)
-            for name in ("client_id", "client_secret", "tenant"):
+        for name in EXTRA_SETTINGS:
+            if name not in self.provider.extra_settings:
                 del self.fields[name]
-            self.fields["enabled"].help_text = self.provider.enable_help
-            return
-        if "tenant" not in self.provider.extra_settings:
-            del self.fields["tenant"]
-        else:
+        if "tenant" in self.fields:
             self.fields["tenant"].help_text = _(
                 "common (any account), organizations (work or school), consumers (personal), or your tenant id"
             )
+        if "custom_servers_allowed" in self.fields:
+            self.fields["custom_servers_allowed"].help_text = _(
+                "Off: users can only pick one of the presets below, so Mailhub connects to no other host."
+            )
+        if not self.provider.oauth_app:  # no app to register: on/off (and, for IMAP/SMTP, its own settings)
+            del self.fields["client_id"], self.fields["client_secret"]
+            self.fields["enabled"].help_text = self.provider.enable_help
+            return
         secret_stored = bool(self.instance.pk and self.instance.client_secret)
         self.fields["client_secret"].help_text = (
             _("A secret is stored. Leave blank to keep it.") if secret_stored else _("Not set yet.")

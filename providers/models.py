@@ -16,6 +16,9 @@ class ProviderApp(models.Model):
     enabled = models.BooleanField(_("Enabled"), default=False)
     # Microsoft only: common, organizations, consumers or a tenant id.
     tenant = models.CharField(_("Tenant"), max_length=64, default="common", blank=True)
+    # IMAP/SMTP only: users may name servers of their own; off, only the presets (Mailhub then opens connections
+    # to no host an administrator did not list).
+    custom_servers_allowed = models.BooleanField(_("Users may enter other servers than the presets"), default=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -9,8 +9,12 @@
   (the sandbox's Microsoft one), so a revoked or expired token is refused by the server itself;
 - Microsoft accounts without a mailbox refused at login although their token is valid
   (a ``deny = yes`` passwd-file, see :meth:`DovecotServer.deny_mailbox`);
-- a submission service (``dovecot-submissiond``, STARTTLS offered) authenticating with XOAUTH2 and relaying to an
-  :class:`SmtpSink`, so a test sees exactly what was sent.
+- passwords for the generic IMAP/SMTP provider (and the django-mailbox benchmark): a passwd-file passdb
+  next to the oauth2 one, for LOGIN and PLAIN in IMAP and submission (see :meth:`DovecotServer.set_password`);
+  an address has one mailbox whichever way it logs in;
+- a submission service (``dovecot-submissiond``, STARTTLS offered, and TLS from the first byte on
+  ``submissions_port``) authenticating with XOAUTH2 or a password and relaying to an :class:`SmtpSink`, so a
+  test sees exactly what was sent.
 
 :attr:`DovecotServer.proxy` forwards to IMAPS and can cut a connection mid-response.
 
@@ -273,6 +277,7 @@ class DovecotServer:
         self.imap_port = imap_port or free_port()
         self.imaps_port = imaps_port or free_port()
         self.submission_port = submission_port or free_port()
+        self.submissions_port = free_port()  # submission over TLS from the first byte (port 465's way)
         # A full post-login CAPABILITY list overrides Dovecot's (e.g. one without CONDSTORE, QRESYNC and
         # MOVE, to exercise a client's fallbacks); "" keeps Dovecot's own.
         self.imap_capability = imap_capability
@@ -473,6 +478,11 @@ service submission-login {{
     address = 127.0.0.1
     port = {self.submission_port}
   }}
+  inet_listener submissions {{
+    address = 127.0.0.1
+    port = {self.submissions_port}
+    ssl = yes
+  }}
 }}
 service anvil {{
   chroot =
@@ -503,7 +513,8 @@ debug = {"yes" if self.debug else "no"}
         self._write_lines("denied-users", (f"{user}:" for user in sorted(self._denied)))
 
     def set_password(self, email: str, password: str) -> None:
-        """Allow a plain LOGIN for ``email`` (only the django-mailbox benchmark needs this)."""
+        """Allow LOGIN / AUTH PLAIN for ``email`` with ``password`` (IMAP and submission); a second call changes it,
+        as a user changing their password at their mail provider does (the generic IMAP/SMTP provider's tests)."""
         self._passwords[email.lower()] = password
         self._write_lines("passwords", (f"{u}:{{PLAIN}}{p}" for u, p in sorted(self._passwords.items())))
 

@@ -1,13 +1,15 @@
 """Check a mailbox's IMAP and SMTP servers and sign-in before anything is saved (the generic provider).
 
 :func:`servers_check` connects to the IMAP server, makes sure it speaks IMAP4rev1, logs in, then connects
-to the SMTP server and authenticates; it sends and changes nothing. Each way it can fail is one
-:class:`CheckFailed` subclass with a plain message that names the server (never the password).
+to the SMTP server and authenticates; it sends and changes nothing. Every way it can fail is a
+:class:`CheckFailed` with a :class:`Failure` code, the protocol and the server's ``host:port``: the page
+chooses the (translated) words from the code. Nothing in it ever holds the password.
 """
 
 from __future__ import annotations
 
 import smtplib
+from enum import StrEnum
 
 from imapclient.exceptions import LoginError
 
@@ -16,132 +18,85 @@ from providers.imap import connection as imap
 from providers.imap import smtp
 from providers.imap.transport import MailServer, PasswordLogin, PrivateServerRefused, Protocol
 
-CHECK_TIMEOUT = 20.0  # seconds per connection: a user is waiting for the page
+CHECK_TIMEOUT = 15.0  # seconds per connection: a user is waiting for the page
+
+
+class Failure(StrEnum):
+    WRONG_PASSWORD = "wrong_password"  # noqa: S105 - a failure code, not a password
+    UNREACHABLE = "unreachable"
+    CERTIFICATE = "certificate"
+    NOT_IMAP4REV1 = "not_imap4rev1"
+    NO_STARTTLS = "no_starttls"
+    NO_SMTP_AUTH = "no_smtp_auth"
+    TRY_AGAIN = "try_again"  # the server refused the sign-in for now (RFC 5530 UNAVAILABLE, SMTP 4xx)
+    CLOSED = "closed"  # the connection broke during sign-in
+    PRIVATE = "private"  # the server is on this machine or a private network (MailServer.public_only)
 
 
 class CheckFailed(ProviderError):
-    """The servers or the sign-in are not usable; ``str(exc)`` tells the user what to fix."""
+    """The servers or the sign-in are not usable. ``str(exc)`` is plain English for logs (no secret)."""
 
-    code = "failed"
-
-    def __init__(self, message: str, *, protocol: Protocol) -> None:
-        super().__init__(message)
+    def __init__(self, failure: Failure, *, protocol: Protocol, server: MailServer) -> None:
+        self.failure = failure
         self.protocol = protocol
-
-
-class WrongPassword(CheckFailed):
-    code = "wrong_password"
-
-
-class Unreachable(CheckFailed):
-    code = "unreachable"
-
-
-class CertificateUntrusted(CheckFailed):
-    code = "certificate"
-
-
-class NotImap4rev1(CheckFailed):
-    code = "not_imap4rev1"
-
-
-class NoSmtpAuth(CheckFailed):
-    code = "no_smtp_auth"
-
-
-class PrivateServer(CheckFailed):
-    code = "private_server"
-
-
-def _private(where: str, protocol: Protocol) -> PrivateServer:
-    return PrivateServer(
-        f"The server at {where} is on this machine or a private network, and Mailhub connects only to mail servers "
-        "on the internet. Use the server's public name, or ask an administrator to add it as a preset.",
-        protocol=protocol,
-    )
+        self.where = f"{server.host}:{server.port}"
+        super().__init__(f"{protocol.upper()} server {self.where}: {failure.value}")
 
 
 def servers_check(*, imap_server: MailServer, smtp_server: MailServer, login: PasswordLogin) -> None:
-    """Return quietly when both servers take this sign-in; raise a :class:`CheckFailed` otherwise."""
+    """Return quietly when both servers take this sign-in; raise :class:`CheckFailed` otherwise."""
     imap_check(imap_server, login=login)
     smtp_check(smtp_server, login=login)
 
 
 def imap_check(server: MailServer, *, login: PasswordLogin) -> None:
-    where = f"{server.host}:{server.port}"
+    def failed(failure: Failure) -> CheckFailed:
+        return CheckFailed(failure, protocol="imap", server=server)
+
     try:
         client = imap.imap_connect(server, name="The IMAP server", timeout=CHECK_TIMEOUT)
     except PrivateServerRefused:
-        raise _private(where, "imap") from None
+        raise failed(Failure.PRIVATE) from None
+    except imap.StartTlsMissing:
+        raise failed(Failure.NO_STARTTLS) from None
     except imap.CertificateRejected:
-        raise CertificateUntrusted(
-            f"The IMAP server at {where} presented a certificate that is not trusted (self-signed, expired or "
-            "issued for another name). Check the host name, or ask the server's administrator.",
-            protocol="imap",
-        ) from None
+        raise failed(Failure.CERTIFICATE) from None
     except imap.ServerUnreachable:
-        raise Unreachable(
-            f"The IMAP server at {where} could not be reached. Check the host name, the port and the security.",
-            protocol="imap",
-        ) from None
-    except imap.NotImap4rev1:
-        raise _not_imap4rev1(where) from None
+        raise failed(Failure.UNREACHABLE) from None
+    except imap.NotImap4Server:
+        raise failed(Failure.NOT_IMAP4REV1) from None
     try:
         if b"IMAP4REV1" not in {c.upper() for c in client.capabilities()}:
-            raise _not_imap4rev1(where)
+            raise failed(Failure.NOT_IMAP4REV1)
         imap.imap_login(client, login=login)
-    except LoginError:
-        raise WrongPassword(
-            f"The IMAP server at {where} refused this username and password.", protocol="imap"
-        ) from None
+    except LoginError as exc:
+        temporary = imap.login_refusal_is_temporary(exc)
+        raise failed(Failure.TRY_AGAIN if temporary else Failure.WRONG_PASSWORD) from None
     except imap.CONNECTION_ERRORS:
-        raise Unreachable(
-            f"The IMAP server at {where} closed the connection during sign-in. Try again.", protocol="imap"
-        ) from None
+        raise failed(Failure.CLOSED) from None
     finally:
         imap.imap_close(client)
 
 
-def _not_imap4rev1(where: str) -> NotImap4rev1:
-    return NotImap4rev1(
-        f"The server at {where} does not speak IMAP4rev1, which Mailhub needs. Check that the port is the "
-        "server's IMAP port.",
-        protocol="imap",
-    )
-
-
 def smtp_check(server: MailServer, *, login: PasswordLogin) -> None:
-    where = f"{server.host}:{server.port}"
+    def failed(failure: Failure) -> CheckFailed:
+        return CheckFailed(failure, protocol="smtp", server=server)
+
     try:
         connection = smtp.smtp_connect(server, name="The SMTP server", timeout=CHECK_TIMEOUT)
     except PrivateServerRefused:
-        raise _private(where, "smtp") from None
+        raise failed(Failure.PRIVATE) from None
     except smtp.SmtpCertificateRejected:
-        raise CertificateUntrusted(
-            f"The SMTP server at {where} presented a certificate that is not trusted (self-signed, expired or "
-            "issued for another name). Check the host name, or ask the server's administrator.",
-            protocol="smtp",
-        ) from None
+        raise failed(Failure.CERTIFICATE) from None
     except smtp.SmtpUnreachable:
-        raise Unreachable(
-            f"The SMTP server at {where} could not be reached. Check the host name, the port and the security.",
-            protocol="smtp",
-        ) from None
+        raise failed(Failure.UNREACHABLE) from None
     try:
         smtp.smtp_login(connection, login=login)
-    except smtplib.SMTPAuthenticationError:
-        raise WrongPassword(
-            f"The SMTP server at {where} refused this username and password.", protocol="smtp"
-        ) from None
+    except smtplib.SMTPAuthenticationError as exc:
+        raise failed(Failure.TRY_AGAIN if 400 <= exc.smtp_code < 500 else Failure.WRONG_PASSWORD) from None
     except smtplib.SMTPNotSupportedError:
-        raise NoSmtpAuth(
-            f"The SMTP server at {where} offers no sign-in (AUTH) on this connection. Use its submission port "
-            "(usually 587 with STARTTLS, or 465 with SSL/TLS).",
-            protocol="smtp",
-        ) from None
-    except smtplib.SMTPException:
-        raise Unreachable(
-            f"The SMTP server at {where} closed the connection during sign-in. Try again.", protocol="smtp"
-        ) from None
+        raise failed(Failure.NO_SMTP_AUTH) from None
+    except (OSError, smtplib.SMTPException):
+        raise failed(Failure.CLOSED) from None
     finally:
         smtp.close(connection)

@@ -64,7 +64,7 @@ from providers.base import ChangeKind, MessageChange
 from providers.errors import ProviderError
 from providers.imap import connection as imap
 from providers.imap.connection import CONNECTION_ERRORS, FolderStatus
-from providers.imap.transport import OAuth2Login, Transport
+from providers.imap.transport import OAuth2Login, PasswordLogin, Transport
 
 if TYPE_CHECKING:
     from mailbox.models import OutgoingMessage
@@ -170,8 +170,21 @@ class _Session:
             token = ""
         try:
             imap.imap_login(client, login=login, access_token=token)
-        except LoginError:
+        except LoginError as exc:
+            if isinstance(login, PasswordLogin):
+                self._login_unavailable(exc)
             raise self.transport.login_refused("imap") from None
+
+    def _login_unavailable(self, exc: LoginError) -> None:
+        """Raise ProviderError (retried later) when the server refused a password for now, not for good.
+
+        Not for XOAUTH2: Dovecot's oauth2 passdb answers an expired token with [UNAVAILABLE], and a refused
+        token is refreshed once anyway.
+        """
+        if imap.login_refusal_is_temporary(exc):
+            raise ProviderError(
+                f"{self.transport.name}'s mail server could not check the sign-in just now; the sync will be retried."
+            ) from None
 
     def close(self) -> None:
         if self.client is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from imapclient import IMAPClient, imap_utf7
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
 from mailbox.mime import mime_headers
@@ -69,8 +69,21 @@ class CertificateRejected(ServerUnreachable):
     """TLS failed because the server's certificate is not trusted (expired, self-signed, another host's)."""
 
 
-class NotImap4rev1(ProviderError):
-    """The server answered, but not as an IMAP4rev1 server (another protocol on that port, or IMAP2bis)."""
+# RFC 5530 codes with which a server refuses a sign-in for now, not for its credentials: retry, don't reconnect.
+TEMPORARY_LOGIN_CODES = ("[UNAVAILABLE]", "[SERVERBUG]", "[INUSE]", "[LIMIT]")
+
+
+def login_refusal_is_temporary(exc: LoginError) -> bool:
+    text = str(exc).upper()
+    return any(code in text for code in TEMPORARY_LOGIN_CODES)
+
+
+class StartTlsMissing(ServerUnreachable):
+    """STARTTLS was asked for and the server does not offer it: nothing is sent in clear text instead."""
+
+
+class NotImap4Server(ProviderError):
+    """The server answered, but not as an IMAP4 server (another protocol on that port, or IMAP2bis)."""
 
 
 @dataclass(frozen=True)
@@ -102,14 +115,24 @@ def imap_connect(server: MailServer, *, name: str, timeout: float = 60) -> IMAPC
     context = server.ssl_context() if security in {"ssl", "starttls"} else None
     try:
         client = IMAPClient(server.host, port=server.port, ssl=security == "ssl", ssl_context=context, timeout=timeout)
-        if security == "starttls":
-            client.starttls(context)
     except ssl.SSLCertVerificationError:
         raise CertificateRejected(f"{name}'s mail server presented a certificate that is not trusted.") from None
     except CONNECTION_ERRORS as exc:
         raise ServerUnreachable(f"{name}'s mail server could not be reached ({type(exc).__name__}).") from None
     except imaplib.IMAP4.error:  # imaplib's own check of the greeting: "server not IMAP4 compliant"
-        raise NotImap4rev1(f"{name}'s mail server does not speak IMAP4rev1.") from None
+        raise NotImap4Server(f"{name}'s mail server does not speak IMAP4rev1.") from None
+    if security == "starttls":
+        try:
+            client.starttls(context)
+        except ssl.SSLCertVerificationError:
+            imap_close(client)
+            raise CertificateRejected(f"{name}'s mail server presented a certificate that is not trusted.") from None
+        except CONNECTION_ERRORS as exc:
+            imap_close(client)
+            raise ServerUnreachable(f"{name}'s mail server could not be reached ({type(exc).__name__}).") from None
+        except (imaplib.IMAP4.error, IMAPClientError):  # no STARTTLS offered (imapclient's CapabilityError)
+            imap_close(client)
+            raise StartTlsMissing(f"{name}'s mail server does not offer STARTTLS.") from None
     client.folder_encode = False  # keep raw names: they are the folders' ids; decoded separately
     return client
 

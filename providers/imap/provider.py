@@ -33,6 +33,7 @@ NOT_OAUTH = "The IMAP/SMTP provider connects with a password, not by signing in 
 class ImapProvider(Provider):
     id = "imap"
     oauth_app = False
+    extra_settings = ("custom_servers_allowed",)
     enable_help = _("Users may connect any IMAP/SMTP mailbox with its username and password.")
 
     def begin_authorization(self, *, app: ProviderApp, redirect_uri: str, state: str) -> AuthorizationRequest:

@@ -282,6 +282,12 @@ def _login_attempt(
         special = transport.smtp_auth_refusal(_text(exc))
         if special is not None:
             raise special from None
+        # "454 4.7.0 Temporary authentication failure" for a password: not the credentials. (For XOAUTH2 Dovecot
+        # answers an expired token so, and a refused token is refreshed once anyway.)
+        if isinstance(transport.login, PasswordLogin) and 400 <= exc.smtp_code < 500:
+            raise ProviderError(
+                f"{transport.name}'s SMTP server could not check the sign-in just now; the message will be retried."
+            ) from None
         return exc
     except (OSError, smtplib.SMTPException):
         close(server)

@@ -91,10 +91,12 @@ def test_connect_checks_both_servers_saves_the_encrypted_password_and_the_first_
     assert db_view(account) == server_view(dovecot, email)
 
 
-class NotImapServer:
-    """A loopback server that greets like an IMAP2bis server (no IMAP4rev1 in its capabilities)."""
+class TinyImapServer:
+    """A loopback IMAP server of a few lines: it greets with ``capability`` and answers every sign-in with
+    ``login_reply`` (an IMAP2bis server; a server whose authentication service is down)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, capability: bytes, login_reply: bytes = b"NO [AUTHENTICATIONFAILED] Failed") -> None:
+        self.capability, self.login_reply = capability, login_reply
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
@@ -105,15 +107,26 @@ class NotImapServer:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
-            with conn:
-                conn.sendall(b"* OK [CAPABILITY IMAP2 AUTH=PLAIN] old server ready\r\n")
-                for line in conn.makefile("rb"):
-                    tag = line.split(b" ", 1)[0]
-                    if b"CAPABILITY" in line.upper():
-                        conn.sendall(b"* CAPABILITY IMAP2 AUTH=PLAIN\r\n" + tag + b" OK done\r\n")
-                    else:
-                        conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
-                        break
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn: socket.socket) -> None:
+        with conn:
+            conn.sendall(b"* OK [CAPABILITY " + self.capability + b"] ready\r\n")
+            lines = conn.makefile("rb")
+            for line in lines:
+                tag, _, command = line.strip().partition(b" ")
+                verb = command.split(b" ", 1)[0].upper()
+                if verb == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY " + self.capability + b"\r\n" + tag + b" OK done\r\n")
+                elif verb == b"AUTHENTICATE":
+                    conn.sendall(b"+ \r\n")
+                    lines.readline()  # the credentials
+                    conn.sendall(tag + b" " + self.login_reply + b"\r\n")
+                elif verb == b"LOGIN":
+                    conn.sendall(tag + b" " + self.login_reply + b"\r\n")
+                else:
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
 
     def close(self) -> None:
         self.listener.close()
@@ -121,7 +134,17 @@ class NotImapServer:
 
 @pytest.fixture
 def not_imap_server():
-    server = NotImapServer()
+    server = TinyImapServer(capability=b"IMAP2 AUTH=PLAIN")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def unavailable_imap_server():
+    """Says IMAP4rev1, but its authentication service is down: ``NO [UNAVAILABLE]`` (RFC 5530)."""
+    server = TinyImapServer(
+        capability=b"IMAP4rev1 AUTH=PLAIN", login_reply=b"NO [UNAVAILABLE] Temporary authentication failure"
+    )
     yield server
     server.close()
 
@@ -319,6 +342,14 @@ def test_the_password_never_reaches_a_log_or_a_page(dovecot, alice_client, caplo
     assert PASSWORD not in alice_client.get(f"/accounts/{account.pk}/password/").content.decode()
 
 
+def test_the_django_admin_shows_the_servers_but_never_the_password(dovecot, imap_account, client, admin_user):
+    account = imap_account(password="Admin-Must-Not-See-5")
+    client.force_login(admin_user)
+    page = client.get(f"/admin/accounts/mailaccount/{account.pk}/change/").content.decode()
+    assert account.imap_host in page and str(account.imap_port) in page
+    assert "Admin-Must-Not-See-5" not in page
+
+
 # --- Mail settings: on/off and presets --------------------------------------------------------------
 
 
@@ -326,6 +357,7 @@ def preset_post(**preset) -> dict[str, str]:
     data = {
         "provider": "imap",
         "imap-enabled": "on",
+        "imap-custom_servers_allowed": "on",
         "presets-TOTAL_FORMS": "1",
         "presets-INITIAL_FORMS": "0",
         "presets-MIN_NUM_FORMS": "0",
@@ -405,3 +437,117 @@ def test_a_send_refused_for_a_changed_password_fails_it_and_asks_to_reconnect(do
     assert outgoing.status == OutgoingMessage.Status.FAILED and "new password" in outgoing.last_error
     assert MailAccount.objects.get(pk=account.pk).status == MailAccount.Status.REAUTH_REQUIRED
     assert dovecot.sink.messages == []
+
+
+def test_with_custom_servers_off_only_a_preset_is_used_whatever_was_posted(
+    dovecot, alice_client, alice, not_imap_server
+):
+    from providers.models import ProviderApp
+
+    ProviderApp.objects.filter(provider="imap").update(custom_servers_allowed=False)
+    MailServerPreset.objects.create(
+        name="Sandbox mail",
+        domains="imap-sandbox.test",
+        imap_host="127.0.0.1",
+        imap_port=dovecot.imaps_port,
+        imap_security="ssl",
+        smtp_host="127.0.0.1",
+        smtp_port=dovecot.submission_port,
+        smtp_security="starttls",
+    )
+    page = alice_client.get(CONNECT).content.decode()
+    assert 'name="imap_host"' not in page and 'name="preset"' in page
+
+    email = new_address()
+    dovecot.set_password(email, PASSWORD)
+    # Servers smuggled into the POST are ignored: the preset for the domain is used.
+    typed = connect_form(dovecot, email, imap_port=not_imap_server.port, imap_security="none")
+    assert alice_client.post(CONNECT, typed).status_code == 302
+    assert MailAccount.objects.get(user=alice, email=email).imap_port == dovecot.imaps_port
+
+    other = "someone@elsewhere.test"
+    response = alice_client.post(CONNECT, connect_form(dovecot, other))
+    assert response.status_code == 400 and "No preset matches this address" in response.content.decode()
+    assert not MailAccount.objects.filter(email=other).exists()
+
+
+@pytest.mark.parametrize("field", ["username", "password"])
+def test_line_breaks_in_the_sign_in_are_refused_before_any_connection(dovecot, alice_client, field):
+    email = new_address()
+    typed = connect_form(dovecot, email, imap_port=free_port())  # nothing listens: a connection would say so
+    typed[field] = "first\r\nA1 LOGOUT"
+    response = alice_client.post(CONNECT, typed)
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "must not contain line breaks" in body and "could not be reached" not in body
+
+
+def test_a_server_that_cannot_check_the_sign_in_now_is_retried_not_sent_to_reconnect(
+    dovecot, imap_account, alice_client, unavailable_imap_server
+):
+    account = imap_account()
+    MailAccount.objects.filter(pk=account.pk).update(imap_port=unavailable_imap_server.port, imap_security="none")
+
+    assert account_sync(account_id=account.pk).outcome == "retry"
+    account.refresh_from_db()
+    assert account.status == MailAccount.Status.ACTIVE
+    assert "could not check the sign-in just now" in SyncState.objects.get(account=account).last_error
+
+    typed = connect_form(dovecot, new_address(), imap_port=unavailable_imap_server.port, imap_security="none")
+    response = alice_client.post(CONNECT, typed)
+    assert response.status_code == 400 and "Try again in a moment" in response.content.decode()
+
+
+def test_starttls_asked_of_a_server_without_it_is_refused_and_nothing_goes_in_clear_text(dovecot, alice_client):
+    no_starttls = TinyImapServer(capability=b"IMAP4rev1 AUTH=PLAIN")
+    try:
+        typed = connect_form(dovecot, new_address(), imap_port=no_starttls.port, imap_security="starttls")
+        response = alice_client.post(CONNECT, typed)
+    finally:
+        no_starttls.close()
+    assert response.status_code == 400 and "does not offer STARTTLS" in response.content.decode()
+
+
+def test_an_imap4_server_without_rev1_is_refused_before_sign_in(dovecot, alice_client):
+    imap4_only = TinyImapServer(capability=b"IMAP4 AUTH=PLAIN", login_reply=b"OK logged in")
+    try:
+        typed = connect_form(dovecot, new_address(), imap_port=imap4_only.port, imap_security="none")
+        response = alice_client.post(CONNECT, typed)
+    finally:
+        imap4_only.close()
+    assert response.status_code == 400 and "does not speak IMAP4rev1" in response.content.decode()
+    assert not MailAccount.objects.exists()
+
+
+def test_smtp_with_tls_from_the_first_byte_connects_and_sends(dovecot, alice_client, alice):
+    from mailbox.outbox import outgoing_send
+
+    email = new_address()
+    dovecot.set_password(email, PASSWORD)
+    typed = connect_form(dovecot, email, smtp_port=dovecot.submissions_port, smtp_security="ssl")
+    response = alice_client.post(CONNECT, typed)
+    assert response.status_code == 302, page_errors(response)
+
+    account = MailAccount.objects.get(user=alice, email=email)
+    assert outgoing_send(outgoing_id=queued(account).pk).outcome == "sent"
+    [sent] = dovecot.sink.wait_for(1)
+    assert sent.mail_from == email and "with ESMTPSA" in sent.message()["Received"]
+
+
+def test_checks_are_limited_per_user_so_the_form_cannot_guess_passwords(dovecot, alice_client, alice, bob, settings):
+    settings.MAILHUB_SERVER_CHECK_RATE = "3/m"
+    email = new_address()
+    dovecot.set_password(email, PASSWORD)
+    for attempt in range(3):
+        wrong = alice_client.post(CONNECT, connect_form(dovecot, email, password=f"Guess-{attempt}"))
+        assert "refused this username and password" in wrong.content.decode()
+    tried = dovecot.log_tail(10**6).count(f"user=<{email}>")
+    assert tried >= 3  # Dovecot logs each refused sign-in with the user's name
+    limited = alice_client.post(CONNECT, connect_form(dovecot, email))
+    assert limited.status_code == 400 and "Too many sign-in checks" in limited.content.decode()
+    assert not MailAccount.objects.exists()  # even the right password waits
+    assert dovecot.log_tail(10**6).count(f"user=<{email}>") == tried  # and no connection was made
+    assert "Too many" not in alice_client.post(CONNECT, {}).content.decode()  # an invalid form costs nothing
+
+    alice_client.force_login(bob)  # another user has an allowance of their own
+    assert alice_client.post(CONNECT, connect_form(dovecot, email)).status_code == 302
