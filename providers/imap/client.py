@@ -50,6 +50,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db.models import Q
@@ -435,7 +436,7 @@ class ImapMailClient:
             server = sorted(session.run(lambda c: c.search("ALL")))
             on_server = set(server)
             held = MessageFolder.objects.filter(folder=folder, uid__isnull=False).values_list("uid", flat=True)
-            gone = [uid for uid in held if uid not in on_server]
+            gone = [uid for uid in held if uid is not None and uid not in on_server]
             if gone:
                 self._memberships_remove(folder, uids=gone)
         if pending and server is not None:
@@ -476,19 +477,16 @@ class ImapMailClient:
             query = Q()
             for low, high in ranges:
                 query |= Q(uid__gte=low, uid__lte=high)
-            uids = list(MessageFolder.objects.filter(query, folder=folder).values_list("uid", flat=True))
-            self._memberships_remove(folder, uids=uids)
+            rows = MessageFolder.objects.filter(query, folder=folder).values_list("uid", flat=True)
+            self._memberships_remove(folder, uids=[uid for uid in rows if uid is not None])
 
     def _flags_refresh(self, folder: Folder, *, below_uid: int) -> None:
         """Without CONDSTORE: read the flags of the messages we hold, a chunk at a time."""
-        uids = sorted(
-            MessageFolder.objects.filter(folder=folder, uid__isnull=False, uid__lt=below_uid).values_list(
-                "uid", flat=True
-            )
-        )
+        held = MessageFolder.objects.filter(folder=folder, uid__isnull=False, uid__lt=below_uid)
+        uids = sorted(uid for uid in held.values_list("uid", flat=True) if uid is not None)
         for start in range(0, len(uids), 1000):
             chunk = uids[start : start + 1000]
-            data, _ = self.session.run(lambda c, chunk=chunk: imap.fetch(c, imap.uid_set(chunk), ["UID", "FLAGS"]))
+            data, _ = self.session.run(partial(imap.fetch, uid_set=imap.uid_set(chunk), items=["UID", "FLAGS"]))
             self._flags_apply(folder, {int(d[b"UID"]): frozenset(d.get(b"FLAGS", ())) for d in data.values()})
 
     def _flags_apply(self, folder: Folder, flags_by_uid: dict[int, frozenset[bytes]]) -> None:
@@ -554,7 +552,8 @@ class ImapMailClient:
         """
         if not uids:
             return
-        known = set(MessageFolder.objects.filter(folder=folder, uid__in=uids).values_list("uid", flat=True))
+        rows = MessageFolder.objects.filter(folder=folder, uid__in=uids).values_list("uid", flat=True)
+        known = {uid for uid in rows if uid is not None}
         if known and refresh_known:
             held = sorted(known)
             data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(held), FLAG_ITEMS))
@@ -617,13 +616,13 @@ class ImapMailClient:
         candidates: list[int] = []
         for start in range(0, len(unheld), RELINK_CHUNK):
             chunk = unheld[start : start + RELINK_CHUNK]
-            data, _ = self.session.run(lambda c, chunk=chunk: imap.fetch(c, imap.uid_set(chunk), ARRIVAL_ITEMS))
+            data, _ = self.session.run(partial(imap.fetch, uid_set=imap.uid_set(chunk), items=ARRIVAL_ITEMS))
             arrived = map(_seen, data.values())
             candidates += [s.uid for s in arrived if _arrival(s.size, s.internal_date) in rows_by_arrival]
         seen_by_arrival: dict[_Arrival, list[_Seen]] = defaultdict(list)
         for start in range(0, len(candidates), RELINK_CHUNK):
             chunk = sorted(candidates[start : start + RELINK_CHUNK])
-            data, _ = self.session.run(lambda c, chunk=chunk: imap.fetch(c, imap.uid_set(chunk), HEADER_ITEMS))
+            data, _ = self.session.run(partial(imap.fetch, uid_set=imap.uid_set(chunk), items=HEADER_ITEMS))
             for seen in map(_seen, data.values()):
                 seen_by_arrival[_arrival(seen.size, seen.internal_date)].append(seen)
         rows_by_uid: dict[int, list[_Pending]] = defaultdict(list)

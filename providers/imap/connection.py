@@ -16,6 +16,7 @@ import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from imapclient import IMAPClient, imap_utf7
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
@@ -243,7 +244,7 @@ def uids_search(client: IMAPClient, *, since: date | None = None, after_uid: int
 
 def fetch(
     client: IMAPClient, uid_set: str, items: Iterable[str], *, modifiers: Iterable[str] = ()
-) -> tuple[dict[int, dict[bytes, object]], list[bytes]]:
+) -> tuple[dict[int, dict[bytes, Any]], list[bytes]]:
     """``UID FETCH`` that keeps every FETCH response and returns VANISHED data too.
 
     imapclient's own ``fetch`` drops responses for UIDs it was not given by number, which rules out
@@ -275,7 +276,8 @@ def fetch(
 def uid_set(uids: Iterable[int]) -> str:
     """Compact an ascending UID list into an IMAP set ("1:4,7,9:10")."""
     parts: list[str] = []
-    start = prev = None
+    start: int | None = None
+    prev = 0
     for uid in uids:
         if start is None:
             start = prev = uid

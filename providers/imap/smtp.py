@@ -66,7 +66,7 @@ def send_pace(*, account_id: int, rate: tuple[int, float], exclude_id: int | Non
             status=OutgoingMessage.Status.SENT,
             sent_at__gt=timezone.now() - timedelta(seconds=window),
         ).exclude(pk__in=known | ({exclude_id} if exclude_id else set()))
-        times += [sent.timestamp() for sent in rows.values_list("sent_at", flat=True)]
+        times += [sent.timestamp() for sent in rows.values_list("sent_at", flat=True) if sent is not None]
         if len(times) < limit:
             return waited
         times.sort()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from imapclient import IMAPClient
@@ -45,40 +46,46 @@ def changes_apply(
     kind = ChangeKind(change.kind)
     if kind in FLAG_KINDS:
         flag, on = FLAG_KINDS[kind]
-        for folder, uids in _locate(session, messages, _stored_folders(messages) or [by_role.get("inbox")]).items():
-            session.run(lambda c, f=folder, u=uids: _store_flag(session, c, f, u, flag, on))
+        for folder, uids in _locate(
+            session, messages, _stored_folders(messages) or _present(by_role.get("inbox"))
+        ).items():
+            session.run(partial(_store_flag, session, folder=folder, uids=uids, flag=flag, on=on))
         return
     target = _target(kind, change, folders, by_role)
     if kind == ChangeKind.REMOVE_LABEL:
         found = _locate(session, messages, [target])
         for folder, uids in found.items():
-            session.run(lambda c, f=folder, u=uids: _expunge(session, c, f, u))
+            session.run(partial(_expunge, session, folder=folder, uids=uids))
         return
     if kind == ChangeKind.ADD_LABEL:  # IMAP has no labels: a copy in the target folder
-        candidates = [f for f in _stored_folders(messages) if f != target] or [by_role.get("inbox")]
+        candidates = [f for f in _stored_folders(messages) if f != target] or _present(by_role.get("inbox"))
         copied: set[str] = set()
         for folder, pairs in _locate(session, messages, candidates, want_remote_ids=True).items():
             uids = [uid for uid, remote_id in pairs if remote_id not in copied]
             copied |= {remote_id for _, remote_id in pairs}
             if uids:
-                session.run(lambda c, f=folder, u=uids: _copy(session, c, f, u, target))
+                session.run(partial(_copy, session, folder=folder, uids=uids, target=target))
         return
     if kind == ChangeKind.UNTRASH:
-        sources = [by_role.get("trash")]
+        sources = _present(by_role.get("trash"))
     elif kind == ChangeKind.ARCHIVE:
-        sources = [by_role.get("inbox")]
+        sources = _present(by_role.get("inbox"))
     else:
-        sources = [by_role.get(role) for role in MOVE_SOURCES] + _stored_folders(messages)
-    sources = [f for f in dict.fromkeys(sources) if f is not None and f != target]
+        sources = [f for role in MOVE_SOURCES for f in _present(by_role.get(role))] + _stored_folders(messages)
+    sources = [f for f in dict.fromkeys(sources) if f != target]
     moved: dict[int, list[str]] = defaultdict(list)  # source folder id -> remote ids moved from it
     located = _locate(session, messages, sources, want_remote_ids=True)
     for folder, pairs in located.items():
         uids = [uid for uid, _ in pairs]
-        session.run(lambda c, f=folder, u=uids: _move(session, c, f, u, target))
+        session.run(partial(_move, session, folder=folder, uids=uids, target=target))
         moved[folder.pk] += [remote_id for _, remote_id in pairs]
     for folder_id, remote_ids in moved.items():
         # The UID in the target is learnt by the next sync, which re-links the pending membership.
         store.message_folders_change(account=account, remote_ids=remote_ids, add=[target], remove=[folder_id])
+
+
+def _present(folder: Folder | None) -> list[Folder]:
+    return [] if folder is None else [folder]
 
 
 def _target(kind: ChangeKind, change: MessageChange, folders: dict[str, Folder], by_role: dict[str, Folder]) -> Folder:
@@ -100,7 +107,7 @@ def _stored_folders(messages: Sequence[Message]) -> list[Folder]:
 
 
 def _locate(
-    session: _Session, messages: Sequence[Message], folders: Sequence[Folder | None], *, want_remote_ids: bool = False
+    session: _Session, messages: Sequence[Message], folders: Sequence[Folder], *, want_remote_ids: bool = False
 ) -> dict[Folder, list]:
     """Where each message is on the server now: {folder: [uid, ...]} (or [(uid, remote_id)]).
 
@@ -116,8 +123,6 @@ def _locate(
     }
     found: dict[Folder, list] = {}
     for folder in folders:
-        if folder is None:
-            continue
 
         def search(client: IMAPClient, folder: Folder = folder) -> list:
             session.select(folder.remote_id, readonly=True)
