@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from datetime import timedelta
+from functools import partial
 
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import MailAccount
 from providers import registry
-from providers.base import TokenGrant
+from providers.base import MailClient, TokenGrant
 from providers.errors import ErrorCode, InvalidGrant, ProviderError, ReconnectRequired
 from providers.models import ProviderApp
 
@@ -117,6 +118,13 @@ def account_connect(*, user_id: int, provider_id: str, grant: TokenGrant) -> tup
     account.status_reason = ""
     account.save()
     return account, existing is None
+
+
+def account_mail_client(*, account: MailAccount) -> MailClient:
+    """The provider's client for ``account``, given a token callable that refreshes through this module."""
+    return registry.get(account.provider).mail_client(
+        account=account, access_token=partial(account_access_token, account=account)
+    )
 
 
 def account_disconnect(*, account: MailAccount) -> None:

@@ -37,11 +37,9 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from accounts.models import MailAccount
-from accounts.services import account_mark_needs_reconnect
+from accounts.services import account_mail_client, account_mark_needs_reconnect
 from mailbox import store
 from mailbox.models import Folder, Message, OutgoingMessage, new_message_id
-from providers import registry
 from providers.base import MailClient
 from providers.errors import ActionRequired, ProviderError, ReconnectRequired, SendUncertain, error_message
 
@@ -254,10 +252,6 @@ def _sent(row: OutgoingMessage, *, remote_id: str) -> SendResult:
     return SendResult(SendOutcome.SENT)
 
 
-def _mail_client(account: MailAccount) -> MailClient:
-    return registry.get(account.provider).mail_client(account=account)
-
-
 def outgoing_send(*, outgoing_id: int) -> SendResult:
     """Move one queued message on: send it, find it at the provider, or record why it cannot (module docstring)."""
     claim = _outgoing_claim(outgoing_id)
@@ -265,7 +259,7 @@ def outgoing_send(*, outgoing_id: int) -> SendResult:
         return SendResult(SendOutcome.WAIT, retry_after=claim.wait) if claim.wait else SendResult(SendOutcome.NOTHING)
     outgoing = claim.row
     try:
-        client = _mail_client(outgoing.account)
+        client = account_mail_client(account=outgoing.account)
     except ProviderError as exc:  # e.g. the provider was disabled
         return _fail(outgoing, error=str(exc))
     if outgoing.handed_off_at is not None:
@@ -408,7 +402,7 @@ def outgoing_file(*, outgoing_id: int) -> bool:
     if outgoing is None:
         return True
     try:
-        client = _mail_client(outgoing.account)
+        client = account_mail_client(account=outgoing.account)
     except ProviderError:
         return False
     _outgoing_file(outgoing, client, remote_id=outgoing.remote_id)

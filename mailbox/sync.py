@@ -35,9 +35,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import MailAccount
-from accounts.services import account_mark_needs_reconnect
+from accounts.services import account_mail_client, account_mark_needs_reconnect
 from mailbox.models import SyncState
-from providers import registry
 from providers.errors import ErrorCode, ProviderError, ReconnectRequired
 
 logger = logging.getLogger(__name__)
@@ -290,7 +289,7 @@ def account_sync(*, account_id: int) -> SyncResult:
 
 
 def _sync_run(*, account: MailAccount, state: SyncState) -> None:
-    client = registry.get(account.provider).mail_client(account=account)
+    client = account_mail_client(account=account)
     state.refresh_from_db()
     if state.stage == SyncState.Stage.INCREMENTAL:
         client.incremental_sync()

@@ -14,12 +14,11 @@ from functools import partial
 from django.db import transaction
 
 from accounts.models import MailAccount
-from accounts.services import account_mark_needs_reconnect
+from accounts.services import account_mail_client, account_mark_needs_reconnect
 from mailbox import store
 from mailbox.models import Folder, Message
 from mailbox.sync import SyncOutcome, SyncResult
-from providers import registry
-from providers.base import ChangeKind, MailClient, MessageChange
+from providers.base import ChangeKind, MessageChange
 from providers.errors import ProviderError, ReconnectRequired
 
 logger = logging.getLogger(__name__)
@@ -106,7 +105,7 @@ def messages_change_apply(*, account_id: int, message_ids: Sequence[int], change
     if not messages:
         return SyncResult(SyncOutcome.OK)
     try:
-        _mail_client(account).apply_changes(messages=messages, change=change)
+        account_mail_client(account=account).apply_changes(messages=messages, change=change)
     except ReconnectRequired as exc:
         account_mark_needs_reconnect(account=account, reason=exc.code)
         return SyncResult(SyncOutcome.STOPPED)
@@ -114,7 +113,3 @@ def messages_change_apply(*, account_id: int, message_ids: Sequence[int], change
         logger.warning("Write-back for account %s failed: %s", account_id, exc)
         return SyncResult(SyncOutcome.RETRY, retry_after=exc.retry_after)
     return SyncResult(SyncOutcome.OK)
-
-
-def _mail_client(account: MailAccount) -> MailClient:
-    return registry.get(account.provider).mail_client(account=account)

@@ -138,5 +138,9 @@ class Provider(ABC):
         """Revoke a token at the provider, where it has an endpoint for that (best effort)."""
 
     @abstractmethod
-    def mail_client(self, *, account: MailAccount) -> MailClient:
-        """A client that syncs and sends for ``account``."""
+    def mail_client(self, *, account: MailAccount, access_token: Callable[..., str]) -> MailClient:
+        """A client that syncs and sends for ``account``.
+
+        ``access_token(force_refresh=False)`` gives a valid OAuth access token (``True``: a new one); a provider
+        uses it, and the account's plain fields, rather than reaching into ``accounts`` itself.
+        """

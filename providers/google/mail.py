@@ -41,14 +41,13 @@ from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
 from googleapiclient.http import HttpRequest
 
-from accounts.models import MailAccount
-from accounts.services import account_access_token
 from mailbox import store, sync
 from mailbox.models import Folder, Message, SyncState
 from providers.base import ChangeKind, MessageChange
 from providers.errors import AccessDenied, ActionRequired, ErrorCode, NoMailbox, ProviderError, SendUncertain
 
 if TYPE_CHECKING:
+    from accounts.models import MailAccount
     from mailbox.models import OutgoingMessage
 
 logger = logging.getLogger(__name__)
@@ -322,8 +321,9 @@ class _SingleShotHttp:
 class GmailClient:
     """Syncs and sends for one Gmail account (see the module docstring)."""
 
-    def __init__(self, account: MailAccount) -> None:
+    def __init__(self, account: MailAccount, *, access_token: Callable[..., str]) -> None:
         self.account = account
+        self.access_token = access_token  # (force_refresh=False) -> a valid token, see Provider.mail_client
         self.service = gmail_service()
         self.pacer = quota_pacer(account.email)
         # Small batches when pacing: a batch's units count until its answer is in, so short requests pace closer
@@ -344,7 +344,7 @@ class GmailClient:
 
     def _ensure_token(self, *, force: bool = False) -> None:
         if force or not self._token:
-            self._token = account_access_token(account=self.account, force_refresh=force)
+            self._token = self.access_token(force_refresh=force)
 
     def _authorize(self, request: HttpRequest) -> HttpRequest:
         request.headers["authorization"] = f"Bearer {self._token}"

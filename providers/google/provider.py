@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -100,10 +101,10 @@ class GoogleProvider(Provider):
         if response.status_code >= 400:
             logger.warning("Google revoke answered HTTP %s", response.status_code)
 
-    def mail_client(self, *, account: MailAccount) -> MailClient:
+    def mail_client(self, *, account: MailAccount, access_token: Callable[..., str]) -> MailClient:
         from providers.google.mail import GmailClient
 
-        return GmailClient(account)
+        return GmailClient(account, access_token=access_token)
 
 
 def _flow(*, app: ProviderApp, redirect_uri: str, code_verifier: str | None = None) -> Flow:

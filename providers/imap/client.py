@@ -58,7 +58,6 @@ from django.utils import timezone
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from accounts.models import MailAccount
 from mailbox import store
 from mailbox.models import Folder, Message, MessageFolder, SyncState
 from providers.base import ChangeKind, MessageChange
@@ -68,6 +67,7 @@ from providers.imap.connection import CONNECTION_ERRORS, FolderStatus
 from providers.imap.transport import OAuth2Login, PasswordLogin, Transport
 
 if TYPE_CHECKING:
+    from accounts.models import MailAccount
     from mailbox.models import OutgoingMessage
 
 logger = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ with a password instead of XOAUTH2. A password the server later refuses puts the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -50,7 +51,7 @@ class ImapProvider(Provider):
     def revoke(self, *, app: ProviderApp, token: str) -> None:
         return None  # nothing was granted; deleting the stored password is all there is
 
-    def mail_client(self, *, account: MailAccount) -> MailClient:
+    def mail_client(self, *, account: MailAccount, access_token: Callable[..., str]) -> MailClient:
         from providers.imap.client import ImapMailClient
 
         return ImapMailClient(account, transport=password_transport(account=account))

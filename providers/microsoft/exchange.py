@@ -12,6 +12,7 @@ The transport itself is ``providers.imap``; this module only fills in its :class
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -81,12 +82,9 @@ def smtp_auth_refusal(text: str) -> Exception | None:
     return None
 
 
-def outlook_transport(*, account: MailAccount) -> Transport:
-    """The transport for an Outlook mailbox, from the settings of this moment."""
-    from accounts.services import account_access_token
-
-    def access_token(force_refresh: bool = False) -> str:
-        return account_access_token(account=account, force_refresh=force_refresh)
+def outlook_transport(*, account: MailAccount, access_token: Callable[..., str]) -> Transport:
+    """The transport for an Outlook mailbox, from the settings of this moment; ``access_token`` as in
+    ``Provider.mail_client``."""
 
     def login_refused(protocol: Protocol) -> Exception:
         if protocol == "smtp":

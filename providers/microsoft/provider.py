@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -99,11 +100,11 @@ class MicrosoftProvider(Provider):
         # Microsoft has no endpoint that revokes a single refresh token; deleting it locally is what we can do.
         return None
 
-    def mail_client(self, *, account: MailAccount) -> MailClient:
+    def mail_client(self, *, account: MailAccount, access_token: Callable[..., str]) -> MailClient:
         from providers.imap.client import ImapMailClient
         from providers.microsoft.exchange import outlook_transport
 
-        return ImapMailClient(account, transport=outlook_transport(account=account))
+        return ImapMailClient(account, transport=outlook_transport(account=account, access_token=access_token))
 
 
 def _check_mailbox(*, email: str, access_token: str) -> None:

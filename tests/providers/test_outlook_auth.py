@@ -9,8 +9,8 @@ from accounts.services import ReauthorizationRequired
 from mailbox.models import Message, SyncState
 from mailbox.sync import account_sync
 from providers.errors import NoMailbox
-from providers.imap.client import ImapMailClient
-from providers.microsoft.exchange import imap_check_login, outlook_transport
+from providers.microsoft.exchange import imap_check_login
+from tests.fixtures.dovecot import outlook_client
 from tests.providers.test_outlook_sync import db_view, seed, server_view
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.django_db]
@@ -23,7 +23,7 @@ def test_token_expired_mid_sync_is_refreshed_and_the_rotated_refresh_token_saved
     seed(dovecot, account.email, 40)
     old_access, old_refresh = account.access_token, account.refresh_token
     settings.MICROSOFT_IMAP_PORT = dovecot.proxy.port
-    client = ImapMailClient(account, transport=outlook_transport(account=account), chunk_size=10)
+    client = outlook_client(account, chunk_size=10)
     with client.session:
         pass  # logged in once with the current token
     # Microsoft expires the token early (we still think it valid), and the connection drops mid-fetch.
@@ -44,7 +44,7 @@ def test_revoked_grant_stops_the_sync_in_the_reconnect_state(dovecot, outlook_ac
     sandbox.microsoft.revoke_user(account.email)  # the user removed Mailhub's access
 
     with pytest.raises(ReauthorizationRequired):
-        ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+        outlook_client(account).full_sync()
     account.refresh_from_db()
     assert account.status == MailAccount.Status.REAUTH_REQUIRED
     assert "Reconnect" in account.status_message
@@ -61,7 +61,7 @@ def test_valid_token_refused_at_login_means_no_mailbox(dovecot, outlook_account,
     account = outlook_account(has_mailbox=False)
 
     with pytest.raises(NoMailbox) as caught:
-        ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+        outlook_client(account).full_sync()
     assert "no Outlook mailbox" in str(caught.value) and account.access_token not in str(caught.value)
     account.refresh_from_db()
     assert account.status == MailAccount.Status.ACTIVE  # a provider only raises; the engine decides

@@ -13,9 +13,8 @@ import importlib
 import pytest
 
 from mailbox.models import Folder, Message, MessageFolder
-from providers.imap.client import ImapMailClient
 from providers.imap.connection import content_remote_id
-from providers.microsoft.exchange import outlook_transport
+from tests.fixtures.dovecot import outlook_client
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.django_db]
 
@@ -85,7 +84,7 @@ def seed_shared_and_copied(dovecot, email: str) -> dict[str, int]:
 def test_messages_sharing_message_id_and_date_are_one_row_per_distinct_bytes(dovecot, outlook_account):
     account = outlook_account()
     uids = seed_shared_and_copied(dovecot, account.email)
-    client = ImapMailClient(account, transport=outlook_transport(account=account), chunk_size=3)
+    client = outlook_client(account, chunk_size=3)
     client.full_sync()
 
     assert Message.objects.filter(account=account).count() == len(SHARED) + 1
@@ -102,7 +101,7 @@ def test_messages_sharing_message_id_and_date_are_one_row_per_distinct_bytes(dov
     assert copied.is_read
     assert b"OBJECTID" not in client.session.capabilities  # so nothing here can rely on EMAILID
 
-    again = ImapMailClient(account, transport=outlook_transport(account=account))
+    again = outlook_client(account)
     again.incremental_sync()
     assert again.bodies_fetched == 0
     assert_store_equals_server(dovecot, account)
@@ -113,14 +112,14 @@ def test_a_move_by_another_client_keeps_the_row_and_its_id(dovecot, outlook_acco
     uids = seed_shared_and_copied(dovecot, account.email)
     only_archived = mail(subject="Minutes", message_id="<minutes@example.org>", body="Nothing decided.")
     archived = dovecot.append(account.email, only_archived, folder="Archive", date=ARRIVED)
-    ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+    outlook_client(account).full_sync()
     ids = dict(Message.objects.filter(account=account).values_list("remote_id", "pk"))
 
     with dovecot.client(account.email, folder="INBOX") as imap:  # INBOX is synced first: the row is in
         imap.move([uids["original"]], "Archive")  # no folder for a while and must survive that
     with dovecot.client(account.email, folder="Archive") as imap:  # and the other way round
         imap.move([archived], "INBOX")
-    client = ImapMailClient(account, transport=outlook_transport(account=account))
+    client = outlook_client(account)
     client.incremental_sync()
 
     assert dict(Message.objects.filter(account=account).values_list("remote_id", "pk")) == ids
@@ -138,7 +137,7 @@ def test_a_move_by_mailhub_keeps_the_row_without_downloading_it_again(dovecot, o
     account = outlook_account()
     seed_shared_and_copied(dovecot, account.email)
     dovecot.seed(account.email, 10)
-    ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+    outlook_client(account).full_sync()
     ids = dict(Message.objects.filter(account=account).values_list("remote_id", "pk"))
     moved = Message.objects.get(account=account, remote_id=content_remote_id(LIST_COPY))
 
@@ -146,7 +145,7 @@ def test_a_move_by_mailhub_keeps_the_row_without_downloading_it_again(dovecot, o
     messages_change(user=account.user, message_ids=[moved.pk], change=change)
     assert messages_change_apply(account_id=account.pk, message_ids=[moved.pk], change=change).outcome == "ok"
     assert MessageFolder.objects.get(message=moved).uid is None  # pending: the next sync learns the UID
-    client = ImapMailClient(account, transport=outlook_transport(account=account))
+    client = outlook_client(account)
     client.incremental_sync()
 
     assert client.bodies_fetched == 0
@@ -159,12 +158,12 @@ def test_uidvalidity_change_relinks_by_size_date_and_headers_without_downloading
     account = outlook_account()
     seed_shared_and_copied(dovecot, account.email)
     dovecot.seed(account.email, 40)
-    ImapMailClient(account, transport=outlook_transport(account=account), chunk_size=7).full_sync()
+    outlook_client(account, chunk_size=7).full_sync()
     ids = dict(Message.objects.filter(account=account).values_list("remote_id", "pk"))
     flags_before = dict(Message.objects.filter(account=account).values_list("remote_id", "is_read"))
 
     new_validity = dovecot.renumber(account.email)
-    client = ImapMailClient(account, transport=outlook_transport(account=account), chunk_size=7)
+    client = outlook_client(account, chunk_size=7)
     client.incremental_sync()
 
     assert Folder.objects.get(account=account, remote_id="INBOX").uidvalidity == new_validity
@@ -177,9 +176,9 @@ def test_uidvalidity_change_relinks_by_size_date_and_headers_without_downloading
 
     plain = outlook_account()
     dovecot.seed(plain.email, 40)
-    ImapMailClient(plain, transport=outlook_transport(account=plain)).full_sync()
+    outlook_client(plain).full_sync()
     dovecot.renumber(plain.email)
-    client = ImapMailClient(plain, transport=outlook_transport(account=plain))
+    client = outlook_client(plain)
     client.incremental_sync()
     assert client.bodies_fetched == 0
     assert_store_equals_server(dovecot, plain, folders=("INBOX",))
@@ -194,7 +193,7 @@ def test_a_message_replaced_while_its_uid_was_unknown_is_not_taken_for_the_store
     [first, second] = dovecot.append_many(
         account.email, [(mail(subject="Quarterly report A"), (), ARRIVED), (ORIGINAL, (), ARRIVED)]
     )
-    ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+    outlook_client(account).full_sync()
     ids = dict(Message.objects.filter(account=account).values_list("remote_id", "pk"))
 
     dovecot.expunge(account.email, "INBOX", [first, second])
@@ -203,7 +202,7 @@ def test_a_message_replaced_while_its_uid_was_unknown_is_not_taken_for_the_store
         [(same_size_other_header, (), ARRIVED), (same_header_other_arrival, (), ARRIVED + dt.timedelta(minutes=3))],
     )
     dovecot.renumber(account.email)
-    client = ImapMailClient(account, transport=outlook_transport(account=account))
+    client = outlook_client(account)
     client.incremental_sync()
 
     assert_store_equals_server(dovecot, account, folders=("INBOX",))
@@ -214,12 +213,12 @@ def test_a_message_replaced_while_its_uid_was_unknown_is_not_taken_for_the_store
 def test_a_pending_membership_nothing_on_the_server_matches_is_dropped(dovecot, outlook_account):
     account = outlook_account()
     dovecot.seed(account.email, 5)
-    ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+    outlook_client(account).full_sync()
     # A UID-less membership the server cannot back (as the outbox files a sent copy the server rewrote).
     row = Message.objects.filter(account=account).first()
     archive = Folder.objects.get(account=account, remote_id="Archive")
     MessageFolder.objects.create(message=row, folder=archive, uid=None)
-    ImapMailClient(account, transport=outlook_transport(account=account)).incremental_sync()
+    outlook_client(account).incremental_sync()
 
     assert not MessageFolder.objects.filter(message=row, folder=archive).exists()
     assert_store_equals_server(dovecot, account)
@@ -240,7 +239,7 @@ def test_rekey_migration_keeps_rows_and_the_next_sync_restores_what_the_old_keys
     account = outlook_account()
     uids = seed_shared_and_copied(dovecot, account.email)
     dovecot.seed(account.email, 12)
-    ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+    outlook_client(account).full_sync()
 
     # What the old sync left: of the five sharing Message-ID and Date only ORIGINAL has a row, and its
     # membership holds the UID of another of them; every row is keyed by its Message-ID (and Date).
@@ -268,7 +267,7 @@ def test_rekey_migration_keeps_rows_and_the_next_sync_restores_what_the_old_keys
     assert Message.objects.get(pk=gmail.pk).remote_id == "18c0ffee0001"  # Gmail keys are Gmail's ids
     assert migration.content_key(ORIGINAL) == content_remote_id(ORIGINAL)
 
-    client = ImapMailClient(account, transport=outlook_transport(account=account))
+    client = outlook_client(account)
     client.incremental_sync()
     assert_store_equals_server(dovecot, account)
     assert kept <= set(Message.objects.filter(account=account).values_list("pk", flat=True))

@@ -9,9 +9,8 @@ import pytest
 
 from mailbox.models import Folder, Message, OutgoingMessage
 from mailbox.outbox import outgoing_queue, outgoing_send
-from providers.imap.client import ImapMailClient
-from providers.microsoft.exchange import outlook_transport
 from sandbox.dovecot import ExchangeSubmission
+from tests.fixtures.dovecot import outlook_client
 from tests.providers.test_outlook_sync import seed
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.django_db]
@@ -54,7 +53,7 @@ def test_send_goes_through_dovecot_submission_with_xoauth2(dovecot, outlook_acco
 def test_reply_carries_thread_headers_and_sent_copy_is_not_duplicated(dovecot, outlook_account):
     account = outlook_account()
     seed(dovecot, account.email, 5)
-    ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+    outlook_client(account).full_sync()
     source = Message.objects.filter(account=account).exclude(message_id="").order_by("date").first()
     reply = queued(account, kind=OutgoingMessage.Kind.REPLY, source=source, subject=f"Re: {source.subject}")
 
@@ -68,7 +67,7 @@ def test_reply_carries_thread_headers_and_sent_copy_is_not_duplicated(dovecot, o
     dovecot.append(
         account.email, bytes(OutgoingMessage.objects.get(pk=reply.pk).raw), folder="Sent Items", flags=[b"\\Seen"]
     )
-    ImapMailClient(account, transport=outlook_transport(account=account)).incremental_sync()
+    outlook_client(account).incremental_sync()
     sent_folder = Folder.objects.get(account=account, role=Folder.Role.SENT)
     copies = Message.objects.filter(account=account, message_id=reply.message_id)
     assert copies.count() == 1
@@ -79,12 +78,12 @@ def test_reply_carries_thread_headers_and_sent_copy_is_not_duplicated(dovecot, o
 def test_append_sent_setting_files_one_copy_on_the_server_and_locally(dovecot, outlook_account, settings):
     settings.MICROSOFT_APPEND_SENT = True
     account = outlook_account()
-    ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+    outlook_client(account).full_sync()
     outgoing = queued(account)
 
     assert outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
     assert len(dovecot.uids(account.email, "Sent Items")) == 1
-    ImapMailClient(account, transport=outlook_transport(account=account)).incremental_sync()
+    outlook_client(account).incremental_sync()
     copies = Message.objects.filter(account=account, message_id=outgoing.message_id)
     assert copies.count() == 1 and copies[0].is_read
     assert copies[0].messagefolder_set.get().uid == dovecot.uids(account.email, "Sent Items")[0]
@@ -140,7 +139,7 @@ def test_send_with_a_token_microsoft_expired_early_refreshes_and_sends(dovecot, 
 
 def test_exchange_files_its_own_copy_and_the_local_one_gives_way_to_it(dovecot, outlook_account, exchange_behind_proxy):
     account = outlook_account()
-    ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+    outlook_client(account).full_sync()
     outgoing = queued(account)
 
     assert outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
@@ -150,7 +149,7 @@ def test_exchange_files_its_own_copy_and_the_local_one_gives_way_to_it(dovecot, 
     assert local.remote_id == outgoing.remote_id
     assert [f.role for f in local.folders.all()] == [Folder.Role.SENT]
 
-    ImapMailClient(account, transport=outlook_transport(account=account)).incremental_sync()
+    outlook_client(account).incremental_sync()
     (synced,) = Message.objects.filter(account=account, message_id=outgoing.message_id)
     assert synced.raw.startswith(b"X-MS-Exchange-Organization-AuthAs: Internal\r\n")
     assert synced.remote_id != local.remote_id and synced.thread.message_count == 1

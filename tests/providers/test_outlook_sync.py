@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailbox.models import Folder, Message, MessageFolder, SyncState
-from providers.imap.client import ImapMailClient
-from providers.microsoft.exchange import outlook_transport
+from tests.fixtures.dovecot import outlook_client
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.django_db]
 
@@ -35,7 +34,7 @@ def server_view(dovecot, email: str, folder: str = "INBOX") -> dict[int, tuple[b
 def test_full_sync_stores_every_message_with_flags_folders_and_state(dovecot, outlook_account):
     account = outlook_account()
     uids = seed(dovecot, account.email, 60)
-    client = ImapMailClient(account, transport=outlook_transport(account=account), chunk_size=25)
+    client = outlook_client(account, chunk_size=25)
     client.full_sync()
 
     assert Message.objects.filter(account=account).count() == 60
@@ -64,14 +63,14 @@ def test_full_sync_stores_every_message_with_flags_folders_and_state(dovecot, ou
 def test_incremental_sync_new_mail_flag_changes_and_expunges(dovecot, outlook_account):
     account = outlook_account()
     uids = seed(dovecot, account.email, 20)
-    client = ImapMailClient(account, transport=outlook_transport(account=account))
+    client = outlook_client(account)
     client.full_sync()
 
     dovecot.set_flags(account.email, "INBOX", uids[1:3], [b"\\Seen", b"\\Flagged"])  # another client reads
     dovecot.set_flags(account.email, "INBOX", [uids[0]], [b"\\Seen"], add=False)
     dovecot.expunge(account.email, "INBOX", uids[5:8])
     new = seed(dovecot, account.email, 3, seed=7)
-    client = ImapMailClient(account, transport=outlook_transport(account=account))
+    client = outlook_client(account)
     client.incremental_sync()
 
     assert db_view(account) == server_view(dovecot, account.email)
@@ -80,7 +79,7 @@ def test_incremental_sync_new_mail_flag_changes_and_expunges(dovecot, outlook_ac
     assert inbox.uidnext == new[-1] + 1
 
     # Nothing changed: no folder is even selected, only LIST and one STATUS per folder.
-    client = ImapMailClient(account, transport=outlook_transport(account=account))
+    client = outlook_client(account)
     client.incremental_sync()
     folders = Folder.objects.filter(account=account).count()
     assert client.commands_sent <= 3 + folders  # AUTHENTICATE, CAPABILITY, ENABLE + LIST + STATUS each
@@ -91,7 +90,7 @@ def test_first_sync_stores_mail_held_in_two_folders_once_with_both_memberships(d
     account = outlook_account()
     seed(dovecot, account.email, 12, seed=4)
     seed(dovecot, account.email, 12, folder="Archive", seed=4)  # the very same messages again
-    ImapMailClient(account, transport=outlook_transport(account=account), chunk_size=5).full_sync()
+    outlook_client(account, chunk_size=5).full_sync()
 
     assert Message.objects.filter(account=account).count() == 12
     for message in Message.objects.filter(account=account):
@@ -103,11 +102,11 @@ def test_first_sync_stores_mail_held_in_two_folders_once_with_both_memberships(d
 def test_uidvalidity_change_resyncs_the_folder_without_duplicates(dovecot, outlook_account):
     account = outlook_account()
     seed(dovecot, account.email, 30)
-    ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+    outlook_client(account).full_sync()
     ids_before = set(Message.objects.filter(account=account).values_list("pk", flat=True))
 
     new_validity = dovecot.renumber(account.email)
-    ImapMailClient(account, transport=outlook_transport(account=account), chunk_size=7).incremental_sync()
+    outlook_client(account, chunk_size=7).incremental_sync()
 
     assert Folder.objects.get(account=account, remote_id="INBOX").uidvalidity == new_validity
     assert set(Message.objects.filter(account=account).values_list("pk", flat=True)) == ids_before
@@ -119,7 +118,7 @@ def test_connection_dropped_mid_fetch_reconnects_and_loses_nothing(dovecot, outl
     seed(dovecot, account.email, 40)
     settings.MICROSOFT_IMAP_PORT = dovecot.proxy.port
     dovecot.proxy.cut_after(60_000)  # well inside the first chunk of bodies
-    client = ImapMailClient(account, transport=outlook_transport(account=account), chunk_size=20)
+    client = outlook_client(account, chunk_size=20)
     client.full_sync()
 
     assert dovecot.proxy.cuts == 1 and client.session.connections >= 2
@@ -134,7 +133,7 @@ def test_only_messages_since_the_start_date_are_synced(dovecot, outlook_account)
     start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     seed(dovecot, account.email, 20, start=start)  # spread over two years from 2024-01-01
     SyncState.objects.filter(account=account).update(sync_since=dt.date(2025, 1, 1))
-    ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+    outlook_client(account).full_sync()
 
     stored = Message.objects.filter(account=account)
     assert 0 < stored.count() < 20
@@ -144,7 +143,7 @@ def test_only_messages_since_the_start_date_are_synced(dovecot, outlook_account)
 def test_awkward_mime_corpus_is_stored_whole(dovecot, outlook_account):
     account = outlook_account()
     uids = list(dovecot.seed_awkward(account.email).values())
-    ImapMailClient(account, transport=outlook_transport(account=account), chunk_size=5).full_sync()
+    outlook_client(account, chunk_size=5).full_sync()
 
     # Every message on the server is in the store (the two sharing a Message-ID stay two), byte for byte.
     assert sorted(db_view(account)) == sorted(uids)
@@ -164,7 +163,7 @@ def test_user_folders_with_non_ascii_names_and_folders_deleted_on_the_server(dov
     account = outlook_account()
     seed(dovecot, account.email, 4, folder="Bücher/Übersicht")
     seed(dovecot, account.email, 3, folder="Projekte", seed=5)
-    ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+    outlook_client(account).full_sync()
 
     folder = Folder.objects.get(account=account, name="Bücher/Übersicht")  # decoded from modified UTF-7
     assert folder.remote_id == "B&APw-cher/&ANw-bersicht" and folder.role == "user"
@@ -173,7 +172,7 @@ def test_user_folders_with_non_ascii_names_and_folders_deleted_on_the_server(dov
 
     with dovecot.client(account.email) as imap:
         imap.delete_folder("Projekte")
-    ImapMailClient(account, transport=outlook_transport(account=account)).incremental_sync()
+    outlook_client(account).incremental_sync()
     assert not Folder.objects.filter(account=account, remote_id="Projekte").exists()
     assert Message.objects.filter(account=account).count() == 4  # its messages lived nowhere else
 
@@ -185,7 +184,7 @@ def test_server_without_condstore_qresync_or_move_uses_the_fallbacks(plain_imap_
     server = plain_imap_settings
     account = outlook_account()
     uids = seed(server, account.email, 15)
-    client = ImapMailClient(account, transport=outlook_transport(account=account))
+    client = outlook_client(account)
     client.full_sync()
     assert b"CONDSTORE" not in client.session.capabilities and b"MOVE" not in client.session.capabilities
     assert Folder.objects.get(account=account, remote_id="INBOX").highestmodseq is None
@@ -193,7 +192,7 @@ def test_server_without_condstore_qresync_or_move_uses_the_fallbacks(plain_imap_
     server.set_flags(account.email, "INBOX", uids[:4], [b"\\Flagged"])  # bounded flag refresh
     server.expunge(account.email, "INBOX", uids[10:12])  # UID set comparison
     seed(server, account.email, 2, seed=9)
-    ImapMailClient(account, transport=outlook_transport(account=account)).incremental_sync()
+    outlook_client(account).incremental_sync()
     assert db_view(account) == server_view(server, account.email)
 
     moved = list(Message.objects.filter(account=account, messagefolder__uid=uids[0]))
@@ -201,6 +200,6 @@ def test_server_without_condstore_qresync_or_move_uses_the_fallbacks(plain_imap_
     messages_change(user=account.user, message_ids=[m.pk for m in moved], change=change)
     assert messages_change_apply(account_id=account.pk, message_ids=[moved[0].pk], change=change).outcome == "ok"
     assert uids[0] not in server.uids(account.email) and len(server.uids(account.email, "Archive")) == 1  # COPY+EXPUNGE
-    ImapMailClient(account, transport=outlook_transport(account=account)).incremental_sync()
+    outlook_client(account).incremental_sync()
     assert db_view(account, "Archive") == server_view(server, account.email, "Archive")
     assert db_view(account) == server_view(server, account.email)

@@ -7,8 +7,7 @@ import pytest
 from mailbox.models import Folder, Message
 from mailbox.writeback import messages_change, messages_change_apply
 from providers.base import ChangeKind, MessageChange
-from providers.imap.client import ImapMailClient
-from providers.microsoft.exchange import outlook_transport
+from tests.fixtures.dovecot import outlook_client
 from tests.providers.test_outlook_sync import db_view, seed, server_view
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.django_db]
@@ -26,7 +25,7 @@ def change(account, messages, kind: ChangeKind, folder: str = "") -> None:
 def synced(dovecot, outlook_account):
     account = outlook_account()
     seed(dovecot, account.email, 10)
-    ImapMailClient(account, transport=outlook_transport(account=account)).full_sync()
+    outlook_client(account).full_sync()
     return account
 
 
@@ -47,7 +46,7 @@ def test_read_and_star_reach_the_server(dovecot, synced):
     change(account, unread[:1], ChangeKind.STAR)
     change(account, [m for m in messages.values() if m.is_read and m not in unread][:1], ChangeKind.UNREAD)
 
-    ImapMailClient(account, transport=outlook_transport(account=account)).incremental_sync()
+    outlook_client(account).incremental_sync()
     assert db_view(account) == server_view(dovecot, account.email)
     server = server_view(dovecot, account.email)
     uid = next(u for u, m in messages.items() if m.pk == unread[0].pk)
@@ -66,7 +65,7 @@ def test_move_archive_and_delete_to_trash_reach_the_server(dovecot, synced):
     assert len(dovecot.uids(account.email, "Archive")) == 1
     assert len(dovecot.uids(account.email, "Junk Email")) == 1
 
-    ImapMailClient(account, transport=outlook_transport(account=account)).incremental_sync()
+    outlook_client(account).incremental_sync()
     for folder in ("INBOX", "Deleted Items", "Archive", "Junk Email"):
         assert db_view(account, folder) == server_view(dovecot, account.email, folder), folder
     trash = Folder.objects.get(account=account, remote_id="Deleted Items")
@@ -74,6 +73,6 @@ def test_move_archive_and_delete_to_trash_reach_the_server(dovecot, synced):
     assert Message.objects.filter(account=account).count() == 10
 
     change(account, messages[:1], ChangeKind.UNTRASH)
-    ImapMailClient(account, transport=outlook_transport(account=account)).incremental_sync()
+    outlook_client(account).incremental_sync()
     assert len(dovecot.uids(account.email, "INBOX")) == 7
     assert db_view(account) == server_view(dovecot, account.email)

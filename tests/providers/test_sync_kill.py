@@ -27,6 +27,7 @@ from django.db import connection
 
 from mailbox import sync
 from mailbox.models import Message, SyncState
+from tests.fixtures.dovecot import outlook_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -311,15 +312,13 @@ def test_gmail_progress_after_a_resume_carries_on_from_what_was_stored(
 
 @pytest.mark.dovecot
 def test_outlook_progress_counts_mail_in_two_folders_once(dovecot, outlook_account, monkeypatch):
-    from providers.imap.client import ImapMailClient
-    from providers.microsoft.exchange import outlook_transport
 
     account = outlook_account()
     inbox = dovecot.seed(account.email, 60)
     with dovecot.client(account.email, folder="INBOX") as imap:
         imap.copy(inbox[:15], "Archive")
     reports = _progress_spy(monkeypatch)
-    ImapMailClient(account, transport=outlook_transport(account=account), chunk_size=10).full_sync()
+    outlook_client(account, chunk_size=10).full_sync()
     done = _done_values(reports)
     assert done == sorted(done) and all(d <= t for d, t in reports if d is not None and t is not None)
     state = SyncState.objects.get(account=account)
