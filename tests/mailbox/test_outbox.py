@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from datetime import timedelta
+from email import message_from_bytes, policy
 
 import pytest
 from django.utils import timezone
 
-from mailbox import outbox
+from mailbox import outbox, store
 from mailbox.models import OutgoingMessage
 from mailbox.tasks import send_outgoing
+from tests.fixtures.mail import raw_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = OutgoingMessage.Status
@@ -65,6 +69,15 @@ def test_only_a_due_queued_or_abandoned_row_is_claimed(gmail_account, settings):
     assert outbox._outgoing_claim(later.pk).row is None  # the lease holds: nobody else gets it
 
 
+def test_a_task_up_to_two_seconds_early_is_the_rows_own(gmail_account, gmail_mailbox):
+    """The row's own task may run a little before the row's due time (clocks, countdown rounding)."""
+    early = _queued(gmail_account, next_attempt_at=timezone.now() + timedelta(seconds=2.6))
+    assert outbox.outgoing_send(outgoing_id=early.pk).outcome == "nothing"
+    on_time = _queued(gmail_account, next_attempt_at=timezone.now() + timedelta(seconds=1.5))
+    assert outbox.outgoing_send(outgoing_id=on_time.pk).outcome == "sent"
+    assert _row(early).status == Status.QUEUED and len(gmail_mailbox.store.sent_messages(gmail_mailbox.email)) == 1
+
+
 def test_a_claim_lost_to_another_worker_does_nothing(gmail_account, gmail_mailbox):
     row = _queued(gmail_account)
     first = outbox._outgoing_claim(row.pk)
@@ -100,6 +113,35 @@ def test_a_retry_waits_with_backoff_or_the_providers_retry_after(gmail_account, 
     assert result.outcome == "retry" and result.retry_after == 7
     due = _row(row).next_attempt_at - timezone.now()
     assert timedelta(seconds=6) < due <= timedelta(seconds=7)
+
+
+@pytest.mark.parametrize("jitter", ["low", "high"])
+def test_five_attempts_back_off_from_30_seconds_doubling_with_a_fifth_of_jitter(
+    gmail_account, gmail_mailbox, monkeypatch, jitter
+):
+    # The jitter at either end of its range (random.uniform(0.8, 1.2)), so the delays are exact.
+    monkeypatch.setattr(random, "uniform", lambda low, high: low if jitter == "low" else high)
+    factor = 0.8 if jitter == "low" else 1.2
+    row = _queued(gmail_account)
+    gmail_mailbox.store.fail_next(5, status=429, method="messages.send", email=gmail_mailbox.email)
+    results = []
+    for _ in range(5):
+        started = timezone.now()
+        results.append(outbox.outgoing_send(outgoing_id=row.pk))
+        if results[-1].outcome == "retry":
+            delay = timedelta(seconds=results[-1].retry_after)
+            assert started + delay <= _row(row).next_attempt_at <= timezone.now() + delay
+        OutgoingMessage.objects.filter(pk=row.pk, status=Status.QUEUED).update(next_attempt_at=timezone.now())
+    assert [r.outcome for r in results] == ["retry", "retry", "retry", "retry", "failed"]
+    assert [r.retry_after for r in results[:4]] == pytest.approx([30 * factor, 60 * factor, 120 * factor, 240 * factor])
+    assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
+
+
+def test_a_send_result_cannot_be_altered_by_its_receiver(gmail_account, gmail_mailbox):
+    result = outbox.outgoing_send(outgoing_id=_queued(gmail_account).pk)
+    assert result == outbox.SendResult(outbox.SendOutcome.SENT) and hash(result) == hash(outbox.SendResult("sent"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.outcome = outbox.SendOutcome.FAILED
 
 
 def test_a_lost_answer_on_the_last_attempt_is_unknown_not_failed(gmail_account, gmail_mailbox, settings):
@@ -197,6 +239,46 @@ def test_sweep_files_sent_copies_a_dead_worker_left_unfiled(gmail_account, setti
     assert outbox.outbox_sweep(now=now).file == [unfiled.pk]
 
 
+def test_sweep_takes_at_most_500_rows_a_run(gmail_account, settings):
+    settings.MAILHUB_OUTBOX_OVERDUE_SECONDS = 60
+    now = timezone.now()
+    OutgoingMessage.objects.bulk_create(
+        OutgoingMessage(
+            account=gmail_account, status=Status.QUEUED, next_attempt_at=now - timedelta(minutes=5, seconds=n)
+        )
+        for n in range(501)
+    )
+    first = outbox.outbox_sweep(now=now).send
+    assert len(first) == 500
+    assert len(outbox.outbox_sweep(now=now).send) == 1  # the one left over; the 500 were just dispatched
+    assert OutgoingMessage.objects.filter(next_attempt_at=now).count() == 501
+
+
+def test_without_configuration_the_documented_defaults_apply(gmail_account, gmail_mailbox, settings):
+    """README: a 300 s lease, 30 s to settle after a lost answer, re-dispatch 60 s after the due time."""
+    del settings.MAILHUB_SEND_LEASE_SECONDS, settings.MAILHUB_SEND_SETTLE_SECONDS
+    del settings.MAILHUB_OUTBOX_OVERDUE_SECONDS
+    row = _queued(gmail_account)
+    assert outbox._outgoing_claim(row.pk).row is not None
+    assert timedelta(seconds=295) < _row(row).lease_expires_at - timezone.now() <= timedelta(seconds=300)
+    handed_off = _queued(gmail_account, handed_off_at=timezone.now())
+    result = outbox.outgoing_send(outgoing_id=handed_off.pk)
+    assert result.outcome == "retry" and 25 < result.retry_after <= 30  # asked once settled, not sent again
+    now = timezone.now()
+    stale = _queued(gmail_account, next_attempt_at=now - timedelta(seconds=60.5))
+    fresh = _queued(gmail_account, next_attempt_at=now - timedelta(seconds=59.5))
+    swept = outbox.outbox_sweep(now=now).send
+    assert stale.pk in swept and fresh.pk not in swept
+    assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
+
+
+def test_the_overdue_time_is_configurable(gmail_account, settings):
+    settings.MAILHUB_OUTBOX_OVERDUE_SECONDS = 5
+    now = timezone.now()
+    late = _queued(gmail_account, next_attempt_at=now - timedelta(seconds=6))
+    assert outbox.outbox_sweep(now=now).send == [late.pk]
+
+
 def test_the_send_task_comes_back_when_the_row_says(gmail_account, gmail_mailbox, monkeypatch):
     row = _queued(gmail_account, status=Status.SENDING, lease_expires_at=timezone.now() + timedelta(seconds=20))
     scheduled = []
@@ -206,6 +288,47 @@ def test_the_send_task_comes_back_when_the_row_says(gmail_account, gmail_mailbox
     assert args == (row.pk,) and 15 < countdown <= 20
     OutgoingMessage.objects.filter(pk=row.pk).update(status=Status.QUEUED, lease_expires_at=None)
     assert send_outgoing(row.pk) == "sent" and len(scheduled) == 1
+
+
+def test_a_draft_kept_without_a_message_id_gets_one_in_its_row_and_its_bytes(gmail_account):
+    draft = OutgoingMessage.objects.create(account=gmail_account, subject="old draft", body_text="x")
+    OutgoingMessage.objects.filter(pk=draft.pk).update(message_id="")  # as drafts of earlier versions were kept
+    queued = _row(outbox.outgoing_queue(outgoing=OutgoingMessage.objects.get(pk=draft.pk)))
+    assert queued.message_id.endswith("@gmail.com")
+    assert message_from_bytes(bytes(queued.raw), policy=policy.default)["Message-ID"] == f"<{queued.message_id}>"
+
+
+def _headers_of(account, *, kind: str, source_raw: bytes) -> tuple[str | None, str | None]:
+    """(In-Reply-To, References) of a message of ``kind`` written about ``source_raw``, as it will go out."""
+    source = store.message_upsert(account=account, remote_id="source", raw=source_raw)
+    outgoing = outbox.outgoing_queue(
+        outgoing=OutgoingMessage.objects.create(
+            account=account, kind=kind, source=source, to=["bob@example.org"], subject="Re: plan", body_text="ok"
+        )
+    )
+    mime = message_from_bytes(bytes(_row(outgoing).raw), policy=policy.default)
+    return mime["In-Reply-To"], mime["References"]
+
+
+@pytest.mark.parametrize(
+    ("in_reply_to", "references", "expected"),
+    [
+        (None, None, "<s@x>"),
+        ("b@x", None, "<b@x> <s@x>"),  # no References: the parent it answered starts the chain
+        ("b@x", "<a@x> <b@x>", "<a@x> <b@x> <s@x>"),  # References win over In-Reply-To
+    ],
+)
+@pytest.mark.parametrize("kind", [OutgoingMessage.Kind.REPLY, OutgoingMessage.Kind.REPLY_ALL])
+def test_a_reply_continues_the_references_of_the_message_it_answers(
+    gmail_account, kind, in_reply_to, references, expected
+):
+    source_raw = raw_message(message_id="s@x", in_reply_to=in_reply_to, references=references)
+    assert _headers_of(gmail_account, kind=kind, source_raw=source_raw) == ("<s@x>", expected)
+
+
+def test_a_forward_or_new_message_about_a_message_is_no_reply_to_it(gmail_account):
+    source_raw = raw_message(message_id="s@x", in_reply_to="b@x", references="<a@x> <b@x>")
+    assert _headers_of(gmail_account, kind=OutgoingMessage.Kind.FORWARD, source_raw=source_raw) == (None, None)
 
 
 def test_the_message_id_is_fixed_when_the_row_is_created(gmail_account):

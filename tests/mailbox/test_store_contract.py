@@ -378,6 +378,7 @@ def test_state_set_brings_flags_folders_and_uids_to_the_providers(mail_account, 
     assert found == 2 and not Message.objects.filter(remote_id="gone").exists()
     assert _rows(mail_account) == {"a": (True, False, ["INBOX", "Work"]), "b": (False, True, [])}
     assert Message.objects.get(remote_id="b").is_draft
+    assert not Message.objects.get(remote_id="a").is_draft  # a state that does not say "draft" is not one
     uids = set(MessageFolder.objects.filter(message__remote_id="a").values_list("folder__remote_id", "uid"))
     assert uids == {("INBOX", 7), ("Work", 3)}
     thread = Thread.objects.get(remote_id="t")
