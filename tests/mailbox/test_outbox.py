@@ -298,6 +298,31 @@ def test_a_draft_kept_without_a_message_id_gets_one_in_its_row_and_its_bytes(gma
     assert message_from_bytes(bytes(queued.raw), policy=policy.default)["Message-ID"] == f"<{queued.message_id}>"
 
 
+@pytest.mark.parametrize("display_name", ["Alice Liddell", ""])
+def test_the_bytes_that_go_out_carry_sender_recipients_date_and_mime_version(gmail_account, display_name):
+    gmail_account.display_name = display_name
+    gmail_account.save(update_fields=["display_name"])
+    before = timezone.now().replace(microsecond=0)
+    outgoing = outbox.outgoing_queue(
+        outgoing=OutgoingMessage.objects.create(
+            account=gmail_account,
+            to=[{"name": "Bob", "email": "bob@example.org"}, "carol@example.org"],
+            cc=[{"name": "Dan", "email": "dan@example.org"}, {"name": "Nobody"}],  # a person without an address
+            subject="Numbers",
+            body_text="x",
+        )
+    )
+    mime = message_from_bytes(bytes(_row(outgoing).raw), policy=policy.default)
+    assert mime["From"] == (f"{display_name} <{gmail_account.email}>" if display_name else gmail_account.email)
+    assert [(a.display_name, a.addr_spec) for a in mime["To"].addresses] == [
+        ("Bob", "bob@example.org"),
+        ("", "carol@example.org"),
+    ]
+    assert [a.addr_spec for a in mime["Cc"].addresses] == ["dan@example.org"]
+    assert mime["MIME-Version"] == "1.0"
+    assert before <= mime["Date"].datetime <= timezone.now()
+
+
 def _headers_of(account, *, kind: str, source_raw: bytes) -> tuple[str | None, str | None]:
     """(In-Reply-To, References) of a message of ``kind`` written about ``source_raw``, as it will go out."""
     source = store.message_upsert(account=account, remote_id="source", raw=source_raw)

@@ -181,6 +181,38 @@ def test_a_message_filed_in_a_folder_deleted_meanwhile_fails_and_the_retry_store
     assert Message.objects.filter(account=mail_account).count() == len(items)
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(60)
+def test_a_label_another_writer_added_meanwhile_is_kept_once(mail_account, inbox):
+    """The sync brings a message's labels to Gmail's while the user's label change lands on another connection,
+    between the sync's read of the memberships and its INSERT: both meant the same label, one membership."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time: no other writer can get between the read and the INSERT")
+    work = store.folder_upsert(account=mail_account, remote_id="Work", name="Work")
+    store.messages_upsert(account=mail_account, items=[incoming("a", folders=[inbox])])
+    theirs: list[int] = []
+
+    def other_writer() -> None:
+        try:
+            theirs.append(store.message_folders_change(account=mail_account, remote_ids=["a"], add=[work]))
+        finally:
+            connection.close()
+
+    def race(execute, sql, params, many, context):
+        if not theirs and sql.startswith("INSERT INTO") and '"mailbox_messagefolder" (' in sql:
+            writer = threading.Thread(target=other_writer)
+            writer.start()
+            writer.join(30)
+            assert theirs, "the other writer did not add its label"
+        return execute(sql, params, many, context)
+
+    state = store.MessageState(folders=[inbox, work], is_read=False, is_starred=False)
+    with connection.execute_wrapper(race):
+        assert store.messages_state_set(account=mail_account, states={"a": state}) == 1
+    assert theirs == [1]
+    assert _rows(mail_account) == {"a": (False, False, ["INBOX", "Work"])}
+
+
 # --- What a stored message holds -------------------------------------------------------------------------
 
 
