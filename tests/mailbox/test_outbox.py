@@ -321,6 +321,19 @@ def test_the_bytes_that_go_out_carry_sender_recipients_date_and_mime_version(gma
     assert [a.addr_spec for a in mime["Cc"].addresses] == ["dan@example.org"]
     assert mime["MIME-Version"] == "1.0"
     assert before <= mime["Date"].datetime <= timezone.now()
+    assert sorted(mime.keys()) == sorted(
+        [
+            "From",
+            "To",
+            "Cc",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "MIME-Version",
+            "Content-Type",
+            "Content-Transfer-Encoding",
+        ]
+    )  # each once, nothing else (no Bcc: nobody was in it)
 
 
 def _headers_of(account, *, kind: str, source_raw: bytes) -> tuple[str | None, str | None]:
