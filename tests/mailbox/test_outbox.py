@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from mailbox import outbox, store
-from mailbox.models import OutgoingMessage
+from mailbox.models import OutgoingAttachment, OutgoingMessage
 from mailbox.tasks import send_outgoing
 from tests.fixtures.mail import raw_message
 
@@ -334,6 +334,25 @@ def test_the_bytes_that_go_out_carry_sender_recipients_date_and_mime_version(gma
             "Content-Transfer-Encoding",
         ]
     )  # each once, nothing else (no Bcc: nobody was in it)
+
+
+def test_attachments_go_out_with_their_names_types_and_bytes(gmail_account):
+    outgoing = OutgoingMessage.objects.create(account=gmail_account, to=["bob@example.org"], body_text="see files")
+    for filename, content_type, data in [
+        ("report.pdf", "application/pdf", b"%PDF-1.7 report"),
+        ("notes", "application", b"no subtype given"),
+        ("blob", "", b"no type at all"),
+    ]:
+        OutgoingAttachment.objects.create(
+            outgoing=outgoing, blob=store.blob_store(content=data), filename=filename, content_type=content_type
+        )
+    outbox.outgoing_queue(outgoing=outgoing)
+    mime = message_from_bytes(bytes(_row(outgoing).raw), policy=policy.default)
+    assert [(a.get_filename(), a.get_content_type(), a.get_content()) for a in mime.iter_attachments()] == [
+        ("report.pdf", "application/pdf", b"%PDF-1.7 report"),
+        ("notes", "application/octet-stream", b"no subtype given"),
+        ("blob", "application/octet-stream", b"no type at all"),
+    ]
 
 
 def _headers_of(account, *, kind: str, source_raw: bytes) -> tuple[str | None, str | None]:
