@@ -302,6 +302,54 @@ def test_a_message_without_any_message_id_threads_alone(mail_account):
     assert t1 != t2 and {t1.remote_id, t2.remote_id} == {"remote:u1", "remote:u2"}
 
 
+def _without_message_id(raw: bytes) -> bytes:
+    return b"\n".join(line for line in raw.split(b"\n") if not line.startswith(b"Message-ID"))
+
+
+def test_thread_keys_longer_than_the_column_are_cut_to_it(mail_account):
+    long_key, long_remote_id = "T" * 300, "R" * 255
+    store.messages_upsert(
+        account=mail_account,
+        items=[
+            incoming("a", thread_key=long_key),
+            incoming("b", hours=1, thread_key=long_key),
+            store.IncomingMessage(remote_id=long_remote_id, raw=_without_message_id(raw_message(subject="anonymous"))),
+        ],
+    )
+    assert thread_of(mail_account, "a") == thread_of(mail_account, "b")
+    assert thread_of(mail_account, "a").remote_id == "T" * 255
+    assert thread_of(mail_account, long_remote_id).remote_id == f"remote:{long_remote_id}"[:255]
+
+
+def test_a_reply_without_a_message_id_joins_its_stored_parents_thread(mail_account):
+    """Found by its In-Reply-To alone: the parent's thread is keyed on an older message that was never stored."""
+    parent = raw_message(message_id="p@example.org", references="<never-stored@example.org>")
+    store.messages_upsert(account=mail_account, items=[store.IncomingMessage(remote_id="p", raw=parent)])
+    reply = _without_message_id(raw_message(in_reply_to="p@example.org"))
+    store.messages_upsert(account=mail_account, items=[store.IncomingMessage(remote_id="r", raw=reply)])
+    assert thread_of(mail_account, "r") == thread_of(mail_account, "p") and Thread.objects.count() == 1
+
+
+def test_a_batch_threads_a_reply_to_a_stored_message_and_the_new_ones_after_it(mail_account):
+    store.messages_upsert(account=mail_account, items=[incoming("p")])
+    ids = store.messages_upsert(
+        account=mail_account, items=[incoming("r", reply_to="p", hours=1), incoming("n", subject="Other", hours=2)]
+    )
+    assert set(ids) == {"r", "n"}
+    assert thread_of(mail_account, "r") == thread_of(mail_account, "p") != thread_of(mail_account, "n")
+
+
+def test_a_reply_in_the_same_batch_joins_its_parents_thread_whatever_that_is_keyed_on(mail_account):
+    """The parent answers a message never stored (its thread is keyed on that one); the reply names only the parent."""
+    parent = raw_message(message_id="a@example.org", references="<gone@example.org>", subject="Plan")
+    reply = raw_message(message_id="b@example.org", in_reply_to="a@example.org", subject="Re: Plan")
+    store.messages_upsert(
+        account=mail_account,
+        items=[store.IncomingMessage(remote_id="a", raw=parent), store.IncomingMessage(remote_id="b", raw=reply)],
+    )
+    assert thread_of(mail_account, "a") == thread_of(mail_account, "b") and Thread.objects.count() == 1
+
+
 def test_header_threads_key_on_the_root_message_id(mail_account):
     import hashlib
 
