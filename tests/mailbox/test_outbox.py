@@ -388,6 +388,30 @@ def test_a_forward_or_new_message_about_a_message_is_no_reply_to_it(gmail_accoun
     assert _headers_of(gmail_account, kind=OutgoingMessage.Kind.FORWARD, source_raw=source_raw) == (None, None)
 
 
+def test_queueing_clears_the_last_error_and_makes_the_row_due_now(gmail_account):
+    draft = OutgoingMessage.objects.create(account=gmail_account, subject="x", last_error="Sending failed before")
+    before = timezone.now()
+    row = _row(outbox.outgoing_queue(outgoing=draft))
+    assert row.status == Status.QUEUED and row.last_error == ""
+    assert before <= row.queued_at == row.next_attempt_at <= timezone.now()
+
+
+def test_queueing_and_a_retry_dispatch_the_send_and_a_retry_asks_gmail_first(
+    gmail_account, gmail_mailbox, eager_celery, settings
+):
+    settings.MAILHUB_SEND_SETTLE_SECONDS = 0
+    row = _queued(gmail_account)  # the task runs when the queueing commits (eagerly here)
+    assert _row(row).status == Status.SENT and len(gmail_mailbox.store.sent_messages(gmail_mailbox.email)) == 1
+    # Say that send's answer was lost and a later attempt failed for good: Gmail has it, the row says "failed".
+    OutgoingMessage.objects.filter(pk=row.pk).update(
+        status=Status.FAILED, remote_id="", attempts=5, handed_off_at=timezone.now() - timedelta(minutes=1)
+    )
+    outbox.outgoing_retry(outgoing=row)
+    stored = _row(row)
+    assert stored.status == Status.SENT and stored.attempts == 1  # a fresh count of attempts
+    assert len(gmail_mailbox.store.sent_messages(gmail_mailbox.email)) == 1
+
+
 def test_the_message_id_is_fixed_when_the_row_is_created(gmail_account):
     draft = OutgoingMessage.objects.create(account=gmail_account, subject="draft")
     chosen = draft.message_id
