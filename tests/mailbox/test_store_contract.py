@@ -5,14 +5,16 @@ Thread names, and what a write does when another writer got there first or a fol
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.db import IntegrityError, connection
 
 from mailbox import store
-from mailbox.models import Folder, Message, MessageFolder, Thread
+from mailbox.models import AttachmentBlob, Folder, Message, MessageFolder, Thread
 from tests.fixtures.mail import raw_message
 
 pytestmark = pytest.mark.django_db
@@ -211,6 +213,39 @@ def test_a_label_another_writer_added_meanwhile_is_kept_once(mail_account, inbox
         assert store.messages_state_set(account=mail_account, states={"a": state}) == 1
     assert theirs == [1]
     assert _rows(mail_account) == {"a": (False, False, ["INBOX", "Work"])}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(60)
+def test_a_large_attachment_another_writer_stored_meanwhile_is_kept_once(mail_account, settings):
+    """Two syncs store the same big attachment at once: one blob row, one file; the loser's file is removed."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time: no other writer can get between the read and the INSERT")
+    data = os.urandom(store.INLINE_BLOB_MAX + 1)
+    raw = raw_message(attachments=[("big.bin", "application/octet-stream", data)])
+    theirs: list[int] = []
+
+    def other_writer() -> None:
+        try:
+            theirs.append(store.blob_store(content=data).pk)
+        finally:
+            connection.close()
+
+    def race(execute, sql, params, many, context):
+        if not theirs and sql.startswith("INSERT INTO") and '"mailbox_attachmentblob" (' in sql:
+            writer = threading.Thread(target=other_writer)
+            writer.start()
+            writer.join(30)
+            assert theirs, "the other writer did not store its blob"
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(race):
+        store.messages_upsert(account=mail_account, items=[store.IncomingMessage(remote_id="x", raw=raw)])
+    blob = AttachmentBlob.objects.get()
+    assert blob.pk == theirs[0] and Message.objects.get(remote_id="x").attachments.get().blob_id == blob.pk
+    with blob.open() as handle:
+        assert handle.read() == data
+    assert len([f for f in Path(settings.MEDIA_ROOT).rglob("*") if f.is_file()]) == 1
 
 
 # --- What a stored message holds -------------------------------------------------------------------------
@@ -626,3 +661,49 @@ def test_deleting_more_than_one_query_of_ids_counts_every_row(mail_account):
     assert ids.index("last") == 500  # the first id of the second query
     assert store.messages_delete(account=mail_account, remote_ids=ids) == 2
     assert not Message.objects.exists() and not Thread.objects.exists()
+
+
+def test_a_batch_touching_more_than_500_threads_summarises_each(mail_account):
+    items = [
+        store.IncomingMessage(remote_id=f"m{n}", raw=raw_message(subject=f"s{n}"), thread_key=f"t{n}")
+        for n in range(501)
+    ]
+    store.messages_upsert(account=mail_account, items=items)
+    assert Thread.objects.count() == 501 and not Thread.objects.exclude(message_count=1).exists()
+
+
+def test_a_message_that_changes_every_summary_field_shows_in_the_summary(mail_account):
+    """A read, unstarred note without a subject, then a starred reply with a subject, an attachment, another sender."""
+    note = raw_message(subject="", body="first words")
+    store.messages_upsert(
+        account=mail_account,
+        items=[store.IncomingMessage(remote_id="p", raw=note, thread_key="t", is_read=True, internal_date=T0)],
+    )
+    reply = raw_message(
+        subject="Re: lunch",
+        sender="Frank Peer <frank@example.org>",
+        body="later words",
+        attachments=[("menu.pdf", "application/pdf", b"%PDF")],
+    )
+    later = T0 + timedelta(hours=1)
+    store.messages_upsert(
+        account=mail_account,
+        items=[store.IncomingMessage(remote_id="r", raw=reply, thread_key="t", is_starred=True, internal_date=later)],
+    )
+    thread = Thread.objects.get(remote_id="t")
+    summary = (thread.subject, thread.message_count, thread.unread_count, thread.last_message_at, thread.senders)
+    assert summary == ("Re: lunch", 2, 1, later, "Frank Peer, Sam Sender")
+    assert thread.is_starred and thread.has_attachments and thread.snippet.startswith("later words")
+
+
+def test_a_message_with_a_known_attachment_and_a_new_one_stores_both(mail_account):
+    known, new = os.urandom(100), os.urandom(100)
+    first = raw_message(attachments=[("known.bin", "application/octet-stream", known)])
+    second = raw_message(
+        attachments=[("known.bin", "application/octet-stream", known), ("new.bin", "application/octet-stream", new)]
+    )
+    store.messages_upsert(account=mail_account, items=[store.IncomingMessage(remote_id="1", raw=first)])
+    store.messages_upsert(account=mail_account, items=[store.IncomingMessage(remote_id="2", raw=second)])
+    assert AttachmentBlob.objects.count() == 2
+    stored = Message.objects.get(remote_id="2").attachments.select_related("blob").order_by("filename")
+    assert [(a.filename, bytes(a.blob.content)) for a in stored] == [("known.bin", known), ("new.bin", new)]
