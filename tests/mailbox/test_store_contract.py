@@ -248,6 +248,37 @@ def test_a_large_attachment_another_writer_stored_meanwhile_is_kept_once(mail_ac
     assert len([f for f in Path(settings.MEDIA_ROOT).rglob("*") if f.is_file()]) == 1
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(60)
+def test_a_blob_another_writer_stored_meanwhile_is_the_one_returned(mail_account, settings):
+    """Two uploads of the same big file at once (compose attachments): both get the one blob, one file is kept."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time: no other writer can get between the read and the INSERT")
+    data = os.urandom(store.INLINE_BLOB_MAX + 1)
+    theirs: list[int] = []
+
+    def other_writer() -> None:
+        try:
+            theirs.append(store.blob_store(content=data).pk)
+        finally:
+            connection.close()
+
+    def race(execute, sql, params, many, context):
+        if not theirs and sql.startswith("INSERT INTO") and '"mailbox_attachmentblob" (' in sql:
+            writer = threading.Thread(target=other_writer)
+            writer.start()
+            writer.join(30)
+            assert theirs, "the other writer did not store its blob"
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(race):
+        mine = store.blob_store(content=data)
+    assert mine.pk == theirs[0] and AttachmentBlob.objects.count() == 1
+    with mine.open() as handle:
+        assert handle.read() == data
+    assert len([f for f in Path(settings.MEDIA_ROOT).rglob("*") if f.is_file()]) == 1
+
+
 # --- What a stored message holds -------------------------------------------------------------------------
 
 
@@ -707,3 +738,23 @@ def test_a_message_with_a_known_attachment_and_a_new_one_stores_both(mail_accoun
     assert AttachmentBlob.objects.count() == 2
     stored = Message.objects.get(remote_id="2").attachments.select_related("blob").order_by("filename")
     assert [(a.filename, bytes(a.blob.content)) for a in stored] == [("known.bin", known), ("new.bin", new)]
+
+
+def test_more_than_500_late_parents_in_one_batch_each_pull_their_reply_in(mail_account):
+    replies = [
+        store.IncomingMessage(
+            remote_id=f"r{n}",
+            raw=raw_message(
+                message_id=f"r{n}@example.org",
+                in_reply_to=f"p{n}@example.org",
+                references=f"<g{n}@example.org> <p{n}@example.org>",  # threaded on g{n}, never stored
+            ),
+        )
+        for n in range(501)
+    ]
+    store.messages_upsert(account=mail_account, items=replies)
+    parents = [
+        store.IncomingMessage(remote_id=f"p{n}", raw=raw_message(message_id=f"p{n}@example.org")) for n in range(501)
+    ]
+    store.messages_upsert(account=mail_account, items=parents)
+    assert Thread.objects.count() == 501 and not Thread.objects.exclude(message_count=2).exists()
