@@ -336,6 +336,22 @@ def test_the_bytes_that_go_out_carry_sender_recipients_date_and_mime_version(gma
     )  # each once, nothing else (no Bcc: nobody was in it)
 
 
+@pytest.mark.parametrize(("text", "html"), [("See you at 9.", "<p>See you at <b>9</b>.</p>"), ("", "")])
+def test_the_bodies_go_out_as_written(gmail_account, text, html):
+    outgoing = outbox.outgoing_queue(
+        outgoing=OutgoingMessage.objects.create(
+            account=gmail_account, to=["bob@example.org"], subject="x", body_text=text, body_html=html
+        )
+    )
+    mime = message_from_bytes(bytes(_row(outgoing).raw), policy=policy.default)
+    assert mime.get_body(("plain",)).get_content().rstrip("\n") == text
+    if html:
+        assert mime.get_content_type() == "multipart/alternative"
+        assert mime.get_body(("html",)).get_content().rstrip("\n") == html
+    else:
+        assert mime.get_content_type() == "text/plain"
+
+
 def test_attachments_go_out_with_their_names_types_and_bytes(gmail_account):
     outgoing = OutgoingMessage.objects.create(account=gmail_account, to=["bob@example.org"], body_text="see files")
     for filename, content_type, data in [
