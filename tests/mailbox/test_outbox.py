@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 from datetime import timedelta
 from email import message_from_bytes, policy
@@ -153,7 +154,7 @@ def test_a_lost_answer_on_the_last_attempt_is_unknown_not_failed(gmail_account, 
     assert stored.status == Status.UNKNOWN and stored.handed_off_at is not None and "503" in stored.last_error
 
 
-def test_a_check_that_keeps_failing_ends_unknown_and_never_sends(gmail_account, gmail_mailbox, settings):
+def test_a_check_that_keeps_failing_ends_unknown_and_never_sends(gmail_account, gmail_mailbox, settings, caplog):
     settings.MAILHUB_SEND_SETTLE_SECONDS = 0
     row = _queued(gmail_account, handed_off_at=timezone.now() - timedelta(minutes=1))
     gmail_mailbox.store.fail_next(200, status=500, method="messages.list", email=gmail_mailbox.email)
@@ -163,7 +164,11 @@ def test_a_check_that_keeps_failing_ends_unknown_and_never_sends(gmail_account, 
         OutgoingMessage.objects.filter(pk=row.pk, status=Status.QUEUED).update(next_attempt_at=timezone.now())
     assert outcomes == ["retry"] * (outbox.MAX_SEND_ATTEMPTS - 1) + ["unknown"]
     stored = _row(row)
-    assert "could not be checked" in stored.last_error and stored.handed_off_at is not None
+    assert stored.handed_off_at is not None and stored.last_error == (
+        "It could not be checked whether this message went out: "
+        "Gmail is throttling or failing (HTTP 500); the sync will resume later."
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # a provider's refusal is no crash
     assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
 
 
@@ -172,7 +177,7 @@ def test_a_check_after_access_was_revoked_is_unknown(gmail_account, gmail_mailbo
     row = _queued(gmail_account, handed_off_at=timezone.now() - timedelta(minutes=1))
     sandbox_settings.tokens.revoke_user(gmail_account.email)
     assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "unknown"
-    assert "could not be checked" in _row(row).last_error
+    assert _row(row).last_error.startswith("It could not be checked whether this message went out: ")
     assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
 
 
@@ -413,7 +418,7 @@ def test_queueing_clears_the_last_error_and_makes_the_row_due_now(gmail_account)
 
 
 def test_queueing_and_a_retry_dispatch_the_send_and_a_retry_asks_gmail_first(
-    gmail_account, gmail_mailbox, eager_celery, settings
+    gmail_account, gmail_mailbox, eager_celery, settings, caplog
 ):
     settings.MAILHUB_SEND_SETTLE_SECONDS = 0
     row = _queued(gmail_account)  # the task runs when the queueing commits (eagerly here)
@@ -422,9 +427,11 @@ def test_queueing_and_a_retry_dispatch_the_send_and_a_retry_asks_gmail_first(
     OutgoingMessage.objects.filter(pk=row.pk).update(
         status=Status.FAILED, remote_id="", attempts=5, handed_off_at=timezone.now() - timedelta(minutes=1)
     )
-    outbox.outgoing_retry(outgoing=row)
+    with caplog.at_level(logging.INFO, logger="mailbox.outbox"):
+        outbox.outgoing_retry(outgoing=row)
     stored = _row(row)
     assert stored.status == Status.SENT and stored.attempts == 1  # a fresh count of attempts
+    assert f"Outgoing message {row.pk} was already at the provider; not sending it again" in caplog.messages
     assert len(gmail_mailbox.store.sent_messages(gmail_mailbox.email)) == 1
 
 
