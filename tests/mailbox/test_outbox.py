@@ -10,10 +10,11 @@ from datetime import timedelta
 from email import message_from_bytes, policy
 
 import pytest
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from mailbox import outbox, store
-from mailbox.models import OutgoingAttachment, OutgoingMessage
+from mailbox.models import Message, OutgoingAttachment, OutgoingMessage
 from mailbox.tasks import send_outgoing
 from tests.fixtures.mail import raw_message
 
@@ -196,7 +197,46 @@ def test_an_unexpected_error_before_the_handoff_fails_without_sending(gmail_acco
     OutgoingMessage.objects.filter(pk=row.pk).update(raw=None)  # a broken row: nothing to send
     assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "failed"
     stored = _row(row)
-    assert "unexpected error (TypeError)" in stored.last_error and stored.handed_off_at is None
+    assert stored.last_error == "Sending failed on an unexpected error (TypeError)." and stored.handed_off_at is None
+
+
+def test_a_crash_after_gmail_took_the_message_is_checked_not_failed(gmail_account, gmail_mailbox, settings, caplog):
+    """The local database fails while filing the copy Gmail just accepted: the row must not say "failed"."""
+    settings.MAILHUB_SEND_SETTLE_SECONDS = 0
+    row = _queued(gmail_account)
+
+    def disk_full(execute, sql, params, many, context):
+        if sql.startswith("INSERT INTO") and '"mailbox_message" (' in sql:
+            raise OperationalError("database or disk is full")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(disk_full):
+        result = outbox.outgoing_send(outgoing_id=row.pk)
+    stored = _row(row)
+    assert result.outcome == "retry" and stored.status == Status.QUEUED and stored.handed_off_at is not None
+    assert stored.last_error == "Sending failed on an unexpected error (OperationalError)."
+    assert f"Sending outgoing message {row.pk} crashed" in caplog.messages
+    assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "sent"  # found at Gmail, not sent again
+    (sent,) = gmail_mailbox.store.sent_messages(gmail_mailbox.email)
+    assert Message.objects.filter(account=gmail_account, remote_id=sent.id).exists()
+
+
+def test_filing_a_reply_later_puts_it_in_the_gmail_thread_of_the_message_it_answers(gmail_account, gmail_mailbox):
+    """The sweep files a sent copy a dead worker left unfiled; a reply to a mail without Message-ID has only
+    the Gmail thread to go by."""
+    source = store.message_upsert(
+        account=gmail_account,
+        remote_id="src",
+        raw=raw_message().replace(b"Message-ID:", b"X-No-Id:", 1),
+        thread_key="gmail-thread-7",
+    )
+    reply = _queued(gmail_account, kind=OutgoingMessage.Kind.REPLY, source=source)
+    assert outbox.outgoing_send(outgoing_id=reply.pk).outcome == "sent"
+    sent_id = _row(reply).remote_id
+    Message.objects.filter(account=gmail_account, remote_id=sent_id).delete()  # as if never filed
+    OutgoingMessage.objects.filter(pk=reply.pk).update(filed_at=None)
+    assert outbox.outgoing_file(outgoing_id=reply.pk)
+    assert Message.objects.get(account=gmail_account, remote_id=sent_id).thread_id == source.thread_id
 
 
 # --- the sweep ------------------------------------------------------------------------------------
