@@ -236,7 +236,10 @@ def test_filing_a_reply_later_puts_it_in_the_gmail_thread_of_the_message_it_answ
     Message.objects.filter(account=gmail_account, remote_id=sent_id).delete()  # as if never filed
     OutgoingMessage.objects.filter(pk=reply.pk).update(filed_at=None)
     assert outbox.outgoing_file(outgoing_id=reply.pk)
-    assert Message.objects.get(account=gmail_account, remote_id=sent_id).thread_id == source.thread_id
+    filed = Message.objects.get(account=gmail_account, remote_id=sent_id)
+    assert filed.thread_id == source.thread_id and filed.is_read  # the user wrote it
+    assert _row(reply).filed_at is not None
+    assert outbox.outgoing_file(outgoing_id=reply.pk)  # nothing left to file: done
 
 
 # --- the sweep ------------------------------------------------------------------------------------
