@@ -200,17 +200,18 @@ def test_an_unexpected_error_before_the_handoff_fails_without_sending(gmail_acco
     assert stored.last_error == "Sending failed on an unexpected error (TypeError)." and stored.handed_off_at is None
 
 
+def _disk_full(execute, sql, params, many, context):
+    """A database wrapper: storing a message fails, as on a full disk."""
+    if sql.startswith("INSERT INTO") and '"mailbox_message" (' in sql:
+        raise OperationalError("database or disk is full")
+    return execute(sql, params, many, context)
+
+
 def test_a_crash_after_gmail_took_the_message_is_checked_not_failed(gmail_account, gmail_mailbox, settings, caplog):
     """The local database fails while filing the copy Gmail just accepted: the row must not say "failed"."""
     settings.MAILHUB_SEND_SETTLE_SECONDS = 0
     row = _queued(gmail_account)
-
-    def disk_full(execute, sql, params, many, context):
-        if sql.startswith("INSERT INTO") and '"mailbox_message" (' in sql:
-            raise OperationalError("database or disk is full")
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(disk_full):
+    with connection.execute_wrapper(_disk_full):
         result = outbox.outgoing_send(outgoing_id=row.pk)
     stored = _row(row)
     assert result.outcome == "retry" and stored.status == Status.QUEUED and stored.handed_off_at is not None
@@ -219,6 +220,28 @@ def test_a_crash_after_gmail_took_the_message_is_checked_not_failed(gmail_accoun
     assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "sent"  # found at Gmail, not sent again
     (sent,) = gmail_mailbox.store.sent_messages(gmail_mailbox.email)
     assert Message.objects.filter(account=gmail_account, remote_id=sent.id).exists()
+
+
+def test_a_check_that_crashes_is_retried_then_unknown_with_the_errors_name(
+    gmail_account, gmail_mailbox, settings, caplog
+):
+    settings.MAILHUB_SEND_SETTLE_SECONDS = 0
+    row = _queued(gmail_account)
+    assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "sent"
+    Message.objects.filter(account=gmail_account, remote_id=_row(row).remote_id).delete()
+    # Say its answer was lost: back in the queue with the handoff recorded. The check finds it and crashes filing it.
+    OutgoingMessage.objects.filter(pk=row.pk).update(
+        status=Status.QUEUED, remote_id="", handed_off_at=timezone.now() - timedelta(minutes=1)
+    )
+    with connection.execute_wrapper(_disk_full):
+        assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "retry"
+        assert f"Checking whether outgoing message {row.pk} went out crashed" in caplog.messages
+        OutgoingMessage.objects.filter(pk=row.pk).update(
+            attempts=outbox.MAX_SEND_ATTEMPTS - 1, next_attempt_at=timezone.now()
+        )
+        assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "unknown"
+    assert _row(row).last_error == "It could not be checked whether this message went out: OperationalError"
+    assert len(gmail_mailbox.store.sent_messages(gmail_mailbox.email)) == 1
 
 
 def test_filing_a_reply_later_puts_it_in_the_gmail_thread_of_the_message_it_answers(gmail_account, gmail_mailbox):
