@@ -244,14 +244,24 @@ def test_a_check_that_crashes_is_retried_then_unknown_with_the_errors_name(
     assert len(gmail_mailbox.store.sent_messages(gmail_mailbox.email)) == 1
 
 
-def test_filing_a_reply_later_puts_it_in_the_gmail_thread_of_the_message_it_answers(gmail_account, gmail_mailbox):
-    """The sweep files a sent copy a dead worker left unfiled; a reply to a mail without Message-ID has only
-    the Gmail thread to go by."""
+@pytest.mark.parametrize(
+    ("thread_key", "in_reply_to", "same_thread"),
+    [
+        ("gmail-thread-7", None, True),  # Gmail's own thread
+        (None, None, False),  # a thread Mailhub made for a message without any Message-ID ("remote:")
+        (None, "older@example.org", False),  # one Mailhub made from the headers ("mid:")
+    ],
+)
+def test_filing_a_reply_later_joins_the_providers_thread_of_the_message_it_answers(
+    gmail_account, gmail_mailbox, thread_key, in_reply_to, same_thread
+):
+    """The sweep files a sent copy a dead worker left unfiled. A reply to a mail without Message-ID carries no
+    In-Reply-To: only a provider's thread can place it; a thread Mailhub made from headers cannot."""
     source = store.message_upsert(
         account=gmail_account,
         remote_id="src",
-        raw=raw_message().replace(b"Message-ID:", b"X-No-Id:", 1),
-        thread_key="gmail-thread-7",
+        raw=raw_message(in_reply_to=in_reply_to).replace(b"Message-ID:", b"X-No-Id:", 1),
+        thread_key=thread_key,
     )
     reply = _queued(gmail_account, kind=OutgoingMessage.Kind.REPLY, source=source)
     assert outbox.outgoing_send(outgoing_id=reply.pk).outcome == "sent"
@@ -260,7 +270,7 @@ def test_filing_a_reply_later_puts_it_in_the_gmail_thread_of_the_message_it_answ
     OutgoingMessage.objects.filter(pk=reply.pk).update(filed_at=None)
     assert outbox.outgoing_file(outgoing_id=reply.pk)
     filed = Message.objects.get(account=gmail_account, remote_id=sent_id)
-    assert filed.thread_id == source.thread_id and filed.is_read  # the user wrote it
+    assert (filed.thread_id == source.thread_id) == same_thread and filed.is_read  # the user wrote it
     assert _row(reply).filed_at is not None
     assert outbox.outgoing_file(outgoing_id=reply.pk)  # nothing left to file: done
 
