@@ -5,14 +5,16 @@ Thread names, and what a write does when another writer got there first or a fol
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.db import IntegrityError, connection
 
 from mailbox import store
-from mailbox.models import Folder, Message, MessageFolder, Thread
+from mailbox.models import AttachmentBlob, Folder, Message, MessageFolder, Thread
 from tests.fixtures.mail import raw_message
 
 pytestmark = pytest.mark.django_db
@@ -181,6 +183,102 @@ def test_a_message_filed_in_a_folder_deleted_meanwhile_fails_and_the_retry_store
     assert Message.objects.filter(account=mail_account).count() == len(items)
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(60)
+def test_a_label_another_writer_added_meanwhile_is_kept_once(mail_account, inbox):
+    """The sync brings a message's labels to Gmail's while the user's label change lands on another connection,
+    between the sync's read of the memberships and its INSERT: both meant the same label, one membership."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time: no other writer can get between the read and the INSERT")
+    work = store.folder_upsert(account=mail_account, remote_id="Work", name="Work")
+    store.messages_upsert(account=mail_account, items=[incoming("a", folders=[inbox])])
+    theirs: list[int] = []
+
+    def other_writer() -> None:
+        try:
+            theirs.append(store.message_folders_change(account=mail_account, remote_ids=["a"], add=[work]))
+        finally:
+            connection.close()
+
+    def race(execute, sql, params, many, context):
+        if not theirs and sql.startswith("INSERT INTO") and '"mailbox_messagefolder" (' in sql:
+            writer = threading.Thread(target=other_writer)
+            writer.start()
+            writer.join(30)
+            assert theirs, "the other writer did not add its label"
+        return execute(sql, params, many, context)
+
+    state = store.MessageState(folders=[inbox, work], is_read=False, is_starred=False)
+    with connection.execute_wrapper(race):
+        assert store.messages_state_set(account=mail_account, states={"a": state}) == 1
+    assert theirs == [1]
+    assert _rows(mail_account) == {"a": (False, False, ["INBOX", "Work"])}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(60)
+def test_a_large_attachment_another_writer_stored_meanwhile_is_kept_once(mail_account, settings):
+    """Two syncs store the same big attachment at once: one blob row, one file; the loser's file is removed."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time: no other writer can get between the read and the INSERT")
+    data = os.urandom(store.INLINE_BLOB_MAX + 1)
+    raw = raw_message(attachments=[("big.bin", "application/octet-stream", data)])
+    theirs: list[int] = []
+
+    def other_writer() -> None:
+        try:
+            theirs.append(store.blob_store(content=data).pk)
+        finally:
+            connection.close()
+
+    def race(execute, sql, params, many, context):
+        if not theirs and sql.startswith("INSERT INTO") and '"mailbox_attachmentblob" (' in sql:
+            writer = threading.Thread(target=other_writer)
+            writer.start()
+            writer.join(30)
+            assert theirs, "the other writer did not store its blob"
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(race):
+        store.messages_upsert(account=mail_account, items=[store.IncomingMessage(remote_id="x", raw=raw)])
+    blob = AttachmentBlob.objects.get()
+    assert blob.pk == theirs[0] and Message.objects.get(remote_id="x").attachments.get().blob_id == blob.pk
+    with blob.open() as handle:
+        assert handle.read() == data
+    assert len([f for f in Path(settings.MEDIA_ROOT).rglob("*") if f.is_file()]) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(60)
+def test_a_blob_another_writer_stored_meanwhile_is_the_one_returned(mail_account, settings):
+    """Two uploads of the same big file at once (compose attachments): both get the one blob, one file is kept."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time: no other writer can get between the read and the INSERT")
+    data = os.urandom(store.INLINE_BLOB_MAX + 1)
+    theirs: list[int] = []
+
+    def other_writer() -> None:
+        try:
+            theirs.append(store.blob_store(content=data).pk)
+        finally:
+            connection.close()
+
+    def race(execute, sql, params, many, context):
+        if not theirs and sql.startswith("INSERT INTO") and '"mailbox_attachmentblob" (' in sql:
+            writer = threading.Thread(target=other_writer)
+            writer.start()
+            writer.join(30)
+            assert theirs, "the other writer did not store its blob"
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(race):
+        mine = store.blob_store(content=data)
+    assert mine.pk == theirs[0] and AttachmentBlob.objects.count() == 1
+    with mine.open() as handle:
+        assert handle.read() == data
+    assert len([f for f in Path(settings.MEDIA_ROOT).rglob("*") if f.is_file()]) == 1
+
+
 # --- What a stored message holds -------------------------------------------------------------------------
 
 
@@ -268,6 +366,54 @@ def test_a_message_without_any_message_id_threads_alone(mail_account):
     )
     t1, t2 = thread_of(mail_account, "u1"), thread_of(mail_account, "u2")
     assert t1 != t2 and {t1.remote_id, t2.remote_id} == {"remote:u1", "remote:u2"}
+
+
+def _without_message_id(raw: bytes) -> bytes:
+    return b"\n".join(line for line in raw.split(b"\n") if not line.startswith(b"Message-ID"))
+
+
+def test_thread_keys_longer_than_the_column_are_cut_to_it(mail_account):
+    long_key, long_remote_id = "T" * 300, "R" * 255
+    store.messages_upsert(
+        account=mail_account,
+        items=[
+            incoming("a", thread_key=long_key),
+            incoming("b", hours=1, thread_key=long_key),
+            store.IncomingMessage(remote_id=long_remote_id, raw=_without_message_id(raw_message(subject="anonymous"))),
+        ],
+    )
+    assert thread_of(mail_account, "a") == thread_of(mail_account, "b")
+    assert thread_of(mail_account, "a").remote_id == "T" * 255
+    assert thread_of(mail_account, long_remote_id).remote_id == f"remote:{long_remote_id}"[:255]
+
+
+def test_a_reply_without_a_message_id_joins_its_stored_parents_thread(mail_account):
+    """Found by its In-Reply-To alone: the parent's thread is keyed on an older message that was never stored."""
+    parent = raw_message(message_id="p@example.org", references="<never-stored@example.org>")
+    store.messages_upsert(account=mail_account, items=[store.IncomingMessage(remote_id="p", raw=parent)])
+    reply = _without_message_id(raw_message(in_reply_to="p@example.org"))
+    store.messages_upsert(account=mail_account, items=[store.IncomingMessage(remote_id="r", raw=reply)])
+    assert thread_of(mail_account, "r") == thread_of(mail_account, "p") and Thread.objects.count() == 1
+
+
+def test_a_batch_threads_a_reply_to_a_stored_message_and_the_new_ones_after_it(mail_account):
+    store.messages_upsert(account=mail_account, items=[incoming("p")])
+    ids = store.messages_upsert(
+        account=mail_account, items=[incoming("r", reply_to="p", hours=1), incoming("n", subject="Other", hours=2)]
+    )
+    assert set(ids) == {"r", "n"}
+    assert thread_of(mail_account, "r") == thread_of(mail_account, "p") != thread_of(mail_account, "n")
+
+
+def test_a_reply_in_the_same_batch_joins_its_parents_thread_whatever_that_is_keyed_on(mail_account):
+    """The parent answers a message never stored (its thread is keyed on that one); the reply names only the parent."""
+    parent = raw_message(message_id="a@example.org", references="<gone@example.org>", subject="Plan")
+    reply = raw_message(message_id="b@example.org", in_reply_to="a@example.org", subject="Re: Plan")
+    store.messages_upsert(
+        account=mail_account,
+        items=[store.IncomingMessage(remote_id="a", raw=parent), store.IncomingMessage(remote_id="b", raw=reply)],
+    )
+    assert thread_of(mail_account, "a") == thread_of(mail_account, "b") and Thread.objects.count() == 1
 
 
 def test_header_threads_key_on_the_root_message_id(mail_account):
@@ -378,6 +524,7 @@ def test_state_set_brings_flags_folders_and_uids_to_the_providers(mail_account, 
     assert found == 2 and not Message.objects.filter(remote_id="gone").exists()
     assert _rows(mail_account) == {"a": (True, False, ["INBOX", "Work"]), "b": (False, True, [])}
     assert Message.objects.get(remote_id="b").is_draft
+    assert not Message.objects.get(remote_id="a").is_draft  # a state that does not say "draft" is not one
     uids = set(MessageFolder.objects.filter(message__remote_id="a").values_list("folder__remote_id", "uid"))
     assert uids == {("INBOX", 7), ("Work", 3)}
     thread = Thread.objects.get(remote_id="t")
@@ -545,3 +692,69 @@ def test_deleting_more_than_one_query_of_ids_counts_every_row(mail_account):
     assert ids.index("last") == 500  # the first id of the second query
     assert store.messages_delete(account=mail_account, remote_ids=ids) == 2
     assert not Message.objects.exists() and not Thread.objects.exists()
+
+
+def test_a_batch_touching_more_than_500_threads_summarises_each(mail_account):
+    items = [
+        store.IncomingMessage(remote_id=f"m{n}", raw=raw_message(subject=f"s{n}"), thread_key=f"t{n}")
+        for n in range(501)
+    ]
+    store.messages_upsert(account=mail_account, items=items)
+    assert Thread.objects.count() == 501 and not Thread.objects.exclude(message_count=1).exists()
+
+
+def test_a_message_that_changes_every_summary_field_shows_in_the_summary(mail_account):
+    """A read, unstarred note without a subject, then a starred reply with a subject, an attachment, another sender."""
+    note = raw_message(subject="", body="first words")
+    store.messages_upsert(
+        account=mail_account,
+        items=[store.IncomingMessage(remote_id="p", raw=note, thread_key="t", is_read=True, internal_date=T0)],
+    )
+    reply = raw_message(
+        subject="Re: lunch",
+        sender="Frank Peer <frank@example.org>",
+        body="later words",
+        attachments=[("menu.pdf", "application/pdf", b"%PDF")],
+    )
+    later = T0 + timedelta(hours=1)
+    store.messages_upsert(
+        account=mail_account,
+        items=[store.IncomingMessage(remote_id="r", raw=reply, thread_key="t", is_starred=True, internal_date=later)],
+    )
+    thread = Thread.objects.get(remote_id="t")
+    summary = (thread.subject, thread.message_count, thread.unread_count, thread.last_message_at, thread.senders)
+    assert summary == ("Re: lunch", 2, 1, later, "Frank Peer, Sam Sender")
+    assert thread.is_starred and thread.has_attachments and thread.snippet.startswith("later words")
+
+
+def test_a_message_with_a_known_attachment_and_a_new_one_stores_both(mail_account):
+    known, new = os.urandom(100), os.urandom(100)
+    first = raw_message(attachments=[("known.bin", "application/octet-stream", known)])
+    second = raw_message(
+        attachments=[("known.bin", "application/octet-stream", known), ("new.bin", "application/octet-stream", new)]
+    )
+    store.messages_upsert(account=mail_account, items=[store.IncomingMessage(remote_id="1", raw=first)])
+    store.messages_upsert(account=mail_account, items=[store.IncomingMessage(remote_id="2", raw=second)])
+    assert AttachmentBlob.objects.count() == 2
+    stored = Message.objects.get(remote_id="2").attachments.select_related("blob").order_by("filename")
+    assert [(a.filename, bytes(a.blob.content)) for a in stored] == [("known.bin", known), ("new.bin", new)]
+
+
+def test_more_than_500_late_parents_in_one_batch_each_pull_their_reply_in(mail_account):
+    replies = [
+        store.IncomingMessage(
+            remote_id=f"r{n}",
+            raw=raw_message(
+                message_id=f"r{n}@example.org",
+                in_reply_to=f"p{n}@example.org",
+                references=f"<g{n}@example.org> <p{n}@example.org>",  # threaded on g{n}, never stored
+            ),
+        )
+        for n in range(501)
+    ]
+    store.messages_upsert(account=mail_account, items=replies)
+    parents = [
+        store.IncomingMessage(remote_id=f"p{n}", raw=raw_message(message_id=f"p{n}@example.org")) for n in range(501)
+    ]
+    store.messages_upsert(account=mail_account, items=parents)
+    assert Thread.objects.count() == 501 and not Thread.objects.exclude(message_count=2).exists()
