@@ -77,7 +77,9 @@ def test_renewals_during_a_busy_sync_do_not_break_sqlite_transactions(gmail_acco
     """A renewal every 50 ms while 400 messages are stored: the sync's own transactions wait for the write
     lock instead of failing with "database is locked" (SQLite in WAL mode, IMMEDIATE transactions)."""
     settings.MAILHUB_SYNC_LOCK_TTL_SECONDS = 0.2
-    settings.GMAIL_QUOTA_UNITS_PER_SECOND = 0
+    # Paced to 2,000 quota units a second, the 400 gets (5 units each) take at least a second however fast the
+    # machine is: time for about twenty renewals while the sync writes.
+    settings.GMAIL_QUOTA_UNITS_PER_SECOND = 2000
     gmail_mailbox.seed(400)
     seen: set = set()
     thread, outcomes = _sync_in_thread(gmail_account.pk)
