@@ -32,7 +32,13 @@ class ReauthorizationRequired(ReconnectRequired):
 
 
 def account_mark_needs_reconnect(*, account: MailAccount, reason: ErrorCode) -> None:
-    """The one place an account leaves "connected" for "reconnect": every engine's ReconnectRequired ends here."""
+    """The one place an account leaves "connected" for "reconnect": every engine's ReconnectRequired ends here.
+
+    The token service marks the account before it raises, and the engine that catches the error marks it again:
+    a row this copy already shows in that state is not written (or logged) twice.
+    """
+    if account.needs_reconnect and account.status_reason == reason:
+        return
     account.status = (
         MailAccount.Status.NO_MAILBOX if reason == ErrorCode.NO_MAILBOX else MailAccount.Status.REAUTH_REQUIRED
     )
