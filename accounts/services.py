@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts.models import MailAccount
 from providers import registry
-from providers.base import MailClient, TokenGrant
+from providers.base import LocalMailbox, MailClient, TokenGrant
 from providers.errors import ErrorCode, InvalidGrant, ProviderError, ReconnectRequired
 from providers.models import ProviderApp
 
@@ -126,10 +126,11 @@ def account_connect(*, user_id: int, provider_id: str, grant: TokenGrant) -> tup
     return account, existing is None
 
 
-def account_mail_client(*, account: MailAccount) -> MailClient:
-    """The provider's client for ``account``, given a token callable that refreshes through this module."""
+def account_mail_client(*, account: MailAccount, local: LocalMailbox) -> MailClient:
+    """The provider's client for ``account`` syncing into ``local``, given a token callable that refreshes
+    through this module."""
     return registry.get(account.provider).mail_client(
-        account=account, access_token=partial(account_access_token, account=account)
+        account=account, access_token=partial(account_access_token, account=account), local=local
     )
 
 

@@ -42,7 +42,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from accounts.models import MailAccount
 from mailbox.models import Message, SyncState
-from accounts.services import account_mail_client
+from mailbox.local import account_client
 
 mode, email = sys.argv[1], sys.argv[2]
 if mode == "init":
@@ -62,7 +62,7 @@ def peak_rss_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-client = account_mail_client(account=account)
+client = account_client(account)
 started = time.perf_counter()
 (client.full_sync if mode == "full" else client.incremental_sync)()
 seconds = time.perf_counter() - started

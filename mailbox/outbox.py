@@ -37,8 +37,9 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from accounts.services import account_mail_client, account_mark_needs_reconnect
+from accounts.services import account_mark_needs_reconnect
 from mailbox import store
+from mailbox.local import account_client, outgoing_of
 from mailbox.models import Folder, Message, OutgoingMessage, new_message_id
 from providers.base import MailClient
 from providers.errors import ActionRequired, ProviderError, ReconnectRequired, SendUncertain, error_message
@@ -259,7 +260,7 @@ def outgoing_send(*, outgoing_id: int) -> SendResult:
         return SendResult(SendOutcome.WAIT, retry_after=claim.wait) if claim.wait else SendResult(SendOutcome.NOTHING)
     outgoing = claim.row
     try:
-        client = account_mail_client(account=outgoing.account)
+        client = account_client(outgoing.account)
     except ProviderError as exc:  # e.g. the provider was disabled
         return _fail(outgoing, error=str(exc))
     if outgoing.handed_off_at is not None:
@@ -276,7 +277,7 @@ def _outgoing_check(outgoing: OutgoingMessage, client: MailClient, *, handed_off
     if now < settled_at:
         return _requeue(outgoing, delay=(settled_at - now).total_seconds(), error=outgoing.last_error)
     try:
-        remote_id = client.find_sent(outgoing=outgoing)
+        remote_id = client.find_sent(outgoing=outgoing_of(outgoing))
     except (ReconnectRequired, ActionRequired) as exc:
         return _unknown(
             outgoing,
@@ -321,7 +322,7 @@ def _outgoing_attempt(outgoing: OutgoingMessage, client: MailClient) -> SendResu
         handed_off = True
 
     try:
-        remote_id = client.send(outgoing=outgoing, handoff=handoff)
+        remote_id = client.send(outgoing=outgoing_of(outgoing), handoff=handoff)
     except SendUncertain as exc:
         return _after_uncertain(outgoing, error=str(exc))
     except (ReconnectRequired, ActionRequired) as exc:
@@ -364,7 +365,7 @@ def _after_uncertain(outgoing: OutgoingMessage, *, error: str) -> SendResult:
 def _outgoing_file(outgoing: OutgoingMessage, client: MailClient, *, remote_id: str) -> None:
     """Put the sent message in Sent (where the server does not) and in the local store; the sweep retries."""
     try:
-        client.file_sent(outgoing=outgoing, remote_id=remote_id)
+        client.file_sent(outgoing=outgoing_of(outgoing), remote_id=remote_id)
         _outgoing_file_local(outgoing=outgoing, remote_id=remote_id)
     except ProviderError as exc:
         logger.warning("Sent message %s not filed in Sent yet (%s); will retry", outgoing.pk, exc)
@@ -402,7 +403,7 @@ def outgoing_file(*, outgoing_id: int) -> bool:
     if outgoing is None:
         return True
     try:
-        client = account_mail_client(account=outgoing.account)
+        client = account_client(outgoing.account)
     except ProviderError:
         return False
     _outgoing_file(outgoing, client, remote_id=outgoing.remote_id)

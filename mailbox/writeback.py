@@ -14,8 +14,9 @@ from functools import partial
 from django.db import transaction
 
 from accounts.models import MailAccount
-from accounts.services import account_mail_client, account_mark_needs_reconnect
+from accounts.services import account_mark_needs_reconnect
 from mailbox import store
+from mailbox.local import account_client, local_messages
 from mailbox.models import Folder, Message
 from mailbox.sync import SyncOutcome, SyncResult
 from providers.base import ChangeKind, MessageChange
@@ -105,7 +106,7 @@ def messages_change_apply(*, account_id: int, message_ids: Sequence[int], change
     if not messages:
         return SyncResult(SyncOutcome.OK)
     try:
-        account_mail_client(account=account).apply_changes(messages=messages, change=change)
+        account_client(account).apply_changes(messages=local_messages(messages), change=change)
     except ReconnectRequired as exc:
         account_mark_needs_reconnect(account=account, reason=exc.code)
         return SyncResult(SyncOutcome.STOPPED)

@@ -8,17 +8,15 @@ Provider code never renders anything, never changes state on failure (it raises 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
 
-    from accounts.models import MailAccount
-    from mailbox.models import Message, OutgoingMessage
     from providers.models import ProviderApp
 
 
@@ -61,12 +59,185 @@ class MessageChange:
     folder_remote_id: str = ""  # the target folder or label, for MOVE / ADD_LABEL / REMOVE_LABEL
 
 
+# --- The boundary: what a provider gets from the mailbox and gives back ------------------------------
+#
+# Beat fires ``accounts_sync_due`` -> ``mailbox.sync.account_sync`` takes the account's lock and builds the
+# provider's MailClient with a ``LocalMailbox`` (``mailbox.local``) -> the client talks its protocol (Gmail API,
+# IMAP) and hands what it saw to the LocalMailbox as the plain data below -> the LocalMailbox writes it
+# through ``mailbox.store``, and keeps progress, resume points and cursors in the account's SyncState.
+# Providers never import ``mailbox`` or ``accounts.models``.
+
+
+class Account(Protocol):
+    """What every provider reads of a connected account (``accounts.models.MailAccount`` is one)."""
+
+    pk: Any
+    email: str
+
+
+@dataclass(frozen=True)
+class RemoteFolder:
+    """A folder (IMAP) or label (Gmail) as the provider lists it; ``role`` is a ``mailbox.models.Folder.Role``."""
+
+    remote_id: str
+    name: str
+    role: str = "user"
+    is_selectable: bool = True
+
+
+@dataclass(frozen=True)
+class LocalFolder(RemoteFolder):
+    """A stored folder, with what an IMAP sync recorded of it when it last finished a pass over it."""
+
+    uidvalidity: int | None = None
+    uidnext: int | None = None
+    highestmodseq: int | None = None
+
+
+@dataclass
+class RemoteMessage:
+    """One message as the provider has it: its bytes, where it is and its flags. Folders by remote id."""
+
+    remote_id: str
+    raw: bytes
+    folders: Sequence[str] = ()
+    is_read: bool = False
+    is_starred: bool = False
+    is_draft: bool = False
+    thread_key: str | None = None  # the provider's thread id (Gmail); None: the store threads by headers
+    internal_date: datetime | None = None  # when the provider received it
+    uids: Mapping[str, int] = field(default_factory=dict)  # folder remote id -> IMAP UID
+
+
+@dataclass(frozen=True)
+class Flags:
+    is_read: bool = False
+    is_starred: bool = False
+    is_draft: bool = False
+
+
+@dataclass
+class RemoteState:
+    """A stored message's flags and folders at the provider (everything but its bytes)."""
+
+    folders: Sequence[str]
+    is_read: bool
+    is_starred: bool
+    is_draft: bool = False
+    uids: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A stored message the store lists in a folder without knowing its IMAP UID there."""
+
+    remote_id: str
+    size: int
+    date: datetime | None
+
+
+@dataclass(frozen=True)
+class SyncPosition:
+    """Where the account's sync stands: how far back it syncs, the provider's cursor, a full sync's resume point."""
+
+    since: date | None
+    cursor: str
+    resume: dict
+    progress_total: int
+
+
+@dataclass(frozen=True)
+class LocalMessage:
+    """A stored message a user acted on, for write-back: where the store has it (folder -> UID or None)."""
+
+    remote_id: str
+    message_id: str
+    date: datetime | None
+    size: int
+    folders: Mapping[str, int | None]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message the outbox sends: its frozen bytes, its Message-ID and, for a reply, the thread it belongs to."""
+
+    id: int
+    raw: bytes
+    message_id: str
+    reply_thread_key: str = ""  # the provider's key of the replied-to thread ("" for a new conversation)
+
+
+class LocalMailbox(Protocol):
+    """The account's local copy, as a provider sees it: read what is stored, hand over what the provider has.
+
+    Every write is idempotent (keyed by remote ids) and commits on its own: a sync killed between two calls
+    loses nothing stored and resumes from the last ``progress(resume=...)``. Writes raise
+    ``mailbox.sync.SyncLockLost`` once another worker has taken the sync over.
+    """
+
+    # reading
+    def position(self) -> SyncPosition: ...
+    def folders(self) -> dict[str, LocalFolder]: ...
+    def stored(self, remote_ids: Iterable[str]) -> set[str]: ...
+    def count(self, *, since: date | None = None) -> int: ...
+    def remote_ids(self, *, since: date | None = None) -> set[str]: ...
+    def uids(self, folder: str, *, among: Iterable[int] | None = None, below: int | None = None) -> dict[int, str]:
+        """UID -> remote id of the messages the store holds a UID for in ``folder``."""
+        ...
+
+    def pending(self, folder: str) -> list[Pending]: ...
+    def folders_with_pending(self) -> set[str]: ...
+    def raw_heads(self, lengths: Mapping[str, int]) -> dict[str, bytes]: ...
+    def raw(self, remote_id: str) -> bytes: ...
+    def recent_sends(self, *, seconds: float, exclude: Iterable[int]) -> list[datetime]: ...
+
+    # writing
+    def folders_replace(self, folders: Sequence[RemoteFolder]) -> dict[str, LocalFolder]:
+        """Store these folders and forget the others (their messages stay while they are in another)."""
+        ...
+
+    def folder_passed(self, folder: str, *, uidvalidity: int, uidnext: int, highestmodseq: int | None) -> None: ...
+    def folder_uids_forget(self, folder: str) -> None: ...
+    def messages_save(self, items: Sequence[RemoteMessage]) -> None: ...
+    def states_save(self, states: Mapping[str, RemoteState]) -> None: ...
+    def seen_in(self, folder: str, seen: Mapping[str, tuple[int, Flags]]) -> None:
+        """Stored messages seen in ``folder`` under a UID: add that membership, take their flags."""
+        ...
+
+    def flags_set(
+        self,
+        remote_ids: Iterable[str],
+        *,
+        is_read: bool | None = None,
+        is_starred: bool | None = None,
+        is_draft: bool | None = None,
+    ) -> None: ...
+    def folders_change(
+        self, remote_ids: Iterable[str], *, add: Sequence[str] = (), remove: Sequence[str] = ()
+    ) -> None: ...
+    def memberships_remove(self, folder: str, *, uids: Iterable[int], pending: bool = False) -> None: ...
+    def messages_delete(self, remote_ids: Iterable[str]) -> None: ...
+    def orphans_delete(self, *, before: datetime, everywhere: bool) -> None:
+        """Delete the messages stored before ``before`` that are in no folder now (``everywhere``: any of them,
+        else those that left a folder through this LocalMailbox)."""
+        ...
+
+    def progress(self, *, done: int | None = None, total: int | None = None, resume: dict | None = None) -> None: ...
+    def cursor_save(self, cursor: str) -> None: ...
+    def full_sync_finished(self, *, cursor: str, done: int) -> None: ...
+    def full_sync_restart(self) -> None:
+        """The provider's cursor expired: the next pass is a full sync from the start."""
+        ...
+
+    def heartbeat(self) -> None:
+        """Stop (raise) if this sync lost its lock meanwhile; for a provider in a long wait."""
+        ...
+
+
 class MailClient(Protocol):
-    """Keeps the local store in step with one connected mailbox (implemented per provider).
+    """Keeps an account's LocalMailbox in step with its mailbox at the provider (implemented per provider).
 
-    Sync methods write through ``mailbox.store`` and record progress in the account's SyncState;
-    they raise ``providers.errors`` errors and change no account or sync state themselves.
-
+    Sync methods raise ``providers.errors`` errors and change no account or sync state themselves.
     Sending (see ``mailbox.outbox``) never retries by itself: ``send`` makes one attempt and calls
     ``handoff()`` immediately before the bytes leave; ``find_sent`` tells whether an attempt went.
     """
@@ -81,9 +252,9 @@ class MailClient(Protocol):
 
     def incremental_sync(self) -> None: ...
 
-    def apply_changes(self, *, messages: Sequence[Message], change: MessageChange) -> None: ...
+    def apply_changes(self, *, messages: Sequence[LocalMessage], change: MessageChange) -> None: ...
 
-    def send(self, *, outgoing: OutgoingMessage, handoff: Callable[[], None]) -> str:
+    def send(self, *, outgoing: Outgoing, handoff: Callable[[], None]) -> str:
         """Send ``outgoing.raw`` once; return the provider's id for the sent message.
 
         Raises SendUncertain when the answer was lost after ``handoff()``; any other ProviderError means
@@ -91,11 +262,11 @@ class MailClient(Protocol):
         """
         ...
 
-    def find_sent(self, *, outgoing: OutgoingMessage) -> str | None:
+    def find_sent(self, *, outgoing: Outgoing) -> str | None:
         """The provider's id of ``outgoing`` (by its Message-ID) if the provider has it, else None."""
         ...
 
-    def file_sent(self, *, outgoing: OutgoingMessage, remote_id: str) -> None:
+    def file_sent(self, *, outgoing: Outgoing, remote_id: str) -> None:
         """Put the sent message in the mailbox's Sent folder where the server does not, and in the local store."""
         ...
 
@@ -138,8 +309,9 @@ class Provider(ABC):
         """Revoke a token at the provider, where it has an endpoint for that (best effort)."""
 
     @abstractmethod
-    def mail_client(self, *, account: MailAccount, access_token: Callable[..., str]) -> MailClient:
-        """A client that syncs and sends for ``account``.
+    def mail_client(self, *, account: Any, access_token: Callable[..., str], local: LocalMailbox) -> MailClient:
+        """A client that syncs and sends ``account`` (an :class:`Account`, with the provider's own fields) into
+        ``local``.
 
         ``access_token(force_refresh=False)`` gives a valid OAuth access token (``True``: a new one); a provider
         uses it, and the account's plain fields, rather than reaching into ``accounts`` itself.

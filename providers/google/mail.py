@@ -2,10 +2,10 @@
 
 - Full sync: record ``historyId`` (users.getProfile) first, list ids page by page (``after:`` from the
   account's sync start date), fetch them ``format=raw`` in batch requests of bounded size with bounded
-  concurrency, store them through :mod:`mailbox.store`. Resumable: the page token and the ids done on
-  the current page are kept in ``SyncState.resume``; a resync after an expired history also refreshes the
-  labels of stored messages and removes what is gone. Progress: see ``GmailClient._counted``; a finished
-  full sync shows done == total == the messages stored in the sync range.
+  concurrency, hand them to the account's ``LocalMailbox``. Resumable: the page token and the ids done on
+  the current page are kept in the resume point (``LocalMailbox.progress``); a resync after an expired
+  history also refreshes the labels of stored messages and removes what is gone. Progress: see
+  ``GmailClient._counted``; a finished full sync shows done == total == the messages stored in the sync range.
 - Incremental sync: ``history.list`` from the stored ``historyId``; cost is proportional to the changes.
 - Quota: a per-user pacer keeps requests under Google's 250 units per moving second (per-method costs);
   429 / 403 rateLimitExceeded / 5xx / network errors are retried with exponential backoff and jitter,
@@ -30,10 +30,10 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from datetime import time as dt_time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, TypedDict
 
 import httplib2
 from django.conf import settings
@@ -41,14 +41,19 @@ from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
 from googleapiclient.http import HttpRequest
 
-from mailbox import store, sync
-from mailbox.models import Folder, Message, SyncState
-from providers.base import ChangeKind, MessageChange
+from providers.base import (
+    Account,
+    ChangeKind,
+    LocalFolder,
+    LocalMailbox,
+    LocalMessage,
+    MessageChange,
+    Outgoing,
+    RemoteFolder,
+    RemoteMessage,
+    RemoteState,
+)
 from providers.errors import AccessDenied, ActionRequired, ErrorCode, NoMailbox, ProviderError, SendUncertain
-
-if TYPE_CHECKING:
-    from accounts.models import MailAccount
-    from mailbox.models import OutgoingMessage
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +80,13 @@ MAX_INLINE_WAIT = 120.0  # a longer Retry-After ends the sync with ProviderError
 TIMEOUT = 60
 
 SYSTEM_FOLDERS = {
-    "INBOX": (Folder.Role.INBOX, "Inbox"),
-    "SENT": (Folder.Role.SENT, "Sent"),
-    "DRAFT": (Folder.Role.DRAFTS, "Drafts"),
-    "TRASH": (Folder.Role.TRASH, "Trash"),
-    "SPAM": (Folder.Role.SPAM, "Spam"),
-    "STARRED": (Folder.Role.STARRED, "Starred"),
-    "IMPORTANT": (Folder.Role.IMPORTANT, "Important"),
+    "INBOX": ("inbox", "Inbox"),
+    "SENT": ("sent", "Sent"),
+    "DRAFT": ("drafts", "Drafts"),
+    "TRASH": ("trash", "Trash"),
+    "SPAM": ("spam", "Spam"),
+    "STARRED": ("starred", "Starred"),
+    "IMPORTANT": ("important", "Important"),
 }
 # Labels that are flags (UNREAD, STARRED...) or tabs rather than folders. STARRED is both.
 NOT_FOLDERS = {"UNREAD", "CHAT"}
@@ -321,8 +326,9 @@ class _SingleShotHttp:
 class GmailClient:
     """Syncs and sends for one Gmail account (see the module docstring)."""
 
-    def __init__(self, account: MailAccount, *, access_token: Callable[..., str]) -> None:
+    def __init__(self, account: Account, *, access_token: Callable[..., str], local: LocalMailbox) -> None:
         self.account = account
+        self.local = local
         self.access_token = access_token  # (force_refresh=False) -> a valid token, see Provider.mail_client
         self.service = gmail_service()
         self.pacer = quota_pacer(account.email)
@@ -332,7 +338,7 @@ class GmailClient:
         self.concurrency = int(_setting("GMAIL_CONCURRENCY", 4))
         self._token = ""
         self._local = threading.local()
-        self._folders: dict[str, Folder] = {}
+        self._folders: dict[str, LocalFolder] = {}
         self.requests_made = 0  # HTTP requests (a batch counts once), for benchmarks and tests
 
     # --- plumbing ---------------------------------------------------------------------------------
@@ -357,7 +363,7 @@ class GmailClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            sync.sync_lock_heartbeat(account=self.account)
+            self.local.heartbeat()
             time.sleep(min(left, 20.0))
 
     def _execute(self, build: Callable[[], HttpRequest], *, method: str, max_attempts: int = MAX_ATTEMPTS) -> dict:
@@ -461,7 +467,7 @@ class GmailClient:
                     inflight[pool.submit(self._batch_call, chunk, build, method)] = chunk
                 done, _ = wait(list(inflight), timeout=20.0, return_when=FIRST_COMPLETED)
                 if not done:
-                    sync.sync_lock_heartbeat(account=self.account)
+                    self.local.heartbeat()
                     continue
                 ready: list[tuple[str, dict | None]] = []
                 retry: list[str] = []
@@ -515,25 +521,20 @@ class GmailClient:
             pool.shutdown(wait=True, cancel_futures=True)
 
     # --- labels -----------------------------------------------------------------------------------
-    def _labels_sync(self) -> dict[str, Folder]:
+    def _labels_sync(self) -> None:
         response = self._execute(lambda: self.service.users().labels().list(userId="me"), method="labels.list")
-        seen: set[str] = set()
-        folders: dict[str, Folder] = {}
+        folders: list[RemoteFolder] = []
         for label in response.get("labels", []):
             label_id = label["id"]
             if label_id in NOT_FOLDERS or label_id.startswith("CATEGORY_"):
                 continue
-            role, name = SYSTEM_FOLDERS.get(label_id, (Folder.Role.USER, label.get("name") or label_id))
+            role, name = SYSTEM_FOLDERS.get(label_id, ("user", label.get("name") or label_id))
             if label.get("type") == "system" and label_id not in SYSTEM_FOLDERS:
                 continue
-            folders[label_id] = store.folder_upsert(account=self.account, remote_id=label_id, name=name, role=role)
-            seen.add(label_id)
-        for folder in Folder.objects.filter(account=self.account).exclude(remote_id__in=seen):
-            store.folder_delete(account=self.account, remote_id=folder.remote_id)
-        self._folders = folders
-        return folders
+            folders.append(RemoteFolder(remote_id=label_id, name=name, role=role))
+        self._folders = self.local.folders_replace(folders)
 
-    def _folders_for(self, label_ids: Sequence[str]) -> list[Folder]:
+    def _folders_for(self, label_ids: Sequence[str]) -> list[str]:
         unknown = [
             label
             for label in label_ids
@@ -541,12 +542,12 @@ class GmailClient:
         ]
         if unknown:
             self._labels_sync()
-        return [self._folders[label] for label in label_ids if label in self._folders]
+        return [label for label in label_ids if label in self._folders]
 
-    def _incoming(self, data: dict) -> store.IncomingMessage:
+    def _incoming(self, data: dict) -> RemoteMessage:
         labels = data.get("labelIds") or []
         internal = data.get("internalDate")
-        return store.IncomingMessage(
+        return RemoteMessage(
             remote_id=data["id"],
             raw=_b64decode(data.get("raw") or ""),
             folders=self._folders_for(labels),
@@ -555,9 +556,9 @@ class GmailClient:
             **_label_flags(labels),
         )
 
-    def _state(self, data: dict) -> store.MessageState:
+    def _state(self, data: dict) -> RemoteState:
         labels = data.get("labelIds") or []
-        return store.MessageState(folders=self._folders_for(labels), **_label_flags(labels))
+        return RemoteState(folders=self._folders_for(labels), **_label_flags(labels))
 
     def _get_raw(self, message_id: str) -> HttpRequest:
         return self.service.users().messages().get(userId="me", id=message_id, format="raw")
@@ -569,10 +570,11 @@ class GmailClient:
         return self.service.users().messages().batchModify(userId="me", body=body)
 
     # --- full sync --------------------------------------------------------------------------------
-    def _query(self, state: SyncState) -> str | None:
-        if state.sync_since is None:
+    @staticmethod
+    def _query(since: date | None) -> str | None:
+        if since is None:
             return None
-        start = datetime.combine(state.sync_since, dt_time.min, tzinfo=UTC)
+        start = datetime.combine(since, dt_time.min, tzinfo=UTC)
         return f"after:{int(start.timestamp())}"
 
     def _list_page(
@@ -591,8 +593,8 @@ class GmailClient:
     def full_sync(self) -> None:
         """Fetch the mailbox (within the sync range), resuming where an interrupted run stopped."""
         self._ensure_token()
-        state = sync.sync_state_get(account=self.account)
-        resume = dict(state.resume or {})
+        position = self.local.position()
+        resume = position.resume
         if not resume.get("history_id"):
             profile = self._execute(lambda: self.service.users().getProfile(userId="me"), method="getProfile")
             resume = {
@@ -600,12 +602,12 @@ class GmailClient:
                 "page_token": "",
                 "page_done": [],
                 "done": 0,
-                "reconcile": store.message_remote_ids(account=self.account) != set(),
+                "reconcile": self.local.count() > 0,
             }
-            total = int(profile.get("messagesTotal") or 0) if state.sync_since is None else 0
-            sync.sync_state_progress(account=self.account, done=0, total=total, resume=resume)
+            total = int(profile.get("messagesTotal") or 0) if position.since is None else 0
+            self.local.progress(done=0, total=total, resume=resume)
         self._labels_sync()
-        q = self._query(state)
+        q = self._query(position.since)
         done = int(resume.get("done", 0))
         while True:
             try:
@@ -618,29 +620,22 @@ class GmailClient:
             ids = [m["id"] for m in page.get("messages", [])]
             if not resume["page_token"]:
                 estimate = max(int(page.get("resultSizeEstimate") or 0), len(ids))
-                if estimate > state.progress_total:
-                    sync.sync_state_progress(account=self.account, total=estimate)
+                if estimate > position.progress_total:
+                    self.local.progress(total=estimate)
             done = self._full_sync_page(ids=ids, resume=resume, done=done)
             next_token = page.get("nextPageToken")
             if not next_token:
                 break
             done = self._counted(resume, done)
             resume.update(page_token=next_token, page_done=[], done=done)
-            sync.sync_state_progress(account=self.account, resume=resume, done=done, total=self._total_at_least(done))
+            self.local.progress(resume=resume, done=done, total=self._total_at_least(done))
         if resume.get("reconcile"):
-            self._reconcile_deletions(q=q, since=state.sync_since)
-        done = self._counted(resume, done)
-        SyncState.objects.filter(account=self.account).update(
-            cursor=resume["history_id"],
-            stage=SyncState.Stage.INCREMENTAL,
-            resume={},
-            progress_done=done,
-            progress_total=done,
-        )
+            self._reconcile_deletions(q=q, since=position.since)
+        self.local.full_sync_finished(cursor=resume["history_id"], done=self._counted(resume, done))
         # Catch up with what changed while the full sync ran (or while a killed run lay dead).
         self.incremental_sync()
-        stored = self._stored_in_range(state.sync_since)
-        SyncState.objects.filter(account=self.account).update(progress_done=stored, progress_total=stored)
+        stored = self.local.count(since=position.since)  # a finished sync's counter: what is stored in range
+        self.local.progress(done=stored, total=stored)
 
     def _counted(self, resume: dict, done: int) -> int:
         """The progress so far (``progress_done``), never less than what an earlier report said.
@@ -651,42 +646,32 @@ class GmailClient:
         """
         if resume.get("reconcile"):
             return done
-        return Message.objects.filter(account=self.account).count()
-
-    def _stored_in_range(self, since) -> int:
-        """Messages stored for the account within the sync range (what a finished sync's counter shows)."""
-        rows = Message.objects.filter(account=self.account)
-        if since is not None:
-            rows = rows.filter(date__gte=datetime.combine(since, dt_time.min, tzinfo=UTC))
-        return rows.count()
+        return self.local.count()
 
     def _total_at_least(self, done: int) -> int:
-        total = SyncState.objects.filter(account=self.account).values_list("progress_total", flat=True).first() or 0
-        return max(total, done)
+        return max(self.local.position().progress_total, done)
 
     def _full_sync_page(self, *, ids: list[str], resume: dict, done: int) -> int:
         page_done = set(resume.get("page_done") or [])
         todo = [i for i in ids if i not in page_done]
-        stored = set(
-            Message.objects.filter(account=self.account, remote_id__in=todo).values_list("remote_id", flat=True)
-        )
+        stored = self.local.stored(todo)
         if resume.get("reconcile"):
             # After an expired history, stored messages' labels may be stale: refresh them (cheaply).
             minimal = [i for i in todo if i in stored]
             for results in self._fetch_stream(minimal, build=self._get_minimal):
                 states = {mid: self._state(data) for mid, data in results if data is not None}
-                store.messages_state_set(account=self.account, states=states)
-                store.messages_delete(account=self.account, remote_ids=[mid for mid, data in results if data is None])
+                self.local.states_save(states)
+                self.local.messages_delete([mid for mid, data in results if data is None])
                 page_done.update(mid for mid, _ in results)
                 done += len(states)  # checked and still there; the gone ones were deleted
                 resume.update(page_done=sorted(page_done), done=done)
-                sync.sync_state_progress(account=self.account, done=done, resume=resume)
+                self.local.progress(done=done, resume=resume)
         else:
             # Stored by an interrupted run of this same sync: changes since are in the history.
             page_done.update(stored)
             done += len([i for i in todo if i in stored])
         new = [i for i in todo if i not in stored]
-        pending: list[store.IncomingMessage] = []
+        pending: list[RemoteMessage] = []
         pending_ids: list[str] = []
         for results in self._fetch_stream(new, build=self._get_raw):
             for message_id, data in results:
@@ -701,16 +686,16 @@ class GmailClient:
         return done
 
     def _store_group(
-        self, items: list[store.IncomingMessage], ids: list[str], page_done: set[str], resume: dict, done: int
+        self, items: list[RemoteMessage], ids: list[str], page_done: set[str], resume: dict, done: int
     ) -> int:
-        store.messages_upsert(account=self.account, items=items)
+        self.local.messages_save(items)
         page_done.update(ids)
         done = self._counted(resume, done + len(items))  # ids gone meanwhile (404) were not stored
         resume.update(page_done=sorted(page_done), done=done)
-        sync.sync_state_progress(account=self.account, done=done, resume=resume, total=self._total_at_least(done))
+        self.local.progress(done=done, resume=resume, total=self._total_at_least(done))
         return done
 
-    def _reconcile_deletions(self, *, q: str | None, since) -> None:
+    def _reconcile_deletions(self, *, q: str | None, since: date | None) -> None:
         """Delete stored messages the mailbox no longer has (within the sync range)."""
         listed: set[str] = set()
         token: str | None = None
@@ -720,18 +705,14 @@ class GmailClient:
             token = page.get("nextPageToken")
             if not token:
                 break
-        local = Message.objects.filter(account=self.account)
-        if since is not None:
-            local = local.filter(date__gte=datetime.combine(since, dt_time.min, tzinfo=UTC))
-        gone = set(local.values_list("remote_id", flat=True)) - listed
-        store.messages_delete(account=self.account, remote_ids=gone)
+        self.local.messages_delete(self.local.remote_ids(since=since) - listed)
 
     # --- incremental sync -------------------------------------------------------------------------
     def incremental_sync(self) -> None:
         """Apply the mailbox's history since the stored historyId; an expired one starts a full resync."""
         self._ensure_token()
-        state = sync.sync_state_get(account=self.account)
-        if not state.cursor:
+        cursor = self.local.position().cursor
+        if not cursor:
             self.full_sync()
             return
         if not self._folders:  # (a full sync that ends here has just listed them)
@@ -739,11 +720,11 @@ class GmailClient:
             self._labels_sync()
         records: list[dict] = []
         token: str | None = None
-        latest = state.cursor
+        latest = cursor
         while True:
 
             def build(page_token: str | None = token) -> HttpRequest:
-                kwargs: dict[str, Any] = {"userId": "me", "startHistoryId": state.cursor, "maxResults": 500}
+                kwargs: dict[str, Any] = {"userId": "me", "startHistoryId": cursor, "maxResults": 500}
                 if page_token:
                     kwargs["pageToken"] = page_token
                 return self.service.users().history().list(**kwargs)
@@ -752,9 +733,7 @@ class GmailClient:
                 response = self._execute(build, method="history.list")
             except _Gone:
                 logger.info("History of account %s expired; starting a full resync", self.account.pk)
-                SyncState.objects.filter(account=self.account).update(
-                    stage=SyncState.Stage.FULL, resume={}, progress_done=0, progress_total=0
-                )
+                self.local.full_sync_restart()
                 self.full_sync()
                 return
             records.extend(response.get("history", []))
@@ -764,8 +743,8 @@ class GmailClient:
                 break
         if records:
             self._apply_history(records)
-        if latest != state.cursor:
-            SyncState.objects.filter(account=self.account).update(cursor=latest)
+        if latest != cursor:
+            self.local.cursor_save(latest)
 
     def _apply_history(self, records: list[dict]) -> None:
         added: dict[str, None] = {}
@@ -785,17 +764,13 @@ class GmailClient:
             for item in record.get("labelsRemoved", []):
                 deltas.append((item["message"]["id"], [], item.get("labelIds", [])))
         if deleted:
-            store.messages_delete(account=self.account, remote_ids=deleted)
+            self.local.messages_delete(deleted)
         if not self._folders:
-            self._folders = {f.remote_id: f for f in Folder.objects.filter(account=self.account)}
-        stored = set(
-            Message.objects.filter(account=self.account, remote_id__in=list(added)).values_list("remote_id", flat=True)
-        )
+            self._folders = self.local.folders()
+        stored = self.local.stored(added)
         fetch = [i for i in added if i not in stored]
         for results in self._fetch_stream(fetch, build=self._get_raw):
-            store.messages_upsert(
-                account=self.account, items=[self._incoming(data) for _, data in results if data is not None]
-            )
+            self.local.messages_save([self._incoming(data) for _, data in results if data is not None])
         fetched = set(fetch)
         for message_id, add, remove in deltas:
             if message_id in deleted or message_id in fetched:
@@ -811,15 +786,13 @@ class GmailClient:
             if label in remove:
                 flags[key] = not value
         if flags:
-            store.message_flags_update(account=self.account, remote_ids=[message_id], **flags)
+            self.local.flags_set([message_id], **flags)
         add_folders, remove_folders = self._folders_for(add), self._folders_for(remove)
         if add_folders or remove_folders:
-            store.message_folders_change(
-                account=self.account, remote_ids=[message_id], add=add_folders, remove=remove_folders
-            )
+            self.local.folders_change([message_id], add=add_folders, remove=remove_folders)
 
     # --- write-back -------------------------------------------------------------------------------
-    def apply_changes(self, *, messages: Sequence[Message], change: MessageChange) -> None:
+    def apply_changes(self, *, messages: Sequence[LocalMessage], change: MessageChange) -> None:
         """Write a user's change to Gmail: batchModify for labels and flags, trash/untrash per message."""
         ids = [m.remote_id for m in messages]
         if not ids:
@@ -864,19 +837,17 @@ class GmailClient:
     # --- send -------------------------------------------------------------------------------------
     keeps_sent_copy = True  # everything messages.send accepted is in the mailbox, found by rfc822msgid:
 
-    def send(self, *, outgoing: OutgoingMessage, handoff: Callable[[], None]) -> str:
+    def send(self, *, outgoing: Outgoing, handoff: Callable[[], None]) -> str:
         """One messages.send of the frozen raw bytes (with the Gmail thread for a reply); files it locally.
 
         Never repeated here: a lost answer (network error, timeout, 5xx) raises SendUncertain and the outbox
         asks Gmail (:meth:`find_sent`) before anything is sent again. A refused token is the one retry: Gmail
         answered 401 before taking the message.
         """
-        body: dict[str, Any] = {"raw": base64.urlsafe_b64encode(outgoing.raw_bytes()).decode("ascii")}
-        source = outgoing.source
-        if source is not None and outgoing.kind in ("reply", "reply_all", "forward") and outgoing.in_reply_to:
-            thread_key = source.thread.remote_id
-            if not thread_key.startswith(("mid:", "remote:")):
-                body["threadId"] = thread_key
+        body: dict[str, Any] = {"raw": base64.urlsafe_b64encode(outgoing.raw).decode("ascii")}
+        thread_key = outgoing.reply_thread_key
+        if thread_key and not thread_key.startswith(("mid:", "remote:")):  # a Gmail thread, not one of the store's
+            body["threadId"] = thread_key
         self._ensure_token()
         for refreshed in (False, True):
             try:
@@ -918,7 +889,7 @@ class GmailClient:
             self._raise_for(outcome)  # the account needs its user: ReconnectRequired
         return ActionRequired(outcome.detail or "Gmail refused the message.")
 
-    def find_sent(self, *, outgoing: OutgoingMessage) -> str | None:
+    def find_sent(self, *, outgoing: Outgoing) -> str | None:
         """The id of ``outgoing`` if Gmail already has it (an earlier attempt went through), else None."""
         if not outgoing.message_id:
             return None
@@ -931,19 +902,19 @@ class GmailClient:
         self._file_sent(outgoing=outgoing, data=data)
         return found[0]["id"]
 
-    def file_sent(self, *, outgoing: OutgoingMessage, remote_id: str) -> None:
+    def file_sent(self, *, outgoing: Outgoing, remote_id: str) -> None:
         """Gmail files what it sends itself; :meth:`send` and :meth:`find_sent` store the local copy."""
 
-    def _file_sent(self, *, outgoing: OutgoingMessage, data: dict) -> None:
+    def _file_sent(self, *, outgoing: Outgoing, data: dict) -> None:
         if not self._folders:
-            self._folders = {f.remote_id: f for f in Folder.objects.filter(account=self.account)}
+            self._folders = self.local.folders()
         labels = data.get("labelIds") or ["SENT"]
-        store.message_upsert(
-            account=self.account,
+        sent = RemoteMessage(
             remote_id=data["id"],
-            raw=outgoing.raw_bytes(),
+            raw=outgoing.raw,
             folders=self._folders_for(labels),
             is_read=True,
             is_starred="STARRED" in labels,
             thread_key=data.get("threadId") or None,
         )
+        self.local.messages_save([sent])

@@ -15,11 +15,10 @@ from google.oauth2.credentials import Credentials
 from google_auth_oauthlib.flow import Flow
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
-from providers.base import AuthorizationRequest, MailClient, Provider, TokenGrant
+from providers.base import Account, AuthorizationRequest, LocalMailbox, MailClient, Provider, TokenGrant
 from providers.errors import AuthorizationDenied, InvalidGrant, ProviderError
 
 if TYPE_CHECKING:
-    from accounts.models import MailAccount
     from providers.models import ProviderApp
 
 logger = logging.getLogger(__name__)
@@ -101,10 +100,10 @@ class GoogleProvider(Provider):
         if response.status_code >= 400:
             logger.warning("Google revoke answered HTTP %s", response.status_code)
 
-    def mail_client(self, *, account: MailAccount, access_token: Callable[..., str]) -> MailClient:
+    def mail_client(self, *, account: Account, access_token: Callable[..., str], local: LocalMailbox) -> MailClient:
         from providers.google.mail import GmailClient
 
-        return GmailClient(account, access_token=access_token)
+        return GmailClient(account, access_token=access_token, local=local)
 
 
 def _flow(*, app: ProviderApp, redirect_uri: str, code_verifier: str | None = None) -> Flow:

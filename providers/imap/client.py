@@ -45,30 +45,33 @@ import contextlib
 import hashlib
 import logging
 import time
-import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from django.db.models import Q
 from django.utils import timezone
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from mailbox import store
-from mailbox.models import Folder, Message, MessageFolder, SyncState
-from providers.base import ChangeKind, MessageChange
+from providers.base import (
+    Account,
+    Flags,
+    LocalFolder,
+    LocalMailbox,
+    LocalMessage,
+    MessageChange,
+    Outgoing,
+    Pending,
+    RemoteFolder,
+    RemoteMessage,
+)
 from providers.errors import ProviderError
 from providers.imap import connection as imap
 from providers.imap.connection import CONNECTION_ERRORS, FolderStatus
 from providers.imap.transport import OAuth2Login, PasswordLogin, Transport
-
-if TYPE_CHECKING:
-    from accounts.models import MailAccount
-    from mailbox.models import OutgoingMessage
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -98,20 +101,10 @@ class _Seen:
     header_length: int = 0
 
 
-@dataclass(frozen=True)
-class _Pending:
-    """A row the store lists in a folder without knowing its UID there (rule 2)."""
-
-    message_id: int
-    remote_id: str
-    size: int
-    date: datetime | None
-
-
 class _Session:
     """One IMAP connection that logs in as the transport says and comes back after a drop."""
 
-    def __init__(self, account: MailAccount, transport: Transport) -> None:
+    def __init__(self, account: Account, transport: Transport) -> None:
         self.account = account
         self.transport = transport
         self.client: IMAPClient | None = None
@@ -250,19 +243,20 @@ class ImapMailClient:
 
     def __init__(
         self,
-        account: MailAccount,
+        account: Account,
         *,
         transport: Transport,
+        local: LocalMailbox,
         chunk_size: int = DEFAULT_CHUNK,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
         self.account = account
         self.transport = transport
+        self.local = local
         self.chunk_size = chunk_size
         self.chunk_bytes = chunk_bytes
         self.session = _Session(account, transport)
         self._remaining: dict[str, int] = {}  # full sync: messages left per folder, for the progress total
-        self._left_folders: set[int] = set()  # rows that lost a membership in this sync (maybe in none now)
 
     @property
     def commands_sent(self) -> int:
@@ -278,62 +272,44 @@ class ImapMailClient:
     def full_sync(self) -> None:
         """Store every message since the account's start date from every folder; resumable."""
         started = timezone.now()
-        state, _ = SyncState.objects.get_or_create(account=self.account)
-        resume: dict[str, Any] = dict(state.resume or {})
+        sync_position = self.local.position()
+        since = sync_position.since
+        resume: dict[str, Any] = sync_position.resume
         resume.setdefault("folders", {})
         with self.session:
             folders = self._folders_refresh()
-            self._remaining = self._progress_remaining(folders, since=state.sync_since, resume=resume)
+            self._remaining = self._progress_remaining(folders, since=since, resume=resume)
             self._full_progress(resume=resume)
             for folder in folders:
                 position = resume["folders"].get(folder.remote_id, {})
                 if position.get("finished"):
                     continue
-                self._folder_full(folder, since=state.sync_since, resume=resume, total=None)
-            self._orphans_delete(before=started, everywhere=True)
+                self._folder_full(folder, since=since, resume=resume, total=None)
+            self.local.orphans_delete(before=started, everywhere=True)
             self._remaining = {}
             self._full_progress(resume=resume)  # done == total == what is stored
 
     def incremental_sync(self) -> None:
         """New mail, flag changes and expunges since the last sync; cost independent of mailbox size."""
         started = timezone.now()
-        state, _ = SyncState.objects.get_or_create(account=self.account)
+        since = self.local.position().since
         with self.session:
             folders = self._folders_refresh()
-            pending = set(
-                MessageFolder.objects.filter(folder__account=self.account, uid__isnull=True)
-                .values_list("folder_id", flat=True)
-                .distinct()
-            )
+            pending = self.local.folders_with_pending()
             for folder in folders:
                 if folder.uidvalidity is None:  # a folder that appeared since the last sync
-                    self._folder_full(folder, since=state.sync_since, resume=None, total=None)
+                    self._folder_full(folder, since=since, resume=None, total=None)
                 else:
-                    self._folder_incremental(folder, since=state.sync_since, pending=folder.pk in pending)
-            self._orphans_delete(before=started, everywhere=False)
+                    self._folder_incremental(folder, since=since, pending=folder.remote_id in pending)
+            self.local.orphans_delete(before=started, everywhere=False)
 
-    def _folders_refresh(self) -> list[Folder]:
+    def _folders_refresh(self) -> list[LocalFolder]:
+        """Store the server's folders (a folder gone from it is forgotten); returns the selectable ones."""
         remote = self.session.run(imap.folders_list)
-        stored = store.folders_by_remote_id(account=self.account)
-        folders = []
-        for item in remote:
-            folder = store.folder_upsert(
-                account=self.account,
-                remote_id=item.remote_id,
-                name=item.name,
-                role=item.role,
-                is_selectable=item.is_selectable,
-            )
-            if item.is_selectable:
-                folders.append(folder)
-        gone = set(stored) - {item.remote_id for item in remote}
-        for remote_id in gone:  # its messages that live nowhere else go at the end of the sync
-            members = MessageFolder.objects.filter(folder=stored[remote_id]).values_list("message_id", flat=True)
-            self._left_folders.update(members)
-            store.folder_delete(account=self.account, remote_id=remote_id)
-        return folders
+        listed = [RemoteFolder(f.remote_id, f.name, f.role, f.is_selectable) for f in remote]
+        return [folder for folder in self.local.folders_replace(listed).values() if folder.is_selectable]
 
-    def _progress_remaining(self, folders: list[Folder], *, since, resume: dict) -> dict[str, int]:
+    def _progress_remaining(self, folders: list[LocalFolder], *, since: date | None, resume: dict) -> dict[str, int]:
         """Per folder, the messages in range the full sync has still to go through (after its resume point)."""
 
         def count(client: IMAPClient) -> dict[str, int]:
@@ -357,15 +333,10 @@ class ImapMailClient:
         Counting stored rows (not UIDs seen) keeps done from going back after a resume and makes the same
         mail in two folders count once; total is an upper bound that settles on done at the end.
         """
-        done = Message.objects.filter(account=self.account).count()
-        self._progress(done=done, total=done + sum(self._remaining.values()), resume=resume)
+        done = self.local.count()
+        self.local.progress(done=done, total=done + sum(self._remaining.values()), resume=resume)
 
-    def _progress(self, *, done: int | None = None, total: int | None = None, resume: dict | None = None) -> None:
-        from mailbox.sync import sync_state_progress
-
-        sync_state_progress(account=self.account, done=done, total=total, resume=resume)
-
-    def _folder_full(self, folder: Folder, *, since, resume: dict | None, total: int | None) -> None:
+    def _folder_full(self, folder: LocalFolder, *, since: date | None, resume: dict | None, total: int | None) -> None:
         """Fetch the folder from scratch (or from where a killed run stopped), in bounded chunks."""
         status = self.session.run(lambda c: self.session.select(folder.remote_id))
         position = (resume or {}).get("folders", {}).get(folder.remote_id) or {}
@@ -379,12 +350,13 @@ class ImapMailClient:
             }
             if folder.uidvalidity is not None and folder.uidvalidity != status.uidvalidity:
                 # The UIDs we know in this folder mean nothing now: its memberships become pending (rule 2).
-                MessageFolder.objects.filter(folder=folder).update(uid=None)
+                self.local.folder_uids_forget(folder.remote_id)
         uids = self.session.run(lambda c: imap.uids_search(c, since=since, after_uid=position["after"]))
         seen_before = folder.uidvalidity is not None  # then most of its messages are probably stored
         linked: set[int] = set()
-        if MessageFolder.objects.filter(folder=folder, uid__isnull=True).exists():
-            linked = self._relink(folder, self.session.run(lambda c: c.search("ALL")))
+        pending = self.local.pending(folder.remote_id)
+        if pending:
+            linked = self._relink(folder, self.session.run(lambda c: c.search("ALL")), pending=pending)
         if resume is not None:
             self._remaining[folder.remote_id] = len(uids)
         for start in range(0, len(uids), self.chunk_size):
@@ -398,25 +370,27 @@ class ImapMailClient:
                 self._full_progress(resume=resume)
         # Anything we hold for this folder that the server no longer has (or whose UID is still unknown) goes.
         server_uids = set(self.session.run(lambda c: c.search("ALL")))
-        local = MessageFolder.objects.filter(folder=folder).values_list("uid", flat=True)
-        stale = [uid for uid in local if uid is None or uid not in server_uids]
-        if stale:
-            self._memberships_remove(folder, uids=[u for u in stale if u is not None], null_uids=None in stale)
-        folder.uidvalidity = status.uidvalidity
-        folder.uidnext = max(position["uidnext"], (uids[-1] + 1) if uids else 0)
-        folder.highestmodseq = position["modseq"]
-        folder.save(update_fields=["uidvalidity", "uidnext", "highestmodseq"])
+        stale = [uid for uid in self.local.uids(folder.remote_id) if uid not in server_uids]
+        self.local.memberships_remove(folder.remote_id, uids=stale, pending=True)
+        self.local.folder_passed(
+            folder.remote_id,
+            uidvalidity=status.uidvalidity,
+            uidnext=max(position["uidnext"], (uids[-1] + 1) if uids else 0),
+            highestmodseq=position["modseq"],
+        )
         if resume is not None:
             position["finished"] = True
             resume["folders"][folder.remote_id] = position
-            self._progress(resume=resume)
+            self.local.progress(resume=resume)
 
-    def _folder_incremental(self, folder: Folder, *, since, pending: bool = False) -> None:
+    def _folder_incremental(self, folder: LocalFolder, *, since: date | None, pending: bool = False) -> None:
         """New mail, flag changes and expunges of one folder; ``pending``: it has memberships without a UID."""
         session = self.session
         status = session.run(lambda c: imap.folder_status(c, folder.remote_id, condstore=session.condstore))
         if status.uidvalidity != folder.uidvalidity:
-            logger.info("UIDVALIDITY of folder %s changed; resyncing it", folder.pk)
+            logger.info(
+                "UIDVALIDITY of folder %r of account %s changed; resyncing it", folder.remote_id, self.account.pk
+            )
             self._folder_full(folder, since=since, resume=None, total=None)
             return
         unchanged_modseq = status.highestmodseq is not None and status.highestmodseq == folder.highestmodseq
@@ -435,34 +409,37 @@ class ImapMailClient:
         if not session.qresync or pending:
             server = sorted(session.run(lambda c: c.search("ALL")))
             on_server = set(server)
-            held = MessageFolder.objects.filter(folder=folder, uid__isnull=False).values_list("uid", flat=True)
-            gone = [uid for uid in held if uid is not None and uid not in on_server]
-            if gone:
-                self._memberships_remove(folder, uids=gone)
+            gone = [uid for uid in self.local.uids(folder.remote_id) if uid not in on_server]
+            self.local.memberships_remove(folder.remote_id, uids=gone)
         if pending and server is not None:
             new = self._pending_resolve(folder, server=server, known_next=known_next, since=since)
         else:
             new = session.run(lambda c: imap.uids_search(c, after_uid=known_next - 1))
             for start in range(0, len(new), self.chunk_size):
                 self._chunk_store(folder, new[start : start + self.chunk_size], refresh_known=False)
-        folder.uidnext = max(selected.uidnext, (new[-1] + 1) if new else 0, known_next)
-        folder.highestmodseq = selected.highestmodseq
-        folder.save(update_fields=["uidnext", "highestmodseq"])
+        self.local.folder_passed(
+            folder.remote_id,
+            uidvalidity=selected.uidvalidity,
+            uidnext=max(selected.uidnext, (new[-1] + 1) if new else 0, known_next),
+            highestmodseq=selected.highestmodseq,
+        )
 
-    def _pending_resolve(self, folder: Folder, *, server: list[int], known_next: int, since) -> list[int]:
+    def _pending_resolve(
+        self, folder: LocalFolder, *, server: list[int], known_next: int, since: date | None
+    ) -> list[int]:
         """Re-link the folder's pending memberships (rule 2), download the UIDs still unheld that the sync
         covers (new ones, and older ones within the sync range), drop the pending memberships left over.
         Returns the new UIDs (at or above ``known_next``)."""
-        linked = self._relink(folder, server)
-        held = set(MessageFolder.objects.filter(folder=folder, uid__isnull=False).values_list("uid", flat=True))
+        linked = self._relink(folder, server, pending=self.local.pending(folder.remote_id))
+        held = self.local.uids(folder.remote_id)
         in_range = set(server) if since is None else set(self.session.run(lambda c: imap.uids_search(c, since=since)))
         todo = [u for u in server if u not in held and u not in linked and (u >= known_next or u in in_range)]
         for start in range(0, len(todo), self.chunk_size):
             self._chunk_store(folder, todo[start : start + self.chunk_size], refresh_known=False)
-        self._memberships_remove(folder, uids=[], null_uids=True)
+        self.local.memberships_remove(folder.remote_id, uids=[], pending=True)
         return [uid for uid in server if uid >= known_next]
 
-    def _changes_since(self, folder: Folder, *, modseq: int, below_uid: int) -> None:
+    def _changes_since(self, folder: LocalFolder, *, modseq: int, below_uid: int) -> None:
         """Flag changes (CONDSTORE) and expunges (QRESYNC VANISHED) since ``modseq``, in one command."""
         modifiers = [f"CHANGEDSINCE {modseq}"] + (["VANISHED"] if self.session.qresync else [])
         changed, vanished = self.session.run(lambda c: imap.fetch(c, "1:*", ["UID", "FLAGS"], modifiers=modifiers))
@@ -474,75 +451,32 @@ class ImapMailClient:
         self._flags_apply(folder, flags)
         ranges = list(imap.uid_ranges(vanished))
         if ranges:
-            query = Q()
-            for low, high in ranges:
-                query |= Q(uid__gte=low, uid__lte=high)
-            rows = MessageFolder.objects.filter(query, folder=folder).values_list("uid", flat=True)
-            self._memberships_remove(folder, uids=[uid for uid in rows if uid is not None])
+            held = self.local.uids(folder.remote_id, below=max(high for _, high in ranges) + 1)
+            gone = [uid for uid in held if any(low <= uid <= high for low, high in ranges)]
+            self.local.memberships_remove(folder.remote_id, uids=gone)
 
-    def _flags_refresh(self, folder: Folder, *, below_uid: int) -> None:
+    def _flags_refresh(self, folder: LocalFolder, *, below_uid: int) -> None:
         """Without CONDSTORE: read the flags of the messages we hold, a chunk at a time."""
-        held = MessageFolder.objects.filter(folder=folder, uid__isnull=False, uid__lt=below_uid)
-        uids = sorted(uid for uid in held.values_list("uid", flat=True) if uid is not None)
+        uids = sorted(self.local.uids(folder.remote_id, below=below_uid))
         for start in range(0, len(uids), 1000):
             chunk = uids[start : start + 1000]
             data, _ = self.session.run(partial(imap.fetch, uid_set=imap.uid_set(chunk), items=["UID", "FLAGS"]))
             self._flags_apply(folder, {int(d[b"UID"]): frozenset(d.get(b"FLAGS", ())) for d in data.values()})
 
-    def _flags_apply(self, folder: Folder, flags_by_uid: dict[int, frozenset[bytes]]) -> None:
+    def _flags_apply(self, folder: LocalFolder, flags_by_uid: dict[int, frozenset[bytes]]) -> None:
         if not flags_by_uid:
             return
-        remote_by_uid = dict(
-            MessageFolder.objects.filter(folder=folder, uid__in=list(flags_by_uid)).values_list(
-                "uid", "message__remote_id"
-            )
-        )
-        groups: dict[tuple[bool, bool, bool], list[str]] = defaultdict(list)
-        for uid, flags in flags_by_uid.items():
+        remote_by_uid = self.local.uids(folder.remote_id, among=flags_by_uid)
+        groups: dict[Flags, list[str]] = defaultdict(list)
+        for uid, server_flags in flags_by_uid.items():
             if uid in remote_by_uid:
-                groups[_flag_tuple(flags)].append(remote_by_uid[uid])
-        for (is_read, is_starred, is_draft), remote_ids in groups.items():
-            store.message_flags_update(
-                account=self.account,
-                remote_ids=remote_ids,
-                is_read=is_read,
-                is_starred=is_starred,
-                is_draft=is_draft,
+                groups[_flags(server_flags)].append(remote_by_uid[uid])
+        for flags, remote_ids in groups.items():
+            self.local.flags_set(
+                remote_ids, is_read=flags.is_read, is_starred=flags.is_starred, is_draft=flags.is_draft
             )
 
-    def _memberships_remove(self, folder: Folder, *, uids: Sequence[int], null_uids: bool = False) -> None:
-        """The server no longer has these UIDs in ``folder`` (``null_uids``: nor the pending memberships left).
-
-        Rows left in no folder stay until the end of the sync (:meth:`_orphans_delete`): a message moved
-        to a folder synced later is found there by its bytes and keeps its row.
-        """
-        query = Q(uid__in=list(uids))
-        if null_uids:
-            query |= Q(uid__isnull=True)
-        rows = list(MessageFolder.objects.filter(query, folder=folder).values_list("message_id", "message__remote_id"))
-        if rows:
-            self._left_folders.update(message_id for message_id, _ in rows)
-            store.message_folders_change(account=self.account, remote_ids=[r for _, r in rows], remove=[folder])
-
-    def _orphans_delete(self, *, before: datetime, everywhere: bool) -> None:
-        """Delete the rows in no folder (gone from the server), once every folder has been synced.
-
-        ``everywhere``: any such row of the account (a full sync reads every row anyway; this also clears
-        what a killed sync left); else only the rows that lost a membership in this sync, so an incremental
-        sync's cost does not grow with the mailbox. Only rows stored before the sync began: a message the
-        outbox filed meanwhile is left alone.
-        """
-        orphans = Message.objects.filter(account=self.account, messagefolder__isnull=True, created_at__lt=before)
-        if everywhere:
-            remote_ids = list(orphans.values_list("remote_id", flat=True))
-        else:
-            ids, remote_ids = sorted(self._left_folders), []
-            for start in range(0, len(ids), 500):
-                remote_ids += orphans.filter(pk__in=ids[start : start + 500]).values_list("remote_id", flat=True)
-        self._left_folders = set()
-        store.messages_delete(account=self.account, remote_ids=remote_ids)
-
-    def _chunk_store(self, folder: Folder, uids: list[int], *, refresh_known: bool) -> None:
+    def _chunk_store(self, folder: LocalFolder, uids: list[int], *, refresh_known: bool) -> None:
         """Store one chunk of a folder's UIDs (idempotent).
 
         A UID a membership of the folder already holds is that row (rule 1): only its flags are read, and
@@ -552,8 +486,7 @@ class ImapMailClient:
         """
         if not uids:
             return
-        rows = MessageFolder.objects.filter(folder=folder, uid__in=uids).values_list("uid", flat=True)
-        known = {uid for uid in rows if uid is not None}
+        known = set(self.local.uids(folder.remote_id, among=uids))
         if known and refresh_known:
             held = sorted(known)
             data, _ = self.session.run(lambda c: imap.fetch(c, imap.uid_set(held), FLAG_ITEMS))
@@ -565,52 +498,42 @@ class ImapMailClient:
         need_body = sorted((_seen(item) for item in data.values() if b"UID" in item), key=lambda s: s.uid)
         for fetched in self._bodies(need_body):
             keyed = [(item, imap.content_remote_id(raw), raw) for item, raw in fetched]
-            stored = set(
-                Message.objects.filter(account=self.account, remote_id__in=[r for _, r, _ in keyed]).values_list(
-                    "remote_id", flat=True
-                )
-            )
+            stored = self.local.stored(r for _, r, _ in keyed)
             existing: dict[str, _Seen] = {}
             incoming = []
             for item, remote_id, raw in keyed:
                 if remote_id in stored:
                     existing[remote_id] = item
                     continue
-                read, starred, draft = _flag_tuple(item.flags)
+                flags = _flags(item.flags)
                 incoming.append(
-                    store.IncomingMessage(
+                    RemoteMessage(
                         remote_id=remote_id,
                         raw=raw,
-                        folders=[folder],
-                        is_read=read,
-                        is_starred=starred,
-                        is_draft=draft,
+                        folders=[folder.remote_id],
+                        is_read=flags.is_read,
+                        is_starred=flags.is_starred,
+                        is_draft=flags.is_draft,
                         internal_date=item.internal_date,
-                        uid_by_folder={folder.pk: item.uid},
+                        uids={folder.remote_id: item.uid},
                     )
                 )
-            store.messages_upsert(account=self.account, items=incoming)
+            self.local.messages_save(incoming)
             if existing:
                 self._memberships_add(folder, existing)
 
-    def _relink(self, folder: Folder, uids: Sequence[int]) -> set[int]:
+    def _relink(self, folder: LocalFolder, uids: Sequence[int], *, pending: list[Pending]) -> set[int]:
         """Give the folder's pending memberships their UIDs where rule 2 proves which UID is which row.
 
         ``uids``: the folder's UIDs on the server; those a membership holds are skipped. Returns the UIDs
         linked (their flags are stored too). Costs one small FETCH per thousand unheld UIDs, the header
         blocks of those whose size and arrival match a pending row, and reading those rows' stored bytes.
         """
-        pending = [
-            _Pending(message_id=m, remote_id=r, size=size, date=date)
-            for m, r, size, date in MessageFolder.objects.filter(folder=folder, uid__isnull=True).values_list(
-                "message_id", "message__remote_id", "message__size", "message__date"
-            )
-        ]
-        held = set(MessageFolder.objects.filter(folder=folder, uid__isnull=False).values_list("uid", flat=True))
+        held = self.local.uids(folder.remote_id)
         unheld = sorted(uid for uid in uids if uid not in held)
         if not pending or not unheld:
             return set()
-        rows_by_arrival: dict[_Arrival, list[_Pending]] = defaultdict(list)
+        rows_by_arrival: dict[_Arrival, list[Pending]] = defaultdict(list)
         for row in pending:
             rows_by_arrival[_arrival(row.size, row.date)].append(row)
         candidates: list[int] = []
@@ -625,24 +548,23 @@ class ImapMailClient:
             data, _ = self.session.run(partial(imap.fetch, uid_set=imap.uid_set(chunk), items=HEADER_ITEMS))
             for seen in map(_seen, data.values()):
                 seen_by_arrival[_arrival(seen.size, seen.internal_date)].append(seen)
-        rows_by_uid: dict[int, list[_Pending]] = defaultdict(list)
-        uids_by_row: dict[int, list[_Seen]] = defaultdict(list)
-        wanted = {row.message_id: row for key in seen_by_arrival for row in rows_by_arrival.get(key, ())}
-        ids = sorted(wanted)
-        for start in range(0, len(ids), 200):
-            for message_id, compressed in Message.objects.filter(pk__in=ids[start : start + 200]).values_list(
-                "pk", "raw_compressed"
-            ):
-                row = wanted[message_id]
-                for seen in seen_by_arrival[_arrival(row.size, row.date)]:
-                    prefix = zlib.decompressobj().decompress(bytes(compressed), seen.header_length)
-                    if hashlib.sha256(prefix).digest() == seen.header_sha256:
-                        rows_by_uid[seen.uid].append(row)
-                        uids_by_row[message_id].append(seen)
+        rows_by_uid: dict[int, list[Pending]] = defaultdict(list)
+        uids_by_row: dict[str, list[_Seen]] = defaultdict(list)
+        wanted = {row.remote_id: row for key in seen_by_arrival for row in rows_by_arrival.get(key, ())}
+        lengths = {
+            remote_id: max(seen.header_length for seen in seen_by_arrival[_arrival(row.size, row.date)])
+            for remote_id, row in wanted.items()
+        }
+        for remote_id, head in self.local.raw_heads(lengths).items():
+            row = wanted[remote_id]
+            for seen in seen_by_arrival[_arrival(row.size, row.date)]:
+                if hashlib.sha256(head[: seen.header_length]).digest() == seen.header_sha256:
+                    rows_by_uid[seen.uid].append(row)
+                    uids_by_row[remote_id].append(seen)
         pairs = {
-            rows[0].remote_id: uids_by_row[rows[0].message_id][0]
+            rows[0].remote_id: uids_by_row[rows[0].remote_id][0]
             for rows in rows_by_uid.values()
-            if len(rows) == 1 and len(uids_by_row[rows[0].message_id]) == 1
+            if len(rows) == 1 and len(uids_by_row[rows[0].remote_id]) == 1
         }
         if pairs:
             self._memberships_add(folder, pairs)
@@ -670,37 +592,22 @@ class ImapMailClient:
         # A UID expunged between the two fetches is simply skipped (the next sync sees it gone).
         return [(_seen(by_uid[item.uid]), bytes(by_uid[item.uid][b"BODY[]"])) for item in batch if item.uid in by_uid]
 
-    def _memberships_add(self, folder: Folder, seen: dict[str, _Seen]) -> None:
+    def _memberships_add(self, folder: LocalFolder, seen: dict[str, _Seen]) -> None:
         """Messages we already hold, seen (again) in ``folder``: add the membership and UID, take its flags."""
-        current: dict[str, dict[int, int | None]] = defaultdict(dict)
-        for remote_id, folder_id, uid in MessageFolder.objects.filter(
-            message__account=self.account, message__remote_id__in=list(seen)
-        ).values_list("message__remote_id", "folder_id", "uid"):
-            current[remote_id][folder_id] = uid
-        states = {}
-        for remote_id, item in seen.items():
-            memberships = current.get(remote_id, {})
-            memberships[folder.pk] = item.uid
-            read, starred, draft = _flag_tuple(item.flags)
-            states[remote_id] = store.MessageState(
-                folders=list(memberships),
-                is_read=read,
-                is_starred=starred,
-                is_draft=draft,
-                uid_by_folder={f: u for f, u in memberships.items() if u is not None},
-            )
-        store.messages_state_set(account=self.account, states=states)
+        self.local.seen_in(
+            folder.remote_id, {remote_id: (item.uid, _flags(item.flags)) for remote_id, item in seen.items()}
+        )
 
     # -- write-back -------------------------------------------------------------------------------
 
-    def apply_changes(self, *, messages: Sequence[Message], change: MessageChange) -> None:
+    def apply_changes(self, *, messages: Sequence[LocalMessage], change: MessageChange) -> None:
         """Write a user's action to the server: flags with STORE, moves with MOVE (or COPY + UID EXPUNGE)."""
         if not messages:
             return
         from providers.imap.writeback import changes_apply
 
         with self.session:
-            changes_apply(session=self.session, account=self.account, messages=messages, change=change)
+            changes_apply(session=self.session, local=self.local, messages=messages, change=change)
 
     # -- send -------------------------------------------------------------------------------------
 
@@ -709,18 +616,18 @@ class ImapMailClient:
         """Exchange files what SMTP accepted in Sent Items itself; a server we APPEND to for it does not."""
         return not self.transport.append_sent
 
-    def send(self, *, outgoing: OutgoingMessage, handoff: Callable[[], None]) -> str:
+    def send(self, *, outgoing: Outgoing, handoff: Callable[[], None]) -> str:
         from providers.imap.smtp import outgoing_send_smtp
 
         return outgoing_send_smtp(client=self, outgoing=outgoing, handoff=handoff)
 
-    def find_sent(self, *, outgoing: OutgoingMessage) -> str | None:
+    def find_sent(self, *, outgoing: Outgoing) -> str | None:
         """The remote id of ``outgoing`` if it is already in Sent (an interrupted send may have gone)."""
         from providers.imap.smtp import sent_find
 
         return sent_find(client=self, outgoing=outgoing)
 
-    def file_sent(self, *, outgoing: OutgoingMessage, remote_id: str) -> None:
+    def file_sent(self, *, outgoing: Outgoing, remote_id: str) -> None:
         from providers.imap.smtp import sent_file
 
         sent_file(client=self, outgoing=outgoing, remote_id=remote_id)
@@ -748,14 +655,6 @@ def _seen(item: dict[bytes, Any]) -> _Seen:
     )
 
 
-def _flag_tuple(flags: frozenset[bytes]) -> tuple[bool, bool, bool]:
+def _flags(flags: frozenset[bytes]) -> Flags:
     lowered = {f.lower() for f in flags}
-    return b"\\seen" in lowered, b"\\flagged" in lowered, b"\\draft" in lowered
-
-
-KIND_FLAGS = {
-    ChangeKind.READ: (b"\\Seen", True),
-    ChangeKind.UNREAD: (b"\\Seen", False),
-    ChangeKind.STAR: (b"\\Flagged", True),
-    ChangeKind.UNSTAR: (b"\\Flagged", False),
-}
+    return Flags(is_read=b"\\seen" in lowered, is_starred=b"\\flagged" in lowered, is_draft=b"\\draft" in lowered)

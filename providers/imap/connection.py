@@ -7,10 +7,8 @@ Nothing here touches the database; :mod:`providers.imap.client` drives the sync 
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import hashlib
 import imaplib
-import re
 import ssl
 import types
 from collections.abc import Iterable, Iterator
@@ -22,7 +20,6 @@ from imapclient import IMAPClient, imap_utf7
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
-from mailbox.mime import mime_headers
 from providers.errors import ErrorCode, ProviderError
 from providers.imap.transport import MailServer, OAuth2Login, PasswordLogin
 
@@ -56,7 +53,6 @@ _NAME_ROLES = {
     "spam": "spam",
     "archive": "archive",
 }
-_ANGLE_ID = re.compile(rb"<([^<>\s]+)>")
 CONTENT_KEY_PREFIX = "sha256:"
 
 
@@ -311,28 +307,6 @@ def header_block(raw: bytes) -> bytes:
     return raw[: min(ends) + 2] if ends else raw
 
 
-def message_identity(header_bytes: bytes) -> str:
-    """What makes two copies "the same mail": Message-ID (without <>) plus the Date as a UTC timestamp.
-
-    The Date tells apart different messages that reuse a Message-ID (broken mailers); it is compared as a
-    timestamp because servers may re-format the header. "" when there is no Message-ID.
-    """
-    headers = mime_headers(header_bytes)
-    value = str(headers.get("Message-ID", "") or "")
-    raw = value.encode("utf-8", "replace")
-    match = _ANGLE_ID.search(raw)
-    found = (match.group(1) if match else raw.strip()).decode("utf-8", "replace")[:900]
-    if not found:
-        return ""
-    stamp = ""
-    try:
-        parsed = email.utils.parsedate_to_datetime(str(headers.get("Date", "") or ""))
-        stamp = str(int(parsed.timestamp())) if parsed else ""
-    except (TypeError, ValueError, IndexError, OverflowError):
-        stamp = ""
-    return f"{found}\n{stamp}"
-
-
 def content_remote_id(raw: bytes) -> str:
     """The store key (``Message.remote_id``) of an IMAP message: the SHA-256 of its exact bytes.
 
@@ -341,8 +315,3 @@ def content_remote_id(raw: bytes) -> str:
     files a message it appended under this key, so the sync finds that row instead of adding a second.
     """
     return CONTENT_KEY_PREFIX + hashlib.sha256(raw).hexdigest()
-
-
-def remote_id_for(*, identity: str = "", raw: bytes = b"") -> str:
-    """Deprecated alias of :func:`content_remote_id` (``identity`` is ignored: a Message-ID and Date prove nothing)."""
-    return content_remote_id(raw)

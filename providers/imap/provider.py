@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from typing import Protocol as TypingProtocol
 
 from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from providers.base import AuthorizationRequest, MailClient, Provider, TokenGrant
+from providers.base import Account, AuthorizationRequest, LocalMailbox, MailClient, Provider, TokenGrant
 from providers.errors import ErrorCode, InvalidGrant, ProviderError, ReconnectRequired
 from providers.imap.transport import MailServer, PasswordLogin, Protocol, Transport
 
 if TYPE_CHECKING:
-    from accounts.models import MailAccount
     from providers.models import ProviderApp
 
 PASSWORD_REFUSED_MESSAGE = (
@@ -29,6 +29,19 @@ PASSWORD_REFUSED_MESSAGE = (
     "Reconnect and enter the new password to resume syncing."
 )
 NOT_OAUTH = "The IMAP/SMTP provider connects with a password, not by signing in at a provider."
+
+
+class ImapAccount(Account, TypingProtocol):
+    """What this provider reads of an account: where its mailbox is and how to sign in."""
+
+    username: str
+    password: str
+    imap_host: str
+    imap_port: int | None
+    imap_security: str
+    smtp_host: str
+    smtp_port: int | None
+    smtp_security: str
 
 
 class ImapProvider(Provider):
@@ -51,10 +64,10 @@ class ImapProvider(Provider):
     def revoke(self, *, app: ProviderApp, token: str) -> None:
         return None  # nothing was granted; deleting the stored password is all there is
 
-    def mail_client(self, *, account: MailAccount, access_token: Callable[..., str]) -> MailClient:
+    def mail_client(self, *, account: ImapAccount, access_token: Callable[..., str], local: LocalMailbox) -> MailClient:
         from providers.imap.client import ImapMailClient
 
-        return ImapMailClient(account, transport=password_transport(account=account))
+        return ImapMailClient(account, transport=password_transport(account=account), local=local)
 
 
 def mail_server(*, host: str, port: int, security: str, protocol: Protocol) -> MailServer:
@@ -85,7 +98,7 @@ def display_name(email: str) -> str:
     return email.rpartition("@")[2] or "The"
 
 
-def password_transport(*, account: MailAccount) -> Transport:
+def password_transport(*, account: ImapAccount) -> Transport:
     """The transport for a generic IMAP/SMTP account: its servers and its username and password."""
 
     def login_refused(protocol: Protocol) -> Exception:

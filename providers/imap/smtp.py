@@ -22,14 +22,12 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.utils import timezone
 from imapclient.exceptions import IMAPClientError
 
-from mailbox import store
-from mailbox.models import Folder, OutgoingMessage
+from providers.base import LocalFolder, LocalMailbox, Outgoing, RemoteMessage
 from providers.errors import ActionRequired, ProviderError, SendUncertain
 from providers.imap import connection as imap
 from providers.imap.transport import MailServer, OAuth2Login, PasswordLogin, Transport
@@ -48,9 +46,9 @@ _recent_lock = threading.Lock()
 _recent: dict[int, deque[tuple[int | None, float]]] = defaultdict(deque)
 
 
-def send_pace(*, account_id: int, rate: tuple[int, float], exclude_id: int | None = None) -> float:
-    """Wait until another message may go without passing the per-mailbox limit ``rate`` (messages, seconds);
-    returns seconds waited."""
+def send_pace(*, local: LocalMailbox, account_id: int, rate: tuple[int, float], exclude_id: int | None = None) -> float:
+    """Wait until another message may go without passing the per-mailbox limit ``rate`` (messages, seconds):
+    what this process sent, and what the outbox recorded as sent from anywhere; returns seconds waited."""
     limit, window = rate
     waited = 0.0
     while True:
@@ -61,12 +59,8 @@ def send_pace(*, account_id: int, rate: tuple[int, float], exclude_id: int | Non
                 mine.popleft()
             times = [t for _, t in mine]
             known = {i for i, _ in mine if i is not None}
-        rows = OutgoingMessage.objects.filter(
-            account_id=account_id,
-            status=OutgoingMessage.Status.SENT,
-            sent_at__gt=timezone.now() - timedelta(seconds=window),
-        ).exclude(pk__in=known | ({exclude_id} if exclude_id else set()))
-        times += [sent.timestamp() for sent in rows.values_list("sent_at", flat=True) if sent is not None]
+        recorded = local.recent_sends(seconds=window, exclude=known | ({exclude_id} if exclude_id else set()))
+        times += [sent.timestamp() for sent in recorded]
         if len(times) < limit:
             return waited
         times.sort()
@@ -150,21 +144,21 @@ def envelope(raw: bytes, *, sender: str) -> tuple[str, list[str], bytes]:
     return sender, recipients, body
 
 
-def outgoing_send_smtp(*, client: ImapMailClient, outgoing: OutgoingMessage, handoff: Callable[[], None]) -> str:
+def outgoing_send_smtp(*, client: ImapMailClient, outgoing: Outgoing, handoff: Callable[[], None]) -> str:
     """Send ``outgoing.raw`` once for the client's account; returns the remote id the sync will file it under.
 
     Every refusal up to the DATA command's 354 means nothing was sent. ``handoff()`` is called right after it;
     from then on only a reply from the server is definite, and a lost one raises SendUncertain.
     """
     account, transport = client.account, client.transport
-    raw = bytes(outgoing.raw or b"")
+    raw = outgoing.raw
     if not raw:
         raise ActionRequired("This message has no content to send.")
     sender, recipients, body = envelope(raw, sender=account.email)
     if not recipients:
         raise ActionRequired("This message has no recipients.")
     if transport.send_rate is not None:
-        send_pace(account_id=account.pk, rate=transport.send_rate(), exclude_id=outgoing.pk)
+        send_pace(local=client.local, account_id=account.pk, rate=transport.send_rate(), exclude_id=outgoing.id)
     server = _connect_and_login(transport)
     try:
         _envelope_send(server, transport, sender=sender, recipients=recipients)
@@ -172,17 +166,17 @@ def outgoing_send_smtp(*, client: ImapMailClient, outgoing: OutgoingMessage, han
         _data_send(server, transport, body)
     finally:
         close(server)
-    _send_record(account_id=account.pk, outgoing_id=outgoing.pk)
+    _send_record(account_id=account.pk, outgoing_id=outgoing.id)
     return sent_remote_id(outgoing)
 
 
-def sent_remote_id(outgoing: OutgoingMessage) -> str:
+def sent_remote_id(outgoing: Outgoing) -> str:
     """The key of the local Sent copy: that of these bytes, which the sync finds again where we APPEND them.
 
     Where the server files a copy of its own (Exchange, other bytes), the next sync stores that copy and drops
     this one, whose Sent membership has no UID there.
     """
-    return imap.content_remote_id(bytes(outgoing.raw or b""))
+    return imap.content_remote_id(outgoing.raw)
 
 
 def _envelope_send(server: smtplib.SMTP, transport: Transport, *, sender: str, recipients: list[str]) -> None:
@@ -240,15 +234,14 @@ def _refusal(transport: Transport, code: int, reply: bytes) -> ProviderError:
     return ActionRequired(f"{transport.name} refused the message: {code} {text[:160]}")
 
 
-def sent_file(*, client: ImapMailClient, outgoing: OutgoingMessage, remote_id: str) -> None:
+def sent_file(*, client: ImapMailClient, outgoing: Outgoing, remote_id: str) -> None:
     """Servers that do not file SMTP mail themselves (``Transport.append_sent``): APPEND it to Sent, once."""
     if not client.transport.append_sent:
         return
-    raw = bytes(outgoing.raw or b"")
     if sent_find(client=client, outgoing=outgoing) is not None:
         return  # an earlier filing went through
     try:
-        sent_append(client=client, raw=raw, remote_id=remote_id)
+        sent_append(client=client, raw=outgoing.raw, remote_id=remote_id)
     except (IMAPClientError, OSError) as exc:
         raise ProviderError(f"The sent message could not be put in Sent ({type(exc).__name__}).") from None
 
@@ -304,18 +297,18 @@ def close(server: smtplib.SMTP) -> None:
         server.close()
 
 
-def _sent_folder(account) -> Folder | None:
-    return Folder.objects.filter(account=account, role=Folder.Role.SENT).order_by("pk").first()
+def _sent_folder(local: LocalMailbox) -> LocalFolder | None:
+    return next((folder for folder in local.folders().values() if folder.role == "sent"), None)
 
 
 def sent_append(*, client: ImapMailClient, raw: bytes, remote_id: str) -> None:
     """APPEND the sent message to Sent (\\Seen) and file it locally under the id the sync will find it by."""
     session = client.session
-    folder = _sent_folder(client.account)
+    folder = _sent_folder(client.local)
     if folder is None:
         with session:
             client._folders_refresh()
-        folder = _sent_folder(client.account)
+        folder = _sent_folder(client.local)
     if folder is None:
         logger.warning("Account %s has no Sent folder; the sent message was not filed", client.account.pk)
         return
@@ -327,23 +320,23 @@ def sent_append(*, client: ImapMailClient, raw: bytes, remote_id: str) -> None:
 
     with session:
         uid = session.run(append, repeatable=False)  # a lost answer is settled by sent_find, not by a second APPEND
-    store.message_upsert(
-        account=client.account,
+    sent = RemoteMessage(
         remote_id=remote_id,
         raw=raw,
-        folders=[folder],
+        folders=[folder.remote_id],
         is_read=True,
-        uid_by_folder={folder.pk: uid} if uid else None,
+        uids={folder.remote_id: uid} if uid else {},
     )
+    client.local.messages_save([sent])
 
 
-def sent_find(*, client: ImapMailClient, outgoing: OutgoingMessage) -> str | None:
+def sent_find(*, client: ImapMailClient, outgoing: Outgoing) -> str | None:
     """The remote id of ``outgoing`` if its Message-ID is in the Sent folder, else None."""
     if not outgoing.message_id:
         return None
     with client.session as session:
         client._folders_refresh()
-        folder = _sent_folder(client.account)
+        folder = _sent_folder(client.local)
         if folder is None:
             return None
 

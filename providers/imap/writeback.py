@@ -16,14 +16,11 @@ from typing import TYPE_CHECKING
 
 from imapclient import IMAPClient
 
-from mailbox import store
-from mailbox.models import Folder, Message, MessageFolder
-from providers.base import ChangeKind, MessageChange
+from providers.base import ChangeKind, LocalFolder, LocalMailbox, LocalMessage, MessageChange
 from providers.errors import ProviderError
 from providers.imap import connection as imap
 
 if TYPE_CHECKING:
-    from accounts.models import MailAccount
     from providers.imap.client import _Session
 
 FLAG_KINDS = {
@@ -37,30 +34,29 @@ MOVE_SOURCES = ("inbox", "spam", "archive", "trash")
 
 
 def changes_apply(
-    *, session: _Session, account: MailAccount, messages: Sequence[Message], change: MessageChange
+    *, session: _Session, local: LocalMailbox, messages: Sequence[LocalMessage], change: MessageChange
 ) -> None:
-    folders = {f.remote_id: f for f in Folder.objects.filter(account=account, is_selectable=True)}
-    by_role: dict[str, Folder] = {}
-    for folder in sorted(folders.values(), key=lambda f: f.pk):
+    folders = {remote_id: f for remote_id, f in local.folders().items() if f.is_selectable}  # in creation order
+    by_role: dict[str, LocalFolder] = {}
+    for folder in folders.values():
         by_role.setdefault(folder.role, folder)
+    stored = _stored_folders(messages, folders)
     kind = ChangeKind(change.kind)
     if kind in FLAG_KINDS:
         flag, on = FLAG_KINDS[kind]
-        for folder, uids in _locate(
-            session, messages, _stored_folders(messages) or _present(by_role.get("inbox"))
-        ).items():
+        for folder, uids in _locate(session, local, messages, stored or _present(by_role.get("inbox"))).items():
             session.run(partial(_store_flag, session, folder=folder, uids=uids, flag=flag, on=on))
         return
     target = _target(kind, change, folders, by_role)
     if kind == ChangeKind.REMOVE_LABEL:
-        found = _locate(session, messages, [target])
+        found = _locate(session, local, messages, [target])
         for folder, uids in found.items():
             session.run(partial(_expunge, session, folder=folder, uids=uids))
         return
     if kind == ChangeKind.ADD_LABEL:  # IMAP has no labels: a copy in the target folder
-        candidates = [f for f in _stored_folders(messages) if f != target] or _present(by_role.get("inbox"))
+        candidates = [f for f in stored if f != target] or _present(by_role.get("inbox"))
         copied: set[str] = set()
-        for folder, pairs in _locate(session, messages, candidates, want_remote_ids=True).items():
+        for folder, pairs in _locate(session, local, messages, candidates, want_remote_ids=True).items():
             uids = [uid for uid, remote_id in pairs if remote_id not in copied]
             copied |= {remote_id for _, remote_id in pairs}
             if uids:
@@ -71,24 +67,26 @@ def changes_apply(
     elif kind == ChangeKind.ARCHIVE:
         sources = _present(by_role.get("inbox"))
     else:
-        sources = [f for role in MOVE_SOURCES for f in _present(by_role.get(role))] + _stored_folders(messages)
+        sources = [f for role in MOVE_SOURCES for f in _present(by_role.get(role))] + stored
     sources = [f for f in dict.fromkeys(sources) if f != target]
-    moved: dict[int, list[str]] = defaultdict(list)  # source folder id -> remote ids moved from it
-    located = _locate(session, messages, sources, want_remote_ids=True)
+    moved: dict[str, list[str]] = defaultdict(list)  # source folder -> remote ids moved from it
+    located = _locate(session, local, messages, sources, want_remote_ids=True)
     for folder, pairs in located.items():
         uids = [uid for uid, _ in pairs]
         session.run(partial(_move, session, folder=folder, uids=uids, target=target))
-        moved[folder.pk] += [remote_id for _, remote_id in pairs]
-    for folder_id, remote_ids in moved.items():
+        moved[folder.remote_id] += [remote_id for _, remote_id in pairs]
+    for source, remote_ids in moved.items():
         # The UID in the target is learnt by the next sync, which re-links the pending membership.
-        store.message_folders_change(account=account, remote_ids=remote_ids, add=[target], remove=[folder_id])
+        local.folders_change(remote_ids, add=[target.remote_id], remove=[source])
 
 
-def _present(folder: Folder | None) -> list[Folder]:
+def _present(folder: LocalFolder | None) -> list[LocalFolder]:
     return [] if folder is None else [folder]
 
 
-def _target(kind: ChangeKind, change: MessageChange, folders: dict[str, Folder], by_role: dict[str, Folder]) -> Folder:
+def _target(
+    kind: ChangeKind, change: MessageChange, folders: dict[str, LocalFolder], by_role: dict[str, LocalFolder]
+) -> LocalFolder:
     if kind in (ChangeKind.MOVE, ChangeKind.ADD_LABEL, ChangeKind.REMOVE_LABEL):
         target = folders.get(change.folder_remote_id)
         if target is None:
@@ -101,40 +99,40 @@ def _target(kind: ChangeKind, change: MessageChange, folders: dict[str, Folder],
     return target
 
 
-def _stored_folders(messages: Sequence[Message]) -> list[Folder]:
-    ids = MessageFolder.objects.filter(message__in=list(messages)).values_list("folder_id", flat=True).distinct()
-    return list(Folder.objects.filter(pk__in=list(ids), is_selectable=True).order_by("pk"))
+def _stored_folders(messages: Sequence[LocalMessage], folders: dict[str, LocalFolder]) -> list[LocalFolder]:
+    """The selectable folders the store lists any of ``messages`` in, in the order of ``folders``."""
+    listed = {remote_id for message in messages for remote_id in message.folders}
+    return [folder for remote_id, folder in folders.items() if remote_id in listed]
 
 
 def _locate(
-    session: _Session, messages: Sequence[Message], folders: Sequence[Folder], *, want_remote_ids: bool = False
-) -> dict[Folder, list]:
+    session: _Session,
+    local: LocalMailbox,
+    messages: Sequence[LocalMessage],
+    folders: Sequence[LocalFolder],
+    *,
+    want_remote_ids: bool = False,
+) -> dict[LocalFolder, list]:
     """Where each message is on the server now: {folder: [uid, ...]} (or [(uid, remote_id)]).
 
     A UID the store holds for the message in that folder is used as it is. Otherwise the folder is searched
     by the message's Message-ID, and a hit counts only when it is that very message (see
     :func:`_same_messages`): other messages sharing the Message-ID are never touched.
     """
-    local_uid = {
-        (m, f): u
-        for m, f, u in MessageFolder.objects.filter(message__in=list(messages), uid__isnull=False).values_list(
-            "message_id", "folder_id", "uid"
-        )
-    }
-    found: dict[Folder, list] = {}
+    found: dict[LocalFolder, list] = {}
     for folder in folders:
 
-        def search(client: IMAPClient, folder: Folder = folder) -> list:
+        def search(client: IMAPClient, folder: LocalFolder = folder) -> list:
             session.select(folder.remote_id, readonly=True)
             hits = []
             for message in messages:
                 uids: list[int] = []
-                if (message.pk, folder.pk) in local_uid:
-                    uids = client.search(["UID", str(local_uid[(message.pk, folder.pk)])])
+                uid = message.folders.get(folder.remote_id)
+                if uid is not None:
+                    uids = client.search(["UID", str(uid)])
                 elif message.message_id:
-                    uids = _same_messages(
-                        client, client.search(["HEADER", "Message-ID", f"<{message.message_id}>"]), message
-                    )
+                    same = client.search(["HEADER", "Message-ID", f"<{message.message_id}>"])
+                    uids = _same_messages(client, same, message, raw=local.raw(message.remote_id) if same else b"")
                 hits += [(uid, message.remote_id) if want_remote_ids else uid for uid in uids]
             return hits
 
@@ -147,7 +145,7 @@ def _locate(
 HEADER = "BODY.PEEK[HEADER]"
 
 
-def _same_messages(client: IMAPClient, uids: list[int], message: Message) -> list[int]:
+def _same_messages(client: IMAPClient, uids: list[int], message: LocalMessage, *, raw: bytes) -> list[int]:
     """Those of ``uids`` (in the selected folder) that are ``message`` by the sync's identity rule.
 
     One hit with the stored size, arrival time and header block is taken as it is (the re-link rule of
@@ -155,7 +153,6 @@ def _same_messages(client: IMAPClient, uids: list[int], message: Message) -> lis
     """
     if not uids:
         return []
-    raw = message.raw
     data, _ = imap.fetch(client, imap.uid_set(sorted(uids)), ["UID", "INTERNALDATE", "RFC822.SIZE", HEADER])
     plausible = [
         uid
@@ -174,17 +171,19 @@ def _same_messages(client: IMAPClient, uids: list[int], message: Message) -> lis
     )
 
 
-def _store_flag(session: _Session, client: IMAPClient, folder: Folder, uids: list[int], flag: bytes, on: bool) -> None:
+def _store_flag(
+    session: _Session, client: IMAPClient, folder: LocalFolder, uids: list[int], flag: bytes, on: bool
+) -> None:
     session.select(folder.remote_id, readonly=False)
     (client.add_flags if on else client.remove_flags)(uids, [flag], silent=True)
 
 
-def _copy(session: _Session, client: IMAPClient, folder: Folder, uids: list[int], target: Folder) -> None:
+def _copy(session: _Session, client: IMAPClient, folder: LocalFolder, uids: list[int], target: LocalFolder) -> None:
     session.select(folder.remote_id, readonly=False)
     client.copy(uids, target.remote_id)
 
 
-def _move(session: _Session, client: IMAPClient, folder: Folder, uids: list[int], target: Folder) -> None:
+def _move(session: _Session, client: IMAPClient, folder: LocalFolder, uids: list[int], target: LocalFolder) -> None:
     session.select(folder.remote_id, readonly=False)
     if b"MOVE" in session.capabilities:
         client.move(uids, target.remote_id)
@@ -193,7 +192,7 @@ def _move(session: _Session, client: IMAPClient, folder: Folder, uids: list[int]
     _expunge(session, client, folder, uids)
 
 
-def _expunge(session: _Session, client: IMAPClient, folder: Folder, uids: list[int]) -> None:
+def _expunge(session: _Session, client: IMAPClient, folder: LocalFolder, uids: list[int]) -> None:
     session.select(folder.remote_id, readonly=False)
     client.add_flags(uids, [b"\\Deleted"], silent=True)
     if b"UIDPLUS" in session.capabilities:

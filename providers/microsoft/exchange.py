@@ -23,7 +23,7 @@ from providers.imap.connection import CONNECTION_ERRORS, imap_close, imap_connec
 from providers.imap.transport import MailServer, OAuth2Login, Protocol, Transport
 
 if TYPE_CHECKING:
-    from accounts.models import MailAccount
+    from providers.base import Account
 
 NAME = "Outlook"
 NO_MAILBOX_MESSAGE = (
@@ -82,7 +82,7 @@ def smtp_auth_refusal(text: str) -> Exception | None:
     return None
 
 
-def outlook_transport(*, account: MailAccount, access_token: Callable[..., str]) -> Transport:
+def outlook_transport(*, account: Account, access_token: Callable[..., str]) -> Transport:
     """The transport for an Outlook mailbox, from the settings of this moment; ``access_token`` as in
     ``Provider.mail_client``."""
 

@@ -14,12 +14,11 @@ import requests
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from providers.base import AuthorizationRequest, MailClient, Provider, TokenGrant
+from providers.base import Account, AuthorizationRequest, LocalMailbox, MailClient, Provider, TokenGrant
 from providers.errors import AuthorizationDenied, InvalidGrant, NoMailbox, ProviderError
 from providers.microsoft.exchange import NO_MAILBOX_MESSAGE
 
 if TYPE_CHECKING:
-    from accounts.models import MailAccount
     from providers.models import ProviderApp
 
 logger = logging.getLogger(__name__)
@@ -100,11 +99,12 @@ class MicrosoftProvider(Provider):
         # Microsoft has no endpoint that revokes a single refresh token; deleting it locally is what we can do.
         return None
 
-    def mail_client(self, *, account: MailAccount, access_token: Callable[..., str]) -> MailClient:
+    def mail_client(self, *, account: Account, access_token: Callable[..., str], local: LocalMailbox) -> MailClient:
         from providers.imap.client import ImapMailClient
         from providers.microsoft.exchange import outlook_transport
 
-        return ImapMailClient(account, transport=outlook_transport(account=account, access_token=access_token))
+        transport = outlook_transport(account=account, access_token=access_token)
+        return ImapMailClient(account, transport=transport, local=local)
 
 
 def _check_mailbox(*, email: str, access_token: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 
 from accounts.models import MailAccount
-from accounts.services import account_mail_client
+from mailbox.local import account_client, local_messages
 from mailbox.models import Folder, Message, OutgoingMessage, SyncState
 from mailbox.sync import account_sync
 from mailhub.fields import decrypt
@@ -232,7 +232,7 @@ def test_the_provider_is_offered_only_when_an_administrator_enabled_it(client, a
 
 
 def client_for(account) -> ImapMailClient:
-    client = account_mail_client(account=account)  # through the registry, as the engines make it
+    client = account_client(account)  # through the registry, as the engines make it
     assert isinstance(client, ImapMailClient)
     return client
 
@@ -259,8 +259,8 @@ def test_flag_change_and_move_are_written_back(dovecot, imap_account):
     client_for(account).full_sync()
     first, second = Message.objects.filter(account=account).order_by("date")[:2]
 
-    client_for(account).apply_changes(messages=[first], change=MessageChange(kind=ChangeKind.STAR))
-    client_for(account).apply_changes(messages=[second], change=MessageChange(kind=ChangeKind.ARCHIVE))
+    client_for(account).apply_changes(messages=local_messages([first]), change=MessageChange(kind=ChangeKind.STAR))
+    client_for(account).apply_changes(messages=local_messages([second]), change=MessageChange(kind=ChangeKind.ARCHIVE))
 
     flagged = [uid for uid, flags in dovecot.snapshot(account.email).items() if b"\\Flagged" in flags]
     assert len(dovecot.uids(account.email, "Archive")) == 1 and len(dovecot.uids(account.email)) == 2

@@ -25,7 +25,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from mailbox import sync
+from mailbox import sync, synclock
 from mailbox.models import Message, SyncState
 from tests.fixtures.dovecot import outlook_client
 
@@ -259,13 +259,13 @@ class _Killed(BaseException):
 
 def _progress_spy(monkeypatch) -> list[tuple[int | None, int | None]]:
     reports: list[tuple[int | None, int | None]] = []
-    real = sync.sync_state_progress
+    real = synclock.sync_state_progress
 
     def spy(**kwargs):
         reports.append((kwargs.get("done"), kwargs.get("total")))
         return real(**kwargs)
 
-    monkeypatch.setattr(sync, "sync_state_progress", spy)
+    monkeypatch.setattr(synclock, "sync_state_progress", spy)
     return reports
 
 
