@@ -149,7 +149,7 @@ class MessageAdmin(MailStoreAdmin):
 @admin.register(OutgoingMessage)
 class OutgoingMessageAdmin(MailStoreAdmin):
     object_type = "outgoing message"
-    list_display = ["subject", "account", "status", "attempts", "last_error", "sent_at"]
+    list_display = ["subject", "account", "status", "attempts", "last_error_code", "sent_at"]
     list_filter = ["status"]
     search_fields = ["subject", "account__email", "message_id"]
     fields = [
@@ -160,6 +160,7 @@ class OutgoingMessageAdmin(MailStoreAdmin):
         "message_id",
         "remote_id",
         "attempts",
+        "last_error_code",
         "last_error",
         "queued_at",
         "sent_at",

@@ -1,16 +1,21 @@
 """The local mail store, shared by every provider: one shape for Gmail and IMAP alike."""
 
+from __future__ import annotations
+
 import io
 import zlib
 from email.utils import make_msgid
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import MailAccount
-from providers.errors import error_message
+from providers.errors import ErrorCode, error_message
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 
 class Folder(models.Model):
@@ -256,6 +261,38 @@ class SyncState(models.Model):
         return error_message(self.last_error_code, provider=self.account.provider_name)
 
 
+class SendProblem(models.TextChoices):
+    """The outbox's own reasons for a row's state, beside the providers' ``ErrorCode``s."""
+
+    CHECK_FAILED = "check_failed", _("The provider could not be asked whether the message went out")
+    NO_RECORD = "no_record", _("The server keeps no record of what it accepted")
+
+
+# What the outbox shows for a row's last problem, by code, where a send needs other words than a sync
+# (``providers.errors.error_message`` has the rest). ``detail``: what the provider answered, kept on the row.
+SEND_PROBLEM_WORDS: dict[str, StrOrPromise] = {
+    ErrorCode.PROVIDER_FAILED: _("%(provider)s did not take the message this time."),
+    ErrorCode.UNREACHABLE: _("%(provider)s's mail server could not be reached."),
+    ErrorCode.THROTTLED: _("%(provider)s's sending limit for this mailbox was reached."),
+    ErrorCode.ACTION_REQUIRED: _("%(provider)s refused the message."),
+    ErrorCode.SEND_UNCERTAIN: _(
+        "The connection broke while %(provider)s was taking the message, so it may or may not have gone out."
+    ),
+    ErrorCode.UNEXPECTED: _("Sending stopped on an unexpected error."),
+    SendProblem.CHECK_FAILED: _("It could not be checked whether this message went out."),
+    SendProblem.NO_RECORD: _(
+        "The connection broke while the server was taking this message, and this server keeps no record of what "
+        "it accepted: it may or may not have been sent. Check the recipients' replies or your Sent folder, then "
+        "check again or send it anyway."
+    ),
+}
+SEND_PROBLEM_WITH_DETAIL: dict[str, StrOrPromise] = {
+    ErrorCode.ACTION_REQUIRED: _("%(provider)s refused the message: %(detail)s"),
+    ErrorCode.RECIPIENTS_REFUSED: _("%(provider)s refused these recipients, so nothing was sent: %(detail)s"),
+}
+RETRIED_SOON = {ErrorCode.PROVIDER_FAILED, ErrorCode.UNREACHABLE, ErrorCode.THROTTLED, ErrorCode.SEND_UNCERTAIN}
+
+
 class OutgoingMessage(models.Model):
     """A message being written or sent: a draft, or a row in the outbox.
 
@@ -302,6 +339,8 @@ class OutgoingMessage(models.Model):
     handed_off_at = models.DateTimeField(null=True, blank=True)
     # When the sent copy was filed in the mailbox's Sent folder (servers that do not file SMTP mail themselves).
     filed_at = models.DateTimeField(null=True, blank=True)
+    # The last problem: its code (users read error_message's words) and the provider's own text (for admins).
+    last_error_code = models.CharField(max_length=32, blank=True)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -330,6 +369,23 @@ class OutgoingMessage(models.Model):
             if kwargs.get("update_fields") is not None:
                 kwargs["update_fields"] = {*kwargs["update_fields"], "message_id"}
         super().save(*args, **kwargs)
+
+    @property
+    def error_message(self) -> str:
+        """The last problem in the user's words ("" when there is none): chosen by its code, translated."""
+        code = self.last_error_code
+        if not code:
+            return ""
+        values = {"provider": self.account.provider_name, "detail": self.last_error}
+        if code in SEND_PROBLEM_WITH_DETAIL and self.last_error:
+            text = str(SEND_PROBLEM_WITH_DETAIL[code]) % values
+        elif code in SEND_PROBLEM_WORDS:
+            text = str(SEND_PROBLEM_WORDS[code]) % values
+        else:  # the account must be reconnected, a setting changed...: the words every engine uses
+            text = error_message(code, provider=values["provider"])
+        if self.status == self.Status.QUEUED and code in RETRIED_SOON:
+            return _("%(problem)s Mailhub tries again shortly.") % {"problem": text}
+        return text
 
     def raw_bytes(self) -> bytes:
         """The frozen bytes to send or file; built when queued, so a row past the draft state has them."""

@@ -35,14 +35,13 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from accounts.services import account_mark_needs_reconnect
 from mailbox import store
 from mailbox.local import account_client, outgoing_of
-from mailbox.models import Folder, Message, OutgoingMessage, new_message_id
+from mailbox.models import Folder, Message, OutgoingMessage, SendProblem, new_message_id
 from providers.base import MailClient
-from providers.errors import ActionRequired, ProviderError, ReconnectRequired, SendUncertain, error_message
+from providers.errors import ActionRequired, ErrorCode, ProviderError, ReconnectRequired, SendUncertain
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +153,7 @@ def outgoing_queue(*, outgoing: OutgoingMessage) -> OutgoingMessage:
         outgoing.raw = outgoing_build_raw(outgoing=outgoing)
         outgoing.status = Status.QUEUED
         outgoing.queued_at = outgoing.next_attempt_at = timezone.now()
-        outgoing.last_error = ""
+        outgoing.last_error = outgoing.last_error_code = ""
         outgoing.save()
         _dispatch(outgoing.pk)
     return outgoing
@@ -233,24 +232,48 @@ def _retry_delay(attempts: int) -> float:
     return delay * random.uniform(0.8, 1.2)
 
 
-def _requeue(row: OutgoingMessage, *, delay: float, error: str, **values) -> SendResult:
-    _finish(row, Status.QUEUED, next_attempt_at=timezone.now() + timedelta(seconds=delay), last_error=error, **values)
+@dataclass(frozen=True)
+class _Problem:
+    """Why a row is not sent (yet): a code users read words for (``OutgoingMessage.error_message``) and what the
+    provider said, for the user where it matters (a refusal) and for administrators."""
+
+    code: str
+    detail: str = ""
+
+    @classmethod
+    def of(cls, exc: ProviderError) -> _Problem:
+        return cls(exc.code, exc.detail or str(exc))
+
+    def fields(self) -> dict[str, str]:
+        return {"last_error_code": self.code, "last_error": self.detail[:2000]}
+
+
+_NO_PROBLEM = {"last_error_code": "", "last_error": ""}
+
+
+def _requeue(row: OutgoingMessage, *, delay: float, problem: _Problem, **values) -> SendResult:
+    due = timezone.now() + timedelta(seconds=delay)
+    _finish(row, Status.QUEUED, next_attempt_at=due, **problem.fields(), **values)
     return SendResult(SendOutcome.RETRY, retry_after=delay)
 
 
-def _fail(row: OutgoingMessage, *, error: str, **values) -> SendResult:
-    _finish(row, Status.FAILED, last_error=error, **values)
+def _fail(row: OutgoingMessage, *, problem: _Problem, **values) -> SendResult:
+    _finish(row, Status.FAILED, **problem.fields(), **values)
     return SendResult(SendOutcome.FAILED)
 
 
-def _unknown(row: OutgoingMessage, *, error: str) -> SendResult:
-    _finish(row, Status.UNKNOWN, last_error=error)
+def _unknown(row: OutgoingMessage, *, problem: _Problem) -> SendResult:
+    _finish(row, Status.UNKNOWN, **problem.fields())
     return SendResult(SendOutcome.UNKNOWN)
 
 
 def _sent(row: OutgoingMessage, *, remote_id: str) -> SendResult:
-    _finish(row, Status.SENT, remote_id=remote_id, sent_at=timezone.now(), last_error="")
+    _finish(row, Status.SENT, remote_id=remote_id, sent_at=timezone.now(), **_NO_PROBLEM)
     return SendResult(SendOutcome.SENT)
+
+
+def _same_problem(row: OutgoingMessage) -> _Problem:
+    return _Problem(row.last_error_code, row.last_error)
 
 
 def outgoing_send(*, outgoing_id: int) -> SendResult:
@@ -262,7 +285,7 @@ def outgoing_send(*, outgoing_id: int) -> SendResult:
     try:
         client = account_client(outgoing.account)
     except ProviderError as exc:  # e.g. the provider was disabled
-        return _fail(outgoing, error=str(exc))
+        return _fail(outgoing, problem=_Problem.of(exc))
     if outgoing.handed_off_at is not None:
         checked = _outgoing_check(outgoing, client, handed_off_at=outgoing.handed_off_at)
         if checked is not None:
@@ -275,39 +298,26 @@ def _outgoing_check(outgoing: OutgoingMessage, client: MailClient, *, handed_off
     settled_at = handed_off_at + send_settle()
     now = timezone.now()
     if now < settled_at:
-        return _requeue(outgoing, delay=(settled_at - now).total_seconds(), error=outgoing.last_error)
+        return _requeue(outgoing, delay=(settled_at - now).total_seconds(), problem=_same_problem(outgoing))
     try:
         remote_id = client.find_sent(outgoing=outgoing_of(outgoing))
     except (ReconnectRequired, ActionRequired) as exc:
-        return _unknown(
-            outgoing,
-            error=_("It could not be checked whether this message went out: %(reason)s")
-            % {"reason": _needs_person(outgoing, exc)},
-        )
+        _account_needs_person(outgoing, exc)
+        return _unknown(outgoing, problem=_Problem(SendProblem.CHECK_FAILED, str(exc)))
     except Exception as exc:
         if not isinstance(exc, ProviderError):
             logger.exception("Checking whether outgoing message %s went out crashed", outgoing.pk)
         if outgoing.attempts >= MAX_SEND_ATTEMPTS:
-            return _unknown(
-                outgoing,
-                error=_("It could not be checked whether this message went out: %(reason)s")
-                % {"reason": exc if isinstance(exc, ProviderError) else type(exc).__name__},
-            )
-        return _requeue(outgoing, delay=_retry_delay(outgoing.attempts), error=outgoing.last_error)
+            detail = str(exc) if isinstance(exc, ProviderError) else type(exc).__name__
+            return _unknown(outgoing, problem=_Problem(SendProblem.CHECK_FAILED, detail))
+        return _requeue(outgoing, delay=_retry_delay(outgoing.attempts), problem=_same_problem(outgoing))
     if remote_id:
         logger.info("Outgoing message %s was already at the provider; not sending it again", outgoing.pk)
         result = _sent(outgoing, remote_id=remote_id)
         _outgoing_file(outgoing, client, remote_id=remote_id)
         return result
     if not client.keeps_sent_copy:
-        return _unknown(
-            outgoing,
-            error=_(
-                "The connection broke while the server was taking this message, and this server keeps no record "
-                "of what it accepted: it may or may not have been sent. Check the recipients' replies or your Sent "
-                "folder, then check again or send it anyway."
-            ),
-        )
+        return _unknown(outgoing, problem=_Problem(SendProblem.NO_RECORD))
     OutgoingMessage.objects.filter(pk=outgoing.pk).update(handed_off_at=None)
     outgoing.handed_off_at = None
     return None
@@ -324,39 +334,37 @@ def _outgoing_attempt(outgoing: OutgoingMessage, client: MailClient) -> SendResu
     try:
         remote_id = client.send(outgoing=outgoing_of(outgoing), handoff=handoff)
     except SendUncertain as exc:
-        return _after_uncertain(outgoing, error=str(exc))
+        return _after_uncertain(outgoing, problem=_Problem.of(exc))
     except (ReconnectRequired, ActionRequired) as exc:
-        return _fail(outgoing, error=_needs_person(outgoing, exc), handed_off_at=None)
+        _account_needs_person(outgoing, exc)
+        return _fail(outgoing, problem=_Problem.of(exc), handed_off_at=None)
     except ProviderError as exc:
         if outgoing.attempts >= MAX_SEND_ATTEMPTS:
-            return _fail(outgoing, error=str(exc), handed_off_at=None)
+            return _fail(outgoing, problem=_Problem.of(exc), handed_off_at=None)
         delay = exc.retry_after if exc.retry_after else _retry_delay(outgoing.attempts)
-        return _requeue(outgoing, delay=delay, error=str(exc), handed_off_at=None)
+        return _requeue(outgoing, delay=delay, problem=_Problem.of(exc), handed_off_at=None)
     except Exception as exc:
         logger.exception("Sending outgoing message %s crashed", outgoing.pk)
-        error = _("Sending failed on an unexpected error (%(error)s).") % {"error": type(exc).__name__}
+        problem = _Problem(ErrorCode.UNEXPECTED, type(exc).__name__)
         if handed_off:
-            return _after_uncertain(outgoing, error=error)
-        return _fail(outgoing, error=error)
+            return _after_uncertain(outgoing, problem=problem)
+        return _fail(outgoing, problem=problem)
     result = _sent(outgoing, remote_id=remote_id)
     _outgoing_file(outgoing, client, remote_id=remote_id)
     return result
 
 
-def _needs_person(outgoing: OutgoingMessage, exc: ProviderError) -> str:
-    """A failure only a person can end: a ReconnectRequired marks the account (as the sync does); the row's words."""
-    account = outgoing.account
+def _account_needs_person(outgoing: OutgoingMessage, exc: ProviderError) -> None:
+    """A ReconnectRequired marks the account for reconnecting, as the sync does."""
     if isinstance(exc, ReconnectRequired):
-        account_mark_needs_reconnect(account=account, reason=exc.code)
-        return error_message(exc.code, provider=account.provider_name)
-    return str(exc)  # ActionRequired: the provider's own guidance (which setting to change)
+        account_mark_needs_reconnect(account=outgoing.account, reason=exc.code)
 
 
-def _after_uncertain(outgoing: OutgoingMessage, *, error: str) -> SendResult:
+def _after_uncertain(outgoing: OutgoingMessage, *, problem: _Problem) -> SendResult:
     """The answer to a handoff was lost: come back once the provider has had time to show the message."""
     if outgoing.attempts >= MAX_SEND_ATTEMPTS:
-        return _unknown(outgoing, error=error)
-    return _requeue(outgoing, delay=send_settle().total_seconds(), error=error)
+        return _unknown(outgoing, problem=problem)
+    return _requeue(outgoing, delay=send_settle().total_seconds(), problem=problem)
 
 
 # --- Filing the sent copy -----------------------------------------------------------------------

@@ -28,7 +28,10 @@ class ErrorCode(StrEnum):
     PASSWORD_REFUSED = "password_refused"  # noqa: S105 - a code: the server no longer accepts the password
     ACCESS_DENIED = "access_denied"  # signed in, but the provider refuses this app the mailbox
     NO_MAILBOX = "no_mailbox"  # the identity has no mailbox at this provider
-    ACTION_REQUIRED = "action_required"  # an administrator must change a setting first
+    ACTION_REQUIRED = "action_required"  # a person must act first (the provider's reply says why)
+    SMTP_AUTH_DISABLED = "smtp_auth_disabled"  # Exchange: an administrator must turn on Authenticated SMTP
+    RECIPIENTS_REFUSED = "recipients_refused"  # the server refused some recipients: nothing was sent
+    NO_RECIPIENTS = "no_recipients"  # a message with nobody to send it to
     CONSENT_DENIED = "consent_denied"  # the user cancelled or refused at the provider
     SEND_UNCERTAIN = "send_uncertain"  # handed over, and the answer was lost
     UNEXPECTED = "unexpected"  # not a provider's error: our own code crashed (the engines log it)
@@ -40,9 +43,12 @@ class ProviderError(Exception):
     code: ErrorCode = ErrorCode.PROVIDER_FAILED
     retryable: bool = True
 
-    def __init__(self, message: str = "", *, retry_after: float | None = None, code: ErrorCode | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, retry_after: float | None = None, code: ErrorCode | None = None, detail: str = ""
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.detail = detail  # what the provider itself answered (a reply, the addresses it refused), shown to users
         if code is not None:
             self.code = code
 
@@ -108,6 +114,15 @@ _MESSAGES = {
         "%(provider)s accepted the sign-in, but this account has no mailbox there. Connect an account that has one."
     ),
     ErrorCode.ACTION_REQUIRED: _("%(provider)s refused until an administrator changes a setting."),
+    ErrorCode.SMTP_AUTH_DISABLED: _(
+        '%(provider)s refused to send: SMTP sending ("Authenticated SMTP") is turned off for this mailbox, as it is '
+        "by default in Microsoft 365 tenants created after January 2020. An administrator must enable it: in the "
+        "Microsoft 365 admin center open Users > Active users > this user > Mail > Manage email apps and tick "
+        '"Authenticated SMTP" (or run Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled '
+        "$false), and make sure Security defaults do not block it. Then retry the message."
+    ),
+    ErrorCode.RECIPIENTS_REFUSED: _("%(provider)s refused some recipients, so nothing was sent."),
+    ErrorCode.NO_RECIPIENTS: _("This message has no recipients."),
     ErrorCode.CONSENT_DENIED: _("Access was not granted at %(provider)s."),
     ErrorCode.SEND_UNCERTAIN: _("The connection broke while %(provider)s was taking the message."),
     ErrorCode.UNEXPECTED: _("Mailhub stopped on an unexpected error; it will try again."),

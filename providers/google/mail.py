@@ -882,12 +882,14 @@ class GmailClient:
         """What a refused messages.send means for the outbox (only a 5xx leaves Gmail's side in doubt)."""
         if outcome.kind == "retry" and outcome.throttled:
             self.pacer.throttled()
-            return ProviderError(f"Gmail is throttling sends ({outcome.detail}).", retry_after=outcome.delay)
+            return ProviderError(
+                f"Gmail is throttling sends ({outcome.detail}).", retry_after=outcome.delay, code=ErrorCode.THROTTLED
+            )
         if outcome.kind == "retry":
             return SendUncertain(f"Gmail failed while taking the message ({outcome.detail}).")
         if outcome.kind in ("denied", "no_mailbox"):
             self._raise_for(outcome)  # the account needs its user: ReconnectRequired
-        return ActionRequired(outcome.detail or "Gmail refused the message.")
+        return ActionRequired(outcome.detail or "Gmail refused the message.", detail=outcome.detail)
 
     def find_sent(self, *, outgoing: Outgoing) -> str | None:
         """The id of ``outgoing`` if Gmail already has it (an earlier attempt went through), else None."""

@@ -28,7 +28,7 @@ from django.utils import timezone
 from imapclient.exceptions import IMAPClientError
 
 from providers.base import LocalFolder, LocalMailbox, Outgoing, RemoteMessage
-from providers.errors import ActionRequired, ProviderError, SendUncertain
+from providers.errors import ActionRequired, ErrorCode, ProviderError, SendUncertain
 from providers.imap import connection as imap
 from providers.imap.transport import MailServer, OAuth2Login, PasswordLogin, Transport
 
@@ -79,6 +79,8 @@ def _send_record(*, account_id: int, outgoing_id: int | None) -> None:
 
 class SmtpUnreachable(ProviderError):
     """The SMTP server could not be reached."""
+
+    code = ErrorCode.UNREACHABLE
 
 
 class SmtpCertificateRejected(SmtpUnreachable):
@@ -156,7 +158,7 @@ def outgoing_send_smtp(*, client: ImapMailClient, outgoing: Outgoing, handoff: C
         raise ActionRequired("This message has no content to send.")
     sender, recipients, body = envelope(raw, sender=account.email)
     if not recipients:
-        raise ActionRequired("This message has no recipients.")
+        raise ActionRequired("This message has no recipients.", code=ErrorCode.NO_RECIPIENTS)
     if transport.send_rate is not None:
         send_pace(local=client.local, account_id=account.pk, rate=transport.send_rate(), exclude_id=outgoing.id)
     server = _connect_and_login(transport)
@@ -193,8 +195,11 @@ def _envelope_send(server: smtplib.SMTP, transport: Transport, *, sender: str, r
                     raise _refusal(transport, code, reply)
                 refused.append(recipient)
         if refused:
+            addresses = ", ".join(refused)[:400]
             raise ActionRequired(
-                f"{transport.name} refused these recipients: {', '.join(refused)[:400]}. Nothing was sent."
+                f"{transport.name} refused these recipients: {addresses}. Nothing was sent.",
+                code=ErrorCode.RECIPIENTS_REFUSED,
+                detail=addresses,
             )
         code, reply = server.docmd("DATA")
         if code != 354:
@@ -228,10 +233,12 @@ def _refusal(transport: Transport, code: int, reply: bytes) -> ProviderError:
         return ProviderError(
             f"{transport.name}'s sending limit for this mailbox was reached; the message will be retried shortly.",
             retry_after=transport.send_rate()[1] if transport.send_rate else 60.0,
+            code=ErrorCode.THROTTLED,
         )
     if 400 <= code < 500:
         return ProviderError(f"{transport.name} deferred the message ({code}); it will be retried.")
-    return ActionRequired(f"{transport.name} refused the message: {code} {text[:160]}")
+    said = f"{code} {text[:160]}"
+    return ActionRequired(f"{transport.name} refused the message: {said}", detail=said)
 
 
 def sent_file(*, client: ImapMailClient, outgoing: Outgoing, remote_id: str) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from imapclient.exceptions import LoginError
 
-from providers.errors import ActionRequired, NoMailbox, ProviderError
+from providers.errors import ActionRequired, ErrorCode, NoMailbox, ProviderError
 from providers.imap.connection import CONNECTION_ERRORS, imap_close, imap_connect, imap_login
 from providers.imap.transport import MailServer, OAuth2Login, Protocol, Transport
 
@@ -46,6 +46,8 @@ QUOTA_MARKERS = ("SubmissionQuotaExceeded", "4.5.127", "5.2.0 STOREDRV.Submissio
 
 class SmtpAuthDisabled(ActionRequired):
     """Exchange answered ``535 5.7.139``: an administrator must enable SMTP AUTH for the mailbox."""
+
+    code = ErrorCode.SMTP_AUTH_DISABLED
 
 
 def rate_limit() -> tuple[int, float]:

@@ -104,6 +104,8 @@ def test_a_provider_that_keeps_refusing_fails_the_row_after_the_last_attempt(gma
     assert outcomes == ["retry"] * (outbox.MAX_SEND_ATTEMPTS - 1) + ["failed"]
     stored = _row(row)
     assert stored.status == Status.FAILED and "throttling" in stored.last_error and stored.lease_expires_at is None
+    assert stored.last_error_code == "throttled"
+    assert stored.error_message == "Google's sending limit for this mailbox was reached."  # failed: no "tries again"
     assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
 
 
@@ -164,10 +166,9 @@ def test_a_check_that_keeps_failing_ends_unknown_and_never_sends(gmail_account, 
         OutgoingMessage.objects.filter(pk=row.pk, status=Status.QUEUED).update(next_attempt_at=timezone.now())
     assert outcomes == ["retry"] * (outbox.MAX_SEND_ATTEMPTS - 1) + ["unknown"]
     stored = _row(row)
-    assert stored.handed_off_at is not None and stored.last_error == (
-        "It could not be checked whether this message went out: "
-        "Gmail is throttling or failing (HTTP 500); the sync will resume later."
-    )
+    assert stored.handed_off_at is not None and stored.last_error_code == "check_failed"
+    assert stored.error_message == "It could not be checked whether this message went out."
+    assert "HTTP 500" in stored.last_error  # the provider's answer, for administrators
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # a provider's refusal is no crash
     assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
 
@@ -177,7 +178,8 @@ def test_a_check_after_access_was_revoked_is_unknown(gmail_account, gmail_mailbo
     row = _queued(gmail_account, handed_off_at=timezone.now() - timedelta(minutes=1))
     sandbox_settings.tokens.revoke_user(gmail_account.email)
     assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "unknown"
-    assert _row(row).last_error.startswith("It could not be checked whether this message went out: ")
+    assert _row(row).last_error_code == "check_failed"
+    assert gmail_account.__class__.objects.get(pk=gmail_account.pk).needs_reconnect
     assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
 
 
@@ -188,7 +190,7 @@ def test_a_message_not_found_after_the_settle_time_is_sent_once(gmail_account, g
     (sent,) = gmail_mailbox.store.sent_messages(gmail_mailbox.email)
     stored = _row(row)
     assert stored.remote_id == sent.id and stored.status == Status.SENT and stored.sent_at and stored.filed_at
-    assert stored.lease_expires_at is None and stored.last_error == ""
+    assert stored.lease_expires_at is None and stored.last_error == stored.last_error_code == ""
 
 
 def test_an_unexpected_error_before_the_handoff_fails_without_sending(gmail_account, gmail_mailbox):
@@ -196,7 +198,8 @@ def test_an_unexpected_error_before_the_handoff_fails_without_sending(gmail_acco
     OutgoingMessage.objects.filter(pk=row.pk).update(raw=None)  # a broken row: nothing to send
     assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "failed"
     stored = _row(row)
-    assert stored.last_error == "Sending failed on an unexpected error (TypeError)." and stored.handed_off_at is None
+    assert (stored.last_error_code, stored.last_error) == ("unexpected", "TypeError") and stored.handed_off_at is None
+    assert stored.error_message == "Sending stopped on an unexpected error."
 
 
 def _disk_full(execute, sql, params, many, context):
@@ -214,7 +217,7 @@ def test_a_crash_after_gmail_took_the_message_is_checked_not_failed(gmail_accoun
         result = outbox.outgoing_send(outgoing_id=row.pk)
     stored = _row(row)
     assert result.outcome == "retry" and stored.status == Status.QUEUED and stored.handed_off_at is not None
-    assert stored.last_error == "Sending failed on an unexpected error (OperationalError)."
+    assert (stored.last_error_code, stored.last_error) == ("unexpected", "OperationalError")
     assert f"Sending outgoing message {row.pk} crashed" in caplog.messages
     assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "sent"  # found at Gmail, not sent again
     (sent,) = gmail_mailbox.store.sent_messages(gmail_mailbox.email)
@@ -239,7 +242,7 @@ def test_a_check_that_crashes_is_retried_then_unknown_with_the_errors_name(
             attempts=outbox.MAX_SEND_ATTEMPTS - 1, next_attempt_at=timezone.now()
         )
         assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "unknown"
-    assert _row(row).last_error == "It could not be checked whether this message went out: OperationalError"
+    assert (_row(row).last_error_code, _row(row).last_error) == ("check_failed", "OperationalError")
     assert len(gmail_mailbox.store.sent_messages(gmail_mailbox.email)) == 1
 
 
@@ -485,10 +488,12 @@ def test_a_forward_or_new_message_about_a_message_is_no_reply_to_it(gmail_accoun
 
 
 def test_queueing_clears_the_last_error_and_makes_the_row_due_now(gmail_account):
-    draft = OutgoingMessage.objects.create(account=gmail_account, subject="x", last_error="Sending failed before")
+    draft = OutgoingMessage.objects.create(
+        account=gmail_account, subject="x", last_error_code="provider_failed", last_error="HTTP 503"
+    )
     before = timezone.now()
     row = _row(outbox.outgoing_queue(outgoing=draft))
-    assert row.status == Status.QUEUED and row.last_error == ""
+    assert row.status == Status.QUEUED and row.last_error == row.last_error_code == "" and row.error_message == ""
     assert before <= row.queued_at == row.next_attempt_at <= timezone.now()
 
 
@@ -518,3 +523,41 @@ def test_the_message_id_is_fixed_when_the_row_is_created(gmail_account):
     draft.save()
     queued = outbox.outgoing_queue(outgoing=draft)
     assert _row(queued).message_id == chosen and f"Message-ID: <{chosen}>".encode() in bytes(_row(queued).raw)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "detail", "words", "detail_shown"),
+    [
+        (
+            "queued",
+            "throttled",
+            "429",
+            "Google's sending limit for this mailbox was reached. Mailhub tries again",
+            False,
+        ),
+        ("failed", "throttled", "429", "Google's sending limit for this mailbox was reached.", False),
+        ("failed", "action_required", "550 5.7.1 Rejected", "Google refused the message: 550 5.7.1 Rejected", True),
+        ("failed", "action_required", "", "Google refused the message.", False),
+        ("failed", "recipients_refused", "a@x.org", "Google refused these recipients, so nothing was sent: a", True),
+        ("unknown", "check_failed", "HTTP 500", "It could not be checked whether this message went out.", False),
+        ("failed", "access_revoked", "invalid_grant", "Access to this mailbox was revoked or has expired.", False),
+        ("sent", "", "", "", False),
+    ],
+)
+def test_users_read_words_chosen_by_the_code_not_the_providers_text(
+    gmail_account, status, code, detail, words, detail_shown
+):
+    row = OutgoingMessage(account=gmail_account, status=status, last_error_code=code, last_error=detail)
+    message = row.error_message
+    assert message.startswith(words) and (message == "") == (words == "")
+    if detail:
+        assert (detail in message) == detail_shown  # the provider's own answer only where it says what was refused
+    assert message.endswith("Mailhub tries again shortly.") == (status == "queued")
+
+
+def test_the_outbox_words_are_translated(gmail_account, settings):
+    from django.utils import translation
+
+    row = OutgoingMessage(account=gmail_account, status="queued", last_error_code="unreachable", last_error="timeout")
+    with translation.override("zh-hans"):
+        assert row.error_message == "无法连接 Google 的邮件服务器。 Mailhub 稍后会重试。"

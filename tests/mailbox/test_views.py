@@ -53,7 +53,8 @@ def objects(ui_mail: UiMail):
         subject="Failed one",
         to=[{"name": "", "email": "x@example.org"}],
         raw=b"Subject: x\r\n\r\nx",
-        last_error="The server refused the message.",
+        last_error_code="recipients_refused",
+        last_error="x@example.org",
     )
     unknown = OutgoingMessage.objects.create(
         account=ui_mail.alice_gmail,
@@ -62,7 +63,8 @@ def objects(ui_mail: UiMail):
         to=[{"name": "", "email": "y@example.org"}],
         raw=b"Subject: y\r\n\r\ny",
         handed_off_at=timezone.now(),
-        last_error="It may or may not have been sent.",
+        last_error_code="send_uncertain",
+        last_error="TimeoutError",
     )
     pdf = ui_mail.html.attachments.get(filename="report.pdf")
     logo = ui_mail.html.attachments.get(content_id="logo@example.org")
@@ -620,7 +622,10 @@ def test_queued_message_is_no_longer_editable(alice_client, objects):
 
 def test_outbox_shows_failure_and_retry_requeues(alice_client, objects, django_capture_on_commit_callbacks):
     page = alice_client.get(reverse("mailbox:outbox")).content.decode()
-    assert "Failed one" in page and "The server refused the message." in page and ">Retry</button>" in page
+    assert "Failed one" in page and ">Retry</button>" in page
+    # The user's words come from the code; the provider's own answer (the refused address) is quoted.
+    assert "Google refused these recipients, so nothing was sent: x@example.org" in page
+    assert "may or may not have gone out" in page and "TimeoutError" not in page
     with django_capture_on_commit_callbacks() as callbacks:
         response = alice_client.post(reverse("mailbox:outbox_retry", args=[objects["failed"]]))
     assert response.status_code == 302
@@ -632,7 +637,7 @@ def test_outbox_shows_failure_and_retry_requeues(alice_client, objects, django_c
 
 def test_unknown_message_offers_check_again_and_send_anyway(alice_client, objects, django_capture_on_commit_callbacks):
     page = alice_client.get(reverse("mailbox:outbox")).content.decode()
-    assert "Maybe sent" in page and "It may or may not have been sent." in page
+    assert "Maybe sent" in page and "it may or may not have gone out." in page
     assert ">Check again</button>" in page and ">Send anyway</button>" in page
     sidebar = alice_client.get(reverse("mailbox:sidebar")).content.decode()
     assert 'title="Needs your attention">2<' in sidebar  # the failed and the unknown message

@@ -124,6 +124,9 @@ def test_a_5xx_on_send_is_checked_at_gmail_before_the_same_bytes_go_again(gmail_
     assert result.outcome == "retry" and result.retry_after == 0
     outgoing.refresh_from_db()
     assert outgoing.status == OutgoingMessage.Status.QUEUED and "503" in outgoing.last_error
+    assert outgoing.last_error_code == "send_uncertain" and outgoing.error_message.endswith(
+        "Mailhub tries again shortly."
+    )
     assert outgoing.handed_off_at is not None  # Gmail may have it: it is asked first
     assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
     assert outbox.outgoing_send(outgoing_id=outgoing.pk).outcome == "sent"
@@ -163,7 +166,8 @@ def test_failure_is_kept_with_its_reason_and_can_be_retried(gmail_account, gmail
     sandbox_settings.tokens.revoke_user(gmail_account.email)
     assert outbox.outgoing_send(outgoing_id=outgoing.pk).outcome == "failed"
     outgoing.refresh_from_db()
-    assert outgoing.status == OutgoingMessage.Status.FAILED and "Reconnect" in outgoing.last_error
+    assert outgoing.status == OutgoingMessage.Status.FAILED and outgoing.last_error_code == "access_revoked"
+    assert "Reconnect" in outgoing.error_message
     assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []
     # The user reconnects (fresh tokens), then retries.
     from tests.fixtures.mail import GOOGLE_SCOPES

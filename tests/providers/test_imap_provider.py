@@ -435,7 +435,8 @@ def test_a_send_refused_for_a_changed_password_fails_it_and_asks_to_reconnect(do
     outgoing_send(outgoing_id=outgoing.pk)
 
     outgoing.refresh_from_db()
-    assert outgoing.status == OutgoingMessage.Status.FAILED and "new password" in outgoing.last_error
+    assert outgoing.status == OutgoingMessage.Status.FAILED and outgoing.last_error_code == "password_refused"
+    assert "new password" in outgoing.error_message
     assert MailAccount.objects.get(pk=account.pk).status == MailAccount.Status.REAUTH_REQUIRED
     assert dovecot.sink.messages == []
 

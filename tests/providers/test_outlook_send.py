@@ -99,7 +99,8 @@ def test_smtp_auth_disabled_gets_a_plain_explanation(dovecot, outlook_account, e
     # Retrying can't help until an admin acts: failed at once, kept with the reason, not retried.
     assert result.outcome == "failed" and outgoing.status == OutgoingMessage.Status.FAILED
     assert outgoing.attempts == 1
-    assert "Authenticated SMTP" in outgoing.last_error and "administrator" in outgoing.last_error
+    assert outgoing.last_error_code == "smtp_auth_disabled"
+    assert "Authenticated SMTP" in outgoing.error_message and "administrator" in outgoing.error_message
     assert account.access_token not in outgoing.last_error
     assert dovecot.sink.messages == []
 
