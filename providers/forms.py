@@ -9,8 +9,8 @@ from django.utils.translation import gettext_lazy as _
 from mailhub.config import mail_security
 from providers import registry
 from providers.models import MailServerPreset, ProviderApp
+from providers.validators import is_domain_name
 
-DOMAIN = re.compile(r"^[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)+$")
 # ProviderApp fields only some providers use (each provider lists its own in Provider.extra_settings).
 EXTRA_SETTINGS = ("tenant", "custom_servers_allowed")
 
@@ -135,7 +135,7 @@ class MailServerPresetForm(forms.ModelForm):
     def clean_domains(self) -> str:
         domains = self.cleaned_data["domains"].replace(",", " ").lower().split()
         domains = [d.lstrip("@") for d in domains]
-        bad = [d for d in domains if not DOMAIN.match(d)]
+        bad = [d for d in domains if not is_domain_name(d)]
         if bad:
             raise forms.ValidationError(_("Not a domain: %(domains)s") % {"domains": ", ".join(bad)})
         return " ".join(dict.fromkeys(domains))

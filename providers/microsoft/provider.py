@@ -17,6 +17,7 @@ from django.utils.translation import gettext as _
 from providers.base import Account, AuthorizationRequest, LocalMailbox, MailClient, Provider, TokenGrant
 from providers.errors import AuthorizationDenied, InvalidGrant, NoMailbox, ProviderError
 from providers.microsoft.exchange import NO_MAILBOX_MESSAGE
+from providers.validators import is_domain_name
 
 if TYPE_CHECKING:
     from providers.models import ProviderApp
@@ -35,7 +36,6 @@ SCOPES = [
 ]
 GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 TENANT_ALIASES = {"common", "organizations", "consumers"}
-DOMAIN = re.compile(r"^[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)+$")
 
 
 class MicrosoftProvider(Provider):
@@ -50,7 +50,7 @@ class MicrosoftProvider(Provider):
         tenant = value or "common"
         if tenant.lower() in TENANT_ALIASES:
             return tenant.lower()
-        if GUID.match(tenant) or DOMAIN.match(tenant):
+        if GUID.match(tenant) or is_domain_name(tenant):
             return tenant
         raise ValueError(
             _("Use common, organizations, consumers, a tenant id (GUID) or a domain such as contoso.onmicrosoft.com.")

@@ -152,3 +152,25 @@ def test_saving_one_provider_leaves_the_other_untouched(staff_client):
 def test_django_admin_links_to_mail_settings(staff_client):
     response = staff_client.get("/admin/providers/providerapp/")
     assert response.status_code == 302 and response["Location"] == URL
+
+
+@pytest.mark.parametrize(
+    ("domains", "error"),
+    [
+        ("Example.COM, @example.org example.com", None),
+        ("example.com not_a_domain", "not_a_domain"),
+        ("localhost", "localhost"),
+        ("example.com/inbox", "example.com/inbox"),
+    ],
+)
+def test_a_presets_address_domains_are_checked_and_normalised(db, domains, error):
+    from providers.forms import MailServerPresetForm
+
+    servers = {"imap_host": "imap.example.com", "imap_port": 993, "imap_security": "ssl"}
+    servers |= {"smtp_host": "smtp.example.com", "smtp_port": 587, "smtp_security": "starttls"}
+    form = MailServerPresetForm(data={"name": "Example", "domains": domains, **servers})
+    if error is None:
+        assert form.is_valid(), form.errors
+        assert form.cleaned_data["domains"] == "example.com example.org"
+    else:
+        assert not form.is_valid() and form.errors["domains"] == [f"Not a domain: {error}"]
