@@ -118,6 +118,12 @@ def imap_connect(server: MailServer, *, name: str, timeout: float = 60) -> IMAPC
         raise ServerUnreachable(f"{name}'s mail server could not be reached ({type(exc).__name__}).") from None
     except imaplib.IMAP4.error:  # imaplib's own check of the greeting: "server not IMAP4 compliant"
         raise NotImap4Server(f"{name}'s mail server does not speak IMAP4rev1.") from None
+    try:
+        server.checked_peer(client.socket())
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.shutdown()  # not even a LOGOUT to a server we must not talk to
+        raise
     if security == "starttls":
         try:
             client.starttls(context)

@@ -87,6 +87,17 @@ class SmtpCertificateRejected(SmtpUnreachable):
     """TLS to the SMTP server failed because its certificate is not trusted."""
 
 
+def _peer_check(server: MailServer, connection: smtplib.SMTP) -> None:
+    """The address actually connected to passes ``server``'s check (see ``MailServer.checked_peer``)."""
+    try:
+        if connection.sock is None:
+            raise smtplib.SMTPServerDisconnected("no connection")
+        server.checked_peer(connection.sock)
+    except BaseException:
+        connection.close()
+        raise
+
+
 def smtp_connect(server: MailServer, *, name: str, timeout: float = 60) -> smtplib.SMTP:
     """A connection to ``server`` after EHLO (and STARTTLS); ``name``: the provider, for the error message."""
     host, port = server.host, server.port
@@ -98,6 +109,7 @@ def smtp_connect(server: MailServer, *, name: str, timeout: float = 60) -> smtpl
             connection: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
         else:
             connection = smtplib.SMTP(host, port, timeout=timeout)
+        _peer_check(server, connection)  # before EHLO: nothing of ours goes to a server we must not talk to
         connection.ehlo()
         if security == "starttls":
             connection.starttls(context=context)

@@ -49,20 +49,32 @@ class MailServer:
     def checked_address(self) -> None:
         """Raise PrivateServerRefused if a ``public_only`` server's name leads inside this machine or its networks.
 
-        Checked before every connection, so a name that later resolves elsewhere is caught too (short of an
-        answer that changes between this lookup and the connection's own).
+        Checked before every connection, so a name that later resolves elsewhere is caught too; an answer that
+        changes between this lookup and the connection's own (DNS rebinding) is caught by :meth:`checked_peer`.
         """
-        if not self.public_only or settings.IMAP_ALLOW_PRIVATE_SERVERS:
+        if not self._checked():
             return
         try:
             answers = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError):
             return  # no address at all: the connection fails as unreachable
         for *_, sockaddr in answers:
-            address = ipaddress.ip_address(sockaddr[0])
-            mapped = getattr(address, "ipv4_mapped", None)
-            if not (mapped or address).is_global:
-                raise PrivateServerRefused(f"{self.host} leads to {address}, which is not on the internet.")
+            self._refuse_private(str(sockaddr[0]))
+
+    def checked_peer(self, sock: socket.socket) -> None:
+        """Raise PrivateServerRefused if the connected socket of a ``public_only`` server leads inside: called on
+        every new connection before anything of ours (a sign-in, a command the user chose) is sent on it."""
+        if self._checked():
+            self._refuse_private(sock.getpeername()[0])
+
+    def _checked(self) -> bool:
+        return self.public_only and not settings.IMAP_ALLOW_PRIVATE_SERVERS
+
+    def _refuse_private(self, ip: str) -> None:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])  # without an IPv6 zone ("fe80::1%eth0")
+        mapped = getattr(address, "ipv4_mapped", None)
+        if not (mapped or address).is_global:
+            raise PrivateServerRefused(f"{self.host} leads to {address}, which is not on the internet.")
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_bundle or None)

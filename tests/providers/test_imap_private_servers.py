@@ -64,3 +64,38 @@ def test_a_stored_server_now_refused_stops_syncing_without_connecting(dovecot, i
     assert result.outcome == "retry" and result.retry_after >= 3000  # not retried soon: a person must act
     state = SyncState.objects.get(account=account)
     assert state.last_error_code == "action_required" and "not on the internet" in state.last_error
+
+
+class RebindingResolver:
+    """A name whose first answer is on the internet and every later one this machine (DNS rebinding)."""
+
+    def __init__(self, real_getaddrinfo) -> None:
+        self.real = real_getaddrinfo
+        self.lookups = 0
+
+    def __call__(self, host, port, *args, **kwargs):
+        if host != "rebind.example":
+            return self.real(host, port, *args, **kwargs)
+        self.lookups += 1
+        address = "93.184.216.34" if self.lookups == 1 else "127.0.0.1"
+        return self.real(address, port, *args, **kwargs)
+
+
+@pytest.mark.parametrize("protocol", ["imap", "smtp"])
+def test_a_name_that_resolves_inside_after_the_check_is_refused_before_anything_is_sent(
+    dovecot, private_refused, monkeypatch, protocol
+):
+    import socket
+
+    from providers.imap.connection import imap_connect
+    from providers.imap.smtp import smtp_connect
+
+    private_refused.INSECURE_ALLOW_PLAINTEXT_MAIL = True  # plain text, so no certificate names get in the way
+    resolver = RebindingResolver(socket.getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    port = dovecot.imap_port if protocol == "imap" else dovecot.submission_port
+    server = MailServer(host="rebind.example", port=port, security="none", public_only=True)
+    connect = imap_connect if protocol == "imap" else smtp_connect
+    with pytest.raises(PrivateServerRefused, match="127.0.0.1"):
+        connect(server, name="Example")
+    assert resolver.lookups == 2  # the check saw the internet address; the connection went to this machine
