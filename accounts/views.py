@@ -2,12 +2,14 @@
 
 import logging
 import time
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LogoutView
 from django.db import transaction
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
@@ -136,3 +138,14 @@ def _start_sync(*, account: MailAccount, pending: oauth.PendingAuthorization, fi
         account_sync_start(account=account, since=pending.since)
     else:
         account_sync_queue(account=account)
+
+
+class SignOutView(LogoutView):
+    """Sign out (POST only) and land on Mailhub's sign-in page, not the admin's "Logged out" page."""
+
+    next_page = "login"
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().post(request, *args, **kwargs)
+        messages.info(request, _("You have signed out."))
+        return response

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from accounts.views import oauth_callback
+from accounts.views import SignOutView, oauth_callback
 from mailhub.views import csp_report
 
 urlpatterns = [
@@ -11,7 +11,7 @@ urlpatterns = [
     path("admin/settings/mail/oauth2", oauth_callback, name="oauth_callback"),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("logout/", SignOutView.as_view(), name="logout"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("csp-report/", csp_report, name="csp_report"),
     path("accounts/", include("accounts.urls")),
