@@ -7,16 +7,17 @@ LIKE scan. The model does not declare these: they are maintained by the database
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import cache
 
 from django.db import connection, connections
-from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, QuerySet, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
-from mailbox.models import Message, MessageFolder, Thread
+from mailbox.models import Attachment, Message, MessageFolder, Thread
+from mailbox.search_syntax import WORD, Condition, FieldMatch, ParsedSearch, Words, search_parse
 
 FTS_TABLE = "mailbox_message_fts"
 
@@ -78,9 +79,6 @@ def sqlite_triggers_ensure(*, using: str = "default", **kwargs) -> None:
             cursor.execute(sql)
 
 
-_TOKEN = re.compile(r"\w+", re.UNICODE)
-
-
 @dataclass(frozen=True)
 class SearchQuery:
     text: str = ""
@@ -114,14 +112,6 @@ class _IdMatch(Func):
         self.query = query
 
 
-class _PgMatch(_IdMatch):
-    def as_sql(self, compiler, connection, **extra):
-        # Compile the id column to learn the table's alias in this query (it may be a subquery's U0).
-        id_sql, id_params = compiler.compile(self.source_expressions[0])
-        column = id_sql.rsplit(".", 1)[0] + '."search_tsv"'
-        return f"{column} @@ websearch_to_tsquery('simple', %s)", [*id_params, self.query]
-
-
 class _FtsMatch(_IdMatch):
     def as_sql(self, compiler, connection, **extra):
         id_sql, id_params = compiler.compile(self.source_expressions[0])
@@ -138,26 +128,97 @@ def _sqlite_has_fts(alias: str = "default") -> bool:
 
 def fts5_query(text: str) -> str:
     """User words as an FTS5 expression: every word must match, as a prefix; no FTS syntax gets through."""
-    return " AND ".join(f'"{token}"*' for token in _TOKEN.findall(text))
+    return " AND ".join(f'"{token}"*' for token in WORD.findall(text))
 
 
-def _text_filter(text: str) -> Q | Func | None:
-    tokens = _TOKEN.findall(text)
-    if not tokens:
-        return None
+def _fts5_words(words: Words) -> str:
+    if words.phrase:  # the tokens in this order, the last one as a prefix
+        return '"' + " ".join(words.tokens) + '"*'
+    return " AND ".join(f'"{token}"*' for token in words.tokens)
+
+
+def _pg_words(words: Words) -> str:
+    """``to_tsquery`` syntax: tokens are letters and digits only (no quote or operator can get in); each a prefix."""
+    joint = " <-> " if words.phrase else " & "
+    return joint.join(f"'{token}':*" for token in words.tokens)
+
+
+class _PgTsMatch(_IdMatch):
+    """PostgreSQL keeps "carol@example.org" or "report.pdf" as one lexeme besides their words: a term typed with
+    such separators also matches as PostgreSQL's parser reads it, so it finds what SQLite's words find."""
+
+    def __init__(self, query: str, *, text: str = "") -> None:
+        super().__init__(query)
+        self.text = text
+
+    def as_sql(self, compiler, connection, **extra):
+        id_sql, id_params = compiler.compile(self.source_expressions[0])
+        column = id_sql.rsplit(".", 1)[0] + '."search_tsv"'
+        if not self.text:
+            return f"{column} @@ to_tsquery('simple', %s)", [*id_params, self.query]
+        query = "(to_tsquery('simple', %s) || phraseto_tsquery('simple', %s))"
+        return f"{column} @@ {query}", [*id_params, self.query, self.text]
+
+
+def _words_match(words: Words) -> Q | Func:
+    """The messages whose subject, participants or body hold ``words`` (one backend's way, one meaning)."""
     if connection.vendor == "postgresql":
-        return _PgMatch(text)
+        whole = words.text if words.text and words.text != " ".join(words.tokens) else ""
+        return _PgTsMatch(_pg_words(words), text=whole)
     if connection.vendor == "sqlite" and _sqlite_has_fts():
-        return _FtsMatch(fts5_query(text))
+        return _FtsMatch(_fts5_words(words))
+    parts = [" ".join(words.tokens)] if words.phrase else list(words.tokens)
     condition = Q()
-    for token in tokens:
+    for part in parts:
         condition &= (
-            Q(subject__icontains=token)
-            | Q(from_name__icontains=token)
-            | Q(from_address__icontains=token)
-            | Q(body_text__icontains=token)
+            Q(subject__icontains=part)
+            | Q(from_name__icontains=part)
+            | Q(from_address__icontains=part)
+            | Q(body_text__icontains=part)
         )
     return condition
+
+
+def _field_match(match: FieldMatch) -> Q | Exists:
+    value = match.value
+    if match.name == "from":
+        return Q(from_address__icontains=value) | Q(from_name__icontains=value)
+    if match.name in ("to", "cc"):
+        return Q(**{f"{match.name}_text__icontains": value})
+    if match.name == "subject":
+        return Q(subject__icontains=value)
+    return Exists(Attachment.objects.filter(message=OuterRef("pk"), filename__icontains=value))
+
+
+def _condition_match(condition: Condition) -> Q | Exists:
+    if condition.name == "attachment":
+        return Q(has_attachments=True)
+    if condition.name == "in":
+        folder = Q(folder__name__iexact=condition.value) | Q(folder__role__iexact=condition.value)
+        return Exists(MessageFolder.objects.filter(folder, message=OuterRef("pk")))
+    return {
+        "unread": Q(is_read=False),
+        "read": Q(is_read=True),
+        "starred": Q(is_starred=True),
+        "unstarred": Q(is_starred=False),
+    }[condition.name]
+
+
+def _text_apply(messages: QuerySet[Message], parsed: ParsedSearch) -> QuerySet[Message]:
+    if parsed.unsearchable:
+        return messages.none()
+    if any(f.name in ("to", "cc") for f in parsed.fields):
+        messages = messages.alias(to_text=Cast("to", TextField()), cc_text=Cast("cc", TextField()))
+    parts: list[tuple[Q | Func | Exists, bool]] = [(_words_match(w), w.negated) for w in parsed.words]
+    parts += [(_field_match(f), f.negated) for f in parsed.fields]
+    parts += [(_condition_match(c), c.negated) for c in parsed.conditions]
+    for condition, negated in parts:
+        messages = messages.exclude(condition) if negated else messages.filter(condition)
+    if parsed.after:
+        messages = messages.filter(date__gte=_day_start(parsed.after))
+    if parsed.before:
+        messages = messages.filter(date__lt=_day_start(parsed.before))
+    return messages
 
 
 def _day_start(day: date) -> datetime:
@@ -166,9 +227,7 @@ def _day_start(day: date) -> datetime:
 
 def messages_search(*, user, query: SearchQuery) -> QuerySet[Message]:
     messages = Message.objects.filter(account__user=user)
-    text_filter = _text_filter(query.text)
-    if text_filter is not None:
-        messages = messages.filter(text_filter)
+    messages = _text_apply(messages, search_parse(query.text, today=timezone.localdate()))
     if query.account_id:
         messages = messages.filter(account_id=query.account_id)
     if query.folder_id:

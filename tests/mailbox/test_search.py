@@ -143,11 +143,13 @@ def test_date_range_takes_whole_local_days_at_both_ends(alice, ui_mail):
     assert _subjects(alice, text="dated", date_from=first + timedelta(days=2)) == {"After"}
 
 
-def test_text_without_any_word_filters_nothing(alice, ui_mail):
+def test_text_without_any_word_matches_nothing_rather_than_everything(alice, ui_mail):
     everything = _subjects(alice)
     assert len(everything) == 3
-    assert _subjects(alice, text="*** -- ()") == everything
-    assert _subjects(alice, text="*** -- ()", unread=True) == {"Quarterly report", "Project kickoff"}
+    assert _subjects(alice, text="") == _subjects(alice, text="   ") == everything  # no text: no text filter
+    for symbols in ("%", "_", "%%", "*** -- ()", '""', "-"):
+        assert _subjects(alice, text=symbols) == set(), symbols
+        assert _subjects(alice, text=symbols, unread=True) == set(), symbols
     assert _subjects(alice, text="' = 1; --") == set()  # "1" is a word no message has
 
 
