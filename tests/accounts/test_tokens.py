@@ -22,6 +22,7 @@ from accounts.services import (
     account_access_token,
     account_connect,
     account_disconnect,
+    account_mark_needs_reconnect,
 )
 from providers.base import TokenGrant
 from providers.errors import ErrorCode, ProviderError
@@ -347,3 +348,32 @@ def test_disconnect_after_the_provider_app_was_removed_still_deletes(alice, sand
     account_disconnect(account=account)
     assert not MailAccount.objects.filter(pk=account.pk).exists()
     assert not sandbox.tokens.get(account.refresh_token).revoked  # nobody could ask Google
+
+
+def test_marking_for_reconnect_writes_once_per_reason_and_a_new_reason_replaces_the_old(alice, caplog):
+    caplog.set_level(logging.INFO, logger="accounts.services")
+    account = MailAccount.objects.create(user=alice, provider="google", email="mark@example.org")
+    account_mark_needs_reconnect(account=account, reason=ErrorCode.ACCESS_REVOKED)
+    account_mark_needs_reconnect(account=account, reason=ErrorCode.ACCESS_REVOKED)  # the engine, after the service
+    assert [r.getMessage() for r in caplog.records].count(
+        f"Account {account.pk} needs reconnecting (access_revoked)"
+    ) == 1
+    stored = MailAccount.objects.get(pk=account.pk)
+    assert (stored.status, stored.status_reason) == (MailAccount.Status.REAUTH_REQUIRED, ErrorCode.ACCESS_REVOKED)
+
+    account_mark_needs_reconnect(account=account, reason=ErrorCode.NO_MAILBOX)  # a new reason is written
+    stored = MailAccount.objects.get(pk=account.pk)
+    assert (stored.status, stored.status_reason) == (MailAccount.Status.NO_MAILBOX, ErrorCode.NO_MAILBOX)
+
+
+def test_an_active_account_with_a_leftover_reason_is_still_marked(alice):
+    account = MailAccount.objects.create(
+        user=alice, provider="google", email="left@example.org", status_reason=ErrorCode.ACCESS_REVOKED
+    )
+    account_mark_needs_reconnect(account=account, reason=ErrorCode.ACCESS_REVOKED)
+    assert MailAccount.objects.get(pk=account.pk).needs_reconnect
+
+
+def test_the_reconnect_error_names_its_code_for_the_logs():
+    error = ReauthorizationRequired(code=ErrorCode.PASSWORD_REFUSED)
+    assert str(error) == "The mailbox must be reconnected (password_refused)." and error.code == "password_refused"
