@@ -289,3 +289,31 @@ def test_no_token_or_secret_reaches_the_logs(alice_client, alice, sandbox, googl
     secrets = [t.value for t in sandbox.google.issued_tokens(email=GMAIL)] + [google_app.client_secret]
     for secret in secrets:
         assert secret not in caplog.text
+
+
+def test_connecting_an_imap_address_again_updates_that_mailbox_in_place(alice):
+    from accounts.services import MailboxServers, account_connect_password, account_mark_needs_reconnect
+    from providers.errors import ErrorCode
+
+    servers = MailboxServers("imap.example.com", 993, "ssl", "smtp.example.com", 587, "starttls")
+    first, created = account_connect_password(
+        user_id=alice.pk, email="me@example.com", username="me", password="old-secret-1", servers=servers
+    )
+    assert created
+    account_mark_needs_reconnect(account=first, reason=ErrorCode.PASSWORD_REFUSED)
+    moved = MailboxServers("mail.example.com", 143, "starttls", "mail.example.com", 465, "ssl")
+    again, created = account_connect_password(
+        user_id=alice.pk, email="me@example.com", username="me2", password="new-secret-2", servers=moved
+    )
+    assert not created and again.pk == first.pk
+    stored = MailAccount.objects.get(pk=first.pk)
+    assert (stored.username, stored.imap_host, stored.imap_port, stored.smtp_port) == (
+        "me2",
+        "mail.example.com",
+        143,
+        465,
+    )
+    assert (
+        stored.password == "new-secret-2" and stored.status == MailAccount.Status.ACTIVE and stored.status_reason == ""
+    )
+    assert MailAccount.objects.filter(user=alice, email="me@example.com").count() == 1
