@@ -63,6 +63,9 @@ OUTLOOK_FOLDERS = {
 }
 
 
+PORT_ATTEMPTS = 3
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -278,6 +281,16 @@ class DovecotServer:
         self.imaps_port = imaps_port or free_port()
         self.submission_port = submission_port or free_port()
         self.submissions_port = free_port()  # submission over TLS from the first byte (port 465's way)
+        # Ports picked here (not given): another process may take one between free_port() and Dovecot's bind.
+        self._picked_ports = {"submissions_port"} | {
+            name
+            for name, given in (
+                ("imap_port", imap_port),
+                ("imaps_port", imaps_port),
+                ("submission_port", submission_port),
+            )
+            if not given
+        }
         # A full post-login CAPABILITY list overrides Dovecot's (e.g. one without CONDSTORE, QRESYNC and
         # MOVE, to exercise a client's fallbacks); "" keeps Dovecot's own.
         self.imap_capability = imap_capability
@@ -319,15 +332,23 @@ class DovecotServer:
         for name in ("denied-users", "passwords", "master-users"):
             (self.root / name).touch()
         (self.root / "master-users").write_text(f"{MASTER_USER}:{{PLAIN}}{self.master_password}\n")
-        self.config_path.write_text(self._config(uid=uid, gid=gid))
         (self.root / "oauth2.conf.ext").write_text(self._oauth2_config())
-        self._process = subprocess.Popen(  # noqa: S603
-            [_binary("dovecot"), "-F", "-c", str(self.config_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.root / "dovecot.stderr", "wb"),  # noqa: SIM115
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - a killed test run must not leave Dovecot behind
-        )
-        self._wait_listening()
+        for attempt in range(PORT_ATTEMPTS):
+            self.config_path.write_text(self._config(uid=uid, gid=gid))
+            self._process = subprocess.Popen(  # noqa: S603
+                [_binary("dovecot"), "-F", "-c", str(self.config_path)],
+                stdout=subprocess.DEVNULL,
+                stderr=open(self.root / "dovecot.stderr", "wb"),  # noqa: SIM115
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - a killed test run must not leave Dovecot behind
+            )
+            try:
+                self._wait_listening()
+                break
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                for name in self._picked_ports:  # taken meanwhile by another process: pick again
+                    setattr(self, name, free_port())
         self.proxy = TcpProxy(self.imaps_port)  # IMAPS, as clients reach Outlook
         return self
 
