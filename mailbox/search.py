@@ -3,6 +3,9 @@
 PostgreSQL: a stored ``search_tsv`` column (generated from subject, participants and body, migration
 0002 onward) under a GIN index. SQLite: an FTS5 table kept by triggers; where FTS5 is missing, a
 LIKE scan. The model does not declare these: they are maintained by the database itself.
+
+What the search box's text means is :mod:`mailbox.search_syntax`'s (one parser); this module turns it into
+each backend's conditions, so a query finds the same mail on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
