@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from email.utils import getaddresses
+import re
+from email.utils import parseaddr
 from typing import cast
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from accounts.models import MailAccount
 from mailbox.models import Folder
@@ -16,18 +18,35 @@ from mailbox.search import SearchQuery
 ATTACHMENTS_MAX_BYTES = 25 * 1024 * 1024
 
 
+_ADDRESS_SEPARATOR = re.compile(r"""((?:"[^"]*"|<[^>]*>|[^,;"<])*)[,;]?""")
+
+
+def _address_parts(value: str) -> list[str]:
+    """The addresses of a To/Cc/Bcc field as typed, split at commas or semicolons outside quotes and <>."""
+    return [part.strip() for part in _ADDRESS_SEPARATOR.findall(value) if part.strip()]
+
+
 def addresses_parse(value: str) -> list[dict[str, str]]:
-    """ "Ann <ann@x.org>, bob@y.org" -> [{"name": "Ann", "email": "ann@x.org"}, ...]; raises ValidationError."""
-    people = []
-    for name, email in getaddresses([value.replace(";", ",")]):
-        if not email and not name:
-            continue
+    """ "Ann <ann@x.org>, bob@y.org" -> [{"name": "Ann", "email": "ann@x.org"}, ...].
+
+    Raises one ValidationError naming every address that is not valid, as the user typed it.
+    """
+    people, bad = [], []
+    for part in _address_parts(value):
+        name, email = parseaddr(part)
         try:
             validate_email(email)
-        except ValidationError as exc:
-            message = _("“%(address)s” is not a valid email address.")
-            raise ValidationError(message, params={"address": email or name}) from exc
+        except ValidationError:
+            bad.append(part)
+            continue
         people.append({"name": name, "email": email})
+    if bad:
+        message = ngettext(
+            "%(addresses)s is not a valid email address.",
+            "These are not valid email addresses: %(addresses)s.",
+            len(bad),
+        )
+        raise ValidationError(message, params={"addresses": ", ".join(f"“{part}”" for part in bad)})
     return people
 
 

@@ -694,3 +694,34 @@ def test_user_without_accounts_is_pointed_at_connecting_one(client, charlie):
     assert "No conversations here." in body
     response = client.get(reverse("mailbox:compose"))
     assert response.status_code == 302 and response["Location"] == reverse("accounts:list")
+
+
+@pytest.mark.parametrize(
+    ("typed", "error"),
+    [
+        (
+            "a@x.org, bad@example, @example; nope",
+            "These are not valid email addresses: “bad@example”, “@example”, “nope”.",
+        ),
+        ("grace", "“grace” is not a valid email address."),
+        ("x@y.org, z@", "“z@” is not a valid email address."),  # not dropped silently
+    ],
+)
+def test_every_bad_recipient_is_named_as_typed(typed, error):
+    from django.core.exceptions import ValidationError
+
+    from mailbox.forms import addresses_parse
+
+    with pytest.raises(ValidationError) as raised:
+        addresses_parse(typed)
+    assert raised.value.messages == [error]
+
+
+def test_good_recipients_parse_with_names_quotes_and_separators():
+    from mailbox.forms import addresses_parse
+
+    assert addresses_parse('"Lee, Ann" <ann@x.org>; b@c.org, , ') == [
+        {"name": "Lee, Ann", "email": "ann@x.org"},
+        {"name": "", "email": "b@c.org"},
+    ]
+    assert addresses_parse("  ") == []
