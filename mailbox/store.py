@@ -1,4 +1,5 @@
-"""The provider-neutral write API of the local mail store. Both sync engines (Gmail, IMAP) write through it.
+"""The provider-neutral write API of the local mail store. The sync engine (``mailbox.local``) and the outbox
+write through it.
 
 Contract:
 
@@ -117,10 +118,6 @@ def folder_delete(*, account: MailAccount, remote_id: str) -> None:
         )
         folder.delete()
         threads_refresh(thread_ids=thread_ids)
-
-
-def folders_by_remote_id(*, account: MailAccount) -> dict[str, Folder]:
-    return {f.remote_id: f for f in Folder.objects.filter(account=account)}
 
 
 # --- Messages -----------------------------------------------------------------------------------
@@ -620,11 +617,6 @@ def messages_delete(*, account: MailAccount, remote_ids: Iterable[str]) -> int:
             query.delete()
             threads_refresh(thread_ids=thread_ids)
     return deleted
-
-
-def message_remote_ids(*, account: MailAccount) -> set[str]:
-    """Every stored remote id of ``account`` (for reconciling a full resync)."""
-    return set(Message.objects.filter(account=account).values_list("remote_id", flat=True))
 
 
 @functools.cache
