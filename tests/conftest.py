@@ -63,6 +63,16 @@ def _rate_limits_start_at_zero():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _celery_joins_allowed():
+    """An in-process worker (``start_worker``) may set Celery's process-wide "inside a task" flag while it starts
+    and leave it set; a later test's ``result.get()`` would then refuse to run. Each test starts with it clear."""
+    from celery import _state
+
+    _state._set_task_join_will_block(False)
+    yield
+
+
 @pytest.fixture
 def alice(db):
     return get_user_model().objects.create_user("alice", "alice@example.org", "alice-password-1")
