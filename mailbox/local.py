@@ -59,15 +59,11 @@ def local_messages(messages: Iterable[Message]) -> list[LocalMessage]:
 
 
 def outgoing_of(row: OutgoingMessage) -> Outgoing:
-    """An outbox row as a provider sends it (a reply carries the stored thread's provider key)."""
+    """An outbox row as a provider sends it (a reply carries the provider's key of its thread, where it has one)."""
     source = row.source
     in_thread = source is not None and row.kind in ("reply", "reply_all", "forward") and bool(row.in_reply_to)
-    return Outgoing(
-        id=row.pk,
-        raw=row.raw_bytes(),
-        message_id=row.message_id,
-        reply_thread_key=source.thread.remote_id if in_thread and source is not None else "",
-    )
+    thread_key = store.thread_provider_key(source.thread) if in_thread and source is not None else None
+    return Outgoing(id=row.pk, raw=row.raw_bytes(), message_id=row.message_id, reply_thread_key=thread_key or "")
 
 
 def _day_start(day: date) -> datetime:

@@ -388,9 +388,7 @@ def _outgoing_file_local(*, outgoing: OutgoingMessage, remote_id: str) -> None:
         return
     sent = Folder.objects.filter(account=account, role=Folder.Role.SENT).first()
     source = outgoing.source
-    thread_key = None
-    if source is not None and not source.thread.remote_id.startswith(("mid:", "remote:")):
-        thread_key = source.thread.remote_id  # the provider's own thread (Gmail)
+    thread_key = store.thread_provider_key(source.thread) if source is not None else None
     store.message_upsert(
         account=account,
         remote_id=remote_id,

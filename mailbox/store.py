@@ -630,6 +630,11 @@ os.register_at_fork(after_in_child=_compressor.cache_clear)  # a forked worker h
 # --- Threads ------------------------------------------------------------------------------------
 
 
+def thread_provider_key(thread: Thread) -> str | None:
+    """The provider's own key of a stored thread (Gmail's threadId); None for a thread the store made by headers."""
+    return None if thread.remote_id.startswith(("mid:", "remote:")) else thread.remote_id
+
+
 def _header_thread_key(message_id: str) -> str:
     return "mid:" + hashlib.sha1(message_id.encode("utf-8", "replace"), usedforsecurity=False).hexdigest()
 

@@ -164,7 +164,7 @@ class Outgoing:
     id: int
     raw: bytes
     message_id: str
-    reply_thread_key: str = ""  # the provider's key of the replied-to thread ("" for a new conversation)
+    reply_thread_key: str = ""  # the provider's key of the replied-to thread ("" if none: new, or threaded by us)
 
 
 class LocalMailbox(Protocol):

@@ -845,9 +845,8 @@ class GmailClient:
         answered 401 before taking the message.
         """
         body: dict[str, Any] = {"raw": base64.urlsafe_b64encode(outgoing.raw).decode("ascii")}
-        thread_key = outgoing.reply_thread_key
-        if thread_key and not thread_key.startswith(("mid:", "remote:")):  # a Gmail thread, not one of the store's
-            body["threadId"] = thread_key
+        if outgoing.reply_thread_key:
+            body["threadId"] = outgoing.reply_thread_key
         self._ensure_token()
         for refreshed in (False, True):
             try:

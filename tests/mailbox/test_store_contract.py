@@ -758,3 +758,12 @@ def test_more_than_500_late_parents_in_one_batch_each_pull_their_reply_in(mail_a
     ]
     store.messages_upsert(account=mail_account, items=parents)
     assert Thread.objects.count() == 501 and not Thread.objects.exclude(message_count=2).exists()
+
+
+def test_only_a_providers_own_thread_key_is_given_back_to_it(mail_account):
+    store.messages_upsert(account=mail_account, items=[incoming("g", thread_key="gmail-thread-1"), incoming("h")])
+    assert store.thread_provider_key(thread_of(mail_account, "g")) == "gmail-thread-1"
+    assert thread_of(mail_account, "h").remote_id.startswith("mid:")
+    assert store.thread_provider_key(thread_of(mail_account, "h")) is None
+    lone = Thread(account=mail_account, remote_id="remote:r1")  # a message without any Message-ID
+    assert store.thread_provider_key(lone) is None
