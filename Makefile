@@ -30,11 +30,13 @@ run: migrate
 demo: migrate
 	$(PY) manage.py demo
 
-## System packages the tests use (Dovecot for Outlook, Chromium for browser tests, Caddy for the proxy config); needs root.
+## System packages the tests use (Dovecot for Outlook, Chromium and CJK/emoji fonts for browser tests, Caddy for
+## the proxy config); needs root.
 install-system:
-	@if ! command -v dovecot >/dev/null || ! command -v chromium >/dev/null || ! command -v caddy >/dev/null; then \
+	@if ! command -v dovecot >/dev/null || ! command -v chromium >/dev/null || ! command -v caddy >/dev/null \
+		|| [ ! -d /usr/share/fonts/opentype/noto ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			dovecot-imapd dovecot-submissiond chromium caddy >/dev/null; \
+			dovecot-imapd dovecot-submissiond chromium caddy fonts-noto-cjk fonts-noto-color-emoji >/dev/null; \
 	fi
 
 test: install

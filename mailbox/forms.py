@@ -26,10 +26,12 @@ def _address_parts(value: str) -> list[str]:
     return [part.strip() for part in _ADDRESS_SEPARATOR.findall(value) if part.strip()]
 
 
-def addresses_parse(value: str) -> list[dict[str, str]]:
+def addresses_parse(value: str, *, keep_unfinished: bool = False) -> list[dict[str, str]]:
     """ "Ann <ann@x.org>, bob@y.org" -> [{"name": "Ann", "email": "ann@x.org"}, ...].
 
-    Raises one ValidationError naming every address that is not valid, as the user typed it.
+    Raises one ValidationError naming every address that is not valid, as the user typed it. With
+    ``keep_unfinished`` (a draft being autosaved) an unfinished address is kept as typed instead, so the
+    draft is saved and the address is refused only when the message is sent.
     """
     people, bad = [], []
     for part in _address_parts(value):
@@ -37,7 +39,10 @@ def addresses_parse(value: str) -> list[dict[str, str]]:
         try:
             validate_email(email)
         except ValidationError:
-            bad.append(part)
+            if keep_unfinished:
+                people.append({"name": "", "email": part})
+            else:
+                bad.append(part)
             continue
         people.append({"name": name, "email": email})
     if bad:
@@ -105,21 +110,26 @@ class ComposeForm(forms.Form):
     # The metaclass moves declared fields into base_fields, so ``self.files`` stays the uploads (the stubs miss it).
     files = MultipleFileField(label=_("Attach files"), required=False)  # type: ignore[assignment]
 
-    def __init__(self, *args, accounts, existing_attachment_bytes: int = 0, **kwargs) -> None:
+    def __init__(
+        self, *args, accounts, existing_attachment_bytes: int = 0, saving_draft: bool = False, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
-        cast(forms.ModelChoiceField, self.fields["account"]).queryset = accounts
+        account_field = cast(forms.ModelChoiceField, self.fields["account"])
+        account_field.queryset = accounts
+        account_field.label_from_instance = lambda account: account.email  # type: ignore[method-assign,assignment]
         self.existing_attachment_bytes = existing_attachment_bytes
+        self.saving_draft = saving_draft  # unfinished addresses are kept; sending refuses them
         for name in ("to", "cc", "bcc"):
             self.fields[name].widget.attrs.update({"autocomplete": "off", "data-suggest": "1"})
 
     def clean_to(self) -> list[dict[str, str]]:
-        return addresses_parse(header_value_check(self.cleaned_data["to"]))
+        return addresses_parse(header_value_check(self.cleaned_data["to"]), keep_unfinished=self.saving_draft)
 
     def clean_cc(self) -> list[dict[str, str]]:
-        return addresses_parse(header_value_check(self.cleaned_data["cc"]))
+        return addresses_parse(header_value_check(self.cleaned_data["cc"]), keep_unfinished=self.saving_draft)
 
     def clean_bcc(self) -> list[dict[str, str]]:
-        return addresses_parse(header_value_check(self.cleaned_data["bcc"]))
+        return addresses_parse(header_value_check(self.cleaned_data["bcc"]), keep_unfinished=self.saving_draft)
 
     def clean_subject(self) -> str:
         return header_value_check(self.cleaned_data["subject"])
@@ -183,7 +193,7 @@ class SearchForm(forms.Form):
             (a.id, a.email) for a in accounts
         ]
         cast(forms.ChoiceField, self.fields["folder"]).choices = [("", _("All folders"))] + [
-            (f.id, f"{f.account.email} / {f.name}") for f in folders
+            (f.id, f"{f.account.email} / {f.label}") for f in folders
         ]
 
     def to_query(self) -> SearchQuery:

@@ -10,6 +10,7 @@ from typing import IO, TYPE_CHECKING
 from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from accounts.models import MailAccount
 from providers.errors import ErrorCode, error_message
@@ -22,15 +23,15 @@ class Folder(models.Model):
     """A Gmail label or an IMAP folder."""
 
     class Role(models.TextChoices):
-        INBOX = "inbox", _("Inbox")
-        SENT = "sent", _("Sent")
-        DRAFTS = "drafts", _("Drafts")
-        TRASH = "trash", _("Trash")
-        SPAM = "spam", _("Spam")
-        ARCHIVE = "archive", _("Archive")
-        ALL = "all", _("All mail")
-        STARRED = "starred", _("Starred")
-        IMPORTANT = "important", _("Important")
+        INBOX = "inbox", pgettext_lazy("folder", "Inbox")
+        SENT = "sent", pgettext_lazy("folder", "Sent")
+        DRAFTS = "drafts", pgettext_lazy("folder", "Drafts")
+        TRASH = "trash", pgettext_lazy("folder", "Trash")
+        SPAM = "spam", pgettext_lazy("folder", "Spam")
+        ARCHIVE = "archive", pgettext_lazy("folder", "Archive")
+        ALL = "all", pgettext_lazy("folder", "All mail")
+        STARRED = "starred", pgettext_lazy("folder", "Starred")
+        IMPORTANT = "important", pgettext_lazy("folder", "Important")
         USER = "user", _("Label")
 
     account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="folders")
@@ -49,6 +50,11 @@ class Folder(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def label(self) -> str:
+        """The name a user reads: the translated role for system folders, the folder's own name otherwise."""
+        return self.name if self.role == self.Role.USER else str(self.get_role_display())
 
 
 class Thread(models.Model):
@@ -306,7 +312,7 @@ class OutgoingMessage(models.Model):
         DRAFT = "draft", _("Draft")
         QUEUED = "queued", _("Queued")
         SENDING = "sending", _("Sending")
-        SENT = "sent", _("Sent")
+        SENT = "sent", pgettext_lazy("outgoing message", "Sent")
         FAILED = "failed", _("Failed")
         UNKNOWN = "unknown", _("Not sure it was sent")
 
@@ -421,6 +427,14 @@ class MailAccessLog(models.Model):
         LIST = "list", _("Listed")
         VIEW = "view", _("Opened")
 
+    OBJECT_LABELS = {
+        "mail": pgettext_lazy("access log", "mail"),
+        "message": pgettext_lazy("access log", "message"),
+        "thread": pgettext_lazy("access log", "conversation"),
+        "folder": pgettext_lazy("access log", "folders"),
+        "outgoing message": pgettext_lazy("access log", "outgoing message"),
+    }
+
     reader = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="mail_reads"
     )
@@ -442,3 +456,7 @@ class MailAccessLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reader_username} {self.action} {self.object_type} of {self.account_email}"
+
+    @property
+    def object_label(self) -> str:
+        return str(self.OBJECT_LABELS.get(self.object_type, self.object_type))

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -87,7 +87,7 @@ def inbox(request: AuthenticatedHttpRequest) -> HttpResponse:
 def folder(request: AuthenticatedHttpRequest, folder_id: int) -> HttpResponse:
     current = selectors.folder_get(user=request.user, folder_id=folder_id)
     threads = selectors.threads_in_folder(folder=current)
-    return _list_render(request, threads=threads, title=f"{current.name} · {current.account.email}", folder=current)
+    return _list_render(request, threads=threads, title=f"{current.label} · {current.account.email}", folder=current)
 
 
 @login_required
@@ -178,7 +178,8 @@ def bulk_action(request: AuthenticatedHttpRequest) -> HttpResponse:
             Message.objects.filter(id__in=message_ids, account=target.account).values_list("id", flat=True)
         )
     count = writeback.messages_change(user=request.user, message_ids=message_ids, change=change)
-    flash.success(request, _("%(count)d message(s) updated.") % {"count": count})
+    updated = ngettext("%(count)d message updated.", "%(count)d messages updated.", count)
+    flash.success(request, updated % {"count": count})
     return redirect(back)
 
 
@@ -273,11 +274,15 @@ def _draft_initial(draft: OutgoingMessage) -> dict:
 
 def _compose_post(request: AuthenticatedHttpRequest, draft: OutgoingMessage | None) -> HttpResponse:
     accounts = selectors.accounts_for_user(user=request.user)
-    form = ComposeForm(
-        request.POST, request.FILES, accounts=accounts, existing_attachment_bytes=compose.attachments_size(draft=draft)
-    )
     action = request.POST.get("action", "save")
     autosave = action == "autosave"
+    form = ComposeForm(
+        request.POST,
+        request.FILES,
+        accounts=accounts,
+        existing_attachment_bytes=compose.attachments_size(draft=draft),
+        saving_draft=action in {"autosave", "save"},
+    )
     if not form.is_valid():
         if autosave:
             return JsonResponse({"saved": False, "errors": form.errors.get_json_data()}, status=400)

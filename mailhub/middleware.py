@@ -37,12 +37,12 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
 
     "Connect mailbox" is a form POST that our server answers with a redirect to Google's or Microsoft's
     sign-in page, and browsers apply ``form-action`` to that redirect too. The origins are read per request,
-    from GOOGLE_AUTH_URI and MICROSOFT_AUTHORITY_HOST, so a sandbox configured at run time works as well.
+    from GOOGLE_AUTH_URI and MICROSOFT_SIGN_IN_ORIGIN, so a sandbox configured at run time works as well.
     """
 
     def get_policy_parts(self, request: HttpRequest, response: HttpResponseBase, report_only: bool = False):
         parts = super().get_policy_parts(request=request, response=response, report_only=report_only)
         if not report_only:
-            origins = sorted({_origin(settings.GOOGLE_AUTH_URI), _origin(settings.MICROSOFT_AUTHORITY_HOST)})
+            origins = sorted({_origin(settings.GOOGLE_AUTH_URI), _origin(settings.MICROSOFT_SIGN_IN_ORIGIN)})
             parts.update = {**(parts.update or {}), "form-action": origins}
         return parts

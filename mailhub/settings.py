@@ -136,7 +136,14 @@ MAILHUB_PROXY_COUNT = config.env_int(ENVIRON, "MAILHUB_PROXY_COUNT", default=0, 
 AXES_CLIENT_IP_CALLABLE = "mailhub.client_ip.client_ip_address"
 
 LANGUAGE_CODE = "en"
-LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LANGUAGES = [
+    ("en", "English"),
+    ("zh-hans", "简体中文"),
+    ("ru", "Русский"),
+    ("sv", "Svenska"),
+    ("pt-br", "Português (Brasil)"),
+    ("es", "Español"),
+]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env("TIME_ZONE", default="UTC")
 USE_I18N = True
@@ -285,6 +292,8 @@ MICROSOFT_AUTHORITY_HOST = config.env_url(
     default="https://login.microsoftonline.com",
     https_only=True,  # msal's rule
 )
+# Where the browser is sent to sign in (the authority's discovery names the page); allowed by the CSP.
+MICROSOFT_SIGN_IN_ORIGIN = config.env_url(ENVIRON, "MICROSOFT_SIGN_IN_ORIGIN", default=MICROSOFT_AUTHORITY_HOST)
 # A CA bundle for the Microsoft endpoints; empty means the system's trust store.
 MICROSOFT_CA_BUNDLE = env("MICROSOFT_CA_BUNDLE", default="")
 MICROSOFT_IMAP_HOST = env("MICROSOFT_IMAP_HOST", default="outlook.office365.com")

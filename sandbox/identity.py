@@ -266,6 +266,7 @@ class IdentityProvider:
         self.refresh_token_lifetime = refresh_token_lifetime
         self.code_lifetime = code_lifetime
         self.base_url = ""  # set by the server once it knows its port
+        self.sign_in_url = ""  # where browsers sign in, if not at base_url (see MicrosoftIdentity.sign_in_app)
         self.ca_path: str | None = None  # for consent() over https
         self.token_endpoint_calls = 0
         self._lock = threading.RLock()

@@ -152,6 +152,18 @@ class MicrosoftIdentity(IdentityProvider):
         request = Request(environ)
         return self._route(request)(start_response)
 
+    def sign_in_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """A WSGI app that serves only the consent page, for a plain-HTTP loopback server.
+
+        The browser signs in there and so never meets the sandbox CA it does not trust; msal still talks
+        HTTPS to every other endpoint. Discovery advertises it once ``sign_in_url`` is set.
+        """
+        request = Request(environ)
+        tenant, _, rest = request.path.rstrip("/").lstrip("/").partition("/")
+        if _TENANT_RE.match(tenant) and rest == "oauth2/v2.0/authorize":
+            return self._authorize(request, tenant=tenant)(start_response)
+        return self._not_found(request.path)(start_response)
+
     def introspection_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """A WSGI app that serves only ``/introspect`` (for the plain-HTTP loopback server)."""
         request = Request(environ)
@@ -198,7 +210,7 @@ class MicrosoftIdentity(IdentityProvider):
             "issuer": f"{base}/{issuer_tenant}/v2.0",
             "request_uri_parameter_supported": False,
             "userinfo_endpoint": f"{base}/oidc/userinfo",
-            "authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/authorize",
+            "authorization_endpoint": f"{self.sign_in_url or base}/{tenant}/oauth2/v2.0/authorize",
             "device_authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/devicecode",
             "http_logout_supported": True,
             "frontchannel_logout_supported": True,

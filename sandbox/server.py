@@ -1,4 +1,5 @@
-"""The whole sandbox: Google (HTTP, with the Gmail API mounted), Microsoft (HTTPS) and introspection (HTTP).
+"""The whole sandbox: Google (HTTP, with the Gmail API mounted), Microsoft (HTTPS; its sign-in page also on
+HTTP, so a browser never meets the sandbox CA) and introspection (HTTP).
 
 sandbox = Sandbox(tls_dir=tmp).start()
 sandbox.google.register_client("id", "secret")
@@ -78,9 +79,11 @@ class Sandbox:
             self.microsoft, port=microsoft_port, ssl_context=self.tls.server_context()
         )
         self._introspection_server = LoopbackServer(self.microsoft.introspection_app, port=introspection_port)
+        self._microsoft_sign_in_server = LoopbackServer(self.microsoft.sign_in_app)
 
         self.google.base_url = self.google_url
         self.microsoft.base_url = self.microsoft_url
+        self.microsoft.sign_in_url = self._microsoft_sign_in_server.url
         self.microsoft.ca_path = str(self.tls.ca_path)
         self._started = False
 
@@ -122,6 +125,7 @@ class Sandbox:
             "GOOGLE_USERINFO_URI": f"{google}/v1/userinfo",
             "GOOGLE_API_ROOT": f"{google}/",
             "MICROSOFT_AUTHORITY_HOST": self.microsoft_url,
+            "MICROSOFT_SIGN_IN_ORIGIN": self.microsoft.sign_in_url,
             "MICROSOFT_CA_BUNDLE": self.ca_path,
             "OAUTHLIB_INSECURE_TRANSPORT": "1",
         }
@@ -154,6 +158,7 @@ class Sandbox:
             self._google_server.start()
             self._microsoft_server.start()
             self._introspection_server.start()
+            self._microsoft_sign_in_server.start()
             self._started = True
         return self
 
@@ -162,6 +167,7 @@ class Sandbox:
             self._google_server.stop()
             self._microsoft_server.stop()
             self._introspection_server.stop()
+            self._microsoft_sign_in_server.stop()
             self._started = False
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts import oauth
 from accounts.models import MailAccount
 from accounts.services import ReauthorizationRequired, account_access_token
-from mailbox.models import SyncState
+from mailbox.models import OutgoingMessage, SyncState
 from providers.models import ProviderApp
 
 pytestmark = pytest.mark.usefixtures("sandbox_settings")
@@ -216,6 +216,16 @@ def test_disconnect_revokes_at_google_and_deletes_locally(alice_client, alice, s
     assert response.status_code == 302
     assert not MailAccount.objects.filter(pk=account.pk).exists()
     assert sandbox.tokens.get(refresh).revoked
+
+
+def test_the_disconnect_confirm_counts_the_unsent_mail_it_deletes(alice_client, alice, sandbox, google_app):
+    connect(alice_client, sandbox, "google", GMAIL)
+    account = MailAccount.objects.get(user=alice)
+    assert "Disconnect this mailbox and delete its local copy?" in alice_client.get("/accounts/").content.decode()
+    for status in ("draft", "queued", "failed", "sent"):
+        OutgoingMessage.objects.create(account=account, status=status, subject=status)
+    page = alice_client.get("/accounts/").content.decode()
+    assert "and with it 3 unsent messages (drafts or in the outbox) that exist only in Mailhub." in page
 
 
 @pytest.mark.dovecot

@@ -256,7 +256,7 @@ def test_bulk_archive_and_keyboard_archive(page, live_server, alice, gmail_ui):
         page.locator(".thread-row", has_text=subject).locator("input[name=threads]").check()
     with page.expect_navigation():
         page.click(".toolbar button[value=archive]")
-    assert "2 message(s) updated." in page.inner_text(".flash")
+    assert "2 messages updated." in page.inner_text(".flash")
     assert page.locator(".thread-row").count() == 2
     for subject in ("Lunch on Friday?", "Weekly digest"):
         assert "INBOX" not in gmail.message(account.email, ids[subject]).label_ids

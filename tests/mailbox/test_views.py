@@ -383,7 +383,7 @@ def test_bulk_archive_removes_from_inbox(alice_client, ui_mail, django_capture_o
     body = alice_client.get(reverse("mailbox:inbox")).content.decode()
     assert "Lunch on Friday?" not in body and "Project kickoff" not in body
     assert "Quarterly report" in body
-    assert "3 message(s) updated." in body
+    assert "3 messages updated." in body
 
 
 @pytest.mark.parametrize(
@@ -671,10 +671,37 @@ def test_address_suggestions_from_past_correspondents(alice_client, ui_mail):
 
 def test_autosave_errors_are_json(alice_client, ui_mail):
     response = _compose(
-        alice_client, reverse("mailbox:compose"), account=ui_mail.alice_gmail.id, to="bad", action="autosave"
+        alice_client, reverse("mailbox:compose"), account=ui_mail.alice_gmail.id, subject="a\nb", action="autosave"
     )
     assert response.status_code == 400
     assert json.loads(response.content)["saved"] is False
+
+
+@pytest.mark.parametrize("action", ["autosave", "save"])
+def test_a_draft_with_an_unfinished_address_is_saved_and_only_sending_refuses_it(alice_client, ui_mail, action):
+    """Typing "grace" into To must not stop the draft from being saved (it was silently lost before)."""
+    url = reverse("mailbox:compose")
+    response = _compose(
+        alice_client, url, account=ui_mail.alice_gmail.id, to="bob@example.org, grace", body_text="Hi", action=action
+    )
+    assert response.status_code in {200, 302}
+    draft = OutgoingMessage.objects.get(account=ui_mail.alice_gmail, body_text="Hi")
+    assert [p["email"] for p in draft.to] == ["bob@example.org", "grace"]
+    reopened = alice_client.get(reverse("mailbox:draft", args=[draft.id])).content.decode()
+    assert 'value="bob@example.org, grace"' in reopened
+
+    sent = _compose(
+        alice_client,
+        reverse("mailbox:draft", args=[draft.id]),
+        account=ui_mail.alice_gmail.id,
+        to="bob@example.org, grace",
+        body_text="Hi",
+        action="send",
+    )
+    assert sent.status_code == 400
+    assert "“grace” is not a valid email address." in sent.content.decode()
+    draft.refresh_from_db()
+    assert draft.status == OutgoingMessage.Status.DRAFT
 
 
 def test_simplified_chinese_catalogue(alice_client, ui_mail, settings):

@@ -79,10 +79,21 @@ def introspect(url: str, token: str, sandbox=None, **kwargs) -> dict:
 def test_discovery_uses_the_tenant_in_the_path(sandbox, tenant):
     url = f"{sandbox.microsoft_url}/{tenant}/v2.0/.well-known/openid-configuration"
     config = https_session(sandbox).get(url, timeout=5).json()
-    assert config["authorization_endpoint"] == f"{sandbox.microsoft_url}/{tenant}/oauth2/v2.0/authorize"
+    # Browsers sign in on plain HTTP (no sandbox CA to trust); msal's own calls stay on HTTPS.
+    assert config["authorization_endpoint"] == f"{sandbox.microsoft.sign_in_url}/{tenant}/oauth2/v2.0/authorize"
+    assert sandbox.microsoft.sign_in_url.startswith("http://127.0.0.1:")
     assert config["token_endpoint"] == f"{sandbox.microsoft_url}/{tenant}/oauth2/v2.0/token"
     assert config["jwks_uri"].startswith(f"{sandbox.microsoft_url}/{tenant}/")
     assert config["issuer"].startswith(sandbox.microsoft_url + "/")
+
+
+def test_the_plain_http_sign_in_server_serves_only_the_consent_page(sandbox, client):
+    base = sandbox.microsoft.sign_in_url
+    query = {"client_id": client[0], "redirect_uri": REDIRECT_URI, "response_type": "code", "scope": "openid"}
+    consent = requests.get(f"{base}/common/oauth2/v2.0/authorize", params=query, timeout=5)
+    assert consent.status_code == 200 and "<form" in consent.text
+    for path in ("/common/oauth2/v2.0/token", "/common/v2.0/.well-known/openid-configuration", "/introspect"):
+        assert requests.post(f"{base}{path}", timeout=5).status_code == 404, path
 
 
 def test_server_certificate_needs_the_sandbox_ca(sandbox):

@@ -252,6 +252,10 @@
 
     let timer = null, saving = false, dirty = false;
     function schedule() { dirty = true; clearTimeout(timer); timer = setTimeout(save, 1500); }
+    function notSaved(why) {
+      status.textContent = status.dataset.notSavedLabel + (why ? " " + why : "");
+      status.classList.add("danger");
+    }
     function save() {
       if (saving) { schedule(); return; }
       syncEditor();
@@ -269,9 +273,12 @@
               window.history.replaceState(null, "", json.url);
             }
             status.textContent = status.dataset.savedLabel + " " + json.saved_at;
+            status.classList.remove("danger");
+          } else {
+            notSaved(Object.values(json.errors || {}).flat().map(function (e) { return e.message; }).join(" "));
           }
         })
-        .catch(function () { /* try again on the next change */ })
+        .catch(function () { notSaved(""); schedule(); })
         .finally(function () { saving = false; });
     }
     form.addEventListener("input", function (e) { if (e.target.type !== "file") schedule(); });
