@@ -23,6 +23,7 @@ from accounts.services import (
     account_password_update,
     account_servers,
 )
+from mailbox.sync import account_connected
 from mailhub.http import AuthenticatedHttpRequest
 from providers.imap.check import CheckFailed, Failure, servers_check
 from providers.imap.provider import mail_server
@@ -98,7 +99,7 @@ def imap_connect(request: AuthenticatedHttpRequest) -> HttpResponse:
                     password=data["password"],
                     servers=servers,
                 )
-                _sync_start(account=account, created=created, since=form.since())
+                account_connected(account=account, created=created, since=form.since())
             done = _("%(email)s is connected. The first sync has started.")
             if not created:
                 done = _("%(email)s is reconnected.")
@@ -120,7 +121,7 @@ def imap_reconnect(request: AuthenticatedHttpRequest, account_id: int) -> HttpRe
         else:
             with transaction.atomic():
                 account_password_update(account=account, password=form.cleaned_data["password"])
-                _sync_start(account=account, created=False, since=None)
+                account_connected(account=account, created=False, since=None)
             messages.success(request, _("%(email)s is reconnected.") % {"email": account.email})
             return redirect("accounts:list")
     return render(
@@ -178,12 +179,3 @@ def _preset_chosen(value: str | None) -> MailServerPreset | None:
     if not value or not value.isdigit():
         return None
     return MailServerPreset.objects.filter(pk=int(value)).first()
-
-
-def _sync_start(*, account: MailAccount, created: bool, since) -> None:
-    from mailbox.sync import account_sync_queue, account_sync_start
-
-    if created:
-        account_sync_start(account=account, since=since)
-    else:
-        account_sync_queue(account=account)

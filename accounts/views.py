@@ -19,6 +19,7 @@ from accounts import oauth
 from accounts.forms import ConnectForm
 from accounts.models import MailAccount
 from accounts.services import account_connect, account_disconnect
+from mailbox.sync import account_connected
 from mailhub.http import AuthenticatedHttpRequest
 from providers import registry
 from providers.errors import NoMailbox, ProviderError
@@ -113,7 +114,7 @@ def oauth_callback(request: AuthenticatedHttpRequest) -> HttpResponse:
     try:
         with transaction.atomic():
             account, created = account_connect(user_id=request.user.pk, provider_id=pending.provider, grant=grant)
-            _start_sync(account=account, pending=pending, first_time=created)
+            account_connected(account=account, created=created, since=pending.since)
     except ProviderError as exc:
         messages.error(request, _("The mailbox was not connected: %(reason)s") % {"reason": exc})
         return redirect("accounts:list")
@@ -132,15 +133,6 @@ def disconnect(request: AuthenticatedHttpRequest, account_id: int) -> HttpRespon
     account_disconnect(account=account)
     messages.success(request, _("%(email)s was disconnected and its local copy deleted.") % {"email": email})
     return redirect("accounts:list")
-
-
-def _start_sync(*, account: MailAccount, pending: oauth.PendingAuthorization, first_time: bool) -> None:
-    from mailbox.sync import account_sync_queue, account_sync_start
-
-    if first_time:
-        account_sync_start(account=account, since=pending.since)
-    else:
-        account_sync_queue(account=account)
 
 
 class SignOutView(LogoutView):

@@ -179,6 +179,24 @@ def account_sync_queue(*, account: MailAccount) -> None:
     transaction.on_commit(lambda: tasks.account_sync.delay(account.pk))
 
 
+def account_connected(*, account: MailAccount, created: bool, since: date | None) -> None:
+    """After a mailbox was connected (``created``) or connected again: start its first sync, or resume it."""
+    if created:
+        account_sync_start(account=account, since=since)
+    else:
+        account_reconnected(account=account)
+
+
+def account_reconnected(*, account: MailAccount) -> None:
+    """A user connected the mailbox again: the failure that stopped its sync is over, so it is no longer shown,
+    and a sync is queued at once (a running sync keeps its own state)."""
+    sync_state_get(account=account)
+    SyncState.objects.filter(account=account).exclude(status=SyncState.Status.RUNNING).update(
+        status=SyncState.Status.IDLE, last_error="", last_error_code="", failure_count=0, next_attempt_at=None
+    )
+    account_sync_queue(account=account)
+
+
 def default_sync_since() -> date:
     return timezone.localdate() - timedelta(days=DEFAULT_SYNC_DAYS)
 

@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from accounts import oauth
 from accounts.models import MailAccount
-from accounts.services import ReauthorizationRequired, account_access_token
+from accounts.services import ReauthorizationRequired, account_access_token, account_mark_needs_reconnect
 from mailbox.models import OutgoingMessage, SyncState
+from providers.errors import ErrorCode
 from providers.models import ProviderApp
 
 pytestmark = pytest.mark.usefixtures("sandbox_settings")
@@ -218,6 +219,23 @@ def test_disconnect_revokes_at_google_and_deletes_locally(alice_client, alice, s
     assert sandbox.tokens.get(refresh).revoked
 
 
+def test_after_a_reconnect_the_old_failure_is_no_longer_shown(alice_client, alice, sandbox, google_app):
+    connect(alice_client, sandbox, "google", GMAIL)
+    account = MailAccount.objects.get(user=alice)
+    account_mark_needs_reconnect(account=account, reason=ErrorCode.ACCESS_REVOKED)
+    SyncState.objects.filter(account=account).update(
+        status=SyncState.Status.STOPPED, last_error_code=ErrorCode.ACCESS_REVOKED, failure_count=3
+    )
+    revoked = SyncState.objects.get(account=account).error_message
+    assert revoked and revoked in alice_client.get("/accounts/").content.decode()
+
+    connect(alice_client, sandbox, "google", GMAIL)
+    page = alice_client.get("/accounts/").content.decode()
+    assert revoked not in page and "Reconnect" not in page
+    state = SyncState.objects.get(account=account)
+    assert (state.status, state.last_error_code, state.failure_count) == (SyncState.Status.IDLE, "", 0)
+
+
 def test_the_disconnect_confirm_counts_the_unsent_mail_it_deletes(alice_client, alice, sandbox, google_app):
     connect(alice_client, sandbox, "google", GMAIL)
     account = MailAccount.objects.get(user=alice)
@@ -303,7 +321,6 @@ def test_no_token_or_secret_reaches_the_logs(alice_client, alice, sandbox, googl
 
 def test_connecting_an_imap_address_again_updates_that_mailbox_in_place(alice):
     from accounts.services import MailboxServers, account_connect_password, account_mark_needs_reconnect
-    from providers.errors import ErrorCode
 
     servers = MailboxServers("imap.example.com", 993, "ssl", "smtp.example.com", 587, "starttls")
     first, created = account_connect_password(

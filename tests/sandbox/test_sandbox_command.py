@@ -95,3 +95,18 @@ def test_sandbox_command_serves_oauth_and_the_seeded_gmail_mailbox(tmp_path):
         process.send_signal(signal.SIGINT)
         process.wait(timeout=15)
     assert "Sandbox stopped." in process.stdout.read().decode()
+
+
+def test_demo_tells_at_start_which_mailboxes_of_an_earlier_run_need_reconnecting(db, django_user_model):
+    from accounts.models import MailAccount
+    from sandbox.management.commands.demo import Command
+
+    user = django_user_model.objects.create_user("demo-user")
+    earlier = MailAccount.objects.create(user=user, provider="google", email="a@gmail.test")
+    imap = MailAccount.objects.create(user=user, provider="imap", email="b@example.org")
+    assert Command()._mark_earlier_mailboxes() == 1
+    earlier.refresh_from_db()
+    imap.refresh_from_db()
+    assert earlier.needs_reconnect and "revoked" in earlier.status_message
+    assert not imap.needs_reconnect  # its password still works: the sandbox never held it
+    assert Command()._mark_earlier_mailboxes() == 0

@@ -10,7 +10,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
+from accounts.models import MailAccount
+from accounts.services import account_mark_needs_reconnect
 from mailhub.run import run_all
+from providers.errors import ErrorCode
 from providers.models import ProviderApp
 from sandbox.corpus import generate_messages
 from sandbox.server import DEMO_USERS, Sandbox
@@ -37,6 +40,7 @@ class Command(BaseCommand):
         if outlook is not None:
             extra_env.update(outlook)
         self._configure(credentials)
+        stale = self._mark_earlier_mailboxes()
 
         out = self.stdout.write
         out(self.style.SUCCESS(f"\nMailhub demo: http://{options['bind']}/"))
@@ -47,6 +51,13 @@ class Command(BaseCommand):
             outlook_address = next(e for p, e, _, has in DEMO_USERS if p == "microsoft" and has)
             out(f"  Connect mailbox → Microsoft: sign in as {outlook_address} (served by a local Dovecot)")
         out("  Everything here is local; nothing reaches Google or Microsoft.\n")
+        if stale:
+            out(
+                self.style.WARNING(
+                    f"  {stale} mailbox(es) connected in an earlier demo run must be reconnected: the sandbox starts "
+                    "afresh each time, so their old sign-in is gone. Mail accounts → Reconnect.\n"
+                )
+            )
         try:
             run_all(extra_env=extra_env)
         finally:
@@ -68,6 +79,16 @@ class Command(BaseCommand):
                     "tenant": "common",
                 },
             )
+
+    def _mark_earlier_mailboxes(self) -> int:
+        """Google and Microsoft mailboxes of an earlier run hold tokens this new sandbox never issued: the user
+        is told at once to reconnect them, instead of meeting failed syncs."""
+        stale = MailAccount.objects.filter(provider__in=("google", "microsoft")).exclude(
+            status__in=(MailAccount.Status.REAUTH_REQUIRED, MailAccount.Status.NO_MAILBOX)
+        )
+        for account in stale:
+            account_mark_needs_reconnect(account=account, reason=ErrorCode.ACCESS_REVOKED)
+        return len(stale)
 
     def _seed_gmail(self, sandbox: Sandbox, address: str, count: int) -> None:
         if not sandbox.has_gmail_api:
