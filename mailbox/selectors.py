@@ -63,7 +63,8 @@ class AccountNav:
 @dataclass
 class ThreadPage:
     threads: list[Thread]
-    next_cursor: str | None
+    next_cursor: str | None  # older mail
+    newer_cursor: str | None = None  # the page before this one (``before=``), None on the newest page
 
 
 def accounts_for_user(*, user) -> QuerySet[MailAccount]:
@@ -139,16 +140,36 @@ def inbox_folders(*, user) -> QuerySet[Folder]:
     return Folder.objects.filter(account__user=user, role=Folder.Role.INBOX)
 
 
-def thread_page(*, threads: QuerySet[Thread], cursor: str | None, limit: int = PAGE_SIZE) -> ThreadPage:
-    """Newest first, keyset-paginated on (last_message_at, id): no OFFSET, so page 100 costs what page 1 does."""
-    qs = threads.filter(last_message_at__isnull=False).select_related("account").order_by("-last_message_at", "-id")
-    position = _cursor_decode(cursor) if cursor else None
-    if position:
-        when, ident = position
-        qs = qs.filter(Q(last_message_at__lt=when) | Q(last_message_at=when, id__lt=ident))
-    rows = list(qs[: limit + 1])
+def thread_page(
+    *, threads: QuerySet[Thread], cursor: str | None, before: str | None = None, limit: int = PAGE_SIZE
+) -> ThreadPage:
+    """Newest first, keyset-paginated on (last_message_at, id): no OFFSET, so page 100 costs what page 1 does.
+
+    ``cursor`` pages towards older mail (the rows after it); ``before`` back towards newer mail (the rows
+    just before it, still shown newest first).
+    """
+    qs = threads.filter(last_message_at__isnull=False).select_related("account")
+    newest_first = qs.order_by("-last_message_at", "-id")
+    older_than = _cursor_decode(cursor) if cursor else None
+    newer_than = _cursor_decode(before) if before and not older_than else None
+    if newer_than:
+        when, ident = newer_than
+        after = qs.filter(Q(last_message_at__gt=when) | Q(last_message_at=when, id__gt=ident))
+        rows = list(after.order_by("last_message_at", "id")[: limit + 1])
+        has_newer = len(rows) > limit
+        rows = rows[:limit][::-1]
+        return ThreadPage(
+            threads=rows,
+            next_cursor=_cursor_encode(rows[-1]) if rows else None,
+            newer_cursor=_cursor_encode(rows[0]) if has_newer else None,
+        )
+    if older_than:
+        when, ident = older_than
+        newest_first = newest_first.filter(Q(last_message_at__lt=when) | Q(last_message_at=when, id__lt=ident))
+    rows = list(newest_first[: limit + 1])
     next_cursor = _cursor_encode(rows[limit - 1]) if len(rows) > limit else None
-    return ThreadPage(threads=rows[:limit], next_cursor=next_cursor)
+    newer_cursor = _cursor_encode(rows[0]) if older_than and rows else None
+    return ThreadPage(threads=rows[:limit], next_cursor=next_cursor, newer_cursor=newer_cursor)
 
 
 def thread_get(*, user, thread_id: int) -> Thread:

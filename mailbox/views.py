@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from mailbox import compose, selectors, sync, writeback
 from mailbox.access import mail_access_log_for_owner
 from mailbox.forms import BulkActionForm, ComposeForm, SearchForm, addresses_format, header_value_flatten
-from mailbox.models import AttachmentBlob, Folder, Message, OutgoingMessage
+from mailbox.models import AttachmentBlob, Folder, Message, OutgoingMessage, Thread
 from mailbox.outbox import outgoing_check_again, outgoing_queue, outgoing_retry, outgoing_send_anyway
 from mailbox.sanitize import html_for_editor, html_has_remote_images, html_sanitize, message_body_csp, text_render
 from mailbox.search import threads_search
@@ -60,12 +60,12 @@ def _poll_seconds() -> int:
 def _list_render(
     request: AuthenticatedHttpRequest, *, threads, title: str, folder: Folder | None = None, **extra
 ) -> HttpResponse:
-    page = selectors.thread_page(threads=threads, cursor=request.GET.get("cursor"))
+    page = selectors.thread_page(threads=threads, cursor=request.GET.get("cursor"), before=request.GET.get("before"))
     context = {
         "page": page,
         "title": title,
         "folder": folder,
-        "first_page": not request.GET.get("cursor"),
+        "first_page": not (request.GET.get("cursor") or page.newer_cursor),
         **extra,
     }
     if request.htmx and request.GET.get("partial") == "list":
@@ -102,6 +102,7 @@ def search(request: AuthenticatedHttpRequest) -> HttpResponse:
         threads = selectors.threads_in_folders(user=request.user, folders=[]).none()
     query_string = request.GET.copy()
     query_string.pop("cursor", None)
+    query_string.pop("before", None)
     return _list_render(
         request,
         threads=threads,
@@ -174,6 +175,10 @@ def bulk_action(request: AuthenticatedHttpRequest) -> HttpResponse:
     )
     if target:
         # A move is per account: only the selected messages that live in the target folder's account.
+        selected = Thread.objects.filter(id__in=form.cleaned_data["threads"], account__user=request.user)
+        elsewhere = selected.exclude(account=target.account).count()
+        if elsewhere:
+            flash.warning(request, _not_moved(elsewhere, target))
         message_ids = list(
             Message.objects.filter(id__in=message_ids, account=target.account).values_list("id", flat=True)
         )
@@ -181,6 +186,17 @@ def bulk_action(request: AuthenticatedHttpRequest) -> HttpResponse:
     updated = ngettext("%(count)d message updated.", "%(count)d messages updated.", count)
     flash.success(request, updated % {"count": count})
     return redirect(back)
+
+
+def _not_moved(count: int, target: Folder) -> str:
+    words = ngettext(
+        "%(count)d conversation is in another mailbox than %(email)s and was not moved: mail moves only within "
+        "its own mailbox.",
+        "%(count)d conversations are in other mailboxes than %(email)s and were not moved: mail moves only "
+        "within its own mailbox.",
+        count,
+    )
+    return words % {"count": count, "email": target.account.email}
 
 
 def _cid_url(message_id: int):

@@ -257,6 +257,40 @@ def test_keyset_pagination_without_offset(alice_client, ui_mail):
     assert "Bulk 00" in second and "Bulk 56" in first
     assert "cursor=" not in second.split("</form>")[-1]  # no "Older" link on the last page
     assert alice_client.get(reverse("mailbox:inbox") + "?cursor=garbage").status_code == 200
+    assert alice_client.get(reverse("mailbox:inbox") + "?before=garbage").status_code == 200
+
+
+def _rows(body: str) -> list[str]:
+    return [part.split('"')[0] for part in body.split('data-thread="')[1:]]
+
+
+def _link(body: str, rel: str) -> str | None:
+    marker = f'rel="{rel}"'
+    if marker not in body:
+        return None
+    anchor = body.split(marker)[0].rsplit("<a ", 1)[1]
+    return anchor.split('href="')[1].split('"')[0].replace("&amp;", "&")
+
+
+def test_paging_back_to_newer_mail_shows_the_same_pages(alice_client, ui_mail):
+    inbox = ui_mail.folders["alice@gmail.example"]["INBOX"]
+    base = timezone.now() - timezone.timedelta(days=10)
+    for i in range(117):
+        when = base + timezone.timedelta(minutes=i // 2)  # pairs share a time: the id breaks the tie
+        raw, _ = raw_text_message(subject=f"Bulk {i:03d}", body="x", when=when)
+        message_add(ui_mail.alice_gmail, raw, folders=[inbox], is_read=True, when=when)
+    url = reverse("mailbox:inbox")
+    pages = [alice_client.get(url).content.decode()]
+    assert _link(pages[0], "prev") is None
+    while (older := _link(pages[-1], "next")) is not None:
+        pages.append(alice_client.get(url + older).content.decode())
+    assert [len(_rows(p)) for p in pages] == [50, 50, 20]
+    back = pages[-1]
+    for expected in reversed(pages[:-1]):
+        back = alice_client.get(url + _link(back, "prev")).content.decode()
+        assert _rows(back) == _rows(expected)
+    assert _link(back, "prev") is None  # the newest page again, which polls for new mail
+    assert "partial=list" in back
 
 
 def test_polling_returns_just_the_rows(alice_client, ui_mail):
@@ -370,8 +404,9 @@ def test_html_attachment_is_never_served_inline(alice_client, ui_mail):
 # --- Bulk actions --------------------------------------------------------------------------------
 
 
-def _bulk(client, action, threads, **extra):
-    return client.post(reverse("mailbox:bulk_action"), {"action": action, "threads": threads, "next": "/", **extra})
+def _bulk(client, action, threads, follow=False, **extra):
+    data = {"action": action, "threads": threads, "next": "/", **extra}
+    return client.post(reverse("mailbox:bulk_action"), data, follow=follow)
 
 
 def test_bulk_archive_removes_from_inbox(alice_client, ui_mail, django_capture_on_commit_callbacks):
@@ -407,6 +442,26 @@ def test_bulk_move_to_label(alice_client, ui_mail):
     response = _bulk(alice_client, "move", [ui_mail.plain.thread_id])  # no folder chosen
     assert response.status_code == 302
     assert Message.objects.get(pk=ui_mail.plain.pk).folders.count() == 1
+
+
+def test_moving_mail_of_two_mailboxes_says_what_was_not_moved(alice_client, ui_mail):
+    label = ui_mail.folders["alice@gmail.example"]["Label_1"]
+    outlook_thread = ui_mail.reply.thread_id  # in alice@outlook.example
+    response = _bulk(alice_client, "move", [ui_mail.plain.thread_id, outlook_thread], folder=label.id, follow=True)
+    page = response.content.decode()
+    assert "1 conversation is in another mailbox than alice@gmail.example and was not moved" in page
+    assert "1 message updated." in page
+    assert list(Message.objects.get(pk=ui_mail.plain.pk).folders.values_list("remote_id", flat=True)) == ["Label_1"]
+    assert "Label_1" not in Message.objects.get(pk=ui_mail.reply.pk).folders.values_list("remote_id", flat=True)
+
+
+def test_a_folder_page_offers_only_its_own_mailbox_folders_to_move_to(alice_client, ui_mail):
+    inbox = ui_mail.folders["alice@gmail.example"]["INBOX"]
+    page = alice_client.get(reverse("mailbox:folder", args=[inbox.id])).content.decode()
+    move_menu = page.split('name="folder"')[1].split("</select>")[0]
+    assert 'label="alice@gmail.example"' in move_menu and "alice@outlook.example" not in move_menu
+    everywhere = alice_client.get(reverse("mailbox:inbox")).content.decode().split('name="folder"')[1]
+    assert 'label="alice@outlook.example"' in everywhere.split("</select>")[0]
 
 
 def test_bulk_ignores_other_users_threads(alice_client, ui_mail):
