@@ -61,5 +61,10 @@ class MailAccount(models.Model):
         return error_message(self.status_reason or ErrorCode.ACCESS_REVOKED, provider=self.provider_name)
 
     @property
+    def provider_off_message(self) -> str:
+        """What users of this mailbox are told while an administrator has its provider turned off."""
+        return error_message(ErrorCode.PROVIDER_OFF, provider=self.provider_name)
+
+    @property
     def provider_name(self) -> str:
         return registry.name(self.provider)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from functools import partial
 
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from accounts.models import MailAccount
@@ -15,6 +16,7 @@ from providers import registry
 from providers.base import LocalMailbox, MailClient, TokenGrant
 from providers.errors import ErrorCode, InvalidGrant, ProviderError, ReconnectRequired
 from providers.models import ProviderApp
+from providers.services import provider_app_usable, provider_apps_usable
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +128,22 @@ def account_connect(*, user_id: int, provider_id: str, grant: TokenGrant) -> tup
     return account, existing is None
 
 
+def providers_off() -> set[str]:
+    """The providers whose mailboxes must not sync or send: turned off (or left unconfigured) by an admin."""
+    return set(registry.PROVIDERS) - {app.provider for app in provider_apps_usable()}
+
+
+def mailboxes_by_provider() -> dict[str, int]:
+    """Connected mailboxes per provider id (the Mail settings page warns before one is turned off)."""
+    rows = MailAccount.objects.values("provider").annotate(count=Count("pk")).values_list("provider", "count")
+    return dict(rows)
+
+
 def account_mail_client(*, account: MailAccount, local: LocalMailbox) -> MailClient:
     """The provider's client for ``account`` syncing into ``local``, given a token callable that refreshes
-    through this module."""
+    through this module. Refuses while an administrator has the provider turned off."""
+    if provider_app_usable(provider_id=account.provider) is None:
+        raise ProviderError("the provider is turned off in Mail settings", code=ErrorCode.PROVIDER_OFF)
     return registry.get(account.provider).mail_client(
         account=account, access_token=partial(account_access_token, account=account), local=local
     )

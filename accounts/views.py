@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 from accounts import oauth
 from accounts.forms import ConnectForm
 from accounts.models import MailAccount
-from accounts.services import account_connect, account_disconnect
+from accounts.services import account_connect, account_disconnect, providers_off
 from mailbox.sync import account_connected
 from mailhub.http import AuthenticatedHttpRequest
 from providers import registry
@@ -40,6 +40,7 @@ def account_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         "accounts/account_list.html",
         {
             "accounts": accounts,
+            "providers_off": providers_off(),
             "providers": providers,
             "oauth_providers": oauth_providers,
             "imap_enabled": len(oauth_providers) < len(providers),

@@ -94,7 +94,14 @@ class MultipleFileField(forms.FileField):
 
 
 class ComposeForm(forms.Form):
-    account = forms.ModelChoiceField(queryset=MailAccount.objects.none(), label=_("From"), empty_label=None)
+    account = forms.ModelChoiceField(
+        queryset=MailAccount.objects.none(),
+        label=_("From"),
+        empty_label=None,
+        error_messages={
+            "invalid_choice": _("This mailbox cannot send now: its provider is turned off in Mail settings.")
+        },
+    )
     to = forms.CharField(label=_("To"), required=False)
     cc = forms.CharField(label=_("Cc"), required=False)
     bcc = forms.CharField(label=_("Bcc"), required=False)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import MailAccount
+from accounts.services import providers_off
 from mailbox.models import (
     Attachment,
     Folder,
@@ -39,6 +40,7 @@ class AccountNav:
     account: MailAccount
     sync: SyncState | None
     folders: list[FolderNav] = field(default_factory=list)
+    provider_off: bool = False  # an administrator turned the provider off: no sync, no sending
 
     @property
     def inbox(self) -> Folder | None:
@@ -71,9 +73,15 @@ def accounts_for_user(*, user) -> QuerySet[MailAccount]:
     return MailAccount.objects.filter(user=user).order_by("email")
 
 
+def accounts_for_sending(*, user) -> QuerySet[MailAccount]:
+    """The user's mailboxes that can send now (their provider is on)."""
+    return accounts_for_user(user=user).exclude(provider__in=providers_off())
+
+
 def sidebar_get(*, user) -> list[AccountNav]:
     """Each account with its folders, unread message counts and sync state (three queries in all)."""
     accounts = list(accounts_for_user(user=user).select_related("sync_state"))
+    off = providers_off() if accounts else set()
     folders = Folder.objects.filter(account__user=user, is_selectable=True)
     unread = _unread_by_folder(account_ids=[a.id for a in accounts])
     by_account: dict[int, list[FolderNav]] = {a.id: [] for a in accounts}
@@ -85,7 +93,14 @@ def sidebar_get(*, user) -> list[AccountNav]:
             by_account[account.id],
             key=lambda f: (_ROLE_ORDER.index(f.folder.role) if f.folder.role in _ROLE_ORDER else 99, f.folder.name),
         )
-        navs.append(AccountNav(account=account, sync=getattr(account, "sync_state", None), folders=items))
+        navs.append(
+            AccountNav(
+                account=account,
+                sync=getattr(account, "sync_state", None),
+                folders=items,
+                provider_off=account.provider in off,
+            )
+        )
     return navs
 
 

@@ -31,7 +31,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import MailAccount
-from accounts.services import account_mark_needs_reconnect
+from accounts.services import account_mark_needs_reconnect, providers_off
 from mailbox.local import account_client
 from mailbox.models import SyncState
 from mailbox.synclock import (
@@ -222,7 +222,7 @@ def account_sync_start(*, account: MailAccount, since: date | None | _Default = 
 
 
 def accounts_due_for_sync() -> list[int]:
-    """Accounts beat should sync now: connected, not running, not waiting out a backoff.
+    """Accounts beat should sync now: connected, provider on, not running, not waiting out a backoff.
 
     A STOPPED sync state does not exclude an account that is connected again (its status is active).
     """
@@ -231,6 +231,7 @@ def accounts_due_for_sync() -> list[int]:
     waiting = Q(sync_state__next_attempt_at__gt=now)
     return list(
         MailAccount.objects.filter(status=MailAccount.Status.ACTIVE)
+        .exclude(provider__in=providers_off())
         .exclude(busy)
         .exclude(waiting)
         .values_list("pk", flat=True)

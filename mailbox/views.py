@@ -289,9 +289,10 @@ def _draft_initial(draft: OutgoingMessage) -> dict:
 
 
 def _compose_post(request: AuthenticatedHttpRequest, draft: OutgoingMessage | None) -> HttpResponse:
-    accounts = selectors.accounts_for_user(user=request.user)
     action = request.POST.get("action", "save")
     autosave = action == "autosave"
+    # A draft is saved to any of the user's mailboxes; only one whose provider is on can send it.
+    accounts = (selectors.accounts_for_sending if action == "send" else selectors.accounts_for_user)(user=request.user)
     form = ComposeForm(
         request.POST,
         request.FILES,
@@ -332,10 +333,13 @@ def _compose_post(request: AuthenticatedHttpRequest, draft: OutgoingMessage | No
 def compose_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "POST":
         return _compose_post(request, None)
-    accounts = selectors.accounts_for_user(user=request.user)
-    if not accounts.exists():
+    if not selectors.accounts_for_user(user=request.user).exists():
         flash.info(request, _("Connect a mail account first."))
         return redirect("accounts:list")
+    accounts = selectors.accounts_for_sending(user=request.user)
+    if not accounts.exists():
+        flash.error(request, _("None of your mailboxes can send now: their provider is turned off in Mail settings."))
+        return redirect("mailbox:inbox")
     initial = {"account": accounts.filter(status="active").first() or accounts.first(), "to": request.GET.get("to", "")}
     return _compose_render(request, form=ComposeForm(initial=initial, accounts=accounts), draft=None)
 

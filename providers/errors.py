@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     NO_RECIPIENTS = "no_recipients"  # a message with nobody to send it to
     CONSENT_DENIED = "consent_denied"  # the user cancelled or refused at the provider
     SEND_UNCERTAIN = "send_uncertain"  # handed over, and the answer was lost
+    PROVIDER_OFF = "provider_off"  # an administrator turned the provider off in Mail settings
     UNEXPECTED = "unexpected"  # not a provider's error: our own code crashed (the engines log it)
 
 
@@ -125,6 +126,10 @@ _MESSAGES = {
     ErrorCode.NO_RECIPIENTS: _("This message has no recipients."),
     ErrorCode.CONSENT_DENIED: _("Access was not granted at %(provider)s."),
     ErrorCode.SEND_UNCERTAIN: _("The connection broke while %(provider)s was taking the message."),
+    ErrorCode.PROVIDER_OFF: _(
+        "Your administrator turned %(provider)s off in Mail settings: this mailbox does not sync or send until it "
+        "is turned on again. The mail already here stays readable."
+    ),
     ErrorCode.UNEXPECTED: _("Mailhub stopped on an unexpected error; it will try again."),
 }
 

@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +25,21 @@ def oauth_redirect_uri(*, request: HttpRequest) -> str:
 def provider_apps_usable() -> list[ProviderApp]:
     """The provider apps users may connect mailboxes with (enabled and fully configured)."""
     return [app for app in ProviderApp.objects.order_by("provider") if app.is_usable]
+
+
+# How many connected mailboxes each provider serves. The accounts app owns mailboxes and providers may not
+# import it, so it hands this counter over when Django starts (accounts.apps).
+MailboxCounter = Callable[[], dict[str, int]]
+_mailbox_counter: MailboxCounter = dict
+
+
+def mailbox_counter_set(counter: MailboxCounter) -> None:
+    global _mailbox_counter
+    _mailbox_counter = counter
+
+
+def mailboxes_by_provider() -> dict[str, int]:
+    return _mailbox_counter()
 
 
 def provider_app_usable(*, provider_id: str) -> ProviderApp | None:

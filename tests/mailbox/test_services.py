@@ -9,6 +9,7 @@ from accounts.models import MailAccount
 from mailbox import outbox, store, sync, writeback
 from mailbox.models import Folder, Message, OutgoingMessage, SyncState
 from providers.base import ChangeKind, MessageChange
+from tests.fixtures.ui import provider_on
 
 pytestmark = pytest.mark.django_db
 
@@ -46,9 +47,11 @@ def test_a_live_lock_makes_sync_busy(mail_account):
     assert SyncState.objects.get(account=mail_account).lock_owner == "other-worker"
 
 
-def test_accounts_due_for_sync_skips_reconnect_running_and_backing_off(alice, mail_account, bob_account):
+def test_accounts_due_for_sync_skips_reconnect_running_backing_off_and_provider_off(alice, mail_account, bob_account):
     from accounts.models import MailAccount as Account
 
+    provider_on("google")
+    off = Account.objects.create(user=alice, provider="microsoft", email="v@example.org")  # no app: turned off
     stopped = Account.objects.create(user=alice, provider="google", email="x@example.org", status="reauth_required")
     waiting = Account.objects.create(user=alice, provider="google", email="y@example.org")
     running = Account.objects.create(user=alice, provider="google", email="z@example.org")
@@ -59,7 +62,9 @@ def test_accounts_due_for_sync_skips_reconnect_running_and_backing_off(alice, ma
     SyncState.objects.create(account=expired, lock_owner="dead", lock_expires_at=timezone.now() - timedelta(1))
     due = set(sync.accounts_due_for_sync())
     assert {mail_account.pk, bob_account.pk, expired.pk} <= due
-    assert not due & {stopped.pk, waiting.pk, running.pk}
+    assert not due & {stopped.pk, waiting.pk, running.pk, off.pk}
+    provider_on("microsoft")
+    assert off.pk in set(sync.accounts_due_for_sync())
 
 
 def test_messages_change_only_touches_own_messages(

@@ -16,7 +16,10 @@ from django.utils import timezone
 
 from accounts.models import MailAccount
 from mailbox import store
+from mailbox.local import account_client
 from mailbox.models import Attachment, Message, MessageFolder, OutgoingAttachment, OutgoingMessage, SyncState, Thread
+from providers.errors import ErrorCode, ProviderError
+from providers.models import ProviderApp
 from tests.fixtures.ui import UiMail, message_add, raw_text_message
 
 pytestmark = pytest.mark.django_db
@@ -499,6 +502,30 @@ def test_compose_page_offers_own_accounts_and_states_the_limit(alice_client, ui_
     assert "bob@gmail.example" not in body
     assert "Up to 25 MB in total." in body
     assert 'enctype="multipart/form-data"' in body
+
+
+def test_a_provider_turned_off_is_said_beside_its_mailboxes_which_stay_readable_but_cannot_send(alice_client, ui_mail):
+    ProviderApp.objects.filter(provider="google").update(enabled=False)
+    said = "Your administrator turned Google off in Mail settings: this mailbox does not sync or send"
+    inbox = alice_client.get(reverse("mailbox:inbox")).content.decode()
+    assert said in inbox
+    accounts = alice_client.get(reverse("accounts:list")).content.decode()
+    assert said in accounts and "Turned off" in accounts
+    gmail_inbox = ui_mail.folders["alice@gmail.example"]["INBOX"]
+    assert "Quarterly report" in alice_client.get(reverse("mailbox:folder", args=[gmail_inbox.id])).content.decode()
+
+    from_menu = alice_client.get(reverse("mailbox:compose")).content.decode().split('name="account"')[1]
+    from_menu = from_menu.split("</select>")[0]
+    assert "alice@outlook.example" in from_menu and "alice@gmail.example" not in from_menu
+    refused = _compose(
+        alice_client, reverse("mailbox:compose"), account=ui_mail.alice_gmail.id, to="bob@example.org", action="send"
+    )
+    assert refused.status_code == 400
+    assert "This mailbox cannot send now: its provider is turned off in Mail settings." in refused.content.decode()
+    assert not OutgoingMessage.objects.filter(status=OutgoingMessage.Status.QUEUED).exists()
+    with pytest.raises(ProviderError) as stopped:
+        account_client(ui_mail.alice_gmail)
+    assert stopped.value.code == ErrorCode.PROVIDER_OFF
 
 
 def test_compose_send_queues_through_outbox(alice_client, ui_mail, django_capture_on_commit_callbacks):

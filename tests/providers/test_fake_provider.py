@@ -15,6 +15,7 @@ from providers import registry
 from providers.base import ChangeKind, MessageChange
 from tests.fakeprovider.provider import SERVERS, Server
 from tests.fixtures.mail import raw_message
+from tests.fixtures.ui import provider_on
 from tests.test_layering import imported_modules
 
 pytestmark = pytest.mark.django_db
@@ -28,6 +29,7 @@ def memory_provider(monkeypatch):
         registry.PROVIDERS, "memory", registry.Entry("Memory Mail", "tests.fakeprovider.provider.MemoryProvider")
     )
     registry.get.cache_clear()
+    provider_on("memory")  # as an administrator turns a provider on in Mail settings
     yield
     registry.get.cache_clear()
     SERVERS.clear()

@@ -174,3 +174,27 @@ def test_a_presets_address_domains_are_checked_and_normalised(db, domains, error
         assert form.cleaned_data["domains"] == "example.com example.org"
     else:
         assert not form.is_valid() and form.errors["domains"] == [f"Not a domain: {error}"]
+
+
+def test_turning_off_a_provider_that_mailboxes_use_asks_first(staff_client, alice):
+    from accounts.models import MailAccount
+
+    ProviderApp.objects.create(provider="google", client_id="g.apps", client_secret="g-secret", enabled=True)
+    MailAccount.objects.create(user=alice, provider="google", email="alice@gmail.test")
+    assert "1 mailbox connected" in staff_client.get(URL).content.decode()
+
+    asked = _post(staff_client, "google", client_id="g.apps")  # "Enabled" unticked
+    assert asked.status_code == 200
+    assert "1 mailbox is connected through Google." in asked.content.decode()
+    assert ProviderApp.objects.get(provider="google").enabled  # nothing saved yet
+    assert not ProviderSettingsChange.objects.exists()
+
+    confirmed = staff_client.post(URL, {"provider": "google", "google-client_id": "g.apps", "confirm_off": "1"})
+    assert confirmed.status_code == 302
+    assert not ProviderApp.objects.get(provider="google").enabled
+
+
+def test_turning_off_a_provider_nobody_uses_does_not_ask(staff_client):
+    ProviderApp.objects.create(provider="google", client_id="g.apps", client_secret="g-secret", enabled=True)
+    assert _post(staff_client, "google", client_id="g.apps").status_code == 302
+    assert not ProviderApp.objects.get(provider="google").enabled
