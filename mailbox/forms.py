@@ -166,6 +166,7 @@ class BulkActionForm(forms.Form):
         ("unstar", _("Unstar")),
         ("archive", _("Archive")),
         ("trash", _("Delete")),
+        ("delete_forever", _("Delete forever")),
         ("move", _("Move")),
     ]
     action = forms.ChoiceField(choices=ACTIONS)

@@ -24,6 +24,7 @@ from mailbox.models import (
     SyncState,
     Thread,
 )
+from providers import registry
 
 PAGE_SIZE = 50
 _ROLE_ORDER = ["inbox", "starred", "important", "sent", "drafts", "archive", "all", "spam", "trash", "user"]
@@ -116,6 +117,15 @@ def _unread_by_folder(*, account_ids: list[int]) -> dict[int, int]:
     with connection.cursor() as cursor:
         cursor.execute(sql, account_ids)
         return dict(cursor.fetchall())
+
+
+def deletable_forever(*, user, message_ids: list[int]) -> list[int]:
+    """Those of the user's ``message_ids`` that are in a Trash folder whose provider can delete for good."""
+    providers = [p for p in registry.PROVIDERS if registry.get(p).deletes_forever]
+    in_trash = Message.objects.filter(
+        pk__in=message_ids, account__user=user, account__provider__in=providers, folders__role=Folder.Role.TRASH
+    )
+    return list(in_trash.values_list("pk", flat=True).distinct())
 
 
 def folder_get(*, user, folder_id: int) -> Folder:

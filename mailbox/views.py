@@ -29,6 +29,7 @@ from mailbox.outbox import outgoing_check_again, outgoing_queue, outgoing_retry,
 from mailbox.sanitize import html_for_editor, html_has_remote_images, html_sanitize, message_body_csp, text_render
 from mailbox.search import threads_search
 from mailhub.http import AuthenticatedHttpRequest
+from providers import registry
 from providers.base import ChangeKind, MessageChange
 
 INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"}
@@ -40,6 +41,7 @@ _BULK_CHANGES = {
     "archive": ChangeKind.ARCHIVE,
     "trash": ChangeKind.TRASH,
     "move": ChangeKind.MOVE,
+    "delete_forever": ChangeKind.DELETE_FOREVER,
 }
 
 
@@ -87,7 +89,12 @@ def inbox(request: AuthenticatedHttpRequest) -> HttpResponse:
 def folder(request: AuthenticatedHttpRequest, folder_id: int) -> HttpResponse:
     current = selectors.folder_get(user=request.user, folder_id=folder_id)
     threads = selectors.threads_in_folder(folder=current)
-    return _list_render(request, threads=threads, title=f"{current.label} · {current.account.email}", folder=current)
+    title = f"{current.label} · {current.account.email}"
+    in_trash = current.role == Folder.Role.TRASH
+    deletes_forever = in_trash and registry.get(current.account.provider).deletes_forever
+    return _list_render(
+        request, threads=threads, title=title, folder=current, in_trash=in_trash, deletes_forever=deletes_forever
+    )
 
 
 @login_required
@@ -133,9 +140,12 @@ def thread(request: AuthenticatedHttpRequest, thread_id: int) -> HttpResponse:
                 "attachments": [a for a in message.attachments.all() if a.id not in shown],
             }
         )
+    in_trash = not current.messages.exclude(folders__role=Folder.Role.TRASH).exists()
     context = {
         "thread": current,
         "items": items,
+        "in_trash": in_trash,
+        "deletes_forever": in_trash and registry.get(current.account.provider).deletes_forever,
         "unread_ids": [m.id for m in messages if not m.is_read],
         "move_folders": Folder.objects.filter(account=current.account, is_selectable=True),
         **_chrome(request),
@@ -169,6 +179,8 @@ def bulk_action(request: AuthenticatedHttpRequest) -> HttpResponse:
     message_ids = selectors.thread_message_ids(user=request.user, thread_ids=form.cleaned_data["threads"])
     if not message_ids:
         raise Http404
+    if form.cleaned_data["action"] == "delete_forever":
+        message_ids = selectors.deletable_forever(user=request.user, message_ids=message_ids)
     target = form.cleaned_data.get("folder")
     change = MessageChange(
         kind=_BULK_CHANGES[form.cleaned_data["action"]], folder_remote_id=target.remote_id if target else ""
@@ -186,6 +198,22 @@ def bulk_action(request: AuthenticatedHttpRequest) -> HttpResponse:
     updated = ngettext("%(count)d message updated.", "%(count)d messages updated.", count)
     flash.success(request, updated % {"count": count})
     return redirect(back)
+
+
+@login_required
+@require_POST
+def trash_empty(request: AuthenticatedHttpRequest, folder_id: int) -> HttpResponse:
+    """Delete every message in a Trash folder for good (where its provider allows it)."""
+    trash = selectors.folder_get(user=request.user, folder_id=folder_id)
+    if trash.role != Folder.Role.TRASH:
+        raise Http404
+    in_trash = list(trash.messages.values_list("pk", flat=True))
+    message_ids = selectors.deletable_forever(user=request.user, message_ids=in_trash)
+    change = MessageChange(kind=ChangeKind.DELETE_FOREVER)
+    count = writeback.messages_change(user=request.user, message_ids=message_ids, change=change)
+    deleted = ngettext("%(count)d message deleted forever.", "%(count)d messages deleted forever.", count)
+    flash.success(request, deleted % {"count": count})
+    return redirect("mailbox:folder", trash.id)
 
 
 def _not_moved(count: int, target: Folder) -> str:

@@ -66,6 +66,8 @@ def _change_local(*, account: MailAccount, remote_ids: list[str], change: Messag
         add = [target]
     elif kind == ChangeKind.REMOVE_LABEL and target is not None:
         remove = [target]
+    elif kind == ChangeKind.DELETE_FOREVER:
+        remove = [trash]  # the row itself goes once the provider has deleted it (messages_change_apply)
     store.message_folders_change(
         account=account, remote_ids=remote_ids, add=[f for f in add if f], remove=[f for f in remove if f]
     )
@@ -113,4 +115,8 @@ def messages_change_apply(*, account_id: int, message_ids: Sequence[int], change
     except ProviderError as exc:
         logger.warning("Write-back for account %s failed: %s", account_id, exc)
         return SyncResult(SyncOutcome.RETRY, retry_after=exc.retry_after)
+    if change.kind == ChangeKind.DELETE_FOREVER:
+        # Deleted for good at the provider: rows now in no folder at all are gone there too.
+        homeless = Message.objects.filter(pk__in=[m.pk for m in messages], folders__isnull=True)
+        store.messages_delete(account=account, remote_ids=homeless.values_list("remote_id", flat=True))
     return SyncResult(SyncOutcome.OK)

@@ -49,6 +49,7 @@ class ChangeKind(StrEnum):
     MOVE = "move"  # to ``folder_remote_id``
     ADD_LABEL = "add_label"
     REMOVE_LABEL = "remove_label"
+    DELETE_FOREVER = "delete_forever"  # from Trash; only where the provider's ``deletes_forever``
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,8 @@ class Provider(ABC):
     #: switches it on or off, with ``enable_help`` saying what that allows.
     oauth_app: bool = True
     enable_help: StrOrPromise = ""  # a lazy translation
+    #: Whether mail in Trash can be deleted for good through Mailhub (Gmail's needs a scope we do not ask for).
+    deletes_forever: bool = True
 
     @property
     def name(self) -> str:

@@ -798,6 +798,8 @@ class GmailClient:
         if not ids:
             return
         kind = change.kind
+        if kind == ChangeKind.DELETE_FOREVER:
+            raise ProviderError("Gmail deletes for good only with the full-mail scope, which Mailhub does not ask for")
         if kind in (ChangeKind.TRASH, ChangeKind.UNTRASH):
             verb = "trash" if kind == ChangeKind.TRASH else "untrash"
 

@@ -1,5 +1,6 @@
 """Write a user's actions back to an IMAP mailbox: \\Seen and \\Flagged with STORE, moves with MOVE
-(or COPY + \\Deleted + UID EXPUNGE), "delete" as a move to Trash.
+(or COPY + \\Deleted + UID EXPUNGE), "delete" as a move to Trash, "delete forever" as \\Deleted + UID
+EXPUNGE in Trash.
 
 The local store has usually been changed already (``mailbox.writeback.messages_change``), so a message's
 place on the server is found again by Message-ID (``UID SEARCH HEADER``) where its local UID is gone, and
@@ -48,7 +49,7 @@ def changes_apply(
             session.run(partial(_store_flag, session, folder=folder, uids=uids, flag=flag, on=on))
         return
     target = _target(kind, change, folders, by_role)
-    if kind == ChangeKind.REMOVE_LABEL:
+    if kind in (ChangeKind.REMOVE_LABEL, ChangeKind.DELETE_FOREVER):
         found = _locate(session, local, messages, [target])
         for folder, uids in found.items():
             session.run(partial(_expunge, session, folder=folder, uids=uids))
@@ -92,7 +93,12 @@ def _target(
         if target is None:
             raise ProviderError("That folder no longer exists in the mailbox.")
         return target
-    role = {ChangeKind.ARCHIVE: "archive", ChangeKind.TRASH: "trash", ChangeKind.UNTRASH: "inbox"}[kind]
+    role = {
+        ChangeKind.ARCHIVE: "archive",
+        ChangeKind.TRASH: "trash",
+        ChangeKind.UNTRASH: "inbox",
+        ChangeKind.DELETE_FOREVER: "trash",
+    }[kind]
     target = by_role.get(role)
     if target is None:
         raise ProviderError(f"This mailbox has no {role} folder to move the messages to.")

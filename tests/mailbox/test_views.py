@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from email import message_from_bytes
+from functools import partial
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -17,7 +18,16 @@ from django.utils import timezone
 from accounts.models import MailAccount
 from mailbox import store
 from mailbox.local import account_client
-from mailbox.models import Attachment, Message, MessageFolder, OutgoingAttachment, OutgoingMessage, SyncState, Thread
+from mailbox.models import (
+    Attachment,
+    Folder,
+    Message,
+    MessageFolder,
+    OutgoingAttachment,
+    OutgoingMessage,
+    SyncState,
+    Thread,
+)
 from providers.errors import ErrorCode, ProviderError
 from providers.models import ProviderApp
 from tests.fixtures.ui import UiMail, message_add, raw_text_message
@@ -467,6 +477,47 @@ def test_a_folder_page_offers_only_its_own_mailbox_folders_to_move_to(alice_clie
     assert 'label="alice@outlook.example"' in everywhere.split("</select>")[0]
 
 
+def test_trash_offers_delete_forever_where_the_provider_allows_it_and_says_why_not_on_gmail(
+    alice_client, ui_mail, django_capture_on_commit_callbacks
+):
+    gmail_trash = ui_mail.folders["alice@gmail.example"]["TRASH"]
+    outlook_trash = ui_mail.folders["alice@outlook.example"]["TRASH"]
+    store.message_folders_change(account=ui_mail.alice_gmail, remote_ids=[ui_mail.plain.remote_id], add=[gmail_trash])
+    store.message_folders_change(
+        account=ui_mail.alice_outlook, remote_ids=[ui_mail.reply.remote_id], add=[outlook_trash]
+    )
+    gmail_page = alice_client.get(reverse("mailbox:folder", args=[gmail_trash.id])).content.decode()
+    assert "Google deletes messages in Trash for good after 30 days." in gmail_page
+    assert 'value="delete_forever"' not in gmail_page and 'value="trash"' not in gmail_page  # Delete did nothing here
+    outlook_page = alice_client.get(reverse("mailbox:folder", args=[outlook_trash.id])).content.decode()
+    assert 'value="delete_forever"' in outlook_page and "Empty Trash" in outlook_page
+
+    # Asked for both threads: only the Outlook message in Trash goes; Gmail's cannot be deleted for good.
+    threads = [ui_mail.plain.thread_id, ui_mail.reply.thread_id]
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = _bulk(alice_client, "delete_forever", threads, follow=True)
+    assert "1 message updated." in response.content.decode()
+    write_backs = [c.args for c in callbacks if isinstance(c, partial)]
+    assert write_backs == [(ui_mail.alice_outlook.pk, [ui_mail.reply.pk], "delete_forever", "")]  # Outlook only
+    assert not Message.objects.get(pk=ui_mail.reply.pk).folders.filter(role="trash").exists()
+    assert Message.objects.get(pk=ui_mail.plain.pk).folders.filter(role="trash").exists()
+
+
+def test_empty_trash_deletes_only_what_is_in_that_trash(alice_client, ui_mail, django_capture_on_commit_callbacks):
+    outlook_trash = ui_mail.folders["alice@outlook.example"]["TRASH"]
+    store.message_folders_change(
+        account=ui_mail.alice_outlook, remote_ids=[ui_mail.reply.remote_id], add=[outlook_trash]
+    )
+    with django_capture_on_commit_callbacks():
+        response = alice_client.post(reverse("mailbox:trash_empty", args=[outlook_trash.id]), follow=True)
+    assert "1 message deleted forever." in response.content.decode()
+    assert not outlook_trash.messages.exists()
+    inbox = ui_mail.folders["alice@outlook.example"]["INBOX"]
+    assert alice_client.post(reverse("mailbox:trash_empty", args=[inbox.id])).status_code == 404
+    bobs_trash = Folder.objects.get(account=ui_mail.bob_gmail, role="trash")
+    assert alice_client.post(reverse("mailbox:trash_empty", args=[bobs_trash.id])).status_code == 404
+
+
 def test_bulk_ignores_other_users_threads(alice_client, ui_mail):
     response = _bulk(alice_client, "read", [ui_mail.bob_message.thread_id])
     assert response.status_code == 404
@@ -834,3 +885,14 @@ def test_good_recipients_parse_with_names_quotes_and_separators():
         {"name": "", "email": "b@c.org"},
     ]
     assert addresses_parse("  ") == []
+
+
+def test_a_thread_in_trash_offers_delete_forever_instead_of_delete(alice_client, ui_mail):
+    outlook_trash = ui_mail.folders["alice@outlook.example"]["TRASH"]
+    thread = ui_mail.thread(ui_mail.reply)
+    remote_ids = list(thread.messages.values_list("remote_id", flat=True))
+    page = alice_client.get(reverse("mailbox:thread", args=[thread.id])).content.decode()
+    assert 'value="trash"' in page and 'value="delete_forever"' not in page
+    store.message_folders_change(account=ui_mail.alice_outlook, remote_ids=remote_ids, add=[outlook_trash])
+    page = alice_client.get(reverse("mailbox:thread", args=[thread.id])).content.decode()
+    assert 'value="trash"' not in page and 'value="delete_forever"' in page

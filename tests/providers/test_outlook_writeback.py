@@ -76,3 +76,32 @@ def test_move_archive_and_delete_to_trash_reach_the_server(dovecot, synced):
     outlook_client(account).incremental_sync()
     assert len(dovecot.uids(account.email, "INBOX")) == 7
     assert db_view(account) == server_view(dovecot, account.email)
+
+
+def test_delete_forever_from_trash_expunges_on_the_server_and_drops_the_rows(dovecot, synced):
+    account = synced
+    messages = list(by_uid(account).values())
+    change(account, messages[:3], ChangeKind.TRASH)
+    outlook_client(account).incremental_sync()  # the trashed copies get their UIDs in Deleted Items
+    assert len(dovecot.uids(account.email, "Deleted Items")) == 3
+
+    change(account, messages[:2], ChangeKind.DELETE_FOREVER)
+    assert len(dovecot.uids(account.email, "Deleted Items")) == 1  # expunged for good, not moved anywhere
+    assert len(dovecot.uids(account.email, "INBOX")) == 7
+    assert not Message.objects.filter(pk__in=[m.pk for m in messages[:2]]).exists()
+    assert Message.objects.filter(account=account).count() == 8
+
+    outlook_client(account).incremental_sync()  # nothing comes back
+    assert Message.objects.filter(account=account).count() == 8
+    for folder in ("INBOX", "Deleted Items"):
+        assert db_view(account, folder) == server_view(dovecot, account.email, folder), folder
+
+
+def test_delete_forever_right_after_delete_finds_the_message_without_its_uid(dovecot, synced):
+    """Trash, then Delete forever before any sync learnt the Trash UID: located by Message-ID and bytes."""
+    account = synced
+    message = next(iter(by_uid(account).values()))
+    change(account, [message], ChangeKind.TRASH)
+    change(account, [message], ChangeKind.DELETE_FOREVER)
+    assert dovecot.uids(account.email, "Deleted Items") == []
+    assert not Message.objects.filter(pk=message.pk).exists()
