@@ -19,6 +19,7 @@ from accounts import oauth
 from accounts.forms import ConnectForm
 from accounts.models import MailAccount
 from accounts.services import account_connect, account_disconnect, providers_off
+from mailbox.selectors import live_watch
 from mailbox.sync import account_connected
 from mailhub.http import AuthenticatedHttpRequest
 from providers import registry
@@ -45,6 +46,7 @@ def account_list(request: AuthenticatedHttpRequest) -> HttpResponse:
             "oauth_providers": oauth_providers,
             "imap_enabled": len(oauth_providers) < len(providers),
             "form": ConnectForm(),
+            **live_watch(user=request.user),
         },
     )
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -287,6 +289,49 @@ def outgoing_get(*, user, outgoing_id: int, status: str | None = None) -> Outgoi
     if status:
         qs = qs.filter(status=status)
     return get_object_or_404(qs, pk=outgoing_id)
+
+
+def mail_version(*, user) -> str:
+    """A short fingerprint of what the user's open pages show: it changes when new mail arrives, mail is read or
+    unread, a sync starts, progresses, fails or ends, an account's state changes, or an outbox row moves on.
+
+    Cheap enough to be asked every few seconds by every open page: each account's newest thread and unread count
+    come from their indexes (thread_recent, message_unread), never from a scan of its mail.
+    """
+    newest = Thread.objects.filter(account=OuterRef("pk")).order_by("-last_message_at", "-id")
+    unread = (
+        Message.objects.filter(account=OuterRef("pk"), is_read=False)
+        .values("account")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    accounts = (
+        accounts_for_user(user=user)
+        .annotate(
+            newest_id=Subquery(newest.values("id")[:1]),
+            newest_at=Subquery(newest.values("last_message_at")[:1]),
+            unread=Subquery(unread),
+        )
+        .values_list(
+            "pk",
+            "status",
+            "newest_id",
+            "newest_at",
+            "unread",
+            "sync_state__status",
+            "sync_state__stage",
+            "sync_state__progress_done",
+            "sync_state__progress_total",
+            "sync_state__last_error_code",
+        )
+    )
+    state = repr((list(accounts), sorted(sidebar_counts(user=user).items()), sorted(providers_off())))
+    return hashlib.blake2b(state.encode(), digest_size=8).hexdigest()
+
+
+def live_watch(*, user) -> dict:
+    """What ``mailbox/_changes.html`` needs: the version of the user's mail a page is rendered from."""
+    return {"mail_version": mail_version(user=user), "live_seconds": settings.MAILHUB_LIVE_SECONDS}
 
 
 def sidebar_counts(*, user) -> dict[str, int]:

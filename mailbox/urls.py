@@ -33,5 +33,6 @@ urlpatterns = [
     path("account/<int:account_id>/sync/", views.account_sync, name="account_sync"),
     path("suggest/", views.suggest, name="suggest"),
     path("sidebar/", views.sidebar, name="sidebar"),
+    path("changes/", views.changes, name="changes"),
     path("access-log/", views.access_log, name="access_log"),
 ]

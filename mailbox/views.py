@@ -46,12 +46,28 @@ _BULK_CHANGES = {
 
 
 def _chrome(request: AuthenticatedHttpRequest) -> dict:
-    """What every mail page shows around its content: the sidebar and the poll interval."""
+    """What every mail page shows around its content: the sidebar, the poll interval, and the version of what
+    it shows (see :func:`changes`)."""
     return {
         "nav": selectors.sidebar_get(user=request.user),
         "counts": selectors.sidebar_counts(user=request.user),
         "poll_seconds": _poll_seconds(),
+        **selectors.live_watch(user=request.user),
     }
+
+
+@login_required
+@require_GET
+def changes(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """Asked every few seconds by every open page with the version it shows: 204 (nothing to send) while that is
+    still current; otherwise the watcher again with the new version and an ``HX-Trigger: mail-changed``, on
+    which the page's sidebar, list and account table reload themselves."""
+    context = selectors.live_watch(user=request.user)
+    if request.GET.get("v") == context["mail_version"]:
+        return HttpResponse(status=204)
+    response = render(request, "mailbox/_changes.html", context)
+    response["HX-Trigger"] = "mail-changed"
+    return response
 
 
 def _poll_seconds() -> int:

@@ -242,6 +242,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = config.env_bool(ENVIRON, "CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# How often an open page asks whether what it shows changed (one cheap request; see mailbox.views.changes).
+MAILHUB_LIVE_SECONDS = config.env_int(ENVIRON, "MAILHUB_LIVE_SECONDS", default=4, minimum=1, maximum=60)
 MAILHUB_SYNC_INTERVAL_SECONDS = config.env_int(
     ENVIRON, "MAILHUB_SYNC_INTERVAL_SECONDS", default=60, minimum=1, maximum=24 * 3600
 )

@@ -896,3 +896,62 @@ def test_a_thread_in_trash_offers_delete_forever_instead_of_delete(alice_client,
     store.message_folders_change(account=ui_mail.alice_outlook, remote_ids=remote_ids, add=[outlook_trash])
     page = alice_client.get(reverse("mailbox:thread", args=[thread.id])).content.decode()
     assert 'value="trash"' not in page and 'value="delete_forever"' in page
+
+
+# --- Live updates ----------------------------------------------------------------------------------
+
+
+def _version(client) -> str:
+    page = client.get(reverse("mailbox:inbox")).content.decode()
+    return page.split(reverse("mailbox:changes") + "?v=")[1].split('"')[0]
+
+
+def _changed(client, version: str) -> bool:
+    response = client.get(reverse("mailbox:changes"), {"v": version})
+    assert response.status_code in {200, 204}
+    if response.status_code == 200:
+        assert response["HX-Trigger"] == "mail-changed"
+        assert f"?v={version}" not in response.content.decode()  # the watcher carries the new version
+    return response.status_code == 200
+
+
+def test_an_open_page_learns_of_each_change_it_shows_and_of_nothing_else(alice_client, ui_mail):
+    inbox = ui_mail.folders["alice@gmail.example"]["INBOX"]
+    version = _version(alice_client)
+    assert not _changed(alice_client, version)
+    changes = [
+        lambda: message_add(
+            ui_mail.alice_gmail, raw_text_message(subject="New", body="x")[0], folders=[inbox], is_read=True
+        ),
+        lambda: store.message_flags_update(
+            account=ui_mail.alice_gmail, remote_ids=[ui_mail.plain.remote_id], is_read=False
+        ),
+        lambda: SyncState.objects.filter(account=ui_mail.alice_outlook).update(progress_done=7, progress_total=9),
+        lambda: SyncState.objects.filter(account=ui_mail.alice_outlook).update(
+            status="error", last_error_code="throttled"
+        ),
+        lambda: MailAccount.objects.filter(pk=ui_mail.alice_gmail.pk).update(status="reauth_required"),
+        lambda: OutgoingMessage.objects.create(account=ui_mail.alice_gmail, status="draft"),
+        lambda: ProviderApp.objects.filter(provider="microsoft").update(enabled=False),
+    ]
+    for change in changes:
+        change()
+        assert _changed(alice_client, version)
+        version = _version(alice_client)
+        assert not _changed(alice_client, version)
+    # Another user's mail is not this page's business.
+    message_add(ui_mail.bob_gmail, raw_text_message(subject="Bob's", body="x")[0], folders=[], is_read=False)
+    assert not _changed(alice_client, version)
+
+
+def test_asking_for_changes_costs_the_same_few_queries_however_much_mail(alice_client, ui_mail):
+    version = _version(alice_client)
+    inbox = ui_mail.folders["alice@gmail.example"]["INBOX"]
+    with CaptureQueriesContext(connection) as few:
+        alice_client.get(reverse("mailbox:changes"), {"v": version})
+    for i in range(30):
+        message_add(ui_mail.alice_gmail, raw_text_message(subject=f"n{i}", body="x")[0], folders=[inbox])
+    version = _version(alice_client)
+    with CaptureQueriesContext(connection) as more:
+        assert alice_client.get(reverse("mailbox:changes"), {"v": version}).status_code == 204
+    assert len(more.captured_queries) == len(few.captured_queries) <= 6
