@@ -3,7 +3,8 @@
 ``run()`` starts ``python -m bench.ui`` with ``DATABASE_URL`` pointed at the ``bench_ui`` database (created if
 missing, migrated, filled once and reused while it still holds the same data set), then times the inbox, a deep
 keyset page, a folder, a thread, searches and the sidebar poll with Django's test client: p50/p95 in ms over
-repeated requests, and the SQL query count of one request per page.
+repeated requests, and the SQL query count of one request per page; then what 200 open idle pages asking for
+changes cost per minute.
 """
 
 from __future__ import annotations
@@ -190,6 +191,34 @@ def _populate(user) -> None:
         cursor.execute("VACUUM ANALYZE")
 
 
+def _live_cost(client, user, *, pages: int = 200, minutes: float = 1.0) -> dict:
+    """What ``pages`` open, idle pages cost the server: each asks for changes every MAILHUB_LIVE_SECONDS and gets
+    a 204. The requests of ``minutes`` are served one after another through the whole Django stack (sessions,
+    auth, middleware, the version query); the app's CPU time and the wall time (app and PostgreSQL) are reported
+    per minute of those pages being open."""
+    from django.conf import settings
+    from django.urls import reverse
+
+    from mailbox.selectors import mail_version
+
+    url = reverse("mailbox:changes") + "?v=" + mail_version(user=user)
+    requests = int(pages * minutes * 60 / settings.MAILHUB_LIVE_SECONDS)
+    assert client.get(url).status_code == 204
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(requests):
+        client.get(url)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {
+        "open_pages": pages,
+        "poll_seconds": settings.MAILHUB_LIVE_SECONDS,
+        "requests_per_minute": round(requests / minutes),
+        "app_cpu_seconds_per_minute": round(cpu / minutes, 2),
+        "wall_seconds_per_minute_app_and_db": round(wall / minutes, 2),
+        "share_of_one_core": round(wall / minutes / 60, 3),
+        "ms_per_request": round(wall * 1000 / requests, 2),
+    }
+
+
 def _times(client, url: str, repeat: int) -> dict:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -265,6 +294,7 @@ def main() -> None:
         "sidebar_poll": reverse("mailbox:sidebar"),
     }
     results = {name: _times(client, url, REPEAT) for name, url in pages.items()}
+    live = _live_cost(client, user)
     search_p95 = max(v["p95_ms"] for k, v in results.items() if k.startswith("search"))
     figures = {
         "database": "postgresql",
@@ -275,6 +305,7 @@ def main() -> None:
         "populate_seconds": populate_seconds,
         "repeat": REPEAT,
         "pages": results,
+        "live_200_idle_pages": live,
         "targets_ms": TARGETS_MS,
         "met": {
             "inbox_p95": results["inbox"]["p95_ms"] < TARGETS_MS["inbox"],

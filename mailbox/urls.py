@@ -10,6 +10,7 @@ urlpatterns = [
     path("thread/<int:thread_id>/", views.thread, name="thread"),
     path("thread/<int:thread_id>/read/", views.thread_read, name="thread_read"),
     path("threads/action/", views.bulk_action, name="bulk_action"),
+    path("threads/undo/", views.undo, name="undo"),
     path("folder/<int:folder_id>/empty/", views.trash_empty, name="trash_empty"),
     path("message/<int:message_id>/body/", views.message_body, name="message_body"),
     path("message/<int:message_id>/cid/<path:content_id>", views.message_cid, name="message_cid"),

@@ -32,6 +32,7 @@ from mailhub.http import AuthenticatedHttpRequest
 from providers import registry
 from providers.base import ChangeKind, MessageChange
 
+UNDO_SESSION_KEY = "mailhub_undo"
 INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"}
 _BULK_CHANGES = {
     "read": ChangeKind.READ,
@@ -210,9 +211,40 @@ def bulk_action(request: AuthenticatedHttpRequest) -> HttpResponse:
         message_ids = list(
             Message.objects.filter(id__in=message_ids, account=target.account).values_list("id", flat=True)
         )
+    undo = writeback.undo_plan(user=request.user, message_ids=message_ids, change=change)
     count = writeback.messages_change(user=request.user, message_ids=message_ids, change=change)
     updated = ngettext("%(count)d message updated.", "%(count)d messages updated.", count)
-    flash.success(request, updated % {"count": count})
+    _flash_undoable(request, updated % {"count": count}, undo)
+    return redirect(back)
+
+
+def _flash_undoable(request: AuthenticatedHttpRequest, text: str, undo: writeback.Undo | None) -> None:
+    """Say what was done; where it can be taken back, the message carries an Undo button (see base.html)."""
+    if undo is None:
+        request.session.pop(UNDO_SESSION_KEY, None)
+        flash.success(request, text)
+        return
+    request.session[UNDO_SESSION_KEY] = {"kind": str(undo.kind), "ids": undo.message_ids}
+    flash.success(request, text, extra_tags="undo")
+
+
+@login_required
+@require_POST
+def undo(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """Take back the last change the user made from a list or a thread (once)."""
+    back = request.POST.get("next") or reverse("mailbox:inbox")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = reverse("mailbox:inbox")
+    plan = request.session.pop(UNDO_SESSION_KEY, None)
+    if not plan:
+        flash.info(request, _("There is nothing to undo."))
+        return redirect(back)
+    change = MessageChange(kind=ChangeKind(plan["kind"]))
+    count = writeback.messages_change(user=request.user, message_ids=plan["ids"], change=change)
+    undone = ngettext(
+        "Undone: %(count)d message is back as it was.", "Undone: %(count)d messages are back as they were.", count
+    )
+    flash.success(request, undone % {"count": count})
     return redirect(back)
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 from django.db import transaction
+from django.db.models import QuerySet
 
 from accounts.models import MailAccount
 from accounts.services import account_mark_needs_reconnect
@@ -59,6 +61,8 @@ def _change_local(*, account: MailAccount, remote_ids: list[str], change: Messag
         add, remove = [trash], [inbox, spam]
     elif kind == ChangeKind.UNTRASH:
         add, remove = [inbox], [trash]
+    elif kind == ChangeKind.UNARCHIVE:
+        add, remove = [inbox], [roles.get(Folder.Role.ARCHIVE)]
     elif kind == ChangeKind.MOVE and target is not None:
         remove = [f for f in (inbox, trash, spam) if f != target]
         add = [target]
@@ -71,6 +75,35 @@ def _change_local(*, account: MailAccount, remote_ids: list[str], change: Messag
     store.message_folders_change(
         account=account, remote_ids=remote_ids, add=[f for f in add if f], remove=[f for f in remove if f]
     )
+
+
+@dataclass(frozen=True)
+class Undo:
+    """How to take back a change: the opposite change, on exactly the messages it changed."""
+
+    kind: ChangeKind
+    message_ids: list[int]
+
+
+# The opposite of each change that can be taken back, and which of the user's messages the change really moves.
+_UNDO: dict[ChangeKind, tuple[ChangeKind, Callable[[QuerySet[Message]], QuerySet[Message]]]] = {
+    ChangeKind.READ: (ChangeKind.UNREAD, lambda q: q.filter(is_read=False)),
+    ChangeKind.UNREAD: (ChangeKind.READ, lambda q: q.filter(is_read=True)),
+    ChangeKind.STAR: (ChangeKind.UNSTAR, lambda q: q.filter(is_starred=False)),
+    ChangeKind.UNSTAR: (ChangeKind.STAR, lambda q: q.filter(is_starred=True)),
+    ChangeKind.ARCHIVE: (ChangeKind.UNARCHIVE, lambda q: q.filter(folders__role=Folder.Role.INBOX)),
+    ChangeKind.TRASH: (ChangeKind.UNTRASH, lambda q: q.exclude(folders__role=Folder.Role.TRASH)),
+}
+
+
+def undo_plan(*, user, message_ids: Sequence[int], change: MessageChange) -> Undo | None:
+    """Before ``change`` is applied: how to undo it, or None (nothing would change, or it cannot be undone)."""
+    if change.kind not in _UNDO:
+        return None
+    opposite, changed_by = _UNDO[change.kind]
+    own = Message.objects.filter(pk__in=list(message_ids), account__user=user)
+    ids = list(changed_by(own).values_list("pk", flat=True).distinct())
+    return Undo(kind=opposite, message_ids=ids) if ids else None
 
 
 def messages_change(*, user, message_ids: Sequence[int], change: MessageChange) -> int:

@@ -44,6 +44,7 @@ class ChangeKind(StrEnum):
     STAR = "star"
     UNSTAR = "unstar"
     ARCHIVE = "archive"
+    UNARCHIVE = "unarchive"  # back to the inbox (undo of archive)
     TRASH = "trash"
     UNTRASH = "untrash"
     MOVE = "move"  # to ``folder_remote_id``

@@ -831,6 +831,7 @@ class GmailClient:
             ChangeKind.STAR: (["STARRED"], []),
             ChangeKind.UNSTAR: ([], ["STARRED"]),
             ChangeKind.ARCHIVE: ([], ["INBOX"]),
+            ChangeKind.UNARCHIVE: (["INBOX"], []),
             ChangeKind.MOVE: ([target], [label for label in ("INBOX", "SPAM") if label != target]),
             ChangeKind.ADD_LABEL: ([target], []),
             ChangeKind.REMOVE_LABEL: ([], [target]),

@@ -65,6 +65,8 @@ def changes_apply(
         return
     if kind == ChangeKind.UNTRASH:
         sources = _present(by_role.get("trash"))
+    elif kind == ChangeKind.UNARCHIVE:
+        sources = _present(by_role.get("archive"))
     elif kind == ChangeKind.ARCHIVE:
         sources = _present(by_role.get("inbox"))
     else:
@@ -97,6 +99,7 @@ def _target(
         ChangeKind.ARCHIVE: "archive",
         ChangeKind.TRASH: "trash",
         ChangeKind.UNTRASH: "inbox",
+        ChangeKind.UNARCHIVE: "inbox",
         ChangeKind.DELETE_FOREVER: "trash",
     }[kind]
     target = by_role.get(role)

@@ -267,6 +267,18 @@ def test_bulk_archive_and_keyboard_archive(page, live_server, alice, gmail_ui):
         page.keyboard.press("e")
     assert page.locator(".thread-row").count() == 1
     assert "INBOX" not in gmail.message(account.email, ids["report"]).label_ids
+    # The toast offers Undo; z takes the archive back, in Mailhub and at Gmail.
+    toast = page.locator(".flash .toast")
+    assert toast.is_visible() and "Undo" in toast.inner_text()
+    screenshot(page, "undo-toast")
+    with page.expect_navigation():
+        page.keyboard.press("z")
+    assert "Undone: 1 message is back as it was." in page.inner_text(".flash")
+    assert page.locator(".thread-row").count() == 2
+    assert "INBOX" in gmail.message(account.email, ids["report"]).label_ids
+    with page.expect_navigation():
+        page.keyboard.press("j")
+        page.keyboard.press("e")
     # Enter opens the remaining one.
     page.keyboard.press("j")
     page.keyboard.press("Enter")

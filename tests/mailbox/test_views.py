@@ -955,3 +955,45 @@ def test_asking_for_changes_costs_the_same_few_queries_however_much_mail(alice_c
     with CaptureQueriesContext(connection) as more:
         assert alice_client.get(reverse("mailbox:changes"), {"v": version}).status_code == 204
     assert len(more.captured_queries) == len(few.captured_queries) <= 6
+
+
+# --- Undo ------------------------------------------------------------------------------------------
+
+
+def _undo(client):
+    return client.post(reverse("mailbox:undo"), {"next": "/"}, follow=True).content.decode()
+
+
+@pytest.mark.parametrize("action", ["archive", "trash", "read", "unread", "star", "unstar"])
+def test_undo_puts_back_exactly_what_the_action_changed(alice_client, ui_mail, action):
+    """Only the messages the action really changed go back: one already read stays read after undoing "unread"."""
+    threads = [ui_mail.plain.thread_id, ui_mail.html.thread_id, ui_mail.reply.thread_id]
+    ids = list(Message.objects.filter(thread_id__in=threads).values_list("pk", flat=True))
+    Message.objects.filter(pk=ui_mail.html.pk).update(is_starred=True)
+
+    def state():
+        rows = Message.objects.filter(pk__in=ids).order_by("pk")
+        return [(m.is_read, m.is_starred, sorted(m.folders.values_list("role", flat=True))) for m in rows]
+
+    before = state()
+    page = _bulk(alice_client, action, threads, follow=True).content.decode()
+    assert state() != before
+    assert 'id="undo-button"' in page and 'data-key="z"' in page
+    page = _undo(alice_client)
+    assert state() == before
+    assert "Undone:" in page
+    assert "There is nothing to undo." in _undo(alice_client)  # once only
+
+
+def test_no_undo_is_offered_for_what_cannot_be_taken_back(alice_client, ui_mail):
+    label = ui_mail.folders["alice@gmail.example"]["Label_1"]
+    page = _bulk(alice_client, "move", [ui_mail.plain.thread_id], folder=label.id, follow=True).content.decode()
+    assert 'id="undo-button"' not in page
+    assert "There is nothing to undo." in _undo(alice_client)
+
+
+def test_undo_touches_only_the_users_own_messages(alice_client, ui_mail, client, bob):
+    _bulk(alice_client, "read", [ui_mail.html.thread_id])
+    client.force_login(bob)
+    assert "There is nothing to undo." in _undo(client)  # the plan lives in Alice's session only
+    assert Message.objects.get(pk=ui_mail.html.pk).is_read

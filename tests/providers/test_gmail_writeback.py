@@ -3,9 +3,11 @@
 import pytest
 
 from mailbox import sync, writeback
+from mailbox.local import account_client, local_messages
 from mailbox.models import Message, MessageFolder
 from mailbox.tasks import messages_change_apply
 from providers.base import ChangeKind, MessageChange
+from providers.errors import ProviderError
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,11 +65,13 @@ def test_change_applies_locally_then_at_gmail(
     assert before == after
 
 
-def test_untrash_and_unstar_and_remove_label(alice, gmail_account, gmail_mailbox, synced):
+def test_untrash_unarchive_unstar_and_remove_label(alice, gmail_account, gmail_mailbox, synced):
     ids, label = synced
     for kind, folder in [
         (ChangeKind.TRASH, ""),
         (ChangeKind.UNTRASH, ""),
+        (ChangeKind.ARCHIVE, ""),
+        (ChangeKind.UNARCHIVE, ""),
         (ChangeKind.STAR, ""),
         (ChangeKind.UNSTAR, ""),
         (ChangeKind.ADD_LABEL, label),
@@ -85,6 +89,7 @@ def test_untrash_and_unstar_and_remove_label(alice, gmail_account, gmail_mailbox
 def test_other_users_messages_are_untouched(bob, gmail_account, gmail_mailbox, synced):
     ids, _ = synced
     pks = list(Message.objects.filter(account=gmail_account).values_list("pk", flat=True))
+    assert writeback.undo_plan(user=bob, message_ids=pks, change=MessageChange(ChangeKind.READ)) is None
     assert writeback.messages_change(user=bob, message_ids=pks, change=MessageChange(ChangeKind.READ)) == 0
     assert not Message.objects.filter(account=gmail_account, is_read=True).exists()
 
@@ -95,3 +100,14 @@ def test_writeback_throttled_is_retried_not_lost(alice, gmail_account, gmail_mai
     gmail_mailbox.store.fail_next(2, status=429, retry_after=0.1, email=gmail_mailbox.email)
     assert writeback.messages_change_apply(account_id=gmail_account.pk, message_ids=pks, change=change).outcome == "ok"
     assert all("UNREAD" not in _labels(gmail_mailbox, i) for i in ids)
+
+
+def test_delete_forever_is_refused_on_gmail_and_nothing_is_lost(alice, gmail_account, gmail_mailbox, synced):
+    """messages.delete needs the full-mail scope Mailhub does not ask for: the client refuses, Gmail keeps it."""
+    ids, _ = synced
+    messages = list(Message.objects.filter(account=gmail_account, remote_id__in=ids[:1]))
+    with pytest.raises(ProviderError):
+        account_client(gmail_account).apply_changes(
+            messages=local_messages(messages), change=MessageChange(ChangeKind.DELETE_FOREVER)
+        )
+    assert _labels(gmail_mailbox, ids[0]) == {"INBOX", "UNREAD"}

@@ -105,3 +105,16 @@ def test_delete_forever_right_after_delete_finds_the_message_without_its_uid(dov
     change(account, [message], ChangeKind.DELETE_FOREVER)
     assert dovecot.uids(account.email, "Deleted Items") == []
     assert not Message.objects.filter(pk=message.pk).exists()
+
+
+def test_undo_of_archive_brings_the_messages_back_to_the_inbox_on_the_server(dovecot, synced):
+    account = synced
+    messages = list(by_uid(account).values())[:2]
+    change(account, messages, ChangeKind.ARCHIVE)
+    assert len(dovecot.uids(account.email, "Archive")) == 2
+    change(account, messages, ChangeKind.UNARCHIVE)
+    assert dovecot.uids(account.email, "Archive") == []
+    assert len(dovecot.uids(account.email, "INBOX")) == 10
+    outlook_client(account).incremental_sync()
+    assert db_view(account) == server_view(dovecot, account.email)
+    assert Message.objects.filter(account=account).count() == 10

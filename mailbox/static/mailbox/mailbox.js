@@ -104,6 +104,7 @@
     if (key === "/") { const s = document.getElementById("search-input"); if (s) { event.preventDefault(); s.focus(); s.select(); } return; }
     if (key === "?") { const h = document.getElementById("shortcut-help"); if (h) h.hidden = !h.hidden; return; }
     if (key === "c") { clickKey("c"); return; }
+    if (key === "z") { clickKey("z"); return; }
     if (onList) {
       if (key === "j") { moveCursor(1); event.preventDefault(); return; }
       if (key === "k") { moveCursor(-1); event.preventDefault(); return; }
