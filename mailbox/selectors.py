@@ -9,7 +9,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, JSONField, OuterRef, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -197,6 +197,12 @@ def thread_page(
     next_cursor = _cursor_encode(rows[limit - 1]) if len(rows) > limit else None
     newer_cursor = _cursor_encode(rows[0]) if older_than and rows else None
     return ThreadPage(threads=rows[:limit], next_cursor=next_cursor, newer_cursor=newer_cursor)
+
+
+def with_recipients(threads: QuerySet[Thread]) -> QuerySet[Thread]:
+    """Threads with ``recipients``: the To of each one's newest message (for Sent, where the sender is the user)."""
+    newest = Message.objects.filter(thread=OuterRef("pk")).order_by("-date", "-id").values("to")[:1]
+    return threads.annotate(recipients=Subquery(newest, output_field=JSONField()))
 
 
 def thread_get(*, user, thread_id: int) -> Thread:

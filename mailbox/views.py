@@ -23,7 +23,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from mailbox import compose, selectors, sync, writeback
 from mailbox.access import mail_access_log_for_owner
-from mailbox.forms import BulkActionForm, ComposeForm, SearchForm, addresses_format, header_value_flatten
+from mailbox.forms import (
+    ATTACHMENTS_MAX_BYTES,
+    BulkActionForm,
+    ComposeForm,
+    SearchForm,
+    addresses_format,
+    header_value_flatten,
+)
 from mailbox.models import AttachmentBlob, Folder, Message, OutgoingMessage, Thread
 from mailbox.outbox import outgoing_check_again, outgoing_queue, outgoing_retry, outgoing_send_anyway
 from mailbox.sanitize import html_for_editor, html_has_remote_images, html_sanitize, message_body_csp, text_render
@@ -79,12 +86,16 @@ def _poll_seconds() -> int:
 def _list_render(
     request: AuthenticatedHttpRequest, *, threads, title: str, folder: Folder | None = None, **extra
 ) -> HttpResponse:
+    if folder is not None and folder.role in (Folder.Role.SENT, Folder.Role.DRAFTS):
+        threads = selectors.with_recipients(threads)  # who it went to, not the user's own name on every row
     page = selectors.thread_page(threads=threads, cursor=request.GET.get("cursor"), before=request.GET.get("before"))
     context = {
         "page": page,
         "title": title,
         "folder": folder,
         "first_page": not (request.GET.get("cursor") or page.newer_cursor),
+        # Rows of several mailboxes side by side say which mailbox each is in.
+        "show_account": folder is None and selectors.accounts_for_user(user=request.user).count() > 1,
         **extra,
     }
     if request.htmx and request.GET.get("partial") == "list":
@@ -184,9 +195,14 @@ def thread_read(request: AuthenticatedHttpRequest, thread_id: int) -> HttpRespon
 @login_required
 @require_POST
 def bulk_action(request: AuthenticatedHttpRequest) -> HttpResponse:
-    thread_ids = [int(i) for i in request.POST.getlist("threads") if i.isdigit()]
+    data = request.POST.copy()
+    for action in ("star", "unstar"):  # a row's own star button acts on that row alone
+        if data.get(f"{action}_thread", "").isdigit():
+            data.setlist("threads", [data[f"{action}_thread"]])
+            data["action"] = action
+    thread_ids = [int(i) for i in data.getlist("threads") if i.isdigit()]
     folders = Folder.objects.filter(account__user=request.user, is_selectable=True)
-    form = BulkActionForm(request.POST, thread_ids=thread_ids, folders=folders)
+    form = BulkActionForm(data, thread_ids=thread_ids, folders=folders)
     back = request.POST.get("next") or reverse("mailbox:inbox")
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         back = reverse("mailbox:inbox")
@@ -342,10 +358,13 @@ def outgoing_attachment(request: AuthenticatedHttpRequest, attachment_id: int) -
 def _compose_render(
     request: AuthenticatedHttpRequest, *, form: ComposeForm, draft: OutgoingMessage | None, status: int = 200
 ):
+    attachments = list(draft.attachments.all()) if draft else []
     context = {
         "form": form,
         "draft": draft,
-        "attachments": list(draft.attachments.all()) if draft else [],
+        "attachments": attachments,
+        "attachments_max_bytes": ATTACHMENTS_MAX_BYTES,
+        "attached_bytes": sum(a.size for a in attachments),
         **_chrome(request),
     }
     return render(request, "mailbox/compose.html", context, status=status)

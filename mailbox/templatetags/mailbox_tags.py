@@ -31,6 +31,12 @@ def people(value: list[dict] | None) -> str:
 
 
 @register.filter
+def names(value: list[dict] | None) -> str:
+    """Recipients as a row shows them: names where known, else addresses."""
+    return ", ".join(person.get("name") or person.get("email", "") for person in value or [])
+
+
+@register.filter
 def sender(message) -> str:
     if message.from_name and message.from_address:
         return f"{message.from_name} <{message.from_address}>"

@@ -90,7 +90,9 @@ def test_every_main_page_loads_without_a_csp_violation(page, live_server, alice,
         account=ui_mail.alice_gmail, subject="Styled draft", to=[{"name": "", "email": "carol@example.org"}],
         body_html='<p style="color:red">Hello <img src="https://tracker.example.net/p.gif"> <b>there</b></p>',
     )  # fmt: skip
-    ProviderApp.objects.create(provider="google", client_id="g.apps", client_secret="s", enabled=True)
+    ProviderApp.objects.update_or_create(
+        provider="google", defaults={"client_id": "g.apps", "client_secret": "s", "enabled": True}
+    )
     admin_user.user_permissions.add(Permission.objects.get(codename="read_all_mail"))
     watch = CspWatch(page)
     base = live_server.url

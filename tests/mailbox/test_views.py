@@ -997,3 +997,32 @@ def test_undo_touches_only_the_users_own_messages(alice_client, ui_mail, client,
     client.force_login(bob)
     assert "There is nothing to undo." in _undo(client)  # the plan lives in Alice's session only
     assert Message.objects.get(pk=ui_mail.html.pk).is_read
+
+
+def test_a_rows_star_button_stars_and_unstars_that_row_alone(alice_client, ui_mail):
+    page = alice_client.get(reverse("mailbox:inbox")).content.decode()
+    assert f'name="star_thread" value="{ui_mail.plain.thread_id}"' in page
+    # Other rows ticked in the list are left alone: the star is the row's own.
+    alice_client.post(
+        reverse("mailbox:bulk_action"),
+        {"star_thread": ui_mail.plain.thread_id, "threads": [ui_mail.html.thread_id], "next": "/"},
+    )
+    assert Message.objects.get(pk=ui_mail.plain.pk).is_starred
+    assert not Message.objects.get(pk=ui_mail.html.pk).is_starred
+    page = alice_client.get(reverse("mailbox:inbox")).content.decode()
+    assert f'name="unstar_thread" value="{ui_mail.plain.thread_id}"' in page
+    alice_client.post(reverse("mailbox:bulk_action"), {"unstar_thread": ui_mail.plain.thread_id, "next": "/"})
+    assert not Message.objects.get(pk=ui_mail.plain.pk).is_starred
+
+
+def test_sent_shows_recipients_and_all_inboxes_shows_each_rows_mailbox(alice_client, ui_mail):
+    sent = ui_mail.folders["alice@gmail.example"]["SENT"]
+    raw, _ = raw_text_message(subject="Our offer", body="x", sender="alice@gmail.example", to="Zoe Buyer <zoe@ex.org>")
+    message_add(ui_mail.alice_gmail, raw, folders=[sent], is_read=True)
+    row = alice_client.get(reverse("mailbox:folder", args=[sent.id])).content.decode().split('class="thread-row')[1]
+    assert "To: Zoe Buyer" in row and "alice@gmail.example" not in row.split('class="subject-line')[0]
+    everything = alice_client.get(reverse("mailbox:inbox")).content.decode()
+    assert 'class="account-tag" title="alice@outlook.example"' in everything
+    assert 'class="account-tag" title="alice@gmail.example"' in everything
+    one_folder = alice_client.get(reverse("mailbox:folder", args=[sent.id])).content.decode()
+    assert 'class="account-tag"' not in one_folder

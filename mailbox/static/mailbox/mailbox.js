@@ -285,6 +285,21 @@
     form.addEventListener("input", function (e) { if (e.target.type !== "file") schedule(); });
     form.addEventListener("submit", function () { clearTimeout(timer); });
 
+    // Before sending with no subject, ask (as mail clients do); before uploading, check the size limit.
+    form.addEventListener("submit", function (e) {
+      const subject = form.querySelector("input[name=subject]");
+      if (e.submitter && e.submitter.value === "send" && subject && !subject.value.trim()
+          && !window.confirm(form.dataset.noSubject)) e.preventDefault();
+    });
+    const files = form.querySelector("input[type=file][name=files]");
+    const tooBig = form.querySelector(".attach-error");
+    if (files && tooBig) files.addEventListener("change", function () {
+      const adding = Array.from(files.files).reduce(function (n, f) { return n + f.size; }, 0);
+      const over = Number(form.dataset.attachedBytes) + adding > Number(form.dataset.maxBytes);
+      if (over) files.value = "";
+      tooBig.hidden = !over;
+    });
+
     // Address suggestions for the last address typed in To / Cc / Bcc.
     form.querySelectorAll("input[data-suggest]").forEach(function (input) {
       const list = input.parentElement.querySelector(".suggestions");
