@@ -197,8 +197,9 @@ def thread_read(request: AuthenticatedHttpRequest, thread_id: int) -> HttpRespon
 def bulk_action(request: AuthenticatedHttpRequest) -> HttpResponse:
     data = request.POST.copy()
     for action in ("star", "unstar"):  # a row's own star button acts on that row alone
-        if data.get(f"{action}_thread", "").isdigit():
-            data.setlist("threads", [data[f"{action}_thread"]])
+        row = request.POST.get(f"{action}_thread", "")
+        if row.isdigit():
+            data.setlist("threads", [row])
             data["action"] = action
     thread_ids = [int(i) for i in data.getlist("threads") if i.isdigit()]
     folders = Folder.objects.filter(account__user=request.user, is_selectable=True)
