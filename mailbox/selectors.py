@@ -50,6 +50,11 @@ class AccountNav:
         return next((f.folder for f in self.folders if f.folder.role == Folder.Role.INBOX), None)
 
     @property
+    def all_mail_built(self) -> bool:
+        """The account has no "All mail" folder of its own (Gmail's API has none): the sidebar offers ours."""
+        return self.account.provider == "google" and not any(f.folder.role == Folder.Role.ALL for f in self.folders)
+
+    @property
     def first_sync_running(self) -> bool:
         return bool(self.sync and self.sync.stage in {SyncState.Stage.PENDING, SyncState.Stage.FULL})
 
@@ -161,6 +166,15 @@ def threads_in_folder(*, folder: Folder) -> QuerySet[Thread]:
     query, which beats probing every recent thread when the folder holds a small share of the mail."""
     in_folder = Message.objects.filter(account_id=folder.account_id, messagefolder__folder=folder).values("thread_id")
     return Thread.objects.filter(account_id=folder.account_id, id__in=in_folder)
+
+
+def threads_all_mail(*, account: MailAccount) -> QuerySet[Thread]:
+    """Gmail's "All Mail": every thread of the account with a message outside Trash and Spam, archived mail
+    (in no folder at all) included. Gmail's API has no label for it, so it is built here."""
+    kept = Message.objects.filter(thread=OuterRef("pk")).exclude(
+        folders__role__in=[Folder.Role.TRASH, Folder.Role.SPAM]
+    )
+    return Thread.objects.filter(account=account).filter(Exists(kept))
 
 
 def inbox_folders(*, user) -> QuerySet[Folder]:

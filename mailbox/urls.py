@@ -6,6 +6,7 @@ app_name = "mailbox"
 urlpatterns = [
     path("", views.inbox, name="inbox"),
     path("folder/<int:folder_id>/", views.folder, name="folder"),
+    path("account/<int:account_id>/all/", views.all_mail, name="all_mail"),
     path("search/", views.search, name="search"),
     path("thread/<int:thread_id>/", views.thread, name="thread"),
     path("thread/<int:thread_id>/read/", views.thread_read, name="thread_read"),

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -123,6 +123,15 @@ def folder(request: AuthenticatedHttpRequest, folder_id: int) -> HttpResponse:
     return _list_render(
         request, threads=threads, title=title, folder=current, in_trash=in_trash, deletes_forever=deletes_forever
     )
+
+
+@login_required
+@require_GET
+def all_mail(request: AuthenticatedHttpRequest, account_id: int) -> HttpResponse:
+    account = get_object_or_404(selectors.accounts_for_user(user=request.user), pk=account_id)
+    threads = selectors.threads_all_mail(account=account)
+    title = f"{Folder.Role.ALL.label} · {account.email}"
+    return _list_render(request, threads=threads, title=title, all_mail_account=account)
 
 
 @login_required

@@ -1026,3 +1026,19 @@ def test_sent_shows_recipients_and_all_inboxes_shows_each_rows_mailbox(alice_cli
     assert 'class="account-tag" title="alice@gmail.example"' in everything
     one_folder = alice_client.get(reverse("mailbox:folder", args=[sent.id])).content.decode()
     assert 'class="account-tag"' not in one_folder
+
+
+def test_gmail_all_mail_lists_archived_mail_but_not_trash_or_spam(alice_client, ui_mail):
+    gmail, g = ui_mail.alice_gmail, ui_mail.folders["alice@gmail.example"]
+    message_add(gmail, raw_text_message(subject="Archived thing", body="x")[0], folders=[], is_read=True)
+    message_add(gmail, raw_text_message(subject="Binned thing", body="x")[0], folders=[g["TRASH"]])
+    message_add(gmail, raw_text_message(subject="Spammy thing", body="x")[0], folders=[g["SPAM"]])
+    inbox = alice_client.get(reverse("mailbox:inbox")).content.decode()
+    url = reverse("mailbox:all_mail", args=[gmail.id])
+    assert f'href="{url}"' in inbox  # offered for Gmail
+    assert reverse("mailbox:all_mail", args=[ui_mail.alice_outlook.id]) not in inbox  # Outlook has its own folders
+    page = alice_client.get(url).content.decode()
+    assert "Archived thing" in page and "Quarterly report" in page and "Lunch on Friday?" in page
+    assert "Binned thing" not in page and "Spammy thing" not in page
+    assert "Project kickoff" not in page  # Outlook's mail is not Gmail's All mail
+    assert alice_client.get(reverse("mailbox:all_mail", args=[ui_mail.bob_gmail.id])).status_code == 404
