@@ -182,6 +182,14 @@ def _words_match(words: Words) -> Q | Func:
     return condition
 
 
+def _words_or_file_name(words: Words) -> Q:
+    """``words`` in the message's text, or in the name of one of its attachments ("budget" finds budget.xlsx)."""
+    named = Attachment.objects.all()
+    for part in [words.text] if words.text else words.tokens:  # as typed: "report.pdf" is one file name
+        named = named.filter(filename__icontains=part)
+    return Q(_words_match(words)) | Q(pk__in=named.values("message_id"))
+
+
 def _field_match(match: FieldMatch) -> Q | Exists:
     value = match.value
     if match.name == "from":
@@ -212,7 +220,7 @@ def _text_apply(messages: QuerySet[Message], parsed: ParsedSearch) -> QuerySet[M
         return messages.none()
     if any(f.name in ("to", "cc") for f in parsed.fields):
         messages = messages.alias(to_text=Cast("to", TextField()), cc_text=Cast("cc", TextField()))
-    parts: list[tuple[Q | Func | Exists, bool]] = [(_words_match(w), w.negated) for w in parsed.words]
+    parts: list[tuple[Q | Func | Exists, bool]] = [(_words_or_file_name(w), w.negated) for w in parsed.words]
     parts += [(_field_match(f), f.negated) for f in parsed.fields]
     parts += [(_condition_match(c), c.negated) for c in parsed.conditions]
     for condition, negated in parts:
@@ -247,10 +255,16 @@ def messages_search(*, user, query: SearchQuery) -> QuerySet[Message]:
     return messages
 
 
+def highlight_terms(text: str) -> list[str]:
+    """The words a search looks for (not those it excludes), for marking them in the results."""
+    parsed = search_parse(text, today=timezone.localdate())
+    return sorted({token for words in parsed.words if not words.negated for token in words.tokens})
+
+
 def threads_search(*, user, query: SearchQuery) -> QuerySet[Thread]:
     """Threads with at least one message matching every part of ``query``; page them with selectors.thread_page."""
     matching = messages_search(user=user, query=query).values("thread_id")
     return Thread.objects.filter(account__user=user, id__in=matching)
 
 
-__all__ = ["SearchQuery", "messages_search", "threads_search", "fts5_query"]
+__all__ = ["SearchQuery", "highlight_terms", "messages_search", "threads_search", "fts5_query"]

@@ -34,12 +34,13 @@ from mailbox.forms import (
 from mailbox.models import AttachmentBlob, Folder, Message, OutgoingMessage, Thread
 from mailbox.outbox import outgoing_check_again, outgoing_queue, outgoing_retry, outgoing_send_anyway
 from mailbox.sanitize import html_for_editor, html_has_remote_images, html_sanitize, message_body_csp, text_render
-from mailbox.search import threads_search
+from mailbox.search import highlight_terms, threads_search
 from mailhub.http import AuthenticatedHttpRequest
 from providers import registry
 from providers.base import ChangeKind, MessageChange
 
 UNDO_SESSION_KEY = "mailhub_undo"
+SEARCH_COUNT_LIMIT = 1000
 INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"}
 _BULK_CHANGES = {
     "read": ChangeKind.READ,
@@ -140,8 +141,13 @@ def search(request: AuthenticatedHttpRequest) -> HttpResponse:
     accounts = selectors.accounts_for_user(user=request.user)
     folders = Folder.objects.filter(account__user=request.user, is_selectable=True).select_related("account")
     form = SearchForm(request.GET or None, accounts=accounts, folders=folders)
+    found: int | None = None
+    terms: list[str] = []
     if form.is_valid() and not form.to_query().is_empty:
-        threads = threads_search(user=request.user, query=form.to_query())
+        query = form.to_query()
+        threads = threads_search(user=request.user, query=query)
+        found = threads[: SEARCH_COUNT_LIMIT + 1].count()  # counting stops there: the cost stays bounded
+        terms = highlight_terms(query.text)
     else:
         threads = selectors.threads_in_folders(user=request.user, folders=[]).none()
     query_string = request.GET.copy()
@@ -154,6 +160,10 @@ def search(request: AuthenticatedHttpRequest) -> HttpResponse:
         search_form=form,
         is_search=True,
         search_qs=query_string.urlencode(),
+        found=found,
+        found_more=found is not None and found > SEARCH_COUNT_LIMIT,
+        count_limit=SEARCH_COUNT_LIMIT,
+        highlight=terms,
     )
 
 

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import datetime
 
 from django import template
 from django.utils import formats, timezone
+from django.utils.html import conditional_escape, escape
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 
 from mailbox.forms import addresses_format
@@ -23,6 +27,19 @@ def mail_date(value: datetime | None) -> str:
     if local.year == now.year:
         return formats.date_format(local, "MONTH_DAY_FORMAT")
     return formats.date_format(local, "SHORT_DATE_FORMAT")
+
+
+@register.filter
+def highlight(text: str | None, terms: Sequence[str] | None) -> str:
+    """``text`` escaped, with each word that starts with one of ``terms`` (a search's words) in <mark>."""
+    text = text or ""
+    if not terms:
+        return conditional_escape(text)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)) + ")", re.I)
+    parts = pattern.split(text)  # odd items are the matches
+    return mark_safe(  # noqa: S308 - every piece is escaped here
+        "".join(f"<mark>{escape(part)}</mark>" if i % 2 else escape(part) for i, part in enumerate(parts))
+    )
 
 
 @register.filter

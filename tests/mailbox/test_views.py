@@ -1042,3 +1042,24 @@ def test_gmail_all_mail_lists_archived_mail_but_not_trash_or_spam(alice_client, 
     assert "Binned thing" not in page and "Spammy thing" not in page
     assert "Project kickoff" not in page  # Outlook's mail is not Gmail's All mail
     assert alice_client.get(reverse("mailbox:all_mail", args=[ui_mail.bob_gmail.id])).status_code == 404
+
+
+def test_search_results_say_how_many_and_mark_the_words_found(alice_client, ui_mail):
+    inbox = ui_mail.folders["alice@gmail.example"]["INBOX"]
+    raw, _ = raw_text_message(subject="<b>Quarterly</b> & friends", body="quarterly numbers")
+    message_add(ui_mail.alice_gmail, raw, folders=[inbox])
+    page = alice_client.get(reverse("mailbox:search"), {"q": "quarter -lunch"}).content.decode()
+    assert "2 conversations" in page
+    assert "<mark>Quarter</mark>ly report" in page
+    assert "&lt;b&gt;<mark>Quarter</mark>ly&lt;/b&gt; &amp; friends" in page  # escaped, never markup
+    assert "<mark>lunch" not in page.lower()  # an excluded word is not marked
+    one = alice_client.get(reverse("mailbox:search"), {"q": "kickoff"}).content.decode()
+    assert "1 conversation<" in one
+
+
+def test_the_highlight_filter_marks_word_starts_only_and_escapes():
+    from mailbox.templatetags.mailbox_tags import highlight
+
+    assert highlight("Report reports preport", ["report"]) == "<mark>Report</mark> <mark>report</mark>s preport"
+    assert highlight("a<b>", []) == "a&lt;b&gt;"
+    assert highlight("x <script>", ["x"]) == "<mark>x</mark> &lt;script&gt;"
