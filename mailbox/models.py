@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
 
 
+# Raster images: shown inline (cid: images, attachment previews) with nosniff; anything else only downloads.
+INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
+
+
 class Folder(models.Model):
     """A Gmail label or an IMAP folder."""
 
@@ -218,6 +222,11 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return self.filename or "(unnamed)"
+
+    @property
+    def shows_inline(self) -> bool:
+        """A raster image, safe to show in the page (SVG and HTML only ever download)."""
+        return self.content_type.lower() in INLINE_IMAGE_TYPES
 
 
 class SyncState(models.Model):

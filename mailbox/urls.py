@@ -17,6 +17,7 @@ urlpatterns = [
     path("message/<int:message_id>/cid/<path:content_id>", views.message_cid, name="message_cid"),
     path("message/<int:message_id>/<str:kind>/", views.compose_from_message, name="compose_from_message"),
     path("attachment/<int:attachment_id>/", views.attachment, name="attachment"),
+    path("attachment/<int:attachment_id>/preview/", views.attachment_preview, name="attachment_preview"),
     path("compose/", views.compose_new, name="compose"),
     path("compose/clean/", views.compose_clean, name="compose_clean"),
     path("drafts/", views.drafts, name="drafts"),

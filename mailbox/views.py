@@ -31,7 +31,7 @@ from mailbox.forms import (
     addresses_format,
     header_value_flatten,
 )
-from mailbox.models import AttachmentBlob, Folder, Message, OutgoingMessage, Thread
+from mailbox.models import INLINE_IMAGE_TYPES, AttachmentBlob, Folder, Message, OutgoingMessage, Thread
 from mailbox.outbox import outgoing_check_again, outgoing_queue, outgoing_retry, outgoing_send_anyway
 from mailbox.sanitize import html_for_editor, html_has_remote_images, html_sanitize, message_body_csp, text_render
 from mailbox.search import highlight_terms, threads_search
@@ -41,7 +41,6 @@ from providers.base import ChangeKind, MessageChange
 
 UNDO_SESSION_KEY = "mailhub_undo"
 SEARCH_COUNT_LIMIT = 1000
-INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"}
 _BULK_CHANGES = {
     "read": ChangeKind.READ,
     "unread": ChangeKind.UNREAD,
@@ -363,6 +362,16 @@ def message_cid(request: AuthenticatedHttpRequest, message_id: int, content_id: 
 def attachment(request: AuthenticatedHttpRequest, attachment_id: int) -> FileResponse:
     part = selectors.attachment_get(user=request.user, attachment_id=attachment_id)
     return _download(part.blob, filename=part.filename, content_type=part.content_type, inline=False)
+
+
+@login_required
+@require_GET
+def attachment_preview(request: AuthenticatedHttpRequest, attachment_id: int) -> FileResponse:
+    """A raster image attachment shown inline (never SVG or HTML: those only download), sandboxed and nosniff."""
+    part = selectors.attachment_get(user=request.user, attachment_id=attachment_id)
+    if not part.shows_inline:
+        raise Http404
+    return _download(part.blob, filename=part.filename, content_type=part.content_type.lower(), inline=True)
 
 
 @login_required

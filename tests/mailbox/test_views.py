@@ -1063,3 +1063,30 @@ def test_the_highlight_filter_marks_word_starts_only_and_escapes():
     assert highlight("Report reports preport", ["report"]) == "<mark>Report</mark> <mark>report</mark>s preport"
     assert highlight("a<b>", []) == "a&lt;b&gt;"
     assert highlight("x <script>", ["x"]) == "<mark>x</mark> &lt;script&gt;"
+
+
+def test_an_image_attachment_is_previewed_inline_and_nothing_else_is(alice_client, ui_mail, client, bob):
+    from tests.fixtures.ui import png_bytes
+
+    message = ui_mail.html
+    photo = Attachment.objects.create(
+        message=message, blob=store.blob_store(content=png_bytes()), filename="photo.png", content_type="image/png"
+    )
+    svg = Attachment.objects.create(
+        message=message,
+        blob=store.blob_store(content=b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'),
+        filename="logo.svg",
+        content_type="image/svg+xml",
+    )
+    page = alice_client.get(reverse("mailbox:thread", args=[message.thread_id])).content.decode()
+    preview = reverse("mailbox:attachment_preview", args=[photo.id])
+    assert f'<img src="{preview}"' in page
+    assert reverse("mailbox:attachment_preview", args=[svg.id]) not in page  # the PDF and SVG only download
+    shown = alice_client.get(preview)
+    assert shown.status_code == 200 and shown["Content-Type"] == "image/png"
+    assert not shown["Content-Disposition"].startswith("attachment")
+    assert shown["X-Content-Type-Options"] == "nosniff" and "sandbox" in shown["Content-Security-Policy"]
+    assert b"".join(shown.streaming_content) == png_bytes()
+    assert alice_client.get(reverse("mailbox:attachment_preview", args=[svg.id])).status_code == 404
+    client.force_login(bob)
+    assert client.get(preview).status_code == 404
