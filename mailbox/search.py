@@ -141,9 +141,15 @@ def _fts5_words(words: Words) -> str:
 
 
 def _pg_words(words: Words) -> str:
-    """``to_tsquery`` syntax: tokens are letters and digits only (no quote or operator can get in); each a prefix."""
-    joint = " <-> " if words.phrase else " & "
-    return joint.join(f"'{token}':*" for token in words.tokens)
+    """``to_tsquery`` syntax: tokens are letters and digits only (no quote or operator can get in); each a prefix.
+
+    Outside a phrase each token is written "the word, or a word it starts": the same matches as the prefix alone,
+    but PostgreSQL cannot estimate a prefix and then gathers every match of a common word before ordering (0.5 s
+    at 100k messages), while the whole word's statistics let it walk the newest threads instead (3 ms).
+    """
+    if words.phrase:
+        return " <-> ".join(f"'{token}':*" for token in words.tokens)
+    return " & ".join(f"('{token}' | '{token}':*)" for token in words.tokens)
 
 
 class _PgTsMatch(_IdMatch):
@@ -182,14 +188,6 @@ def _words_match(words: Words) -> Q | Func:
     return condition
 
 
-def _words_or_file_name(words: Words) -> Q:
-    """``words`` in the message's text, or in the name of one of its attachments ("budget" finds budget.xlsx)."""
-    named = Attachment.objects.all()
-    for part in [words.text] if words.text else words.tokens:  # as typed: "report.pdf" is one file name
-        named = named.filter(filename__icontains=part)
-    return Q(_words_match(words)) | Q(pk__in=named.values("message_id"))
-
-
 def _field_match(match: FieldMatch) -> Q | Exists:
     value = match.value
     if match.name == "from":
@@ -220,7 +218,7 @@ def _text_apply(messages: QuerySet[Message], parsed: ParsedSearch) -> QuerySet[M
         return messages.none()
     if any(f.name in ("to", "cc") for f in parsed.fields):
         messages = messages.alias(to_text=Cast("to", TextField()), cc_text=Cast("cc", TextField()))
-    parts: list[tuple[Q | Func | Exists, bool]] = [(_words_or_file_name(w), w.negated) for w in parsed.words]
+    parts: list[tuple[Q | Func | Exists, bool]] = [(_words_match(w), w.negated) for w in parsed.words]
     parts += [(_field_match(f), f.negated) for f in parsed.fields]
     parts += [(_condition_match(c), c.negated) for c in parsed.conditions]
     for condition, negated in parts:

@@ -311,33 +311,23 @@ def outgoing_get(*, user, outgoing_id: int, status: str | None = None) -> Outgoi
     return get_object_or_404(qs, pk=outgoing_id)
 
 
-def mail_version(*, user) -> str:
+def mail_version(*, user, counts: dict[str, int] | None = None) -> str:
     """A short fingerprint of what the user's open pages show: it changes when new mail arrives, mail is read or
     unread, a sync starts, progresses, fails or ends, an account's state changes, or an outbox row moves on.
 
     Cheap enough to be asked every few seconds by every open page: each account's newest thread and unread count
-    come from their indexes (thread_recent, message_unread), never from a scan of its mail.
+    come from their indexes (thread_recent; message_unread, counted index-only), never from a scan of its mail.
+    ``counts``: the page's :func:`sidebar_counts`, when it has them already.
     """
     newest = Thread.objects.filter(account=OuterRef("pk")).order_by("-last_message_at", "-id")
-    unread = (
-        Message.objects.filter(account=OuterRef("pk"), is_read=False)
-        .values("account")
-        .annotate(n=Count("id"))
-        .values("n")
-    )
-    accounts = (
+    accounts = list(
         accounts_for_user(user=user)
-        .annotate(
-            newest_id=Subquery(newest.values("id")[:1]),
-            newest_at=Subquery(newest.values("last_message_at")[:1]),
-            unread=Subquery(unread),
-        )
+        .annotate(newest_id=Subquery(newest.values("id")[:1]), newest_at=Subquery(newest.values("last_message_at")[:1]))
         .values_list(
             "pk",
             "status",
             "newest_id",
             "newest_at",
-            "unread",
             "sync_state__status",
             "sync_state__stage",
             "sync_state__progress_done",
@@ -345,13 +335,20 @@ def mail_version(*, user) -> str:
             "sync_state__last_error_code",
         )
     )
-    state = repr((list(accounts), sorted(sidebar_counts(user=user).items()), sorted(providers_off())))
+    unread = (
+        Message.objects.filter(account_id__in=[row[0] for row in accounts], is_read=False)
+        .values("account_id")
+        .annotate(n=Count("*"))
+        .values_list("account_id", "n")
+    )
+    counts = counts if counts is not None else sidebar_counts(user=user)
+    state = repr((accounts, sorted(unread), sorted(counts.items()), sorted(providers_off())))
     return hashlib.blake2b(state.encode(), digest_size=8).hexdigest()
 
 
-def live_watch(*, user) -> dict:
+def live_watch(*, user, counts: dict[str, int] | None = None) -> dict:
     """What ``mailbox/_changes.html`` needs: the version of the user's mail a page is rendered from."""
-    return {"mail_version": mail_version(user=user), "live_seconds": settings.MAILHUB_LIVE_SECONDS}
+    return {"mail_version": mail_version(user=user, counts=counts), "live_seconds": settings.MAILHUB_LIVE_SECONDS}
 
 
 def sidebar_counts(*, user) -> dict[str, int]:

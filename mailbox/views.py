@@ -40,7 +40,6 @@ from providers import registry
 from providers.base import ChangeKind, MessageChange
 
 UNDO_SESSION_KEY = "mailhub_undo"
-SEARCH_COUNT_LIMIT = 1000
 _BULK_CHANGES = {
     "read": ChangeKind.READ,
     "unread": ChangeKind.UNREAD,
@@ -56,11 +55,12 @@ _BULK_CHANGES = {
 def _chrome(request: AuthenticatedHttpRequest) -> dict:
     """What every mail page shows around its content: the sidebar, the poll interval, and the version of what
     it shows (see :func:`changes`)."""
+    counts = selectors.sidebar_counts(user=request.user)
     return {
         "nav": selectors.sidebar_get(user=request.user),
-        "counts": selectors.sidebar_counts(user=request.user),
+        "counts": counts,
         "poll_seconds": _poll_seconds(),
-        **selectors.live_watch(user=request.user),
+        **selectors.live_watch(user=request.user, counts=counts),
     }
 
 
@@ -140,12 +140,10 @@ def search(request: AuthenticatedHttpRequest) -> HttpResponse:
     accounts = selectors.accounts_for_user(user=request.user)
     folders = Folder.objects.filter(account__user=request.user, is_selectable=True).select_related("account")
     form = SearchForm(request.GET or None, accounts=accounts, folders=folders)
-    found: int | None = None
     terms: list[str] = []
     if form.is_valid() and not form.to_query().is_empty:
         query = form.to_query()
         threads = threads_search(user=request.user, query=query)
-        found = threads[: SEARCH_COUNT_LIMIT + 1].count()  # counting stops there: the cost stays bounded
         terms = highlight_terms(query.text)
     else:
         threads = selectors.threads_in_folders(user=request.user, folders=[]).none()
@@ -159,9 +157,6 @@ def search(request: AuthenticatedHttpRequest) -> HttpResponse:
         search_form=form,
         is_search=True,
         search_qs=query_string.urlencode(),
-        found=found,
-        found_more=found is not None and found > SEARCH_COUNT_LIMIT,
-        count_limit=SEARCH_COUNT_LIMIT,
         highlight=terms,
     )
 

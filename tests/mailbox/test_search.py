@@ -95,7 +95,7 @@ def test_search_page(client, alice, ui_mail):
     client.force_login(alice)
     label = ui_mail.folders[ui_mail.alice_gmail.email]["Label_1"]
     body = client.get(reverse("mailbox:search") + f"?q=report&folder={label.id}&attachment=on").content.decode()
-    assert "Quarterly report" in body and "Lunch on Friday?" not in body
+    assert "Quarterly <mark>report</mark>" in body and "Lunch on Friday?" not in body
     assert f'<option value="{label.id}" selected>' in body
     empty = client.get(reverse("mailbox:search") + "?q=nothingmatchesthis").content.decode()
     assert "No conversations match." in empty

@@ -1049,12 +1049,23 @@ def test_search_results_say_how_many_and_mark_the_words_found(alice_client, ui_m
     raw, _ = raw_text_message(subject="<b>Quarterly</b> & friends", body="quarterly numbers")
     message_add(ui_mail.alice_gmail, raw, folders=[inbox])
     page = alice_client.get(reverse("mailbox:search"), {"q": "quarter -lunch"}).content.decode()
-    assert "2 conversations" in page
+    assert "2 conversations<" in page
     assert "<mark>Quarter</mark>ly report" in page
     assert "&lt;b&gt;<mark>Quarter</mark>ly&lt;/b&gt; &amp; friends" in page  # escaped, never markup
     assert "<mark>lunch" not in page.lower()  # an excluded word is not marked
     one = alice_client.get(reverse("mailbox:search"), {"q": "kickoff"}).content.decode()
     assert "1 conversation<" in one
+
+
+def test_a_search_with_more_than_a_page_says_what_this_page_shows(alice_client, ui_mail):
+    inbox = ui_mail.folders["alice@gmail.example"]["INBOX"]
+    for i in range(52):
+        message_add(ui_mail.alice_gmail, raw_text_message(subject=f"Bulk invoice {i}", body="x")[0], folders=[inbox])
+    page = alice_client.get(reverse("mailbox:search"), {"q": "invoice"}).content.decode()
+    assert "50 conversations on this page" in page
+    older = page.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    second = alice_client.get(reverse("mailbox:search") + older).content.decode()
+    assert "2 conversations on this page" in second
 
 
 def test_the_highlight_filter_marks_word_starts_only_and_escapes():
