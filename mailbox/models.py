@@ -118,6 +118,7 @@ class Message(models.Model):
     has_attachments = models.BooleanField(default=False)
     # Non-empty when the MIME could not be parsed; the raw bytes are kept either way.
     parse_error = models.TextField(blank=True)
+    attachment_names = models.TextField(blank=True, default="")  # its attachments' file names, for search
     raw_compressed = models.BinaryField()
     folders = models.ManyToManyField(Folder, through="MessageFolder", related_name="messages")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -24,6 +24,8 @@ from mailbox.search_syntax import WORD, Condition, FieldMatch, ParsedSearch, Wor
 
 FTS_TABLE = "mailbox_message_fts"
 
+# What the full-text index holds, as of migration 0013: subject, participants, body and attachment names
+# (also split at dots, dashes and underscores, so "budget" finds budget-2026.xlsx on both databases).
 PG_FORWARD = [
     """
     ALTER TABLE mailbox_message ADD COLUMN search_tsv tsvector GENERATED ALWAYS AS (
@@ -32,6 +34,7 @@ PG_FORWARD = [
             || replace(coalesce(from_address, ''), '@', ' ') || ' '
             || coalesce("to"::text, '') || ' ' || coalesce(cc::text, '') || ' '
             || replace(coalesce("to"::text, '') || ' ' || coalesce(cc::text, ''), '@', ' ') || ' '
+            || attachment_names || ' ' || translate(attachment_names, '._-', '   ') || ' '
             || left(coalesce(body_text, ''), 200000))
     ) STORED
     """,
@@ -39,27 +42,31 @@ PG_FORWARD = [
 ]
 PG_BACKWARD = ["DROP INDEX IF EXISTS mailbox_message_search", "ALTER TABLE mailbox_message DROP COLUMN search_tsv"]
 
-SQLITE_FORWARD = [
-    "CREATE VIRTUAL TABLE mailbox_message_fts USING fts5("
-    "subject, participants, body, tokenize = 'unicode61 remove_diacritics 2')",
+SQLITE_TRIGGERS = [
     """CREATE TRIGGER IF NOT EXISTS mailbox_message_fts_ai AFTER INSERT ON mailbox_message BEGIN
         INSERT INTO mailbox_message_fts(rowid, subject, participants, body)
         VALUES (new.id, new.subject, coalesce(new.from_name, '') || ' ' || coalesce(new.from_address, '') || ' '
-            || coalesce(new."to", '') || ' ' || coalesce(new.cc, ''), new.body_text);
+            || coalesce(new."to", '') || ' ' || coalesce(new.cc, ''),
+            coalesce(new.body_text, '') || ' ' || new.attachment_names);
     END""",
     """CREATE TRIGGER IF NOT EXISTS mailbox_message_fts_au AFTER UPDATE
-        OF subject, from_name, from_address, "to", cc, body_text ON mailbox_message BEGIN
+        OF subject, from_name, from_address, "to", cc, body_text, attachment_names ON mailbox_message BEGIN
         DELETE FROM mailbox_message_fts WHERE rowid = old.id;
         INSERT INTO mailbox_message_fts(rowid, subject, participants, body)
         VALUES (new.id, new.subject, coalesce(new.from_name, '') || ' ' || coalesce(new.from_address, '') || ' '
-            || coalesce(new."to", '') || ' ' || coalesce(new.cc, ''), new.body_text);
+            || coalesce(new."to", '') || ' ' || coalesce(new.cc, ''),
+            coalesce(new.body_text, '') || ' ' || new.attachment_names);
     END""",
     """CREATE TRIGGER IF NOT EXISTS mailbox_message_fts_ad AFTER DELETE ON mailbox_message BEGIN
         DELETE FROM mailbox_message_fts WHERE rowid = old.id;
     END""",
+]
+SQLITE_REFILL = [
+    "DELETE FROM mailbox_message_fts",
     """INSERT INTO mailbox_message_fts(rowid, subject, participants, body)
         SELECT id, subject, coalesce(from_name, '') || ' ' || coalesce(from_address, '') || ' '
-            || coalesce("to", '') || ' ' || coalesce(cc, ''), body_text FROM mailbox_message""",
+            || coalesce("to", '') || ' ' || coalesce(cc, ''), coalesce(body_text, '') || ' ' || attachment_names
+        FROM mailbox_message""",
 ]
 SQLITE_BACKWARD = [
     "DROP TRIGGER IF EXISTS mailbox_message_fts_ai",
@@ -78,7 +85,7 @@ def sqlite_triggers_ensure(*, using: str = "default", **kwargs) -> None:
         cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = %s", [FTS_TABLE])
         if cursor.fetchone() is None:
             return
-        for sql in SQLITE_FORWARD[1:4]:
+        for sql in SQLITE_TRIGGERS:
             cursor.execute(sql)
 
 

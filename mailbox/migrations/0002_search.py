@@ -5,7 +5,51 @@ Neither is declared on the model: the database keeps them current on every inser
 
 from django.db import migrations
 
-from mailbox.search import PG_BACKWARD, PG_FORWARD, SQLITE_BACKWARD, SQLITE_FORWARD
+# The statements as they were when this migration was written (0013 changes the indexed text).
+PG_FORWARD = [
+    """
+    ALTER TABLE mailbox_message ADD COLUMN search_tsv tsvector GENERATED ALWAYS AS (
+        to_tsvector('simple'::regconfig,
+            coalesce(subject, '') || ' ' || coalesce(from_name, '') || ' ' || coalesce(from_address, '') || ' '
+            || replace(coalesce(from_address, ''), '@', ' ') || ' '
+            || coalesce("to"::text, '') || ' ' || coalesce(cc::text, '') || ' '
+            || replace(coalesce("to"::text, '') || ' ' || coalesce(cc::text, ''), '@', ' ') || ' '
+            || left(coalesce(body_text, ''), 200000))
+    ) STORED
+    """,
+    "CREATE INDEX mailbox_message_search ON mailbox_message USING gin (search_tsv)",
+]
+PG_BACKWARD = ["DROP INDEX IF EXISTS mailbox_message_search", "ALTER TABLE mailbox_message DROP COLUMN search_tsv"]
+
+SQLITE_FORWARD = [
+    "CREATE VIRTUAL TABLE mailbox_message_fts USING fts5("
+    "subject, participants, body, tokenize = 'unicode61 remove_diacritics 2')",
+    """CREATE TRIGGER IF NOT EXISTS mailbox_message_fts_ai AFTER INSERT ON mailbox_message BEGIN
+        INSERT INTO mailbox_message_fts(rowid, subject, participants, body)
+        VALUES (new.id, new.subject, coalesce(new.from_name, '') || ' ' || coalesce(new.from_address, '') || ' '
+            || coalesce(new."to", '') || ' ' || coalesce(new.cc, ''), new.body_text);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS mailbox_message_fts_au AFTER UPDATE
+        OF subject, from_name, from_address, "to", cc, body_text ON mailbox_message BEGIN
+        DELETE FROM mailbox_message_fts WHERE rowid = old.id;
+        INSERT INTO mailbox_message_fts(rowid, subject, participants, body)
+        VALUES (new.id, new.subject, coalesce(new.from_name, '') || ' ' || coalesce(new.from_address, '') || ' '
+            || coalesce(new."to", '') || ' ' || coalesce(new.cc, ''), new.body_text);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS mailbox_message_fts_ad AFTER DELETE ON mailbox_message BEGIN
+        DELETE FROM mailbox_message_fts WHERE rowid = old.id;
+    END""",
+    """INSERT INTO mailbox_message_fts(rowid, subject, participants, body)
+        SELECT id, subject, coalesce(from_name, '') || ' ' || coalesce(from_address, '') || ' '
+            || coalesce("to", '') || ' ' || coalesce(cc, ''), body_text FROM mailbox_message""",
+]
+SQLITE_BACKWARD = [
+    "DROP TRIGGER IF EXISTS mailbox_message_fts_ai",
+    "DROP TRIGGER IF EXISTS mailbox_message_fts_au",
+    "DROP TRIGGER IF EXISTS mailbox_message_fts_ad",
+    "DROP TABLE IF EXISTS mailbox_message_fts",
+]
+
 
 
 def _sqlite_has_fts5(cursor) -> bool:

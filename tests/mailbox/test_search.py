@@ -206,3 +206,20 @@ def test_the_search_migration_reverses_and_reapplies(alice):
     call_command("migrate", "mailbox", verbosity=0)
     _sqlite_has_fts.cache_clear()
     test_index_is_in_place()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0013_makes_stored_attachment_names_searchable_and_back(alice, ui_mail):
+    """Rows stored before 0013 get their attachments' names indexed; migrating back leaves search working."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    Message.objects.filter(pk=ui_mail.html.pk).update(attachment_names="")  # as a row from before 0013
+    executor = MigrationExecutor(connection)
+    executor.migrate([("mailbox", "0012_outgoing_error_code")])
+    executor.loader.build_graph()
+    assert not _subjects(alice, text="pdf")  # the old index holds no file names
+    assert _subjects(alice, text="quarterly") == {"Quarterly report"}
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert set(Message.objects.get(pk=ui_mail.html.pk).attachment_names.split()) == {"logo.png", "report.pdf"}
+    assert _subjects(alice, text="pdf") == {"Quarterly report"}
+    assert _subjects(alice, text="report.pdf") == {"Quarterly report"}

@@ -96,7 +96,9 @@ ALL = {LUNCH, REPORT, KICKOFF, REPLY}
         ("from:carol", {LUNCH}),
         ("carol@example.org", {LUNCH}),  # PostgreSQL keeps an address as one lexeme too
         ("carol@exam", {LUNCH}),
-        ("report.pdf", set()),  # a file name is not in the text index: filename: finds it
+        ("report.pdf", {REPORT}),  # attachment names are in the text index too
+        ("pdf", {REPORT}),
+        ("-report.pdf", {LUNCH, KICKOFF, REPLY}),
         ('from:"Dana Report"', {REPORT}),
         ("-from:carol -from:dana", {KICKOFF, REPLY}),
         ("to:outlook.example", {KICKOFF, REPLY}),
