@@ -131,7 +131,7 @@ def all_mail(request: AuthenticatedHttpRequest, account_id: int) -> HttpResponse
     account = get_object_or_404(selectors.accounts_for_user(user=request.user), pk=account_id)
     threads = selectors.threads_all_mail(account=account)
     title = f"{Folder.Role.ALL.label} · {account.email}"
-    return _list_render(request, threads=threads, title=title, all_mail_account=account)
+    return _list_render(request, threads=threads, title=title)
 
 
 @login_required
@@ -217,9 +217,7 @@ def bulk_action(request: AuthenticatedHttpRequest) -> HttpResponse:
     thread_ids = [int(i) for i in data.getlist("threads") if i.isdigit()]
     folders = Folder.objects.filter(account__user=request.user, is_selectable=True)
     form = BulkActionForm(data, thread_ids=thread_ids, folders=folders)
-    back = request.POST.get("next") or reverse("mailbox:inbox")
-    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
-        back = reverse("mailbox:inbox")
+    back = _back(request)
     if not form.is_valid():
         flash.error(request, _("Select at least one conversation and an action."))
         return redirect(back)
@@ -248,6 +246,14 @@ def bulk_action(request: AuthenticatedHttpRequest) -> HttpResponse:
     return redirect(back)
 
 
+def _back(request: AuthenticatedHttpRequest) -> str:
+    """Where a form's ``next`` says to return to, if it is on this site; else the inbox."""
+    back = request.POST.get("next") or reverse("mailbox:inbox")
+    return (
+        back if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}) else reverse("mailbox:inbox")
+    )
+
+
 def _flash_undoable(request: AuthenticatedHttpRequest, text: str, undo: writeback.Undo | None) -> None:
     """Say what was done; where it can be taken back, the message carries an Undo button (see base.html)."""
     if undo is None:
@@ -262,9 +268,7 @@ def _flash_undoable(request: AuthenticatedHttpRequest, text: str, undo: writebac
 @require_POST
 def undo(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Take back the last change the user made from a list or a thread (once)."""
-    back = request.POST.get("next") or reverse("mailbox:inbox")
-    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
-        back = reverse("mailbox:inbox")
+    back = _back(request)
     plan = request.session.pop(UNDO_SESSION_KEY, None)
     if not plan:
         flash.info(request, _("There is nothing to undo."))
@@ -545,10 +549,7 @@ def account_sync(request: AuthenticatedHttpRequest, account_id: int) -> HttpResp
         raise Http404
     sync.account_sync_queue(account=account)
     flash.success(request, _("Checking %(email)s for new mail.") % {"email": account.email})
-    back = request.POST.get("next") or reverse("mailbox:inbox")
-    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
-        back = reverse("mailbox:inbox")
-    return redirect(back)
+    return redirect(_back(request))
 
 
 @login_required
