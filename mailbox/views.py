@@ -239,11 +239,24 @@ def bulk_action(request: AuthenticatedHttpRequest) -> HttpResponse:
         message_ids = list(
             Message.objects.filter(id__in=message_ids, account=target.account).values_list("id", flat=True)
         )
-    undo = writeback.undo_plan(user=request.user, message_ids=message_ids, change=change)
+    undo = writeback.undo_plan(
+        user=request.user, message_ids=message_ids, change=change, origin=_move_origin(request, target)
+    )
     count = writeback.messages_change(user=request.user, message_ids=message_ids, change=change)
     updated = ngettext("%(count)d message updated.", "%(count)d messages updated.", count)
     _flash_undoable(request, updated % {"count": count}, undo)
     return redirect(back)
+
+
+def _move_origin(request: AuthenticatedHttpRequest, target: Folder | None) -> Folder | None:
+    """Where a move takes mail from: the folder the list showed, else (All inboxes, a thread) the inbox."""
+    if target is None:
+        return None
+    shown = request.POST.get("from_folder", "")
+    folders = Folder.objects.filter(account=target.account, is_selectable=True)
+    if shown.isdigit():
+        return folders.filter(pk=int(shown)).first()
+    return folders.filter(role=Folder.Role.INBOX).first()
 
 
 def _back(request: AuthenticatedHttpRequest) -> str:
@@ -260,7 +273,8 @@ def _flash_undoable(request: AuthenticatedHttpRequest, text: str, undo: writebac
         request.session.pop(UNDO_SESSION_KEY, None)
         flash.success(request, text)
         return
-    request.session[UNDO_SESSION_KEY] = {"kind": str(undo.kind), "ids": undo.message_ids}
+    changes = [[str(change.kind), change.folder_remote_id] for change in undo.changes]
+    request.session[UNDO_SESSION_KEY] = {"changes": changes, "ids": undo.message_ids}
     flash.success(request, text, extra_tags="undo")
 
 
@@ -273,8 +287,10 @@ def undo(request: AuthenticatedHttpRequest) -> HttpResponse:
     if not plan:
         flash.info(request, _("There is nothing to undo."))
         return redirect(back)
-    change = MessageChange(kind=ChangeKind(plan["kind"]))
-    count = writeback.messages_change(user=request.user, message_ids=plan["ids"], change=change)
+    count = 0
+    for kind, folder_remote_id in plan["changes"]:
+        change = MessageChange(kind=ChangeKind(kind), folder_remote_id=folder_remote_id)
+        count = writeback.messages_change(user=request.user, message_ids=plan["ids"], change=change)
     undone = ngettext(
         "Undone: %(count)d message is back as it was.", "Undone: %(count)d messages are back as they were.", count
     )

@@ -21,6 +21,7 @@ from mailbox import store
 from mailbox.local import account_client, local_messages
 from mailbox.models import Folder, Message
 from mailbox.sync import SyncOutcome, SyncResult
+from providers import registry
 from providers.base import ChangeKind, MessageChange
 from providers.errors import ProviderError, ReconnectRequired
 
@@ -79,9 +80,9 @@ def _change_local(*, account: MailAccount, remote_ids: list[str], change: Messag
 
 @dataclass(frozen=True)
 class Undo:
-    """How to take back a change: the opposite change, on exactly the messages it changed."""
+    """How to take back a change: the opposite change(s), on exactly the messages it changed."""
 
-    kind: ChangeKind
+    changes: list[MessageChange]
     message_ids: list[int]
 
 
@@ -94,16 +95,38 @@ _UNDO: dict[ChangeKind, tuple[ChangeKind, Callable[[QuerySet[Message]], QuerySet
     ChangeKind.ARCHIVE: (ChangeKind.UNARCHIVE, lambda q: q.filter(folders__role=Folder.Role.INBOX)),
     ChangeKind.TRASH: (ChangeKind.UNTRASH, lambda q: q.exclude(folders__role=Folder.Role.TRASH)),
 }
+# Folders a move is taken back between (Trash and Spam have their own actions: Delete and its undo).
+_MOVE_UNDOABLE = {Folder.Role.INBOX, Folder.Role.ARCHIVE, Folder.Role.USER}
 
 
-def undo_plan(*, user, message_ids: Sequence[int], change: MessageChange) -> Undo | None:
-    """Before ``change`` is applied: how to undo it, or None (nothing would change, or it cannot be undone)."""
+def undo_plan(*, user, message_ids: Sequence[int], change: MessageChange, origin: Folder | None = None) -> Undo | None:
+    """Before ``change`` is applied: how to undo it, or None (nothing would change, or it cannot be undone).
+
+    A move is undone for the messages that were in ``origin`` (the folder the list showed) and not yet in the
+    target: back to ``origin``, and, where folders are labels, the target's label taken off again.
+    """
+    own = Message.objects.filter(pk__in=list(message_ids), account__user=user)
+    if change.kind == ChangeKind.MOVE:
+        return _move_undo_plan(own, change=change, origin=origin)
     if change.kind not in _UNDO:
         return None
     opposite, changed_by = _UNDO[change.kind]
-    own = Message.objects.filter(pk__in=list(message_ids), account__user=user)
     ids = list(changed_by(own).values_list("pk", flat=True).distinct())
-    return Undo(kind=opposite, message_ids=ids) if ids else None
+    return Undo(changes=[MessageChange(opposite)], message_ids=ids) if ids else None
+
+
+def _move_undo_plan(own: QuerySet[Message], *, change: MessageChange, origin: Folder | None) -> Undo | None:
+    if origin is None or origin.remote_id == change.folder_remote_id or origin.role not in _MOVE_UNDOABLE:
+        return None
+    target = Folder.objects.filter(account=origin.account, remote_id=change.folder_remote_id).first()
+    if target is None or target.role not in _MOVE_UNDOABLE:
+        return None
+    moved = own.filter(account=origin.account, folders=origin).exclude(folders=target)
+    ids = list(moved.values_list("pk", flat=True).distinct())
+    changes = [MessageChange(ChangeKind.MOVE, origin.remote_id)]
+    if registry.get(origin.account.provider).folders_are_labels:
+        changes.append(MessageChange(ChangeKind.REMOVE_LABEL, target.remote_id))  # labels commute: safe to queue
+    return Undo(changes=changes, message_ids=ids) if ids else None
 
 
 def messages_change(*, user, message_ids: Sequence[int], change: MessageChange) -> int:

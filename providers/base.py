@@ -283,6 +283,9 @@ class Provider(ABC):
     enable_help: StrOrPromise = ""  # a lazy translation
     #: Whether mail in Trash can be deleted for good through Mailhub (Gmail's needs a scope we do not ask for).
     deletes_forever: bool = True
+    #: Whether folders are labels (Gmail): a message is in several at once, and moving it back from a folder
+    #: means taking that label off as well.
+    folders_are_labels: bool = False
 
     @property
     def name(self) -> str:

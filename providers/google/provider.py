@@ -32,6 +32,7 @@ TIMEOUT = 30
 class GoogleProvider(Provider):
     id = "google"
     deletes_forever = False  # messages.delete needs the full https://mail.google.com/ scope
+    folders_are_labels = True
 
     def begin_authorization(self, *, app: ProviderApp, redirect_uri: str, state: str) -> AuthorizationRequest:
         flow = _flow(app=app, redirect_uri=redirect_uri)

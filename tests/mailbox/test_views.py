@@ -986,10 +986,32 @@ def test_undo_puts_back_exactly_what_the_action_changed(alice_client, ui_mail, a
 
 
 def test_no_undo_is_offered_for_what_cannot_be_taken_back(alice_client, ui_mail):
-    label = ui_mail.folders["alice@gmail.example"]["Label_1"]
-    page = _bulk(alice_client, "move", [ui_mail.plain.thread_id], folder=label.id, follow=True).content.decode()
+    trash = ui_mail.folders["alice@outlook.example"]["TRASH"]
+    store.message_folders_change(account=ui_mail.alice_outlook, remote_ids=[ui_mail.reply.remote_id], add=[trash])
+    page = _bulk(alice_client, "delete_forever", [ui_mail.reply.thread_id], follow=True).content.decode()
     assert 'id="undo-button"' not in page
     assert "There is nothing to undo." in _undo(alice_client)
+
+
+def test_undo_of_a_move_puts_the_mail_back_where_the_list_showed_it(
+    alice_client, ui_mail, django_capture_on_commit_callbacks
+):
+    inbox = ui_mail.folders["alice@gmail.example"]["INBOX"]
+    label = ui_mail.folders["alice@gmail.example"]["Label_1"]
+
+    def folders():
+        return set(Message.objects.get(pk=ui_mail.plain.pk).folders.values_list("remote_id", flat=True))
+
+    assert folders() == {"INBOX"}
+    page = _bulk(
+        alice_client, "move", [ui_mail.plain.thread_id], folder=label.id, from_folder=inbox.id, follow=True
+    ).content.decode()
+    assert folders() == {"Label_1"} and 'id="undo-button"' in page
+    with django_capture_on_commit_callbacks() as callbacks:
+        _undo(alice_client)
+    assert folders() == {"INBOX"}  # back in the inbox, and the label taken off again (Gmail labels)
+    write_backs = [c.args[2:] for c in callbacks if isinstance(c, partial)]
+    assert write_backs == [("move", "INBOX"), ("remove_label", "Label_1")]
 
 
 def test_undo_touches_only_the_users_own_messages(alice_client, ui_mail, client, bob):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailbox.models import Folder, Message
-from mailbox.writeback import messages_change, messages_change_apply
+from mailbox.writeback import messages_change, messages_change_apply, undo_plan
 from providers.base import ChangeKind, MessageChange
 from tests.fixtures.dovecot import outlook_client
 from tests.providers.test_outlook_sync import db_view, seed, server_view
@@ -113,6 +113,24 @@ def test_undo_of_archive_brings_the_messages_back_to_the_inbox_on_the_server(dov
     change(account, messages, ChangeKind.ARCHIVE)
     assert len(dovecot.uids(account.email, "Archive")) == 2
     change(account, messages, ChangeKind.UNARCHIVE)
+    assert dovecot.uids(account.email, "Archive") == []
+    assert len(dovecot.uids(account.email, "INBOX")) == 10
+    outlook_client(account).incremental_sync()
+    assert db_view(account) == server_view(dovecot, account.email)
+    assert Message.objects.filter(account=account).count() == 10
+
+
+def test_undo_of_a_move_brings_the_messages_back_on_the_server(dovecot, synced):
+    account = synced
+    messages = list(by_uid(account).values())[:2]
+    inbox = Folder.objects.get(account=account, remote_id="INBOX")
+    move = MessageChange(ChangeKind.MOVE, "Archive")
+    plan = undo_plan(user=account.user, message_ids=[m.pk for m in messages], change=move, origin=inbox)
+    assert [c.kind for c in plan.changes] == [ChangeKind.MOVE]  # IMAP: one move back, no second write-back
+    change(account, messages, ChangeKind.MOVE, "Archive")
+    assert len(dovecot.uids(account.email, "Archive")) == 2
+    for back in plan.changes:
+        change(account, messages, back.kind, back.folder_remote_id)
     assert dovecot.uids(account.email, "Archive") == []
     assert len(dovecot.uids(account.email, "INBOX")) == 10
     outlook_client(account).incremental_sync()
