@@ -51,8 +51,10 @@ class AccountNav:
 
     @property
     def all_mail_built(self) -> bool:
-        """The account has no "All mail" folder of its own (Gmail's API has none): the sidebar offers ours."""
-        return self.account.provider == "google" and not any(f.folder.role == Folder.Role.ALL for f in self.folders)
+        """Folders are labels, so archived mail is in none of them, and the account has no "All mail" of its own
+        (Gmail's API has none): the sidebar offers ours."""
+        labels = registry.get(self.account.provider).folders_are_labels
+        return labels and not any(f.folder.role == Folder.Role.ALL for f in self.folders)
 
     @property
     def first_sync_running(self) -> bool:
