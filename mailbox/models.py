@@ -229,6 +229,14 @@ class Attachment(models.Model):
         """A raster image, safe to show in the page (SVG and HTML only ever download)."""
         return self.content_type.lower() in INLINE_IMAGE_TYPES
 
+    @property
+    def is_pdf(self) -> bool:
+        """A PDF, previewed as page images; senders often label one application/octet-stream."""
+        content_type = self.content_type.lower()
+        return content_type == "application/pdf" or (
+            content_type == "application/octet-stream" and self.filename.lower().endswith(".pdf")
+        )
+
 
 class SyncState(models.Model):
     """Where one account's sync stands: cursor, stage, progress, timings, last error, lock."""

@@ -18,6 +18,7 @@ urlpatterns = [
     path("message/<int:message_id>/<str:kind>/", views.compose_from_message, name="compose_from_message"),
     path("attachment/<int:attachment_id>/", views.attachment, name="attachment"),
     path("attachment/<int:attachment_id>/preview/", views.attachment_preview, name="attachment_preview"),
+    path("attachment/<int:attachment_id>/page/<int:page>.png", views.attachment_pdf_page, name="attachment_pdf_page"),
     path("compose/", views.compose_new, name="compose"),
     path("compose/clean/", views.compose_clean, name="compose_clean"),
     path("drafts/", views.drafts, name="drafts"),

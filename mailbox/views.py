@@ -33,6 +33,7 @@ from mailbox.forms import (
 )
 from mailbox.models import INLINE_IMAGE_TYPES, AttachmentBlob, Folder, Message, OutgoingMessage, Thread
 from mailbox.outbox import outgoing_check_again, outgoing_queue, outgoing_retry, outgoing_send_anyway
+from mailbox.pdfpreview import PAGES_SHOWN, SIZE_MAX_BYTES, PdfPreviewError, pdf_page_count, pdf_page_png
 from mailbox.sanitize import html_for_editor, html_has_remote_images, html_sanitize, message_body_csp, text_render
 from mailbox.search import highlight_terms, threads_search
 from mailhub.http import AuthenticatedHttpRequest
@@ -381,12 +382,48 @@ def attachment(request: AuthenticatedHttpRequest, attachment_id: int) -> FileRes
 
 @login_required
 @require_GET
-def attachment_preview(request: AuthenticatedHttpRequest, attachment_id: int) -> FileResponse:
-    """A raster image attachment shown inline (never SVG or HTML: those only download), sandboxed and nosniff."""
+def attachment_preview(request: AuthenticatedHttpRequest, attachment_id: int) -> HttpResponse:
+    """A raster image attachment shown inline (never SVG or HTML: those only download), sandboxed and nosniff;
+    a PDF as a page of its pages rendered to images (see :mod:`mailbox.pdfpreview`)."""
     part = selectors.attachment_get(user=request.user, attachment_id=attachment_id)
-    if not part.shows_inline:
+    if part.shows_inline:
+        return _download(part.blob, filename=part.filename, content_type=part.content_type.lower(), inline=True)
+    if not part.is_pdf:
         raise Http404
-    return _download(part.blob, filename=part.filename, content_type=part.content_type.lower(), inline=True)
+    context = {"attachment": part, "page_count": 0, "error": ""}
+    try:
+        context["page_count"] = pdf_page_count(_pdf_bytes(part.blob))
+    except PdfPreviewError:
+        context["error"] = _(
+            "This PDF cannot be previewed (it may be damaged, encrypted or too large). Download it to open it."
+        )
+    context["pages"] = range(1, min(context["page_count"], PAGES_SHOWN) + 1)
+    return render(request, "mailbox/pdf_preview.html", context)
+
+
+@login_required
+@require_GET
+def attachment_pdf_page(request: AuthenticatedHttpRequest, attachment_id: int, page: int) -> HttpResponse:
+    """Page ``page`` (from 1) of a PDF attachment as a PNG."""
+    part = selectors.attachment_get(user=request.user, attachment_id=attachment_id)
+    if not part.is_pdf or not 1 <= page <= PAGES_SHOWN:
+        raise Http404
+    try:
+        png = pdf_page_png(_pdf_bytes(part.blob), page - 1)
+    except PdfPreviewError as exc:
+        raise Http404 from exc
+    response = HttpResponse(png, content_type="image/png")
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def _pdf_bytes(blob: AttachmentBlob) -> bytes:
+    if blob.size > SIZE_MAX_BYTES:
+        raise PdfPreviewError("too large to preview")
+    with blob.open() as file:
+        return file.read()
 
 
 @login_required

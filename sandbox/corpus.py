@@ -221,8 +221,33 @@ PEOPLE = (
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 )
+
+
+def _pdf(*lines: str) -> bytes:
+    """A one-page A4 PDF showing ``lines`` (ASCII) in Helvetica, with a correct cross-reference table."""
+    text = " ".join(f"({line}) Tj 0 -22 Td" for line in lines)
+    stream = f"BT /F1 16 Tf 72 760 Td {text} ET".encode("ascii")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"), []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
 ATTACHMENTS = (
-    ("report-{n}.pdf", "application/pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"),
+    ("report-{n}.pdf", "application/pdf", _pdf("Quarterly report", "Revenue: 42", "Costs: 17")),
     ("data-{n}.csv", "text/csv", b"id,name,amount\r\n1,alpha,10.5\r\n2,beta,7\r\n"),
     ("photo-{n}.png", "image/png", PNG),
     (

@@ -64,12 +64,21 @@ OUTLOOK_FOLDERS = {
 
 
 PORT_ATTEMPTS = 3
+PORT_NAMES = ("imap_port", "imaps_port", "submission_port", "submissions_port")
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: each socket stays bound until all are picked, so the kernel
+    cannot hand the same port out twice (which Dovecot refuses as a "duplicate listener")."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 # --- SMTP sink -------------------------------------------------------------------------------------
@@ -277,20 +286,13 @@ class DovecotServer:
         self.debug = debug
         self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="mailhub-dovecot-"))
-        self.imap_port = imap_port or free_port()
-        self.imaps_port = imaps_port or free_port()
-        self.submission_port = submission_port or free_port()
-        self.submissions_port = free_port()  # submission over TLS from the first byte (port 465's way)
-        # Ports picked here (not given): another process may take one between free_port() and Dovecot's bind.
-        self._picked_ports = {"submissions_port"} | {
-            name
-            for name, given in (
-                ("imap_port", imap_port),
-                ("imaps_port", imaps_port),
-                ("submission_port", submission_port),
-            )
-            if not given
-        }
+        self.imap_port = imap_port
+        self.imaps_port = imaps_port
+        self.submission_port = submission_port
+        self.submissions_port = 0  # submission over TLS from the first byte (port 465's way)
+        # Ports picked here (not given): another process may take one between picking and Dovecot's bind.
+        self._picked_ports = [name for name in PORT_NAMES if not getattr(self, name)]
+        self._pick_ports()
         # A full post-login CAPABILITY list overrides Dovecot's (e.g. one without CONDSTORE, QRESYNC and
         # MOVE, to exercise a client's fallbacks); "" keeps Dovecot's own.
         self.imap_capability = imap_capability
@@ -347,8 +349,7 @@ class DovecotServer:
             except RuntimeError as exc:
                 if "Address already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
                     raise
-                for name in self._picked_ports:  # taken meanwhile by another process: pick again
-                    setattr(self, name, free_port())
+                self._pick_ports()  # taken meanwhile by another process: pick again
         self.proxy = TcpProxy(self.imaps_port)  # IMAPS, as clients reach Outlook
         return self
 
@@ -385,6 +386,12 @@ class DovecotServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _pick_ports(self) -> None:
+        given = {getattr(self, name) for name in PORT_NAMES if name not in self._picked_ports}
+        ports = [port for port in free_ports(len(self._picked_ports) + len(given)) if port not in given]
+        for name, port in zip(self._picked_ports, ports, strict=False):
+            setattr(self, name, port)
 
     def _wait_listening(self) -> None:
         deadline = time.time() + 15

@@ -22,7 +22,8 @@ import yaml
 from axes.models import AccessAttempt
 from django.conf import settings
 
-from tests.fixtures.web import free_port, gunicorn_start, wait_until_listening
+from sandbox.dovecot import free_ports
+from tests.fixtures.web import gunicorn_start, wait_until_listening
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = settings.BASE_DIR
@@ -54,7 +55,7 @@ def behind_caddy(tmp_path, alice, settings):
     alice.set_password(PASSWORD)
     alice.save()
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    https_port, http_port = free_port(), free_port()
+    https_port, http_port = free_ports(2)
     env = {k: str(v) for k, v in compose["x-app"]["environment"].items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env["SITE_ORIGIN"] = f"https://localhost:{https_port}"  # compose: https://${MAILHUB_DOMAIN}
     env["ALLOWED_HOSTS"] = "localhost"  # compose: ${MAILHUB_DOMAIN}

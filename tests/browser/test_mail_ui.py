@@ -19,10 +19,18 @@ from django.utils import timezone
 
 from accounts.models import MailAccount
 from mailbox import sync
-from mailbox.models import Message, OutgoingMessage, SyncState
+from mailbox.models import Attachment, Message, OutgoingMessage, SyncState
 from tests.fixtures.browser import screenshot
 from tests.fixtures.mail import gmail_account_create
-from tests.fixtures.ui import HTML_BODY, mailbox_create, message_add, png_bytes, raw_html_message, raw_text_message
+from tests.fixtures.ui import (
+    HTML_BODY,
+    mailbox_create,
+    message_add,
+    pdf_bytes,
+    png_bytes,
+    raw_html_message,
+    raw_text_message,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 CORPUS = sorted((Path(__file__).parent / "hostile").glob("*.html"))
@@ -154,7 +162,7 @@ def gmail_ui(alice, google_app, sandbox_settings, eager_celery):
         sender="Dana Report <dana@example.org>",
         to=account.email,
         inline_images=[("logo@example.org", png_bytes())],
-        attachments=[("report.pdf", "application/pdf", b"%PDF-1.4 fake\n")],
+        attachments=[("report.pdf", "application/pdf", pdf_bytes("white", "lightblue"))],
     )
     ids = {"report": gmail.insert_message(account.email, raw)}
     for hours, (subject, sender) in enumerate(
@@ -227,6 +235,30 @@ def test_read_thread_with_inline_image_then_reply_with_attachment(page, live_ser
     assert "Thanks, figures attached." in mail.get_body(("plain",)).get_content()
     assert sent[0].thread_id == gmail.message(account.email, gmail_ui["ids"]["report"]).thread_id
     assert OutgoingMessage.objects.get().status == OutgoingMessage.Status.SENT
+    guard.assert_clean()
+
+
+def test_a_pdf_attachment_opens_as_page_images_in_a_new_tab(page, live_server, alice, gmail_ui):
+    guard = sign_in(page, live_server, alice)
+    page.goto(live_server.url + "/")
+    page.click("text=Quarterly report")
+    page.wait_for_url("**/thread/*/")
+    with page.context.expect_page() as opened:
+        page.click(".attachments a.pdf-open")
+    preview = opened.value
+    preview.wait_for_load_state()
+    assert "2 pages" in preview.inner_text(".pdf-preview-head")
+    pages = preview.locator("img.pdf-page")
+    assert pages.count() == 2
+    pages.last.scroll_into_view_if_needed()
+    assert wait_for(preview, lambda: pages.evaluate_all("imgs => imgs.every(i => i.complete && i.naturalWidth > 1000)"))
+    assert (
+        preview.locator("a[download]")
+        .get_attribute("href")
+        .endswith(f"/attachment/{Attachment.objects.get(filename='report.pdf').pk}/")
+    )
+    screenshot(preview, "pdf-preview")
+    preview.close()
     guard.assert_clean()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from email import message_from_bytes
@@ -1123,3 +1124,77 @@ def test_an_image_attachment_is_previewed_inline_and_nothing_else_is(alice_clien
     assert alice_client.get(reverse("mailbox:attachment_preview", args=[svg.id])).status_code == 404
     client.force_login(bob)
     assert client.get(preview).status_code == 404
+
+
+def _pdf_attachment(message: Message, content: bytes, **fields) -> Attachment:
+    fields = {"filename": "report.pdf", "content_type": "application/pdf", **fields}
+    blob = store.blob_store(content=content)
+    return Attachment.objects.create(message=message, blob=blob, size=len(content), **fields)
+
+
+def _png_colour(png: bytes) -> tuple[int, ...]:
+    """The colour in the middle of the image, to the nearest 16 (the PDF stores pages as JPEG)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png))
+    return tuple(round(c / 16) * 16 for c in image.convert("RGB").getpixel((image.width // 2, image.height // 2)))
+
+
+def test_a_pdf_is_previewed_as_its_pages_rendered_to_images(alice_client, ui_mail, client, bob):
+    from tests.fixtures.ui import pdf_bytes
+
+    report = _pdf_attachment(ui_mail.html, pdf_bytes("red", "blue"))
+    thread = alice_client.get(reverse("mailbox:thread", args=[ui_mail.html.thread_id])).content.decode()
+    preview = reverse("mailbox:attachment_preview", args=[report.id])
+    assert f'class="pdf-open" href="{preview}"' in thread
+
+    page = alice_client.get(preview).content.decode()
+    assert "2 pages" in page and "report.pdf" in page
+    first, second = (reverse("mailbox:attachment_pdf_page", args=[report.id, n]) for n in (1, 2))
+    assert f'src="{first}"' in page and f'src="{second}"' in page and 'alt="Page 2 of 2"' in page
+    assert reverse("mailbox:attachment_pdf_page", args=[report.id, 3]) not in page
+
+    shown = alice_client.get(second)
+    assert shown.status_code == 200 and shown["Content-Type"] == "image/png"
+    assert shown["X-Content-Type-Options"] == "nosniff" and "sandbox" in shown["Content-Security-Policy"]
+    assert _png_colour(shown.content) == (0, 0, 256)
+    assert _png_colour(alice_client.get(first).content) == (256, 0, 0)
+    assert alice_client.get(reverse("mailbox:attachment_pdf_page", args=[report.id, 3])).status_code == 404
+
+    client.force_login(bob)
+    assert client.get(preview).status_code == 404
+    assert client.get(second).status_code == 404
+
+
+def test_a_pdf_sent_as_octet_stream_is_previewed_but_other_files_are_not(alice_client, ui_mail):
+    from tests.fixtures.ui import pdf_bytes
+
+    labelled_loosely = _pdf_attachment(ui_mail.html, pdf_bytes("green"), content_type="application/octet-stream")
+    shown = alice_client.get(reverse("mailbox:attachment_preview", args=[labelled_loosely.id]))
+    assert "1 page" in shown.content.decode()
+    zipped = _pdf_attachment(ui_mail.html, b"PK\x03\x04", filename="report.zip", content_type="application/zip")
+    assert alice_client.get(reverse("mailbox:attachment_preview", args=[zipped.id])).status_code == 404
+    assert alice_client.get(reverse("mailbox:attachment_pdf_page", args=[zipped.id, 1])).status_code == 404
+
+
+def test_a_damaged_pdf_says_to_download_it_instead(alice_client, ui_mail):
+    from tests.fixtures.ui import pdf_bytes
+
+    damaged = _pdf_attachment(ui_mail.html, pdf_bytes("red")[:300])
+    page = alice_client.get(reverse("mailbox:attachment_preview", args=[damaged.id]))
+    assert page.status_code == 200
+    assert "This PDF cannot be previewed" in page.content.decode()
+    assert reverse("mailbox:attachment", args=[damaged.id]) in page.content.decode()
+    assert alice_client.get(reverse("mailbox:attachment_pdf_page", args=[damaged.id, 1])).status_code == 404
+
+
+def test_a_long_pdf_shows_its_first_pages_and_says_so(alice_client, ui_mail):
+    from mailbox.pdfpreview import PAGES_SHOWN
+    from tests.fixtures.ui import pdf_bytes
+
+    long_report = _pdf_attachment(ui_mail.html, pdf_bytes(*["white"] * (PAGES_SHOWN + 2)))
+    page = alice_client.get(reverse("mailbox:attachment_preview", args=[long_report.id])).content.decode()
+    assert page.count('class="pdf-page"') == PAGES_SHOWN
+    assert f"first {PAGES_SHOWN} pages of {PAGES_SHOWN + 2}" in page
+    past_shown = reverse("mailbox:attachment_pdf_page", args=[long_report.id, PAGES_SHOWN + 1])
+    assert alice_client.get(past_shown).status_code == 404
