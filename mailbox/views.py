@@ -390,14 +390,13 @@ def attachment_preview(request: AuthenticatedHttpRequest, attachment_id: int) ->
         return _download(part.blob, filename=part.filename, content_type=part.content_type.lower(), inline=True)
     if not part.is_pdf:
         raise Http404
-    context = {"attachment": part, "page_count": 0, "error": ""}
+    page_count, error = 0, ""
     try:
-        context["page_count"] = pdf_page_count(_pdf_bytes(part.blob))
+        page_count = pdf_page_count(_pdf_bytes(part.blob))
     except PdfPreviewError:
-        context["error"] = _(
-            "This PDF cannot be previewed (it may be damaged, encrypted or too large). Download it to open it."
-        )
-    context["pages"] = range(1, min(context["page_count"], PAGES_SHOWN) + 1)
+        error = _("This PDF cannot be previewed (it may be damaged, encrypted or too large). Download it to open it.")
+    pages = range(1, min(page_count, PAGES_SHOWN) + 1)
+    context = {"attachment": part, "page_count": page_count, "pages": pages, "error": error}
     return render(request, "mailbox/pdf_preview.html", context)
 
 
