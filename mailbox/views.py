@@ -382,7 +382,7 @@ def attachment(request: AuthenticatedHttpRequest, attachment_id: int) -> FileRes
 
 @login_required
 @require_GET
-def attachment_preview(request: AuthenticatedHttpRequest, attachment_id: int) -> HttpResponse:
+def attachment_preview(request: AuthenticatedHttpRequest, attachment_id: int) -> HttpResponse | FileResponse:
     """A raster image attachment shown inline (never SVG or HTML: those only download), sandboxed and nosniff;
     a PDF as a page of its pages rendered to images (see :mod:`mailbox.pdfpreview`)."""
     part = selectors.attachment_get(user=request.user, attachment_id=attachment_id)
