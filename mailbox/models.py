@@ -136,8 +136,8 @@ class Message(models.Model):
             # Threading looks up, within the account, the messages a new one refers to and its replies.
             models.Index(fields=["account", "message_id"], name="message_by_id"),
             models.Index(fields=["account", "in_reply_to"], name="message_reply_to"),
-            # Unread counts per folder read only the (few) unread messages.
-            models.Index(fields=["account"], condition=models.Q(is_read=False), name="message_unread"),
+            # Unread counts per folder read only the (few) unread messages, index-only (the ids are in it).
+            models.Index(fields=["account", "id"], condition=models.Q(is_read=False), name="message_unread_ids"),
         ]
 
     def __str__(self) -> str:

@@ -88,10 +88,12 @@ def accounts_for_sending(*, user) -> QuerySet[MailAccount]:
     return accounts_for_user(user=user).exclude(provider__in=providers_off())
 
 
-def sidebar_get(*, user) -> list[AccountNav]:
-    """Each account with its folders, unread message counts and sync state (three queries in all)."""
+def sidebar_get(*, user, off: set[str] | None = None) -> list[AccountNav]:
+    """Each account with its folders, unread message counts and sync state (three queries in all).
+    ``off``: :func:`providers_off`, when the page has it already."""
     accounts = list(accounts_for_user(user=user).select_related("sync_state"))
-    off = providers_off() if accounts else set()
+    if off is None:
+        off = providers_off() if accounts else set()
     folders = Folder.objects.filter(account__user=user, is_selectable=True)
     unread = _unread_by_folder(account_ids=[a.id for a in accounts])
     by_account: dict[int, list[FolderNav]] = {a.id: [] for a in accounts}
@@ -313,13 +315,13 @@ def outgoing_get(*, user, outgoing_id: int, status: str | None = None) -> Outgoi
     return get_object_or_404(qs, pk=outgoing_id)
 
 
-def mail_version(*, user, counts: dict[str, int] | None = None) -> str:
+def mail_version(*, user, counts: dict[str, int] | None = None, off: set[str] | None = None) -> str:
     """A short fingerprint of what the user's open pages show: it changes when new mail arrives, mail is read or
     unread, a sync starts, progresses, fails or ends, an account's state changes, or an outbox row moves on.
 
     Cheap enough to be asked every few seconds by every open page: each account's newest thread and unread count
-    come from their indexes (thread_recent; message_unread, counted index-only), never from a scan of its mail.
-    ``counts``: the page's :func:`sidebar_counts`, when it has them already.
+    come from their indexes (thread_recent; message_unread_ids, counted index-only), never from a scan of its mail.
+    ``counts`` and ``off``: the page's :func:`sidebar_counts` and :func:`providers_off`, when it has them already.
     """
     newest = Thread.objects.filter(account=OuterRef("pk")).order_by("-last_message_at", "-id")
     accounts = list(
@@ -344,13 +346,15 @@ def mail_version(*, user, counts: dict[str, int] | None = None) -> str:
         .values_list("account_id", "n")
     )
     counts = counts if counts is not None else sidebar_counts(user=user)
-    state = repr((accounts, sorted(unread), sorted(counts.items()), sorted(providers_off())))
+    off = off if off is not None else providers_off()
+    state = repr((accounts, sorted(unread), sorted(counts.items()), sorted(off)))
     return hashlib.blake2b(state.encode(), digest_size=8).hexdigest()
 
 
-def live_watch(*, user, counts: dict[str, int] | None = None) -> dict:
+def live_watch(*, user, counts: dict[str, int] | None = None, off: set[str] | None = None) -> dict:
     """What ``mailbox/_changes.html`` needs: the version of the user's mail a page is rendered from."""
-    return {"mail_version": mail_version(user=user, counts=counts), "live_seconds": settings.MAILHUB_LIVE_SECONDS}
+    version = mail_version(user=user, counts=counts, off=off)
+    return {"mail_version": version, "live_seconds": settings.MAILHUB_LIVE_SECONDS}
 
 
 def sidebar_counts(*, user) -> dict[str, int]:

@@ -21,6 +21,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.services import providers_off
 from mailbox import compose, selectors, sync, writeback
 from mailbox.access import mail_access_log_for_owner
 from mailbox.forms import (
@@ -57,11 +58,12 @@ def _chrome(request: AuthenticatedHttpRequest) -> dict:
     """What every mail page shows around its content: the sidebar, the poll interval, and the version of what
     it shows (see :func:`changes`)."""
     counts = selectors.sidebar_counts(user=request.user)
+    off = providers_off()
     return {
-        "nav": selectors.sidebar_get(user=request.user),
+        "nav": selectors.sidebar_get(user=request.user, off=off),
         "counts": counts,
         "poll_seconds": _poll_seconds(),
-        **selectors.live_watch(user=request.user, counts=counts),
+        **selectors.live_watch(user=request.user, counts=counts, off=off),
     }
 
 
@@ -87,22 +89,25 @@ def _poll_seconds() -> int:
 def _list_render(
     request: AuthenticatedHttpRequest, *, threads, title: str, folder: Folder | None = None, **extra
 ) -> HttpResponse:
-    if folder is not None and folder.role in (Folder.Role.SENT, Folder.Role.DRAFTS):
+    show_recipients = folder is not None and folder.role in (Folder.Role.SENT, Folder.Role.DRAFTS)
+    if show_recipients:
         threads = selectors.with_recipients(threads)  # who it went to, not the user's own name on every row
     page = selectors.thread_page(threads=threads, cursor=request.GET.get("cursor"), before=request.GET.get("before"))
     context = {
         "page": page,
         "title": title,
         "folder": folder,
+        "show_recipients": show_recipients,
         "first_page": not (request.GET.get("cursor") or page.newer_cursor),
-        # Rows of several mailboxes side by side say which mailbox each is in.
-        "show_account": folder is None and selectors.accounts_for_user(user=request.user).count() > 1,
         **extra,
     }
     if request.htmx and request.GET.get("partial") == "list":
         context["poll_seconds"] = _poll_seconds()
+        context["show_account"] = folder is None and selectors.accounts_for_user(user=request.user).count() > 1
         return render(request, "mailbox/_list_poll.html", context)
     context.update(_chrome(request))
+    # Rows of several mailboxes side by side say which mailbox each is in.
+    context["show_account"] = folder is None and len(context["nav"]) > 1
     return render(request, "mailbox/list.html", context)
 
 

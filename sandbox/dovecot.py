@@ -325,6 +325,7 @@ class DovecotServer:
 
     def start(self) -> DovecotServer:
         self.root.chmod(0o755)  # login and mail processes run unprivileged and must traverse it
+        shutil.rmtree(self.root / "run", ignore_errors=True)  # a kept root's sockets and pid of a killed run
         self.sink.start()
         self.mail_user, uid, gid = _ensure_mail_user()
         home = self.root / "home"

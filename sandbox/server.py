@@ -10,6 +10,7 @@ sandbox.stop()
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,10 @@ DEMO_USERS = (
     ("microsoft", "bob@outlook.example", "Bob Example", True),
     ("microsoft", "nomailbox@outlook.example", "No Mailbox", False),
 )
+
+
+STATE_TOKENS = "tokens.json"
+STATE_GMAIL = "gmail.json.gz"
 
 
 class Sandbox:
@@ -152,6 +157,29 @@ class Sandbox:
     def reset_failures(self) -> None:
         self.google.reset_failures()
         self.microsoft.reset_failures()
+
+    def state_save(self, folder: Path) -> None:
+        """Write the issued tokens and the Gmail mailboxes to ``folder``, so a restart keeps connected
+        mailboxes working (``make demo``). Each file is replaced whole: a crash mid-write keeps the old one."""
+        folder.mkdir(parents=True, exist_ok=True)
+        tokens = folder / STATE_TOKENS
+        tokens.with_suffix(".tmp").write_text(json.dumps(self.tokens.dump()))
+        tokens.with_suffix(".tmp").replace(tokens)
+        if self.gmail is not None:
+            gmail = folder / STATE_GMAIL
+            partial = gmail.with_name(gmail.name + ".tmp")
+            self.gmail.save(partial)
+            partial.replace(gmail)
+
+    def state_load(self, folder: Path) -> bool:
+        """Take back what :meth:`state_save` wrote; False when there is nothing to take back."""
+        tokens = folder / STATE_TOKENS
+        if not tokens.exists():
+            return False
+        self.tokens.load(json.loads(tokens.read_text()))
+        if self.gmail is not None and (folder / STATE_GMAIL).exists():
+            self.gmail.load(folder / STATE_GMAIL)
+        return True
 
     def start(self) -> Sandbox:
         if not self._started:

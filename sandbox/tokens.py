@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 import time
@@ -108,6 +109,17 @@ class TokenRegistry:
             for token in self._tokens.values():
                 if token.email == email and token.kind == "access":
                     token.expires_at = time.time() - 1
+
+    def dump(self) -> list[dict]:
+        """Every token as plain data (JSON-ready), so a restarted sandbox can honour what it issued."""
+        with self._lock:
+            return [dataclasses.asdict(token) for token in self._tokens.values()]
+
+    def load(self, saved: list[dict]) -> None:
+        with self._lock:
+            for fields in saved:
+                token = IssuedToken(**{**fields, "scopes": tuple(fields["scopes"])})
+                self._tokens[token.value] = token
 
     def issued(self, *, provider: str | None = None, email: str | None = None) -> list[IssuedToken]:
         with self._lock:

@@ -646,6 +646,7 @@ class GmailStore:
         ordered = sorted(box.messages.values(), key=lambda m: m.seq)
         return {
             "email": box.email,
+            "historyId": box.history_id,
             "labels": [label for label in box.labels.values() if label["type"] == "user"],
             "messages": [
                 {
@@ -660,7 +661,8 @@ class GmailStore:
         }
 
     def load(self, path: str | Path) -> None:
-        """Add the mailboxes of a snapshot written by :meth:`save` (history starts afresh)."""
+        """Add the mailboxes of a snapshot written by :meth:`save`. History starts afresh from the saved
+        historyId, so a client that was up to date stays up to date and an older cursor gets Gmail's 404."""
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             data = json.load(handle)
         with self.lock:
@@ -685,6 +687,7 @@ class GmailStore:
                         force_thread=True,
                     )
                 box.history.clear()
+                box.history_id = max(box.history_id, int(user.get("historyId", 0)))
                 box.history_floor = box.history_id
 
 

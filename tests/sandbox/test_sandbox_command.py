@@ -2,9 +2,11 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,7 +16,9 @@ from django.core.management import call_command
 from google.auth.transport.requests import AuthorizedSession
 from google.oauth2.credentials import Credentials
 
-from sandbox.server import DEMO_GOOGLE_CLIENT_ID, DEMO_GOOGLE_CLIENT_SECRET
+from sandbox.server import DEMO_GOOGLE_CLIENT_ID, DEMO_GOOGLE_CLIENT_SECRET, DEMO_USERS
+
+OUTLOOK_DEMO = next(email for provider, email, _, has_mailbox in DEMO_USERS if provider == "microsoft" and has_mailbox)
 
 
 def _start(tmp_path: Path, snapshot: Path) -> tuple[subprocess.Popen, Path]:
@@ -110,3 +114,106 @@ def test_demo_tells_at_start_which_mailboxes_of_an_earlier_run_need_reconnecting
     assert earlier.needs_reconnect and "revoked" in earlier.status_message
     assert not imap.needs_reconnect  # its password still works: the sandbox never held it
     assert Command()._mark_earlier_mailboxes() == 0
+
+
+def _google_tokens(sandbox, email: str) -> dict:
+    """Consent as ``email`` and trade the code for tokens, as the app's connect flow does."""
+    consent = requests.post(
+        f"{sandbox.google_url}/o/oauth2/auth",
+        params={
+            "client_id": DEMO_GOOGLE_CLIENT_ID,
+            "redirect_uri": "http://localhost/cb",
+            "response_type": "code",
+            "scope": "https://www.googleapis.com/auth/gmail.modify",
+            "access_type": "offline",
+        },
+        data={"decision": "allow", "email": email},
+        allow_redirects=False,
+        timeout=10,
+    )
+    code = requests.utils.unquote(re.search(r"code=([^&]+)", consent.headers["Location"]).group(1))
+    return _google_token_call(sandbox, grant_type="authorization_code", code=code, redirect_uri="http://localhost/cb")
+
+
+def _google_token_call(sandbox, **form: str) -> dict:
+    form = {**form, "client_id": DEMO_GOOGLE_CLIENT_ID, "client_secret": DEMO_GOOGLE_CLIENT_SECRET}
+    return requests.post(f"{sandbox.google_url}/token", data=form, timeout=10).json()
+
+
+def test_a_restarted_demo_sandbox_honours_its_tokens_and_keeps_its_mail(tmp_path):
+    from sandbox.corpus import generate_messages
+    from sandbox.server import Sandbox
+
+    address, state = "alice@gmail.com", tmp_path / "state"
+    first = Sandbox(tls_dir=tmp_path / "tls")
+    first.register_demo()
+    assert not first.state_load(state)  # nothing saved yet: the demo seeds
+    first.start()
+    first.gmail.add_user(address)
+    for raw in generate_messages(5, to_address=address):
+        first.gmail.insert_message(address, raw)
+    tokens = _google_tokens(first, address)
+    api = f"{first.google_url}/gmail/v1/users/me"
+    history_id = AuthorizedSession(Credentials(tokens["access_token"])).get(f"{api}/profile", timeout=10).json()
+    first.state_save(state)
+    first.stop()
+
+    again = Sandbox(tls_dir=tmp_path / "tls")
+    again.register_demo()
+    assert again.state_load(state)
+    again.start()
+    try:
+        session = AuthorizedSession(Credentials(tokens["access_token"]))  # the old access token still works
+        api = f"{again.google_url}/gmail/v1/users/me"
+        assert session.get(f"{api}/profile", timeout=10).json()["messagesTotal"] == 5
+        refreshed = _google_token_call(again, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+        assert refreshed["access_token"] != tokens["access_token"]
+        # An app that was up to date asks for history from where it stood: nothing new, and no 404 forcing
+        # a full resync.
+        history = session.get(f"{api}/history", params={"startHistoryId": history_id["historyId"]}, timeout=10)
+        assert history.status_code == 200 and "history" not in history.json()
+        # A revoked token stays revoked across the restart.
+        again.tokens.revoke(tokens["refresh_token"])
+        again.state_save(state)
+    finally:
+        again.stop()
+    third = Sandbox(tls_dir=tmp_path / "tls")
+    third.register_demo()
+    third.state_load(state)
+    third.start()
+    try:
+        refused = _google_token_call(third, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+        assert refused["error"] == "invalid_grant"
+    finally:
+        third.stop()
+
+
+def test_a_restarted_demo_dovecot_keeps_its_mail_and_is_seeded_once(sandbox):
+    from sandbox.management.commands.demo import Command
+
+    # Dovecot's mail user must traverse the folder: pytest's tmp_path is private, /tmp is not.
+    root = Path(tempfile.mkdtemp(prefix="mailhub-test-demo-")) / "dovecot"
+    root.parent.chmod(0o755)
+    try:
+        assert Command()._dovecot_root(root) == root
+        first = Command()._start_outlook(sandbox, root, 4)
+        assert first is not None
+        assert len(first.uids(OUTLOOK_DEMO)) == 4
+        first.stop()
+        again = Command()._start_outlook(sandbox, root, 4)
+        assert again is not None
+        try:
+            assert len(again.uids(OUTLOOK_DEMO)) == 4  # the same four, not seeded a second time
+        finally:
+            again.stop()
+    finally:
+        shutil.rmtree(root.parent)
+
+
+def test_a_private_checkout_keeps_the_demo_dovecot_in_a_temporary_folder(tmp_path):
+    from sandbox.management.commands.demo import Command
+
+    tmp_path.parent.chmod(0o700)  # as pytest makes it, and as a home folder may be
+    chosen = Command()._dovecot_root(tmp_path / "var" / "sandbox" / "dovecot")
+    assert chosen.parent == Path(tempfile.gettempdir()) and chosen.name.startswith("mailhub-demo-dovecot-")
+    shutil.rmtree(chosen)

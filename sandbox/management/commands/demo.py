@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import stat
 import subprocess
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +19,11 @@ from mailhub.run import run_all
 from providers.errors import ErrorCode
 from providers.models import ProviderApp
 from sandbox.corpus import generate_messages
+from sandbox.dovecot import DovecotServer
 from sandbox.server import DEMO_USERS, Sandbox
 
 ADMIN = ("admin", "admin-demo-password")
+STATE_SAVE_SECONDS = 15
 USER = ("demo", "demo-password")
 
 
@@ -30,17 +35,22 @@ class Command(BaseCommand):
         parser.add_argument("--bind", default="127.0.0.1:8000")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        sandbox = Sandbox(tls_dir=Path(settings.VAR_DIR) / "sandbox" / "tls")
+        folder = Path(settings.VAR_DIR) / "sandbox"
+        sandbox = Sandbox(tls_dir=folder / "tls")
         credentials = sandbox.register_demo()
+        restored = sandbox.state_load(folder / "state")
         sandbox.start()
         gmail_address = next(email for provider, email, _, _ in DEMO_USERS if provider == "google")
-        self._seed_gmail(sandbox, gmail_address, options["messages"])
+        if not restored:
+            self._seed_gmail(sandbox, gmail_address, options["messages"])
         extra_env = {**sandbox.env(), "MAILHUB_BIND": options["bind"]}
-        outlook = self._start_outlook(sandbox, options["messages"])
+        outlook = self._start_outlook(sandbox, self._dovecot_root(folder / "dovecot"), options["messages"])
         if outlook is not None:
-            extra_env.update(outlook)
+            extra_env.update(outlook.env())
         self._configure(credentials)
-        stale = self._mark_earlier_mailboxes()
+        stale = 0 if restored else self._mark_earlier_mailboxes()
+        saver = _StateSaver(sandbox, folder / "state")
+        saver.start()
 
         out = self.stdout.write
         out(self.style.SUCCESS(f"\nMailhub demo: http://{options['bind']}/"))
@@ -61,6 +71,9 @@ class Command(BaseCommand):
         try:
             run_all(extra_env=extra_env)
         finally:
+            saver.stop()
+            if outlook is not None:
+                outlook.stop()
             sandbox.stop()
 
     def _configure(self, credentials: dict[str, str]) -> None:
@@ -97,15 +110,56 @@ class Command(BaseCommand):
         for raw in generate_messages(count, to_address=address):
             sandbox.gmail.insert_message(address, raw)
 
-    def _start_outlook(self, sandbox: Sandbox, count: int) -> dict[str, str] | None:
-        """A local Dovecot standing in for Outlook's IMAP/SMTP, or None where it can't run here."""
-        from sandbox.dovecot import DovecotServer
+    def _dovecot_root(self, wanted: Path) -> Path:
+        """Dovecot's mail processes run as another user and must reach ``wanted``; where a parent folder is
+        private (a checkout in a 0700 folder), the mail lives in a fresh temporary folder instead, seeded anew."""
+        if _reachable_by_others(wanted.parent):
+            return wanted
+        self.stderr.write(f"{wanted.parent} is private to its owner: the Outlook demo mail is not kept across runs.")
+        return Path(tempfile.mkdtemp(prefix="mailhub-demo-dovecot-"))
 
+    def _start_outlook(self, sandbox: Sandbox, root: Path, count: int) -> DovecotServer | None:
+        """A local Dovecot standing in for Outlook's IMAP/SMTP, or None where it can't run here. Its mail is
+        kept in ``root`` and seeded once, so a restarted demo finds the mailbox as it was left."""
+        root.mkdir(parents=True, exist_ok=True)
         try:
-            dovecot = DovecotServer(introspection_url=sandbox.microsoft_introspection_url, tls=sandbox.tls).start()
+            dovecot = DovecotServer(
+                introspection_url=sandbox.microsoft_introspection_url, tls=sandbox.tls, root=root
+            ).start()
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             self.stderr.write(f"Outlook demo disabled: Dovecot could not start ({exc}).")
             return None
         address = next(e for p, e, _, has in DEMO_USERS if p == "microsoft" and has)
-        dovecot.seed(address, count, seed=1)
-        return dovecot.env()
+        seeded = root / "seeded"
+        if not seeded.exists():
+            dovecot.seed(address, count, seed=1)
+            seeded.touch()
+        return dovecot
+
+
+def _reachable_by_others(folder: Path) -> bool:
+    folder = folder.resolve()
+    return all(path.stat().st_mode & stat.S_IXOTH for path in (folder, *folder.parents) if path.exists())
+
+
+class _StateSaver:
+    """Saves the sandbox's tokens and Gmail mail every few seconds and at exit, so even a killed demo restarts
+    with its mailboxes still connected."""
+
+    def __init__(self, sandbox: Sandbox, folder: Path) -> None:
+        self._sandbox, self._folder = sandbox, folder
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="sandbox-state")
+
+    def start(self) -> None:
+        self._sandbox.state_save(self._folder)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+        self._sandbox.state_save(self._folder)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(STATE_SAVE_SECONDS):
+            self._sandbox.state_save(self._folder)
