@@ -210,10 +210,17 @@ def test_a_restarted_demo_dovecot_keeps_its_mail_and_is_seeded_once(sandbox):
         shutil.rmtree(root.parent)
 
 
-def test_a_private_checkout_keeps_the_demo_dovecot_in_a_temporary_folder(tmp_path):
+def test_a_private_checkout_keeps_the_demo_dovecot_in_a_shared_folder_of_its_own(tmp_path):
     from sandbox.management.commands.demo import Command
 
-    tmp_path.parent.chmod(0o700)  # as pytest makes it, and as a home folder may be
-    chosen = Command()._dovecot_root(tmp_path / "var" / "sandbox" / "dovecot")
-    assert chosen.parent == Path(tempfile.gettempdir()) and chosen.name.startswith("mailhub-demo-dovecot-")
-    shutil.rmtree(chosen)
+    tmp_path.parent.chmod(0o700)  # as pytest makes it, and as var/ is (it holds the keys)
+    wanted = tmp_path / "var" / "sandbox" / "dovecot"
+    chosen, other = Command()._dovecot_root(wanted), Command()._dovecot_root(tmp_path / "elsewhere")
+    try:
+        assert chosen.name.startswith(f"mailhub-demo-dovecot-{os.getuid()}-")
+        assert chosen.stat().st_mode & 0o777 == 0o755
+        assert Command()._dovecot_root(wanted) == chosen  # the next run finds the same mail
+        assert other != chosen  # another checkout keeps its own
+    finally:
+        shutil.rmtree(chosen)
+        shutil.rmtree(other)

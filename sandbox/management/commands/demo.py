@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import stat
 import subprocess
 import tempfile
@@ -111,12 +113,22 @@ class Command(BaseCommand):
             sandbox.gmail.insert_message(address, raw)
 
     def _dovecot_root(self, wanted: Path) -> Path:
-        """Dovecot's mail processes run as another user and must reach ``wanted``; where a parent folder is
-        private (a checkout in a 0700 folder), the mail lives in a fresh temporary folder instead, seeded anew."""
+        """Dovecot's mail processes run as another user and must reach its folder. ``var/`` is private (it holds
+        the keys), so the mail lives in a folder of its own under the shared temporary folder, named after
+        ``wanted`` so that each checkout finds its own again; a folder there that is not ours is never used."""
         if _reachable_by_others(wanted.parent):
             return wanted
-        self.stderr.write(f"{wanted.parent} is private to its owner: the Outlook demo mail is not kept across runs.")
-        return Path(tempfile.mkdtemp(prefix="mailhub-demo-dovecot-"))
+        shared = Path("/var/tmp") if Path("/var/tmp").is_dir() else Path(tempfile.gettempdir())  # noqa: S108
+        digest = hashlib.sha256(str(wanted.resolve()).encode()).hexdigest()[:16]
+        root = shared / f"mailhub-demo-dovecot-{os.getuid()}-{digest}"
+        try:
+            root.mkdir(mode=0o755, exist_ok=True)
+            if root.is_symlink() or root.stat().st_uid != os.getuid():
+                raise PermissionError(f"{root} belongs to someone else")
+        except OSError as exc:
+            self.stderr.write(f"The Outlook demo mail is not kept across runs ({exc}).")
+            return Path(tempfile.mkdtemp(prefix="mailhub-demo-dovecot-"))
+        return root
 
     def _start_outlook(self, sandbox: Sandbox, root: Path, count: int) -> DovecotServer | None:
         """A local Dovecot standing in for Outlook's IMAP/SMTP, or None where it can't run here. Its mail is
