@@ -1,17 +1,20 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.models import MailAccount
-from mailbox.models import Folder
+from mailbox.models import Folder, SendingPreferences
 from mailbox.search import SearchQuery
 
 # Gmail's limit for one message's attachments; Outlook's is smaller (20 MB for SMTP submission is common).
@@ -215,3 +218,55 @@ class SearchForm(forms.Form):
             date_from=data.get("after"),
             date_to=data.get("before"),
         )
+
+
+SCHEDULE_MAX_AHEAD = timedelta(days=366)
+LOCAL_DATETIME_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")  # what <input type="datetime-local"> sends
+
+
+def _local_datetime_parse(typed: str) -> datetime | None:
+    for pattern in LOCAL_DATETIME_FORMATS:
+        try:
+            return datetime.strptime(typed, pattern)
+        except ValueError:
+            continue
+    return None
+
+
+class ScheduleForm(forms.Form):
+    """When "Schedule send" sends: a date and time as the user's browser shows it, in the browser's time zone
+    (sent along by the page; the server's own zone when the page could not say)."""
+
+    send_at = forms.CharField(error_messages={"required": _("Choose when to send it.")})
+    time_zone = forms.CharField(required=False)
+
+    def clean(self) -> dict:
+        data = super().clean() or {}
+        typed = data.get("send_at")
+        if not typed:
+            return data
+        naive = _local_datetime_parse(typed)
+        if naive is None:
+            raise ValidationError({"send_at": _("Enter a date and a time, such as 2027-01-31 08:00.")})
+        try:
+            zone = ZoneInfo(data.get("time_zone") or "") if data.get("time_zone") else timezone.get_current_timezone()
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = timezone.get_current_timezone()
+        when = naive.replace(tzinfo=zone)
+        now = timezone.now()
+        if when <= now:
+            raise ValidationError({"send_at": _("That time has passed: choose a time ahead.")})
+        if when > now + SCHEDULE_MAX_AHEAD:
+            raise ValidationError({"send_at": _("Choose a time within a year.")})
+        data["scheduled_for"] = when
+        return data
+
+
+class SendingPreferencesForm(forms.ModelForm):
+    class Meta:
+        model = SendingPreferences
+        fields = ["undo_send_seconds"]
+        labels = {"undo_send_seconds": _("Undo send")}
+        help_texts = {
+            "undo_send_seconds": _("How long Send waits before the message goes, so that you can take it back.")
+        }

@@ -317,6 +317,24 @@ SEND_PROBLEM_WITH_DETAIL: dict[str, StrOrPromise] = {
 RETRIED_SOON = {ErrorCode.PROVIDER_FAILED, ErrorCode.UNREACHABLE, ErrorCode.THROTTLED, ErrorCode.SEND_UNCERTAIN}
 
 
+class SendingPreferences(models.Model):
+    """How a user's messages leave: the seconds Send waits, with an Undo offered, before the message goes."""
+
+    UNDO_SEND_CHOICES = [
+        (0, _("Off")),
+        (5, _("5 seconds")),
+        (10, _("10 seconds")),
+        (20, _("20 seconds")),
+        (30, _("30 seconds")),
+    ]
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sending")
+    undo_send_seconds = models.PositiveSmallIntegerField(choices=UNDO_SEND_CHOICES, default=10)
+
+    def __str__(self) -> str:
+        return f"{self.user}: undo send {self.undo_send_seconds} s"
+
+
 class OutgoingMessage(models.Model):
     """A message being written or sent: a draft, or a row in the outbox.
 
@@ -356,8 +374,11 @@ class OutgoingMessage(models.Model):
     raw = models.BinaryField(null=True, blank=True)  # built when queued; a retry sends these exact bytes
     remote_id = models.CharField(max_length=255, blank=True)  # the provider's id once sent
     attempts = models.PositiveIntegerField(default=0)
-    # When a queued row is due (backoff, or waiting for a sent copy to show up); the sweep re-dispatches overdue rows.
+    # When a queued row is due (the undo-send delay, the time it was scheduled for, backoff, or waiting for a sent
+    # copy to show up); the sweep re-dispatches overdue rows.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # The time the user chose for it to go ("Schedule send"); None when it was sent at once.
+    scheduled_for = models.DateTimeField(null=True, blank=True)
     # While "sending": the worker that claimed the row holds it until then (a dead worker's claim runs out).
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     handed_off_at = models.DateTimeField(null=True, blank=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
@@ -51,6 +51,9 @@ RETRY_BASE_SECONDS = 30.0
 RETRY_MAX_SECONDS = 1800.0
 EARLY_TOLERANCE = timedelta(seconds=2)  # a task this close to its row's due time is the row's own task
 SWEEP_BATCH = 500
+# A task whose ETA is further out would outlive the broker's visibility timeout (an hour) and be delivered again;
+# a row due later is dispatched by the sweep when it is due within schedule_lookahead().
+DISPATCH_AHEAD = timedelta(minutes=50)
 FILE_SENT_WITHIN = timedelta(days=7)  # the sweep stops trying to file a sent copy after this
 
 
@@ -82,6 +85,11 @@ def send_settle() -> timedelta:
     return timedelta(seconds=_seconds("MAILHUB_SEND_SETTLE_SECONDS", 30))
 
 
+def schedule_lookahead() -> timedelta:
+    """How far ahead the sweep gives scheduled rows a task for their time: a few sweeps' worth."""
+    return timedelta(seconds=max(120.0, 3 * _seconds("MAILHUB_OUTBOX_SWEEP_SECONDS", 30)))
+
+
 def outbox_overdue() -> timedelta:
     """A queued row whose task has not run this long after it was due has lost its task."""
     return timedelta(seconds=_seconds("MAILHUB_OUTBOX_OVERDUE_SECONDS", 60))
@@ -100,8 +108,9 @@ def _address_list(people: list) -> list[str]:
     return out
 
 
-def outgoing_build_raw(*, outgoing: OutgoingMessage) -> bytes:
-    """The RFC 5322 bytes of ``outgoing`` (sets its Message-ID and reply headers if not chosen yet)."""
+def outgoing_build_raw(*, outgoing: OutgoingMessage, date: datetime | None = None) -> bytes:
+    """The RFC 5322 bytes of ``outgoing`` (sets its Message-ID and reply headers if not chosen yet), dated
+    ``date`` (the time it is due to go) or now."""
     account = outgoing.account
     if not outgoing.message_id:
         outgoing.message_id = new_message_id(account.email)
@@ -120,7 +129,7 @@ def outgoing_build_raw(*, outgoing: OutgoingMessage) -> bytes:
         if addresses:
             msg[header] = ", ".join(addresses)
     msg["Subject"] = outgoing.subject
-    msg["Date"] = format_datetime(timezone.now())
+    msg["Date"] = format_datetime(date or timezone.now())
     msg["Message-ID"] = f"<{outgoing.message_id}>"
     if outgoing.in_reply_to:
         msg["In-Reply-To"] = f"<{outgoing.in_reply_to}>"
@@ -141,22 +150,51 @@ def outgoing_build_raw(*, outgoing: OutgoingMessage) -> bytes:
 # --- What users do ------------------------------------------------------------------------------
 
 
-def _dispatch(outgoing_id: int) -> None:
+def _dispatch(outgoing_id: int, *, eta: datetime | None = None) -> None:
     from mailbox import tasks
 
-    transaction.on_commit(lambda: tasks.outgoing_send.delay(outgoing_id))
+    if eta is None or eta <= timezone.now():
+        transaction.on_commit(lambda: tasks.outgoing_send.delay(outgoing_id))
+    else:
+        transaction.on_commit(lambda: tasks.outgoing_send.apply_async((outgoing_id,), eta=eta))
 
 
-def outgoing_queue(*, outgoing: OutgoingMessage) -> OutgoingMessage:
-    """Freeze the message (raw MIME built once, Message-ID chosen once) and queue it for sending."""
+def outgoing_queue(
+    *, outgoing: OutgoingMessage, hold: timedelta = timedelta(0), scheduled_for: datetime | None = None
+) -> OutgoingMessage:
+    """Freeze the message (raw MIME built once, Message-ID chosen once) and queue it for sending: now, after
+    ``hold`` (the user's undo-send delay, during which :func:`outgoing_unsend` takes it back), or at
+    ``scheduled_for``. A task is dispatched for the due time unless that is beyond ``DISPATCH_AHEAD``; the
+    sweep dispatches such a row as its time comes (:func:`outbox_sweep`)."""
+    now = timezone.now()
+    due = scheduled_for or now + hold
     with transaction.atomic():
-        outgoing.raw = outgoing_build_raw(outgoing=outgoing)
+        outgoing.raw = outgoing_build_raw(outgoing=outgoing, date=due)
         outgoing.status = Status.QUEUED
-        outgoing.queued_at = outgoing.next_attempt_at = timezone.now()
+        outgoing.queued_at, outgoing.next_attempt_at, outgoing.scheduled_for = now, due, scheduled_for
         outgoing.last_error = outgoing.last_error_code = ""
         outgoing.save()
-        _dispatch(outgoing.pk)
+        if due - now <= DISPATCH_AHEAD:
+            _dispatch(outgoing.pk, eta=due)
     return outgoing
+
+
+def outgoing_unsend(*, outgoing: OutgoingMessage) -> bool:
+    """Undo send, or cancel a scheduled send: the queued message goes back to Drafts as it was written. False
+    when it is too late: a worker has claimed it (a compare-and-set, so the two never both win)."""
+    back = OutgoingMessage.objects.filter(pk=outgoing.pk, status=Status.QUEUED, handed_off_at__isnull=True).update(
+        status=Status.DRAFT,
+        raw=None,
+        queued_at=None,
+        next_attempt_at=None,
+        scheduled_for=None,
+        attempts=0,
+        last_error="",
+        last_error_code="",
+        updated_at=timezone.now(),
+    )
+    outgoing.refresh_from_db()
+    return bool(back)
 
 
 def _requeue_by_user(*, outgoing: OutgoingMessage, from_status: str, forget_handoff: bool) -> OutgoingMessage:
@@ -211,8 +249,13 @@ def _outgoing_claim(outgoing_id: int) -> _Claim:
     if row.status not in (Status.QUEUED, Status.SENDING):
         return _Claim(None)
     lease = now + send_lease()
+    # next_attempt_at too: a row taken back to Drafts and queued again meanwhile is a new message, not this read.
     won = OutgoingMessage.objects.filter(
-        pk=row.pk, status=row.status, attempts=row.attempts, lease_expires_at=row.lease_expires_at
+        pk=row.pk,
+        status=row.status,
+        attempts=row.attempts,
+        lease_expires_at=row.lease_expires_at,
+        next_attempt_at=row.next_attempt_at,
     ).update(status=Status.SENDING, attempts=row.attempts + 1, lease_expires_at=lease, updated_at=now)
     if not won:
         return _Claim(None)
@@ -423,6 +466,7 @@ def outgoing_file(*, outgoing_id: int) -> bool:
 class SweepResult:
     send: list[int]
     file: list[int]
+    scheduled: list[tuple[int, datetime]] = field(default_factory=list)  # (id, due): dispatch with that ETA
 
 
 def outbox_sweep(*, now: datetime | None = None) -> SweepResult:
@@ -451,6 +495,15 @@ def outbox_sweep(*, now: datetime | None = None) -> SweepResult:
             status=Status.SENT, filed_at__isnull=True, sent_at__lte=overdue, sent_at__gte=now - FILE_SENT_WITHIN
         ).values_list("pk", flat=True)[:SWEEP_BATCH]
     )
+    # Scheduled rows due soon get a task for their time: rows scheduled too far ahead got none when queued, and a
+    # task held by a worker that has since died is gone with it. Extra tasks are harmless (the claim decides).
+    due_soon = OutgoingMessage.objects.filter(
+        status=Status.QUEUED,
+        scheduled_for__isnull=False,
+        next_attempt_at__gt=now,
+        next_attempt_at__lte=now + schedule_lookahead(),
+    )
+    scheduled = [(pk, due) for pk, due in due_soon.values_list("pk", "next_attempt_at")[:SWEEP_BATCH] if due]
     if send or file:
         logger.info("Outbox sweep: %d to send, %d to file", len(send), len(file))
-    return SweepResult(send=send, file=file)
+    return SweepResult(send=send, file=file, scheduled=scheduled)

@@ -23,6 +23,7 @@ from mailbox.models import (
     MessageFolder,
     OutgoingAttachment,
     OutgoingMessage,
+    SendingPreferences,
     SyncState,
     Thread,
 )
@@ -306,6 +307,11 @@ def outbox_for_user(*, user) -> QuerySet[OutgoingMessage]:
         .select_related("account")
         .order_by("-updated_at")
     )
+
+
+def sending_preferences(*, user) -> SendingPreferences:
+    """The user's sending preferences, or the defaults (unsaved) when they never changed them."""
+    return SendingPreferences.objects.filter(user=user).first() or SendingPreferences(user=user)
 
 
 def outgoing_get(*, user, outgoing_id: int, status: str | None = None) -> OutgoingMessage:

@@ -54,7 +54,9 @@ def outbox_sweep() -> int:
         outgoing_send.delay(outgoing_id)
     for outgoing_id in result.file:
         outgoing_file.delay(outgoing_id)
-    return len(result.send) + len(result.file)
+    for outgoing_id, due in result.scheduled:
+        outgoing_send.apply_async((outgoing_id,), eta=due)
+    return len(result.send) + len(result.file) + len(result.scheduled)
 
 
 @shared_task(bind=True, max_retries=6, ignore_result=True)

@@ -26,6 +26,8 @@ urlpatterns = [
     path("drafts/<int:outgoing_id>/delete/", views.draft_delete, name="draft_delete"),
     path("drafts/attachment/<int:attachment_id>/", views.outgoing_attachment, name="outgoing_attachment"),
     path("outbox/", views.outbox, name="outbox"),
+    path("outbox/<int:outgoing_id>/unsend/", views.outbox_unsend, name="outbox_unsend"),
+    path("preferences/", views.preferences, name="preferences"),
     path("outbox/<int:outgoing_id>/retry/", views.outbox_action, {"action": "retry"}, name="outbox_retry"),
     path("outbox/<int:outgoing_id>/check/", views.outbox_action, {"action": "check_again"}, name="outbox_check_again"),
     path(

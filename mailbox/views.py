@@ -6,6 +6,7 @@ Every view is login-only and looks rows up through the requesting user, so anoth
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import quote
 
 from django.conf import settings
@@ -15,6 +16,7 @@ from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
@@ -28,12 +30,20 @@ from mailbox.forms import (
     ATTACHMENTS_MAX_BYTES,
     BulkActionForm,
     ComposeForm,
+    ScheduleForm,
     SearchForm,
+    SendingPreferencesForm,
     addresses_format,
     header_value_flatten,
 )
 from mailbox.models import INLINE_IMAGE_TYPES, AttachmentBlob, Folder, Message, OutgoingMessage, Thread
-from mailbox.outbox import outgoing_check_again, outgoing_queue, outgoing_retry, outgoing_send_anyway
+from mailbox.outbox import (
+    outgoing_check_again,
+    outgoing_queue,
+    outgoing_retry,
+    outgoing_send_anyway,
+    outgoing_unsend,
+)
 from mailbox.pdfpreview import PAGES_SHOWN, SIZE_MAX_BYTES, PdfPreviewError, pdf_page_count, pdf_page_png
 from mailbox.sanitize import html_for_editor, html_has_remote_images, html_sanitize, message_body_csp, text_render
 from mailbox.search import highlight_terms, threads_search
@@ -293,6 +303,8 @@ def undo(request: AuthenticatedHttpRequest) -> HttpResponse:
     if not plan:
         flash.info(request, _("There is nothing to undo."))
         return redirect(back)
+    if "outgoing" in plan:
+        return _unsend(request, outgoing_id=plan["outgoing"], then_edit=True)
     count = 0
     for kind, folder_remote_id in plan["changes"]:
         change = MessageChange(kind=ChangeKind(kind), folder_remote_id=folder_remote_id)
@@ -302,6 +314,23 @@ def undo(request: AuthenticatedHttpRequest) -> HttpResponse:
     )
     flash.success(request, undone % {"count": count})
     return redirect(back)
+
+
+def _unsend(request: AuthenticatedHttpRequest, *, outgoing_id: int, then_edit: bool) -> HttpResponse:
+    """Take a queued message back to Drafts (undo send, cancel or change a scheduled one), if it has not gone."""
+    outgoing = selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id)
+    if not outgoing_unsend(outgoing=outgoing):
+        flash.error(request, _("Too late: the message is already on its way."))
+        return redirect("mailbox:outbox")
+    flash.success(request, _("Not sent: the message is back in Drafts."))
+    return redirect("mailbox:draft", outgoing.pk) if then_edit else redirect("mailbox:outbox")
+
+
+@login_required
+@require_POST
+def outbox_unsend(request: AuthenticatedHttpRequest, outgoing_id: int) -> HttpResponse:
+    """The outbox's Undo, Change and Cancel on a message that has not gone yet ("edit" opens it again)."""
+    return _unsend(request, outgoing_id=outgoing_id, then_edit=request.POST.get("then") == "edit")
 
 
 @login_required
@@ -441,7 +470,12 @@ def outgoing_attachment(request: AuthenticatedHttpRequest, attachment_id: int) -
 
 
 def _compose_render(
-    request: AuthenticatedHttpRequest, *, form: ComposeForm, draft: OutgoingMessage | None, status: int = 200
+    request: AuthenticatedHttpRequest,
+    *,
+    form: ComposeForm,
+    draft: OutgoingMessage | None,
+    schedule_form: ScheduleForm | None = None,
+    status: int = 200,
 ):
     attachments = list(draft.attachments.all()) if draft else []
     context = {
@@ -450,6 +484,7 @@ def _compose_render(
         "attachments": attachments,
         "attachments_max_bytes": ATTACHMENTS_MAX_BYTES,
         "attached_bytes": sum(a.size for a in attachments),
+        "schedule_form": schedule_form or ScheduleForm(),
         **_chrome(request),
     }
     return render(request, "mailbox/compose.html", context, status=status)
@@ -496,16 +531,40 @@ def _compose_post(request: AuthenticatedHttpRequest, draft: OutgoingMessage | No
     if autosave:
         saved_at = timezone.localtime(draft.updated_at).strftime("%H:%M:%S")
         return JsonResponse({"saved": True, "id": draft.id, "url": edit_url, "saved_at": saved_at})
-    if action == "send":
+    if action in ("send", "schedule"):
         if not form.require_recipients():
             return _compose_render(request, form=form, draft=draft, status=400)
-        outgoing_queue(outgoing=draft)
-        flash.success(request, _("Your message is in the outbox and will be sent shortly."))
-        return redirect("mailbox:outbox")
+        return _send_or_schedule(request, draft=draft, schedule=action == "schedule")
     if remove_ids or form.cleaned_data["files"]:
         return redirect(edit_url)
     flash.success(request, _("Draft saved."))
     return redirect(edit_url)
+
+
+def _send_or_schedule(request: AuthenticatedHttpRequest, *, draft: OutgoingMessage, schedule: bool) -> HttpResponse:
+    if schedule:
+        when = ScheduleForm(request.POST)
+        if not when.is_valid():
+            form = ComposeForm(initial=_draft_initial(draft), accounts=selectors.accounts_for_user(user=request.user))
+            return _compose_render(request, form=form, draft=draft, schedule_form=when, status=400)
+        scheduled_for = when.cleaned_data["scheduled_for"]
+        outgoing_queue(outgoing=draft, scheduled_for=scheduled_for)
+        local = timezone.localtime(scheduled_for, scheduled_for.tzinfo)
+        when_text = date_format(local, "DATETIME_FORMAT")
+        flash.success(
+            request,
+            _("Scheduled: it will be sent on %(when)s. Change or cancel it in the outbox.") % {"when": when_text},
+        )
+        return redirect("mailbox:outbox")
+    hold = selectors.sending_preferences(user=request.user).undo_send_seconds
+    outgoing_queue(outgoing=draft, hold=timedelta(seconds=hold))
+    if not hold:
+        request.session.pop(UNDO_SESSION_KEY, None)
+        flash.success(request, _("Your message is in the outbox and will be sent shortly."))
+        return redirect("mailbox:outbox")
+    request.session[UNDO_SESSION_KEY] = {"outgoing": draft.pk}
+    flash.success(request, _("Sending…"), extra_tags=f"undo undo-send undo-seconds-{hold}")
+    return redirect("mailbox:outbox")
 
 
 @login_required
@@ -575,6 +634,18 @@ def outbox(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.htmx:
         return render(request, "mailbox/_outbox_rows.html", context)
     return render(request, "mailbox/outbox.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def preferences(request: AuthenticatedHttpRequest) -> HttpResponse:
+    current = selectors.sending_preferences(user=request.user)
+    form = SendingPreferencesForm(request.POST or None, instance=current)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        flash.success(request, _("Preferences saved."))
+        return redirect("mailbox:preferences")
+    return render(request, "mailbox/preferences.html", {"form": form, **_chrome(request)})
 
 
 # What a user can do with an outbox row: (the status it must be in, the service, what the page then says).

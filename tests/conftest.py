@@ -79,6 +79,15 @@ def alice(db):
 
 
 @pytest.fixture
+def sends_at_once(alice):
+    """Alice's Send sends at once (undo send off): for tests whose tasks run eagerly, with no worker to run
+    a task at its time."""
+    from mailbox.models import SendingPreferences
+
+    return SendingPreferences.objects.create(user=alice, undo_send_seconds=0)
+
+
+@pytest.fixture
 def bob(db):
     return get_user_model().objects.create_user("bob", "bob@example.org", "bob-password-1")
 

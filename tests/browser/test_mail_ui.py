@@ -186,7 +186,7 @@ def gmail_ui(alice, google_app, sandbox_settings, eager_celery):
     return {"account": account, "gmail": gmail, "ids": ids, "report_message_id": mid}
 
 
-def test_read_thread_with_inline_image_then_reply_with_attachment(page, live_server, alice, gmail_ui):
+def test_read_thread_with_inline_image_then_reply_with_attachment(page, live_server, alice, gmail_ui, sends_at_once):
     account, gmail = gmail_ui["account"], gmail_ui["gmail"]
     guard = sign_in(page, live_server, alice)
     page.goto(live_server.url + "/")
@@ -408,7 +408,7 @@ def test_simplified_chinese_ui(page, live_server, alice, gmail_ui):
     guard.assert_clean()
 
 
-def test_compose_with_suggestions_and_rich_text(page, live_server, alice, gmail_ui):
+def test_compose_with_suggestions_and_rich_text(page, live_server, alice, gmail_ui, sends_at_once):
     account, gmail = gmail_ui["account"], gmail_ui["gmail"]
     guard = sign_in(page, live_server, alice)
     page.goto(live_server.url + "/")

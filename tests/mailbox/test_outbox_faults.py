@@ -10,6 +10,8 @@ row "unknown" with nothing sent twice; none stays "queued" or "sending".
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.utils import timezone
 
@@ -209,3 +211,37 @@ def test_outlook_worker_killed_mid_send(
     assert wait_for(lambda: _sent_items(dovecot, account, outgoing) == 1, timeout=30), processes.output()
     assert wait_for(lambda: OutgoingMessage.objects.get(pk=outgoing.pk).filed_at is not None, timeout=30)
     assert _sent_items(dovecot, account, outgoing) == 1
+
+
+# --- Scheduled send across a restart of everything ------------------------------------------------
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("broker", ["redis", "filesystem"])
+def test_a_scheduled_message_goes_at_its_time_though_every_process_was_killed_before(
+    broker, gmail_account, gmail_mailbox, gmail_behind_proxy, celery_processes
+):
+    processes = celery_processes(broker, gmail_behind_proxy)
+    # A lost task is found 30 s late: sending on time proves the sweep gave the row a task for its time.
+    processes.env["MAILHUB_OUTBOX_OVERDUE_SECONDS"] = "30"
+    worker, beat = processes.worker(), processes.beat()
+    assert wait_for(lambda: "ready" in worker.output(), timeout=30), processes.output()
+    when = timezone.now() + timedelta(seconds=8)
+    draft = OutgoingMessage.objects.create(
+        account=gmail_account, to=[{"name": "Bob", "email": "bob@example.org"}], subject="At eight", body_text="x"
+    )
+    outgoing = outbox.outgoing_queue(outgoing=draft, scheduled_for=when)
+    # The worker holds the task until its time; then every process dies with it, SIGKILLed.
+    assert wait_for(lambda: "Task mailbox.tasks.outgoing_send" in worker.output(), timeout=30), processes.output()
+    worker.stop()
+    beat.stop()
+    assert OutgoingMessage.objects.get(pk=outgoing.pk).status == Status.QUEUED
+    processes.worker("after")
+    processes.beat()
+
+    outgoing = _settled(outgoing, processes)
+
+    (sent,) = gmail_mailbox.store.sent_messages(gmail_mailbox.email)  # once
+    assert outgoing.status == Status.SENT and outgoing.remote_id == sent.id
+    assert outgoing.sent_at >= when  # not before its time
+    assert outgoing.sent_at - when < timedelta(seconds=10), processes.output()  # and on time, not a sweep later

@@ -19,7 +19,9 @@ from tests.fixtures.ui import raw_text_message
 pytestmark = [pytest.mark.dovecot, pytest.mark.django_db(transaction=True)]
 
 
-def test_outlook_read_reply_with_attachment_and_archive(client, alice, dovecot, outlook_account, eager_celery):
+def test_outlook_read_reply_with_attachment_and_archive(
+    client, alice, dovecot, outlook_account, eager_celery, sends_at_once
+):
     account = outlook_account()
     raw, mid = raw_text_message(subject="Budget review", body="Please send the numbers.",
                                 sender="Olga <olga@example.org>", to=account.email)  # fmt: skip

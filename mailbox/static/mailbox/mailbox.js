@@ -345,10 +345,31 @@
     });
   }
 
+  /* Schedule send: the time is picked in the browser's time zone, which the server is told; tomorrow 08:00
+     is offered first, and nothing earlier than now. */
+  function initSchedule(form) {
+    const input = form.querySelector("#id_send_at");
+    const zone = form.querySelector("#id_time_zone");
+    if (!input || !zone) return;
+    zone.value = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+    const local = function (date) {
+      const pad = function (n) { return String(n).padStart(2, "0"); };
+      return date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate()) +
+        "T" + pad(date.getHours()) + ":" + pad(date.getMinutes());
+    };
+    input.min = local(new Date());
+    if (!input.value) {
+      const tomorrow = new Date();
+      tomorrow.setDate(tomorrow.getDate() + 1);
+      tomorrow.setHours(8, 0, 0, 0);
+      input.value = local(tomorrow);
+    }
+  }
+
   function init() {
     watchFrames(document);
     const form = document.getElementById("compose-form");
-    if (form) initCompose(form);
+    if (form) { initCompose(form); initSchedule(form); }
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init); else init();
 })();
