@@ -549,11 +549,10 @@ def _send_or_schedule(request: AuthenticatedHttpRequest, *, draft: OutgoingMessa
             return _compose_render(request, form=form, draft=draft, schedule_form=when, status=400)
         scheduled_for = when.cleaned_data["scheduled_for"]
         outgoing_queue(outgoing=draft, scheduled_for=scheduled_for)
-        local = timezone.localtime(scheduled_for, scheduled_for.tzinfo)
-        when_text = date_format(local, "DATETIME_FORMAT")
+        when_text = date_format(scheduled_for, "DATETIME_FORMAT")  # in the zone it was picked in
         flash.success(
             request,
-            _("Scheduled: it will be sent on %(when)s. Change or cancel it in the outbox.") % {"when": when_text},
+            _("Scheduled for %(when)s — change or cancel it below.") % {"when": when_text},
         )
         return redirect("mailbox:outbox")
     hold = selectors.sending_preferences(user=request.user).undo_send_seconds

@@ -101,7 +101,7 @@ def test_schedule_send_waits_in_the_outbox_where_it_can_be_changed_or_cancelled(
     assert row.scheduled_for.isoformat() == f"{_next_year()}-03-02T07:15:00+00:00"
 
     page = alice_client.get(reverse("mailbox:outbox")).content.decode()
-    assert "Scheduled: it will be sent on" in page
+    assert "Scheduled for " in page and "change or cancel it below." in page
     assert f'datetime="{_next_year()}-03-02T07:15:00+00:00"' in page  # shown in the browser's zone by the page
     unsend = reverse("mailbox:outbox_unsend", args=[row.id])
     assert f'action="{unsend}"' in page and 'value="edit"' in page and 'value="drafts"' in page

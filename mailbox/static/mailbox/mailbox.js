@@ -288,7 +288,7 @@
     // Before sending with no subject, ask (as mail clients do); before uploading, check the size limit.
     form.addEventListener("submit", function (e) {
       const subject = form.querySelector("input[name=subject]");
-      if (e.submitter && e.submitter.value === "send" && subject && !subject.value.trim()
+      if (e.submitter && (e.submitter.value === "send" || e.submitter.value === "schedule") && subject && !subject.value.trim()
           && !window.confirm(form.dataset.noSubject)) e.preventDefault();
     });
     const files = form.querySelector("input[type=file][name=files]");

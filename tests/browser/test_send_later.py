@@ -1,0 +1,74 @@
+"""Undo send and Schedule send in Debian's Chromium, with a real Celery worker and beat (on Redis) sending
+through the sandbox Gmail API: nothing runs eagerly, so the message goes when the worker says it is time."""
+
+from __future__ import annotations
+
+from email import message_from_bytes
+from email import policy as email_policy
+from email.utils import parsedate_to_datetime
+
+import pytest
+
+from mailbox.models import OutgoingMessage
+from tests.browser.test_mail_ui import sign_in, wait_for
+from tests.fixtures.browser import screenshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_send_then_undo_then_schedule_and_see_it_sent(
+    page, live_server, alice, gmail_account, gmail_mailbox, gmail_behind_proxy, celery_processes
+):
+    processes = celery_processes("redis", gmail_behind_proxy)
+    processes.worker()
+    processes.beat()
+    guard = sign_in(page, live_server, alice)
+    page.goto(live_server.url + "/compose/")
+    page.fill("input[name=to]", "Bob <bob@example.org>")
+    page.fill("input[name=subject]", "Quarter close")
+    page.locator("textarea[name=body_text]").fill("The books close on Friday.")
+
+    # Send, then Undo from the toast (default: 10 seconds to change your mind).
+    page.click("#send-button")
+    page.wait_for_url("**/outbox/")
+    toast = page.locator(".toast.undo-send")
+    assert "Sending…" in toast.inner_text()
+    screenshot(page, "undo-send")
+    page.click("#undo-button")
+    page.wait_for_url("**/drafts/*/")
+    assert "Not sent: the message is back in Drafts." in page.inner_text(".flash")
+    assert page.input_value("input[name=subject]") == "Quarter close"
+    assert page.input_value("textarea[name=body_text]") == "The books close on Friday."
+    row = OutgoingMessage.objects.get(subject="Quarter close")
+    assert row.status == OutgoingMessage.Status.DRAFT
+
+    # Schedule it for the next whole minute at least 15 s away, as a user picks it (the page offers tomorrow
+    # 08:00 first, in the browser's time zone).
+    page.click(".schedule summary")
+    assert page.input_value("#id_send_at").endswith("T08:00")
+    assert page.input_value("#id_time_zone")
+    soon = page.evaluate(
+        """() => { const d = new Date(Date.now() + 15000 + 60000); d.setSeconds(0, 0);
+        const p = n => String(n).padStart(2, "0");
+        return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + "T" + p(d.getHours()) + ":" +
+        p(d.getMinutes()); }"""
+    )
+    page.fill("#id_send_at", soon)
+    page.click("#schedule-button")
+    page.wait_for_url("**/outbox/")
+    assert "Scheduled" in page.inner_text("#outbox-table")
+    assert page.locator("#outbox-table button", has_text="Cancel").count() == 1
+    screenshot(page, "scheduled-send")
+    assert gmail_mailbox.store.sent_messages(gmail_mailbox.email) == []  # not before its time
+
+    # The worker sends it at its time; the open outbox shows it without a reload.
+    assert wait_for(
+        page, lambda: OutgoingMessage.objects.get(pk=row.pk).status == OutgoingMessage.Status.SENT, timeout=100
+    ), processes.output()
+    page.locator("#outbox-table .status-sent").wait_for(timeout=15_000)
+    (sent,) = gmail_mailbox.store.sent_messages(gmail_mailbox.email)
+    mail = message_from_bytes(sent.raw, policy=email_policy.default)
+    row.refresh_from_db()
+    assert mail["Subject"] == "Quarter close" and parsedate_to_datetime(mail["Date"]) == row.scheduled_for
+    assert row.sent_at >= row.scheduled_for
+    guard.assert_clean()
