@@ -33,6 +33,13 @@ class ReauthorizationRequired(ReconnectRequired):
         super().__init__(f"The mailbox must be reconnected ({code}).", code=code)
 
 
+def account_display_name_set(*, account: MailAccount, name: str) -> None:
+    """The name recipients see on mail from the mailbox's own address (the user's choice wins over the
+    provider's from now on)."""
+    account.display_name = name.strip()
+    account.save(update_fields=["display_name"])
+
+
 def account_mark_needs_reconnect(*, account: MailAccount, reason: ErrorCode) -> None:
     """The one place an account leaves "connected" for "reconnect": every engine's ReconnectRequired ends here.
 

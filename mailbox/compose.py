@@ -13,6 +13,7 @@ from django.utils import formats
 from django.utils.translation import gettext as _
 
 from accounts.models import MailAccount
+from mailbox.identities import own_addresses, reply_alias
 from mailbox.models import Message, OutgoingAttachment, OutgoingMessage
 from mailbox.sanitize import html_sanitize, html_to_text
 from mailbox.store import blob_store
@@ -67,8 +68,11 @@ def _without(people: Iterable[dict], emails: set[str]) -> list[dict]:
 def draft_from_source_create(*, source: Message, kind: str) -> OutgoingMessage:
     """A reply, reply-all or forward draft of ``source``, from the account that received it."""
     account = source.account
-    own = {account.email.lower()}
+    own = own_addresses(account)
     draft = OutgoingMessage(account=account, kind=kind, source=source, status=OutgoingMessage.Status.DRAFT)
+    alias = reply_alias(account=account, recipients=[*source.to, *source.cc])
+    if alias is not None:
+        draft.from_alias, draft.from_name = alias.address, alias.name
     draft.subject = _subject_prefixed(source.subject, _PREFIX[kind])
     if kind in {"reply", "reply_all"}:
         sender = source.reply_to or [{"name": source.from_name, "email": source.from_address}]
@@ -107,6 +111,7 @@ def draft_save(
     """Write the compose form's cleaned ``data`` into ``draft`` (a new draft when None); add and remove files."""
     draft = draft or OutgoingMessage(status=OutgoingMessage.Status.DRAFT)
     draft.account = account
+    draft.from_alias, draft.from_name = data.get("from_alias", ""), data.get("from_name", "")
     draft.to, draft.cc, draft.bcc = data["to"], data["cc"], data["bcc"]
     draft.subject = data.get("subject") or ""
     if data.get("body_format") == "html" and data.get("body_html"):

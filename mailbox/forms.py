@@ -14,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.models import MailAccount
+from mailbox.identities import senders_for
 from mailbox.models import Folder, SendingPreferences
 from mailbox.search import SearchQuery
 
@@ -97,10 +98,9 @@ class MultipleFileField(forms.FileField):
 
 
 class ComposeForm(forms.Form):
-    account = forms.ModelChoiceField(
-        queryset=MailAccount.objects.none(),
+    # Which mailbox sends, and from which of its addresses: "<account id>" or "<account id>/<alias>".
+    account = forms.ChoiceField(
         label=_("From"),
-        empty_label=None,
         error_messages={
             "invalid_choice": _("This mailbox cannot send now: its provider is turned off in Mail settings.")
         },
@@ -124,13 +124,19 @@ class ComposeForm(forms.Form):
         self, *args, accounts, existing_attachment_bytes: int = 0, saving_draft: bool = False, **kwargs
     ) -> None:
         super().__init__(*args, **kwargs)
-        account_field = cast(forms.ModelChoiceField, self.fields["account"])
-        account_field.queryset = accounts
-        account_field.label_from_instance = lambda account: account.email  # type: ignore[method-assign,assignment]
+        self.senders = {sender.value: sender for sender in senders_for(accounts)}
+        cast(forms.ChoiceField, self.fields["account"]).choices = [(v, str(s)) for v, s in self.senders.items()]
         self.existing_attachment_bytes = existing_attachment_bytes
         self.saving_draft = saving_draft  # unfinished addresses are kept; sending refuses them
         for name in ("to", "cc", "bcc"):
             self.fields[name].widget.attrs.update({"autocomplete": "off", "data-suggest": "1"})
+
+    def clean_account(self) -> MailAccount:
+        """The sending mailbox; the alias it sends from goes to ``from_alias`` and ``from_name``."""
+        sender = self.senders[self.cleaned_data["account"]]
+        self.cleaned_data["from_alias"] = sender.address if sender.alias else ""
+        self.cleaned_data["from_name"] = sender.name if sender.alias else ""
+        return sender.account
 
     def clean_to(self) -> list[dict[str, str]]:
         return addresses_parse(header_value_check(self.cleaned_data["to"]), keep_unfinished=self.saving_draft)
@@ -270,3 +276,24 @@ class SendingPreferencesForm(forms.ModelForm):
         help_texts = {
             "undo_send_seconds": _("How long Send waits before the message goes, so that you can take it back.")
         }
+
+
+class DisplayNamesForm(forms.Form):
+    """The name on each of the user's mailboxes (what recipients see beside the address)."""
+
+    def __init__(self, *args, accounts, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.accounts = list(accounts)
+        for account in self.accounts:
+            self.fields[f"name_{account.pk}"] = forms.CharField(
+                label=account.email, required=False, max_length=255, initial=account.display_name
+            )
+
+    def clean(self) -> dict:
+        data = super().clean() or {}
+        for account in self.accounts:
+            data[f"name_{account.pk}"] = header_value_check(data.get(f"name_{account.pk}", ""))
+        return data
+
+    def names(self) -> list[tuple[MailAccount, str]]:
+        return [(account, self.cleaned_data[f"name_{account.pk}"]) for account in self.accounts]

@@ -63,7 +63,13 @@ def outgoing_of(row: OutgoingMessage) -> Outgoing:
     source = row.source
     in_thread = source is not None and row.kind in ("reply", "reply_all", "forward") and bool(row.in_reply_to)
     thread_key = store.thread_provider_key(source.thread) if in_thread and source is not None else None
-    return Outgoing(id=row.pk, raw=row.raw_bytes(), message_id=row.message_id, reply_thread_key=thread_key or "")
+    return Outgoing(
+        id=row.pk,
+        raw=row.raw_bytes(),
+        message_id=row.message_id,
+        reply_thread_key=thread_key or "",
+        from_alias=row.from_alias,
+    )
 
 
 def _day_start(day: date) -> datetime:

@@ -262,6 +262,7 @@ class SyncState(models.Model):
     progress_total = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
+    identities_checked_at = models.DateTimeField(null=True, blank=True)  # when the aliases were last read
     # The last failure: its providers.errors.ErrorCode (users read error_message's words for it) and the
     # exception's text for administrators (never a secret; not shown to users).
     last_error_code = models.CharField(max_length=32, blank=True)
@@ -317,6 +318,25 @@ SEND_PROBLEM_WITH_DETAIL: dict[str, StrOrPromise] = {
 RETRIED_SOON = {ErrorCode.PROVIDER_FAILED, ErrorCode.UNREACHABLE, ErrorCode.THROTTLED, ErrorCode.SEND_UNCERTAIN}
 
 
+class SendAsAlias(models.Model):
+    """Another address a mailbox may send from (Gmail's verified "Send mail as" aliases), with the name
+    recipients see. Kept in step with the provider by :func:`mailbox.identities.identities_refresh`; the
+    mailbox's own address is not here (its name is ``MailAccount.display_name``)."""
+
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="aliases")
+    address = models.CharField(max_length=254)
+    name = models.CharField(max_length=255, blank=True)
+    is_default = models.BooleanField(default=False)  # the provider's default From for new mail
+    reply_to = models.CharField(max_length=254, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "address"], name="alias_unique_address")]
+        ordering = ["address"]
+
+    def __str__(self) -> str:
+        return self.address
+
+
 class SendingPreferences(models.Model):
     """How a user's messages leave: the seconds Send waits, with an Undo offered, before the message goes."""
 
@@ -365,6 +385,9 @@ class OutgoingMessage(models.Model):
     to = models.JSONField(default=list, blank=True)
     cc = models.JSONField(default=list, blank=True)
     bcc = models.JSONField(default=list, blank=True)
+    # Sent from an alias of the mailbox (address and name as they were when written); "" is its own address.
+    from_alias = models.CharField(max_length=254, blank=True)
+    from_name = models.CharField(max_length=255, blank=True)
     subject = models.TextField(blank=True)
     body_text = models.TextField(blank=True)
     body_html = models.TextField(blank=True)

@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from accounts.services import account_mark_needs_reconnect
 from mailbox import store
+from mailbox.identities import sender_of
 from mailbox.local import account_client, outgoing_of
 from mailbox.models import Folder, Message, OutgoingMessage, SendProblem, new_message_id
 from providers.base import MailClient
@@ -123,7 +124,7 @@ def outgoing_build_raw(*, outgoing: OutgoingMessage, date: datetime | None = Non
             refs = [f"<{source.in_reply_to}>"]
         outgoing.references = " ".join([*refs, f"<{source.message_id}>"])
     msg = EmailMessage()
-    msg["From"] = formataddr((account.display_name or "", account.email))
+    msg["From"] = formataddr(sender_of(outgoing))
     for header, people in (("To", outgoing.to), ("Cc", outgoing.cc), ("Bcc", outgoing.bcc)):
         addresses = _address_list(people)
         if addresses:

@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from accounts.models import MailAccount
 from accounts.services import account_mark_needs_reconnect, providers_off
+from mailbox.identities import identities_refresh_if_due
 from mailbox.local import account_client
 from mailbox.models import SyncState
 from mailbox.synclock import (
@@ -143,6 +144,7 @@ def account_sync(*, account_id: int) -> SyncResult:
 def _sync_run(*, account: MailAccount, state: SyncState) -> None:
     client = account_client(account)
     state.refresh_from_db()
+    identities_refresh_if_due(account=account, client=client, state=state)
     if state.stage == SyncState.Stage.INCREMENTAL:
         client.incremental_sync()
         return

@@ -23,19 +23,21 @@ from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.services import providers_off
+from accounts.services import account_display_name_set, providers_off
 from mailbox import compose, selectors, sync, writeback
 from mailbox.access import mail_access_log_for_owner
 from mailbox.forms import (
     ATTACHMENTS_MAX_BYTES,
     BulkActionForm,
     ComposeForm,
+    DisplayNamesForm,
     ScheduleForm,
     SearchForm,
     SendingPreferencesForm,
     addresses_format,
     header_value_flatten,
 )
+from mailbox.identities import default_sender_value
 from mailbox.models import INLINE_IMAGE_TYPES, AttachmentBlob, Folder, Message, OutgoingMessage, Thread
 from mailbox.outbox import (
     outgoing_check_again,
@@ -492,7 +494,7 @@ def _compose_render(
 
 def _draft_initial(draft: OutgoingMessage) -> dict:
     return {
-        "account": draft.account_id,
+        "account": f"{draft.account_id}/{draft.from_alias}" if draft.from_alias else str(draft.account_id),
         "to": header_value_flatten(addresses_format(draft.to)),
         "cc": header_value_flatten(addresses_format(draft.cc)),
         "bcc": header_value_flatten(addresses_format(draft.bcc)),
@@ -575,10 +577,11 @@ def compose_new(request: AuthenticatedHttpRequest) -> HttpResponse:
         flash.info(request, _("Connect a mail account first."))
         return redirect("accounts:list")
     accounts = selectors.accounts_for_sending(user=request.user)
-    if not accounts.exists():
+    account = accounts.filter(status="active").first() or accounts.first()
+    if account is None:
         flash.error(request, _("None of your mailboxes can send now: their provider is turned off in Mail settings."))
         return redirect("mailbox:inbox")
-    initial = {"account": accounts.filter(status="active").first() or accounts.first(), "to": request.GET.get("to", "")}
+    initial = {"account": default_sender_value(account), "to": request.GET.get("to", "")}
     return _compose_render(request, form=ComposeForm(initial=initial, accounts=accounts), draft=None)
 
 
@@ -638,13 +641,19 @@ def outbox(request: AuthenticatedHttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def preferences(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """Undo send's delay, and the name on each mailbox."""
     current = selectors.sending_preferences(user=request.user)
-    form = SendingPreferencesForm(request.POST or None, instance=current)
-    if request.method == "POST" and form.is_valid():
+    data = request.POST if request.method == "POST" else None
+    form = SendingPreferencesForm(data, instance=current)
+    names = DisplayNamesForm(data, accounts=selectors.accounts_for_user(user=request.user))
+    if request.method == "POST" and form.is_valid() and names.is_valid():
         form.save()
+        for account, name in names.names():
+            if name != account.display_name:
+                account_display_name_set(account=account, name=name)
         flash.success(request, _("Preferences saved."))
         return redirect("mailbox:preferences")
-    return render(request, "mailbox/preferences.html", {"form": form, **_chrome(request)})
+    return render(request, "mailbox/preferences.html", {"form": form, "names": names, **_chrome(request)})
 
 
 # What a user can do with an outbox row: (the status it must be in, the service, what the page then says).

@@ -167,6 +167,19 @@ class Outgoing:
     raw: bytes
     message_id: str
     reply_thread_key: str = ""  # the provider's key of the replied-to thread ("" if none: new, or threaded by us)
+    from_alias: str = ""  # the address it is sent from when that is not the mailbox's own
+
+
+@dataclass(frozen=True)
+class SenderIdentity:
+    """An address the mailbox may send from, with the name recipients see: its own (``is_primary``), or a
+    "Send mail as" alias the provider has verified."""
+
+    address: str
+    name: str = ""
+    is_primary: bool = False
+    is_default: bool = False  # the provider's default From
+    reply_to: str = ""
 
 
 class LocalMailbox(Protocol):
@@ -256,11 +269,16 @@ class MailClient(Protocol):
 
     def apply_changes(self, *, messages: Sequence[LocalMessage], change: MessageChange) -> None: ...
 
+    def identities(self) -> list[SenderIdentity]:
+        """The addresses the mailbox may send from: its own first, then verified aliases (none at most providers)."""
+        ...
+
     def send(self, *, outgoing: Outgoing, handoff: Callable[[], None]) -> str:
         """Send ``outgoing.raw`` once; return the provider's id for the sent message.
 
         Raises SendUncertain when the answer was lost after ``handoff()``; any other ProviderError means
-        the message did not go (ActionRequired: not until a person acts).
+        the message did not go (ActionRequired: not until a person acts; ALIAS_REFUSED: ``from_alias`` is not an
+        address the mailbox may send from, where the provider would otherwise send from another silently).
         """
         ...
 

@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     CONSENT_DENIED = "consent_denied"  # the user cancelled or refused at the provider
     SEND_UNCERTAIN = "send_uncertain"  # handed over, and the answer was lost
     PROVIDER_OFF = "provider_off"  # an administrator turned the provider off in Mail settings
+    ALIAS_REFUSED = "alias_refused"  # the From is not (or no longer) an address the mailbox may send as
     UNEXPECTED = "unexpected"  # not a provider's error: our own code crashed (the engines log it)
 
 
@@ -129,6 +130,11 @@ _MESSAGES = {
     ErrorCode.PROVIDER_OFF: _(
         "Your administrator turned %(provider)s off in Mail settings: this mailbox does not sync or send until it "
         "is turned on again. The mail already here stays readable."
+    ),
+    ErrorCode.ALIAS_REFUSED: _(
+        "%(provider)s does not let this mailbox send from this address: it is not, or no longer, one of its "
+        'verified "Send mail as" addresses. Nothing was sent. Choose another From, or add the address at '
+        "%(provider)s, then send again."
     ),
     ErrorCode.UNEXPECTED: _("Mailhub stopped on an unexpected error; it will try again."),
 }

@@ -52,6 +52,7 @@ from providers.base import (
     RemoteFolder,
     RemoteMessage,
     RemoteState,
+    SenderIdentity,
 )
 from providers.errors import AccessDenied, ActionRequired, ErrorCode, NoMailbox, ProviderError, SendUncertain
 
@@ -69,6 +70,8 @@ METHOD_COSTS = {
     "messages.trash": 5,
     "messages.untrash": 5,
     "messages.send": 100,
+    "settings.sendAs.list": 1,
+    "settings.sendAs.get": 1,
 }
 QUOTA_UNITS_PER_SECOND = 250
 QUOTA_WINDOW_SECONDS = 1.0  # units count from when their answer arrived, which is already after Google charged them
@@ -840,6 +843,28 @@ class GmailClient:
     # --- send -------------------------------------------------------------------------------------
     keeps_sent_copy = True  # everything messages.send accepted is in the mailbox, found by rfc822msgid:
 
+    def identities(self) -> list[SenderIdentity]:
+        """The account's address and its verified "Send mail as" aliases (users.settings.sendAs.list), with the
+        names Gmail puts on them."""
+        response = self._execute(
+            lambda: self.service.users().settings().sendAs().list(userId="me"), method="settings.sendAs.list"
+        )
+        return [_identity(item) for item in response.get("sendAs", []) if _send_as_usable(item)]
+
+    def _alias_check(self, address: str) -> None:
+        """Gmail sends a From it does not accept from the account's own address, silently: refuse first."""
+        try:
+            item = self._execute(
+                lambda: self.service.users().settings().sendAs().get(userId="me", sendAsEmail=address),
+                method="settings.sendAs.get",
+            )
+        except _Gone:
+            item = {}
+        if not _send_as_usable(item):
+            raise ActionRequired(
+                f"Gmail does not accept {address} as a Send-mail-as address", code=ErrorCode.ALIAS_REFUSED
+            )
+
     def send(self, *, outgoing: Outgoing, handoff: Callable[[], None]) -> str:
         """One messages.send of the frozen raw bytes (with the Gmail thread for a reply); files it locally.
 
@@ -847,6 +872,8 @@ class GmailClient:
         asks Gmail (:meth:`find_sent`) before anything is sent again. A refused token is the one retry: Gmail
         answered 401 before taking the message.
         """
+        if outgoing.from_alias and outgoing.from_alias.lower() != self.account.email.lower():
+            self._alias_check(outgoing.from_alias)
         body: dict[str, Any] = {"raw": base64.urlsafe_b64encode(outgoing.raw).decode("ascii")}
         if outgoing.reply_thread_key:
             body["threadId"] = outgoing.reply_thread_key
@@ -922,3 +949,18 @@ class GmailClient:
             thread_key=data.get("threadId") or None,
         )
         self.local.messages_save([sent])
+
+
+def _send_as_usable(item: dict) -> bool:
+    """The account's own address, or an alias Gmail has verified (an unverified one would be replaced)."""
+    return bool(item) and (item.get("isPrimary") or item.get("verificationStatus") == "accepted")
+
+
+def _identity(item: dict) -> SenderIdentity:
+    return SenderIdentity(
+        address=item["sendAsEmail"],
+        name=item.get("displayName", ""),
+        is_primary=bool(item.get("isPrimary")),
+        is_default=bool(item.get("isDefault")),
+        reply_to=item.get("replyToAddress", ""),
+    )

@@ -67,6 +67,7 @@ from providers.base import (
     Pending,
     RemoteFolder,
     RemoteMessage,
+    SenderIdentity,
 )
 from providers.errors import ProviderError
 from providers.imap import connection as imap
@@ -615,6 +616,10 @@ class ImapMailClient:
     def keeps_sent_copy(self) -> bool:
         """Exchange files what SMTP accepted in Sent Items itself; a server we APPEND to for it does not."""
         return not self.transport.append_sent
+
+    def identities(self) -> list[SenderIdentity]:
+        """IMAP has no list of aliases: the mailbox sends from its own address (the app keeps the name)."""
+        return [SenderIdentity(address=self.account.email, is_primary=True, is_default=True)]
 
     def send(self, *, outgoing: Outgoing, handoff: Callable[[], None]) -> str:
         from providers.imap.smtp import outgoing_send_smtp

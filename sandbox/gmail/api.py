@@ -337,12 +337,26 @@ def _with_missing_headers(raw: bytes, box: Mailbox) -> bytes:
     return added + raw
 
 
+def _from_rewritten(raw: bytes, box: Mailbox) -> bytes:
+    """Gmail sends a message whose From is not the account or one of its accepted "Send mail as" aliases from
+    the account's own address instead, without saying so."""
+    head = _header_block(raw)
+    match = re.search(rb"(?im)^from:[ \t]*(.*(?:\r?\n[ \t].*)*)", head)
+    if match is None:
+        return raw
+    _name, address = email.utils.parseaddr(match.group(1).decode("utf-8", "replace"))
+    if box.may_send_as(address):
+        return raw
+    return raw[: match.start()] + b"From: " + box.email.encode() + raw[match.end() :]
+
+
 def messages_send(store: GmailStore, box: Mailbox, request: ApiRequest) -> Result:
     raw, metadata = _posted_message(request)
     if not re.search(rb"(^|\n)(to|cc|bcc):", _header_block(raw).lower()):
         raise invalid("Recipient address required")
     thread_id = metadata.get("threadId") or None
-    message = store.record_sent(box.email, raw, thread_id=thread_id, stored_raw=_with_missing_headers(raw, box))
+    stored = _with_missing_headers(_from_rewritten(raw, box), box)
+    message = store.record_sent(box.email, raw, thread_id=thread_id, stored_raw=stored)
     return 200, message_json(message, "labels")
 
 
@@ -395,6 +409,17 @@ _HISTORY_KEYS = {
     "labelAdded": "labelsAdded",
     "labelRemoved": "labelsRemoved",
 }
+
+
+def send_as_list(store: GmailStore, box: Mailbox, request: ApiRequest) -> Result:
+    return 200, {"sendAs": box.send_as_list()}
+
+
+def send_as_get(store: GmailStore, box: Mailbox, request: ApiRequest, address: str) -> Result:
+    for item in box.send_as_list():
+        if item["sendAsEmail"].lower() == address.lower():
+            return 200, item
+    raise not_found()
 
 
 def history_list(store: GmailStore, box: Mailbox, request: ApiRequest) -> Result:
@@ -475,6 +500,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str, Callable[..., Result]]] = [
         ("GET", r"threads", "threads.list", threads_list),
         ("GET", r"threads/([^/]+)", "threads.get", threads_get),
         ("GET", r"history", "history.list", history_list),
+        ("GET", r"settings/sendAs", "settings.sendAs.list", send_as_list),
+        ("GET", r"settings/sendAs/([^/]+)", "settings.sendAs.get", send_as_get),
     ]
 ]
 

@@ -169,6 +169,25 @@ class Mailbox:
     sent: list[SentMessage] = field(default_factory=list)
     trashed_from_inbox: set[str] = field(default_factory=set)
     estimates: dict[tuple, int] = field(default_factory=dict)  # messages.list resultSizeEstimate cache
+    send_as: dict[str, dict] = field(default_factory=dict)  # lower-cased address -> SendAs resource (not primary)
+    display_name: str = ""  # the primary address's "Send mail as" name ("" until the user sets one)
+
+    def send_as_list(self) -> list[dict]:
+        """The SendAs resources: the primary address first, then the aliases."""
+        primary = {
+            "sendAsEmail": self.email,
+            "displayName": self.display_name,
+            "replyToAddress": "",
+            "signature": "",
+            "isPrimary": True,
+            "isDefault": not any(alias.get("isDefault") for alias in self.send_as.values()),
+            "treatAsAlias": False,
+        }
+        return [primary, *(dict(alias) for alias in self.send_as.values())]
+
+    def may_send_as(self, address: str) -> bool:
+        alias = self.send_as.get(address.lower())
+        return address.lower() == self.email.lower() or (alias or {}).get("verificationStatus") == "accepted"
 
     def label_names(self) -> dict[str, str]:
         return {label_id: label["name"] for label_id, label in self.labels.items()}
@@ -254,6 +273,34 @@ class GmailStore:
         if box is None:
             raise GmailError(400, "Mail service not enabled", reason="failedPrecondition")
         return box
+
+    def send_as_add(
+        self, email: str, address: str, *, display_name: str = "", default: bool = False, verified: bool = True
+    ) -> None:
+        """A "Send mail as" alias of ``email`` (verified or still pending), optionally the default From."""
+        with self.lock:
+            box = self.mailbox(email)
+            if default:
+                for alias in box.send_as.values():
+                    alias["isDefault"] = False
+            box.send_as[address.lower()] = {
+                "sendAsEmail": address,
+                "displayName": display_name,
+                "replyToAddress": "",
+                "signature": "",
+                "isPrimary": False,
+                "isDefault": default,
+                "treatAsAlias": True,
+                "verificationStatus": "accepted" if verified else "pending",
+            }
+
+    def send_as_remove(self, email: str, address: str) -> None:
+        with self.lock:
+            self.mailbox(email).send_as.pop(address.lower(), None)
+
+    def display_name_set(self, email: str, name: str) -> None:
+        with self.lock:
+            self.mailbox(email).display_name = name
 
     def labels(self, email: str) -> list[dict]:
         with self.lock:
@@ -647,6 +694,8 @@ class GmailStore:
         return {
             "email": box.email,
             "historyId": box.history_id,
+            "displayName": box.display_name,
+            "sendAs": list(box.send_as.values()),
             "labels": [label for label in box.labels.values() if label["type"] == "user"],
             "messages": [
                 {
@@ -669,6 +718,8 @@ class GmailStore:
             for user in data["users"]:
                 self.add_user(user["email"])
                 box = self.mailbox(user["email"])
+                box.display_name = user.get("displayName", "")
+                box.send_as.update({alias["sendAsEmail"].lower(): alias for alias in user.get("sendAs", [])})
                 for label in user["labels"]:
                     box.labels[label["id"]] = label
                     box.label_seq = max(box.label_seq, int(label["id"].rpartition("_")[2] or 0))

@@ -17,6 +17,7 @@ from providers.base import (
     RemoteFolder,
     RemoteMessage,
     RemoteState,
+    SenderIdentity,
     TokenGrant,
 )
 from providers.errors import ProviderError
@@ -84,6 +85,9 @@ class MemoryClient:
         for message in messages:
             self.server.messages[message.remote_id].read = change.kind == "read"
         self.server.version += 1
+
+    def identities(self) -> list[SenderIdentity]:
+        return []  # nothing known beyond the account's own address
 
     def send(self, *, outgoing: Outgoing, handoff: Callable[[], None]) -> str:
         handoff()

@@ -149,3 +149,21 @@ def test_nobody_else_can_take_back_a_message(alice_client, ui_mail, client, bob)
     assert client.post(reverse("mailbox:undo"), {"next": "/"}).status_code == 302  # Bob's own session: nothing
     row.refresh_from_db()
     assert row.status == Status.QUEUED
+
+
+def test_the_name_on_each_mailbox_is_set_in_preferences_and_goes_on_the_mail(alice_client, ui_mail):
+    gmail = ui_mail.alice_gmail
+    page = alice_client.get(reverse("mailbox:preferences")).content.decode()
+    assert f'name="name_{gmail.pk}"' in page and gmail.email in page
+    data = {"undo_send_seconds": "10", f"name_{gmail.pk}": "  Alice Martin ", f"name_{ui_mail.alice_outlook.pk}": ""}
+    assert alice_client.post(reverse("mailbox:preferences"), data).status_code == 302
+    gmail.refresh_from_db()
+    assert gmail.display_name == "Alice Martin"
+    _compose(alice_client, gmail, "send")
+    row = OutgoingMessage.objects.get(subject="Plan")
+    assert f"From: Alice Martin <{gmail.email}>".encode() in bytes(row.raw)
+
+    injected = alice_client.post(reverse("mailbox:preferences"), {**data, f"name_{gmail.pk}": "Eve\r\nBcc: x@y.z"})
+    assert injected.status_code == 200
+    gmail.refresh_from_db()
+    assert gmail.display_name == "Alice Martin"

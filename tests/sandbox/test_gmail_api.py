@@ -364,6 +364,36 @@ def test_send_threads_and_keeps_what_was_posted(gmail_api, alice):
     assert http_error(exc)[0] == 400
 
 
+def test_send_as_lists_the_aliases_and_a_from_gmail_refuses_is_replaced_by_the_account(gmail_api, alice):
+    store = gmail_api.store
+    store.display_name_set(ALICE, "Alice Martin")
+    store.send_as_add(ALICE, "Sales@Example.org", display_name="Alice (Sales)", default=True)
+    store.send_as_add(ALICE, "pending@example.org", verified=False)
+    listed = valid("settings.sendAs.list", alice.users().settings().sendAs().list(userId="me").execute())["sendAs"]
+    assert [(a["sendAsEmail"], a["displayName"], a["isDefault"], a.get("verificationStatus")) for a in listed] == [
+        (ALICE, "Alice Martin", False, None),
+        ("Sales@Example.org", "Alice (Sales)", True, "accepted"),
+        ("pending@example.org", "", False, "pending"),
+    ]
+    got = alice.users().settings().sendAs().get(userId="me", sendAsEmail="sales@example.org").execute()
+    assert valid("settings.sendAs.get", got)["displayName"] == "Alice (Sales)"
+    with pytest.raises(HttpError) as missing:
+        alice.users().settings().sendAs().get(userId="me", sendAsEmail="nobody@example.org").execute()
+    assert missing.value.resp.status == 404
+
+    def sent_from(address: str) -> str:
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = f"Someone <{address}>", "bob@example.org", "Hi"
+        message.set_content("x")
+        sent = alice.users().messages().send(userId="me", body={"raw": b64(message.as_bytes())}).execute()
+        return email.message_from_bytes(store.message(ALICE, sent["id"]).raw, policy=default_policy)["From"]
+
+    assert sent_from("sales@example.org") == "Someone <sales@example.org>"
+    assert sent_from(ALICE) == f"Someone <{ALICE}>"
+    assert sent_from("pending@example.org") == ALICE  # not verified: Gmail sends as the account, silently
+    assert sent_from("stranger@example.org") == ALICE
+
+
 def test_insert_and_import(gmail_api, alice):
     inserted = valid(
         "messages.insert",
@@ -555,6 +585,7 @@ def test_failure_injection_and_auth_errors(gmail_api, alice):
 def test_every_method_answers_within_its_discovery_schema(gmail_api, alice):
     """Each implemented method is called once and its answer validated (a new route must join this list)."""
     store = gmail_api.store
+    store.send_as_add(ALICE, "alias@example.org", display_name="Alice at work")
     msg_id = store.insert_message(ALICE, mail("Schema", attachment=True))
     other = store.insert_message(ALICE, mail("Other"))
     full = alice.users().messages().get(userId="me", id=msg_id).execute()
@@ -582,6 +613,8 @@ def test_every_method_answers_within_its_discovery_schema(gmail_api, alice):
         "history.list": users.history().list(userId="me", startHistoryId=store.history_id(ALICE)),
         "messages.delete": messages.delete(userId="me", id=other),
         "messages.batchDelete": messages.batchDelete(userId="me", body={"ids": [msg_id]}),
+        "settings.sendAs.list": users.settings().sendAs().list(userId="me"),
+        "settings.sendAs.get": users.settings().sendAs().get(userId="me", sendAsEmail=ALICE),
     }
     assert set(calls) == {method for _, _, method, _ in ROUTES}
     for method, request in calls.items():

@@ -26,6 +26,7 @@ from sandbox.server import DEMO_USERS, Sandbox
 
 ADMIN = ("admin", "admin-demo-password")
 STATE_SAVE_SECONDS = 15
+DEMO_ALIAS = "sales@mailhub-demo.example"  # a verified "Send mail as" address of the demo Gmail account
 USER = ("demo", "demo-password")
 
 
@@ -109,6 +110,9 @@ class Command(BaseCommand):
         if not sandbox.has_gmail_api:
             return
         sandbox.gmail.add_user(address)
+        name = next(name for provider, email, name, _ in DEMO_USERS if email == address)
+        sandbox.gmail.display_name_set(address, name)
+        sandbox.gmail.send_as_add(address, DEMO_ALIAS, display_name=f"{name} (Sales)")
         for raw in generate_messages(count, to_address=address):
             sandbox.gmail.insert_message(address, raw)
 
