@@ -16,6 +16,7 @@ from accounts.models import MailAccount
 from mailbox.identities import own_addresses, reply_alias
 from mailbox.models import Message, OutgoingAttachment, OutgoingMessage
 from mailbox.sanitize import html_sanitize, html_to_text
+from mailbox.signatures import signature_default
 from mailbox.store import blob_store
 
 _PREFIX = {"reply": "Re:", "reply_all": "Re:", "forward": "Fwd:"}
@@ -89,6 +90,8 @@ def draft_from_source_create(*, source: Message, kind: str) -> OutgoingMessage:
         draft.body_text = _quoted(source)
     else:
         draft.body_text = _forwarded(source)
+    draft.quote_marker = draft.body_text.strip().splitlines()[0] if draft.body_text.strip() else ""
+    draft.signature = signature_default(account=account, from_alias=draft.from_alias, reply=True)
     draft.save()
     if kind == "forward":
         OutgoingAttachment.objects.bulk_create(
@@ -112,6 +115,7 @@ def draft_save(
     draft = draft or OutgoingMessage(status=OutgoingMessage.Status.DRAFT)
     draft.account = account
     draft.from_alias, draft.from_name = data.get("from_alias", ""), data.get("from_name", "")
+    draft.signature = data.get("signature")
     draft.to, draft.cc, draft.bcc = data["to"], data["cc"], data["bcc"]
     draft.subject = data.get("subject") or ""
     if data.get("body_format") == "html" and data.get("body_html"):

@@ -14,8 +14,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.models import MailAccount
-from mailbox.identities import senders_for
-from mailbox.models import Folder, SendingPreferences
+from mailbox.identities import Sender, senders_for
+from mailbox.models import Folder, SendingPreferences, Signature, SignatureDefault
 from mailbox.search import SearchQuery
 
 # Gmail's limit for one message's attachments; Outlook's is smaller (20 MB for SMTP submission is common).
@@ -117,13 +117,24 @@ class ComposeForm(forms.Form):
     )
     body_text = forms.CharField(label=_("Message"), widget=forms.Textarea(attrs={"rows": 14}), required=False)
     body_html = forms.CharField(widget=forms.HiddenInput, required=False)
+    signature = forms.ModelChoiceField(
+        queryset=Signature.objects.none(), required=False, label=_("Signature"), empty_label=_("No signature")
+    )
     # The metaclass moves declared fields into base_fields, so ``self.files`` stays the uploads (the stubs miss it).
     files = MultipleFileField(label=_("Attach files"), required=False)  # type: ignore[assignment]
 
     def __init__(
-        self, *args, accounts, existing_attachment_bytes: int = 0, saving_draft: bool = False, **kwargs
+        self,
+        *args,
+        accounts,
+        signatures=None,
+        existing_attachment_bytes: int = 0,
+        saving_draft: bool = False,
+        **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if signatures is not None:
+            cast(forms.ModelChoiceField, self.fields["signature"]).queryset = signatures
         self.senders = {sender.value: sender for sender in senders_for(accounts)}
         cast(forms.ChoiceField, self.fields["account"]).choices = [(v, str(s)) for v, s in self.senders.items()]
         self.existing_attachment_bytes = existing_attachment_bytes
@@ -297,3 +308,40 @@ class DisplayNamesForm(forms.Form):
 
     def names(self) -> list[tuple[MailAccount, str]]:
         return [(account, self.cleaned_data[f"name_{account.pk}"]) for account in self.accounts]
+
+
+class SignatureForm(forms.ModelForm):
+    class Meta:
+        model = Signature
+        fields = ["name", "text"]
+        labels = {"name": _("Name"), "text": _("Signature")}
+        widgets = {"text": forms.Textarea(attrs={"rows": 4})}
+
+
+class SignatureDefaultsForm(forms.Form):
+    """For each From: the signature new mail starts with, and the one replies and forwards start with."""
+
+    def __init__(self, *args, senders, signatures, defaults: dict[tuple[int, str], SignatureDefault], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.senders = list(senders)
+        for sender in self.senders:
+            default = defaults.get(_sender_key(sender))
+            for kind, label in (("new", _("New mail")), ("replies", _("Replies and forwards"))):
+                self.fields[f"{kind}_{sender.value}"] = forms.ModelChoiceField(
+                    queryset=signatures,
+                    required=False,
+                    label=label,
+                    empty_label=_("No signature"),
+                    initial=getattr(default, f"for_{kind}_id", None),
+                )
+
+    def rows(self) -> list[tuple[Sender, forms.BoundField, forms.BoundField]]:
+        return [(s, self[f"new_{s.value}"], self[f"replies_{s.value}"]) for s in self.senders]
+
+    def chosen(self) -> list[tuple[Sender, Signature | None, Signature | None]]:
+        data = self.cleaned_data
+        return [(s, data[f"new_{s.value}"], data[f"replies_{s.value}"]) for s in self.senders]
+
+
+def _sender_key(sender: Sender) -> tuple[int, str]:
+    return sender.account.pk, sender.address if sender.alias else ""

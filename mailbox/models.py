@@ -337,6 +337,35 @@ class SendAsAlias(models.Model):
         return self.address
 
 
+class Signature(models.Model):
+    """A signature the user writes once; Mailhub puts it under their text (above any quoted mail) when sending."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="signatures")
+    name = models.CharField(max_length=100)
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["name", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SignatureDefault(models.Model):
+    """The signature a From starts with: one for new mail, one for replies and forwards."""
+
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="signature_defaults")
+    from_alias = models.CharField(max_length=254, blank=True)  # "" is the mailbox's own address
+    for_new = models.ForeignKey(Signature, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    for_replies = models.ForeignKey(Signature, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "from_alias"], name="signature_default_per_from")]
+
+    def __str__(self) -> str:
+        return f"{self.account}/{self.from_alias}"
+
+
 class SendingPreferences(models.Model):
     """How a user's messages leave: the seconds Send waits, with an Undo offered, before the message goes."""
 
@@ -388,6 +417,10 @@ class OutgoingMessage(models.Model):
     # Sent from an alias of the mailbox (address and name as they were when written); "" is its own address.
     from_alias = models.CharField(max_length=254, blank=True)
     from_name = models.CharField(max_length=255, blank=True)
+    # Added under the text when it is sent (so reopening a draft never shows it twice); None: no signature.
+    signature = models.ForeignKey(Signature, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The first line of the quoted or forwarded mail Mailhub wrote into the body: the signature goes above it.
+    quote_marker = models.CharField(max_length=998, blank=True)
     subject = models.TextField(blank=True)
     body_text = models.TextField(blank=True)
     body_html = models.TextField(blank=True)

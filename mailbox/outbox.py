@@ -41,6 +41,7 @@ from mailbox import store
 from mailbox.identities import sender_of
 from mailbox.local import account_client, outgoing_of
 from mailbox.models import Folder, Message, OutgoingMessage, SendProblem, new_message_id
+from mailbox.signatures import html_signed, text_signed
 from providers.base import MailClient
 from providers.errors import ActionRequired, ErrorCode, ProviderError, ReconnectRequired, SendUncertain
 
@@ -137,9 +138,13 @@ def outgoing_build_raw(*, outgoing: OutgoingMessage, date: datetime | None = Non
     if outgoing.references:
         msg["References"] = outgoing.references
     msg["MIME-Version"] = "1.0"
-    msg.set_content(outgoing.body_text or "")
-    if outgoing.body_html:
-        msg.add_alternative(outgoing.body_html, subtype="html")
+    text, html = outgoing.body_text or "", outgoing.body_html
+    if outgoing.signature is not None:
+        text = text_signed(text, outgoing.signature.text, quote_marker=outgoing.quote_marker)
+        html = html and html_signed(html, outgoing.signature.text, quote_marker=outgoing.quote_marker)
+    msg.set_content(text)
+    if html:
+        msg.add_alternative(html, subtype="html")
     for attachment in outgoing.attachments.select_related("blob"):
         maintype, _sep, subtype = (attachment.content_type or "application/octet-stream").partition("/")
         with attachment.blob.open() as handle:

@@ -24,6 +24,7 @@ from mailbox.models import (
     OutgoingAttachment,
     OutgoingMessage,
     SendingPreferences,
+    Signature,
     SyncState,
     Thread,
 )
@@ -307,6 +308,10 @@ def outbox_for_user(*, user) -> QuerySet[OutgoingMessage]:
         .select_related("account")
         .order_by("-updated_at")
     )
+
+
+def signatures_for(*, user) -> QuerySet[Signature]:
+    return Signature.objects.filter(user=user)
 
 
 def sending_preferences(*, user) -> SendingPreferences:

@@ -28,6 +28,10 @@ urlpatterns = [
     path("outbox/", views.outbox, name="outbox"),
     path("outbox/<int:outgoing_id>/unsend/", views.outbox_unsend, name="outbox_unsend"),
     path("preferences/", views.preferences, name="preferences"),
+    path("preferences/signatures/", views.signature_save, name="signature_add"),
+    path("preferences/signatures/<int:signature_id>/", views.signature_save, name="signature_save"),
+    path("preferences/signatures/<int:signature_id>/delete/", views.signature_delete, name="signature_delete"),
+    path("preferences/signatures/defaults/", views.signature_defaults_update, name="signature_defaults"),
     path("outbox/<int:outgoing_id>/retry/", views.outbox_action, {"action": "retry"}, name="outbox_retry"),
     path("outbox/<int:outgoing_id>/check/", views.outbox_action, {"action": "check_again"}, name="outbox_check_again"),
     path(

@@ -34,11 +34,13 @@ from mailbox.forms import (
     ScheduleForm,
     SearchForm,
     SendingPreferencesForm,
+    SignatureDefaultsForm,
+    SignatureForm,
     addresses_format,
     header_value_flatten,
 )
-from mailbox.identities import default_sender_value
-from mailbox.models import INLINE_IMAGE_TYPES, AttachmentBlob, Folder, Message, OutgoingMessage, Thread
+from mailbox.identities import default_sender_value, senders_for
+from mailbox.models import INLINE_IMAGE_TYPES, AttachmentBlob, Folder, Message, OutgoingMessage, Signature, Thread
 from mailbox.outbox import (
     outgoing_check_again,
     outgoing_queue,
@@ -49,6 +51,12 @@ from mailbox.outbox import (
 from mailbox.pdfpreview import PAGES_SHOWN, SIZE_MAX_BYTES, PdfPreviewError, pdf_page_count, pdf_page_png
 from mailbox.sanitize import html_for_editor, html_has_remote_images, html_sanitize, message_body_csp, text_render
 from mailbox.search import highlight_terms, threads_search
+from mailbox.signatures import (
+    signature_default,
+    signature_defaults,
+    signature_defaults_of,
+    signature_defaults_save,
+)
 from mailhub.http import AuthenticatedHttpRequest
 from providers import registry
 from providers.base import ChangeKind, MessageChange
@@ -487,6 +495,10 @@ def _compose_render(
         "attachments_max_bytes": ATTACHMENTS_MAX_BYTES,
         "attached_bytes": sum(a.size for a in attachments),
         "schedule_form": schedule_form or ScheduleForm(),
+        "signatures": selectors.signatures_for(user=request.user),
+        "signature_defaults": signature_defaults(
+            senders=form.senders.values(), reply=draft is not None and draft.kind != OutgoingMessage.Kind.NEW
+        ),
         **_chrome(request),
     }
     return render(request, "mailbox/compose.html", context, status=status)
@@ -502,6 +514,7 @@ def _draft_initial(draft: OutgoingMessage) -> dict:
         "body_text": draft.body_text,
         "body_html": html_for_editor(html=draft.body_html) if draft.body_html else "",
         "body_format": "html" if draft.body_html else "text",
+        "signature": draft.signature_id,
     }
 
 
@@ -509,11 +522,13 @@ def _compose_post(request: AuthenticatedHttpRequest, draft: OutgoingMessage | No
     action = request.POST.get("action", "save")
     autosave = action == "autosave"
     # A draft is saved to any of the user's mailboxes; only one whose provider is on can send it.
-    accounts = (selectors.accounts_for_sending if action == "send" else selectors.accounts_for_user)(user=request.user)
+    sending = action in ("send", "schedule")
+    accounts = (selectors.accounts_for_sending if sending else selectors.accounts_for_user)(user=request.user)
     form = ComposeForm(
         request.POST,
         request.FILES,
         accounts=accounts,
+        signatures=selectors.signatures_for(user=request.user),
         existing_attachment_bytes=compose.attachments_size(draft=draft),
         saving_draft=action in {"autosave", "save"},
     )
@@ -547,7 +562,11 @@ def _send_or_schedule(request: AuthenticatedHttpRequest, *, draft: OutgoingMessa
     if schedule:
         when = ScheduleForm(request.POST)
         if not when.is_valid():
-            form = ComposeForm(initial=_draft_initial(draft), accounts=selectors.accounts_for_user(user=request.user))
+            form = ComposeForm(
+                initial=_draft_initial(draft),
+                accounts=selectors.accounts_for_user(user=request.user),
+                signatures=selectors.signatures_for(user=request.user),
+            )
             return _compose_render(request, form=form, draft=draft, schedule_form=when, status=400)
         scheduled_for = when.cleaned_data["scheduled_for"]
         outgoing_queue(outgoing=draft, scheduled_for=scheduled_for)
@@ -581,8 +600,11 @@ def compose_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     if account is None:
         flash.error(request, _("None of your mailboxes can send now: their provider is turned off in Mail settings."))
         return redirect("mailbox:inbox")
-    initial = {"account": default_sender_value(account), "to": request.GET.get("to", "")}
-    return _compose_render(request, form=ComposeForm(initial=initial, accounts=accounts), draft=None)
+    sender = default_sender_value(account)
+    signature = signature_default(account=account, from_alias=sender.partition("/")[2], reply=False)
+    initial = {"account": sender, "to": request.GET.get("to", ""), "signature": signature}
+    form = ComposeForm(initial=initial, accounts=accounts, signatures=selectors.signatures_for(user=request.user))
+    return _compose_render(request, form=form, draft=None)
 
 
 @login_required
@@ -609,7 +631,9 @@ def draft(request: AuthenticatedHttpRequest, outgoing_id: int) -> HttpResponse:
     if request.method == "POST":
         return _compose_post(request, current)
     accounts = selectors.accounts_for_user(user=request.user)
-    form = ComposeForm(initial=_draft_initial(current), accounts=accounts)
+    form = ComposeForm(
+        initial=_draft_initial(current), accounts=accounts, signatures=selectors.signatures_for(user=request.user)
+    )
     return _compose_render(request, form=form, draft=current)
 
 
@@ -641,7 +665,7 @@ def outbox(request: AuthenticatedHttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def preferences(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """Undo send's delay, and the name on each mailbox."""
+    """Undo send's delay, the name on each mailbox, and signatures (the last have their own forms below)."""
     current = selectors.sending_preferences(user=request.user)
     data = request.POST if request.method == "POST" else None
     form = SendingPreferencesForm(data, instance=current)
@@ -653,7 +677,66 @@ def preferences(request: AuthenticatedHttpRequest) -> HttpResponse:
                 account_display_name_set(account=account, name=name)
         flash.success(request, _("Preferences saved."))
         return redirect("mailbox:preferences")
-    return render(request, "mailbox/preferences.html", {"form": form, "names": names, **_chrome(request)})
+    return _preferences_render(request, form=form, names=names)
+
+
+def _preferences_render(request: AuthenticatedHttpRequest, *, status: int = 200, **forms) -> HttpResponse:
+    accounts = list(selectors.accounts_for_user(user=request.user))
+    signatures = selectors.signatures_for(user=request.user)
+    context = {
+        "form": SendingPreferencesForm(instance=selectors.sending_preferences(user=request.user)),
+        "names": DisplayNamesForm(accounts=accounts),
+        "signatures": [(s, SignatureForm(instance=s, prefix=f"s{s.pk}")) for s in signatures],
+        "new_signature": SignatureForm(prefix="new"),
+        "defaults": SignatureDefaultsForm(
+            senders=senders_for(accounts), signatures=signatures, defaults=signature_defaults_of(accounts)
+        ),
+        **forms,
+        **_chrome(request),
+    }
+    return render(request, "mailbox/preferences.html", context, status=status)
+
+
+@login_required
+@require_POST
+def signature_save(request: AuthenticatedHttpRequest, signature_id: int | None = None) -> HttpResponse:
+    """Add a signature, or change one of the user's own."""
+    signature = (
+        get_object_or_404(selectors.signatures_for(user=request.user), pk=signature_id) if signature_id else None
+    )
+    prefix = f"s{signature_id}" if signature else "new"
+    form = SignatureForm(request.POST, instance=signature or Signature(user=request.user), prefix=prefix)
+    if not form.is_valid():
+        forms = {"new_signature": form} if signature is None else {}
+        return _preferences_render(request, status=400, **forms)
+    form.save()
+    flash.success(request, _("Signature saved."))
+    return redirect(reverse("mailbox:preferences") + "#signatures")
+
+
+@login_required
+@require_POST
+def signature_delete(request: AuthenticatedHttpRequest, signature_id: int) -> HttpResponse:
+    get_object_or_404(selectors.signatures_for(user=request.user), pk=signature_id).delete()
+    flash.success(request, _("Signature deleted. Drafts that had it go without one."))
+    return redirect(reverse("mailbox:preferences") + "#signatures")
+
+
+@login_required
+@require_POST
+def signature_defaults_update(request: AuthenticatedHttpRequest) -> HttpResponse:
+    accounts = list(selectors.accounts_for_user(user=request.user))
+    form = SignatureDefaultsForm(
+        request.POST,
+        senders=senders_for(accounts),
+        signatures=selectors.signatures_for(user=request.user),
+        defaults=signature_defaults_of(accounts),
+    )
+    if not form.is_valid():
+        return _preferences_render(request, status=400, defaults=form)
+    signature_defaults_save(chosen=form.chosen())
+    flash.success(request, _("Preferences saved."))
+    return redirect(reverse("mailbox:preferences") + "#signatures")
 
 
 # What a user can do with an outbox row: (the status it must be in, the service, what the page then says).

@@ -10,7 +10,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from mailbox.models import OutgoingMessage
-from tests.browser.test_mail_ui import sign_in, wait_for
+from tests.browser.test_mail_ui import gmail_ui, sign_in, wait_for  # noqa: F401 (gmail_ui: a fixture)
 from tests.fixtures.browser import screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -71,4 +71,46 @@ def test_send_then_undo_then_schedule_and_see_it_sent(
     row.refresh_from_db()
     assert mail["Subject"] == "Quarter close" and parsedate_to_datetime(mail["Date"]) == row.scheduled_for
     assert row.sent_at >= row.scheduled_for
+    guard.assert_clean()
+
+
+def test_signature_follows_the_from_and_goes_on_once_above_the_quote(
+    page,
+    live_server,
+    alice,
+    gmail_ui,  # noqa: F811 (gmail_ui: a fixture)
+    sends_at_once,
+):
+    from mailbox.identities import identities_store
+    from mailbox.models import Signature, SignatureDefault
+    from providers.base import SenderIdentity
+
+    account, gmail = gmail_ui["account"], gmail_ui["gmail"]
+    gmail.send_as_add(account.email, "sales@example.org", display_name="Alice (Sales)")
+    identities_store(account=account, identities=[SenderIdentity("sales@example.org", "Alice (Sales)")])
+    personal = Signature.objects.create(user=alice, name="Personal", text="Alice")
+    sales = Signature.objects.create(user=alice, name="Sales", text="Alice Martin\nSales team")
+    SignatureDefault.objects.create(account=account, for_new=personal, for_replies=personal)
+    SignatureDefault.objects.create(account=account, from_alias="sales@example.org", for_new=sales, for_replies=sales)
+    guard = sign_in(page, live_server, alice)
+
+    page.goto(live_server.url + "/compose/")
+    assert page.locator(".signature-preview:visible").inner_text() == "-- \nAlice"
+    page.select_option("select[name=account]", f"{account.pk}/sales@example.org")
+    assert page.input_value("select[name=signature]") == str(sales.pk)
+    assert page.locator(".signature-preview:visible").inner_text() == "-- \nAlice Martin\nSales team"
+    page.fill("input[name=to]", "Bob <bob@example.org>")
+    page.fill("input[name=subject]", "Prices")
+    page.locator("textarea[name=body_text]").fill("Prices attached.")
+    screenshot(page, "compose-signature")
+    page.click("#send-button")
+    page.wait_for_url("**/outbox/")
+
+    (sent,) = gmail.sent_messages(account.email)
+    mail = message_from_bytes(sent.raw, policy=email_policy.default)
+    assert mail["From"].addresses[0].addr_spec == "sales@example.org"
+    assert mail.get_body(("plain",)).get_content() == "Prices attached.\n\n-- \nAlice Martin\nSales team\n"
+    page.goto(live_server.url + "/preferences/")
+    assert page.locator(".signature-edit").count() == 2
+    screenshot(page, "preferences")
     guard.assert_clean()

@@ -366,10 +366,33 @@
     }
   }
 
+  /* The signature goes on when the message is sent; here its text is shown under the editor, and choosing
+     another From picks that address's default signature. */
+  function initSignature(form) {
+    const select = form.querySelector("select[name=signature]");
+    if (!select) return;
+    const previews = form.querySelectorAll(".signature-preview");
+    const show = function () {
+      previews.forEach(function (p) { p.hidden = p.dataset.signature !== select.value; });
+    };
+    select.addEventListener("change", show);
+    show();
+    const from = form.querySelector("select[name=account]");
+    const map = document.getElementById("signature-defaults");
+    if (!from || !map) return;
+    const defaults = JSON.parse(map.textContent);
+    from.addEventListener("change", function () {
+      const chosen = defaults[from.value];
+      select.value = chosen ? String(chosen) : "";
+      show();
+      select.dispatchEvent(new Event("input", { bubbles: true }));  // autosave keeps the choice
+    });
+  }
+
   function init() {
     watchFrames(document);
     const form = document.getElementById("compose-form");
-    if (form) { initCompose(form); initSchedule(form); }
+    if (form) { initCompose(form); initSchedule(form); initSignature(form); }
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init); else init();
 })();
