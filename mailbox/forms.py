@@ -15,7 +15,8 @@ from django.utils.translation import ngettext
 
 from accounts.models import MailAccount
 from mailbox.identities import Sender, senders_for
-from mailbox.models import Folder, SendingPreferences, Signature, SignatureDefault
+from mailbox.mail_templates import KNOWN, variables_in
+from mailbox.models import Folder, MessageTemplate, SendingPreferences, Signature, SignatureDefault
 from mailbox.search import SearchQuery
 
 # Gmail's limit for one message's attachments; Outlook's is smaller (20 MB for SMTP submission is common).
@@ -345,3 +346,36 @@ class SignatureDefaultsForm(forms.Form):
 
 def _sender_key(sender: Sender) -> tuple[int, str]:
     return sender.account.pk, sender.address if sender.alias else ""
+
+
+class TemplateForm(forms.ModelForm):
+    files = MultipleFileField(label=_("Attach files"), required=False)  # type: ignore[assignment]
+
+    class Meta:
+        model = MessageTemplate
+        fields = ["name", "subject", "body_text", "shared"]
+        labels = {
+            "name": _("Name"),
+            "subject": _("Subject"),
+            "body_text": _("Message"),
+            "shared": _("Share with everyone"),
+        }
+        widgets = {"subject": forms.TextInput(), "body_text": forms.Textarea(attrs={"rows": 8})}
+
+    def __init__(self, *args, may_share: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not may_share:
+            del self.fields["shared"]
+
+    def clean_subject(self) -> str:
+        return header_value_check(self.cleaned_data["subject"])
+
+    def clean(self) -> dict:
+        data = super().clean() or {}
+        unknown = [v for v in variables_in(data.get("subject", ""), data.get("body_text", "")) if v not in KNOWN]
+        if unknown:
+            raise ValidationError(
+                _("Unknown variables: %(names)s. Use: %(known)s.")
+                % {"names": ", ".join(unknown), "known": ", ".join(KNOWN)}
+            )
+        return data

@@ -366,6 +366,37 @@ class SignatureDefault(models.Model):
         return f"{self.account}/{self.from_alias}"
 
 
+class MessageTemplate(models.Model):
+    """A message written once and started from many times: subject, text and files, with variables such as
+    ``{{ first_name }}`` filled from the recipient when it is sent (see :mod:`mailbox.templates`). A shared one
+    is offered to everyone and changed only by users with ``mailbox.share_template``."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_templates")
+    shared = models.BooleanField(default=False)
+    name = models.CharField(max_length=100)
+    subject = models.TextField(blank=True)
+    body_text = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "pk"]
+        permissions = [("share_template", "Can share mail templates with everyone and change shared ones")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TemplateAttachment(models.Model):
+    template = models.ForeignKey(MessageTemplate, on_delete=models.CASCADE, related_name="attachments")
+    blob = models.ForeignKey(AttachmentBlob, on_delete=models.PROTECT, related_name="+")
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255, default="application/octet-stream")
+    size = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.filename
+
+
 class SendingPreferences(models.Model):
     """How a user's messages leave: the seconds Send waits, with an Undo offered, before the message goes."""
 
@@ -421,6 +452,8 @@ class OutgoingMessage(models.Model):
     signature = models.ForeignKey(Signature, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # The first line of the quoted or forwarded mail Mailhub wrote into the body: the signature goes above it.
     quote_marker = models.CharField(max_length=998, blank=True)
+    # Started from a template: its {{ variables }} are filled from the recipient when sent (never sent as braces).
+    fills_variables = models.BooleanField(default=False)
     subject = models.TextField(blank=True)
     body_text = models.TextField(blank=True)
     body_html = models.TextField(blank=True)

@@ -40,6 +40,7 @@ from accounts.services import account_mark_needs_reconnect
 from mailbox import store
 from mailbox.identities import sender_of
 from mailbox.local import account_client, outgoing_of
+from mailbox.mail_templates import outgoing_values, variables_fill
 from mailbox.models import Folder, Message, OutgoingMessage, SendProblem, new_message_id
 from mailbox.signatures import html_signed, text_signed
 from providers.base import MailClient
@@ -130,7 +131,9 @@ def outgoing_build_raw(*, outgoing: OutgoingMessage, date: datetime | None = Non
         addresses = _address_list(people)
         if addresses:
             msg[header] = ", ".join(addresses)
-    msg["Subject"] = outgoing.subject
+    # A template's variables, checked before the message was queued (outgoing_variable_problems).
+    values = outgoing_values(outgoing) if outgoing.fills_variables else None
+    msg["Subject"] = variables_fill(outgoing.subject, values) if values is not None else outgoing.subject
     msg["Date"] = format_datetime(date or timezone.now())
     msg["Message-ID"] = f"<{outgoing.message_id}>"
     if outgoing.in_reply_to:
@@ -139,6 +142,8 @@ def outgoing_build_raw(*, outgoing: OutgoingMessage, date: datetime | None = Non
         msg["References"] = outgoing.references
     msg["MIME-Version"] = "1.0"
     text, html = outgoing.body_text or "", outgoing.body_html
+    if values is not None:
+        text, html = variables_fill(text, values), variables_fill(html, values, html=True)
     if outgoing.signature is not None:
         text = text_signed(text, outgoing.signature.text, quote_marker=outgoing.quote_marker)
         html = html and html_signed(html, outgoing.signature.text, quote_marker=outgoing.quote_marker)

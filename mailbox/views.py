@@ -36,10 +36,20 @@ from mailbox.forms import (
     SendingPreferencesForm,
     SignatureDefaultsForm,
     SignatureForm,
+    TemplateForm,
     addresses_format,
     header_value_flatten,
 )
 from mailbox.identities import default_sender_value, senders_for
+from mailbox.mail_templates import (
+    KNOWN,
+    SHARE_PERMISSION,
+    outgoing_variable_problems,
+    template_apply,
+    template_attachments_add,
+    templates_editable_by,
+    templates_for,
+)
 from mailbox.models import INLINE_IMAGE_TYPES, AttachmentBlob, Folder, Message, OutgoingMessage, Signature, Thread
 from mailbox.outbox import (
     outgoing_check_again,
@@ -495,6 +505,7 @@ def _compose_render(
         "attachments_max_bytes": ATTACHMENTS_MAX_BYTES,
         "attached_bytes": sum(a.size for a in attachments),
         "schedule_form": schedule_form or ScheduleForm(),
+        "templates": templates_for(user=request.user),
         "signatures": selectors.signatures_for(user=request.user),
         "signature_defaults": signature_defaults(
             senders=form.senders.values(), reply=draft is not None and draft.kind != OutgoingMessage.Kind.NEW
@@ -551,7 +562,16 @@ def _compose_post(request: AuthenticatedHttpRequest, draft: OutgoingMessage | No
     if action in ("send", "schedule"):
         if not form.require_recipients():
             return _compose_render(request, form=form, draft=draft, status=400)
+        problems = outgoing_variable_problems(draft)
+        if problems:  # nothing is queued with a variable it cannot fill
+            for problem in problems:
+                form.add_error(None, problem)
+            return _compose_render(request, form=form, draft=draft, status=400)
         return _send_or_schedule(request, draft=draft, schedule=action == "schedule")
+    if action == "template":
+        template = get_object_or_404(templates_for(user=request.user), pk=request.POST.get("template") or 0)
+        template_apply(draft=draft, template=template)
+        return redirect(edit_url)
     if remove_ids or form.cleaned_data["files"]:
         return redirect(edit_url)
     flash.success(request, _("Draft saved."))
@@ -737,6 +757,62 @@ def signature_defaults_update(request: AuthenticatedHttpRequest) -> HttpResponse
     signature_defaults_save(chosen=form.chosen())
     flash.success(request, _("Preferences saved."))
     return redirect(reverse("mailbox:preferences") + "#signatures")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def templates_page(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """The user's templates and the shared ones; a new one is added here."""
+    may_share = request.user.has_perm(SHARE_PERMISSION)
+    new = TemplateForm(request.POST or None, request.FILES or None, may_share=may_share, prefix="new")
+    if request.method == "POST" and new.is_valid():
+        template = new.save(commit=False)
+        template.owner = request.user
+        template.save()
+        template_attachments_add(template=template, files=new.cleaned_data["files"])
+        flash.success(request, _("Template saved."))
+        return redirect("mailbox:templates")
+    return _templates_render(request, new=new, status=400 if request.method == "POST" else 200)
+
+
+def _templates_render(request: AuthenticatedHttpRequest, *, status: int = 200, **forms) -> HttpResponse:
+    may_share = request.user.has_perm(SHARE_PERMISSION)
+    editable = set(templates_editable_by(user=request.user).values_list("pk", flat=True))
+    rows = [
+        (t, TemplateForm(instance=t, may_share=may_share, prefix=f"t{t.pk}") if t.pk in editable else None)
+        for t in templates_for(user=request.user).prefetch_related("attachments")
+    ]
+    context = {
+        "rows": rows,
+        "new": TemplateForm(may_share=may_share, prefix="new"),
+        "known_variables": KNOWN,
+        **forms,
+        **_chrome(request),
+    }
+    return render(request, "mailbox/templates.html", context, status=status)
+
+
+@login_required
+@require_POST
+def template_save(request: AuthenticatedHttpRequest, template_id: int) -> HttpResponse:
+    template = get_object_or_404(templates_editable_by(user=request.user), pk=template_id)
+    may_share = request.user.has_perm(SHARE_PERMISSION)
+    form = TemplateForm(request.POST, request.FILES, instance=template, may_share=may_share, prefix=f"t{template_id}")
+    if not form.is_valid():
+        flash.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
+        return redirect("mailbox:templates")
+    form.save()
+    template_attachments_add(template=template, files=form.cleaned_data["files"])
+    flash.success(request, _("Template saved."))
+    return redirect("mailbox:templates")
+
+
+@login_required
+@require_POST
+def template_delete(request: AuthenticatedHttpRequest, template_id: int) -> HttpResponse:
+    get_object_or_404(templates_editable_by(user=request.user), pk=template_id).delete()
+    flash.success(request, _("Template deleted."))
+    return redirect("mailbox:templates")
 
 
 # What a user can do with an outbox row: (the status it must be in, the service, what the page then says).
