@@ -16,17 +16,30 @@ from tests.fixtures.browser import screenshot
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_send_then_undo_then_schedule_and_see_it_sent(
+def test_write_from_a_template_send_undo_then_schedule_and_see_it_sent_signed(
     page, live_server, alice, gmail_account, gmail_mailbox, gmail_behind_proxy, celery_processes
 ):
     processes = celery_processes("redis", gmail_behind_proxy)
     processes.worker()
     processes.beat()
+    from mailbox.models import MessageTemplate, Signature, SignatureDefault
+
+    template = MessageTemplate.objects.create(
+        owner=alice, name="Close", subject="Quarter close", body_text="Hi {{ first_name }}, the books close Friday."
+    )
+    signature = Signature.objects.create(user=alice, name="Short", text="Alice")
+    SignatureDefault.objects.create(account=gmail_account, for_new=signature)
     guard = sign_in(page, live_server, alice)
+
+    # Write from a template, with the mailbox's default signature.
     page.goto(live_server.url + "/compose/")
-    page.fill("input[name=to]", "Bob <bob@example.org>")
-    page.fill("input[name=subject]", "Quarter close")
-    page.locator("textarea[name=body_text]").fill("The books close on Friday.")
+    page.fill("input[name=to]", "Bob Stone <bob@example.org>")
+    page.select_option("#id_template", str(template.pk))
+    page.click("button[value=template]")
+    page.wait_for_url("**/drafts/*/")
+    assert page.input_value("input[name=subject]") == "Quarter close"
+    assert page.input_value("textarea[name=body_text]") == template.body_text
+    assert page.input_value("select[name=signature]") == str(signature.pk)
 
     # Send, then Undo from the toast (default: 10 seconds to change your mind).
     page.click("#send-button")
@@ -38,7 +51,7 @@ def test_send_then_undo_then_schedule_and_see_it_sent(
     page.wait_for_url("**/drafts/*/")
     assert "Not sent: the message is back in Drafts." in page.inner_text(".flash")
     assert page.input_value("input[name=subject]") == "Quarter close"
-    assert page.input_value("textarea[name=body_text]") == "The books close on Friday."
+    assert page.input_value("textarea[name=body_text]") == template.body_text  # as written: variables unfilled
     row = OutgoingMessage.objects.get(subject="Quarter close")
     assert row.status == OutgoingMessage.Status.DRAFT
 
@@ -70,6 +83,7 @@ def test_send_then_undo_then_schedule_and_see_it_sent(
     mail = message_from_bytes(sent.raw, policy=email_policy.default)
     row.refresh_from_db()
     assert mail["Subject"] == "Quarter close" and parsedate_to_datetime(mail["Date"]) == row.scheduled_for
+    assert mail.get_body(("plain",)).get_content() == "Hi Bob, the books close Friday.\n\n-- \nAlice\n"
     assert row.sent_at >= row.scheduled_for
     guard.assert_clean()
 
