@@ -15,7 +15,6 @@ from django.utils.translation import ngettext
 
 from accounts.models import MailAccount
 from mailbox.identities import Sender, senders_for
-from mailbox.mail_templates import KNOWN, variables_in
 from mailbox.models import Folder, MessageTemplate, SendingPreferences, Signature, SignatureDefault
 from mailbox.search import SearchQuery
 
@@ -369,13 +368,3 @@ class TemplateForm(forms.ModelForm):
 
     def clean_subject(self) -> str:
         return header_value_check(self.cleaned_data["subject"])
-
-    def clean(self) -> dict:
-        data = super().clean() or {}
-        unknown = [v for v in variables_in(data.get("subject", ""), data.get("body_text", "")) if v not in KNOWN]
-        if unknown:
-            raise ValidationError(
-                _("Unknown variables: %(names)s. Use: %(known)s.")
-                % {"names": ", ".join(unknown), "known": ", ".join(KNOWN)}
-            )
-        return data

@@ -83,7 +83,8 @@ def outgoing_values(outgoing: OutgoingMessage) -> dict[str, str]:
     recipient = (outgoing.to or [{}])[0]
     account = outgoing.account
     my_name = outgoing.from_name if outgoing.from_alias else account.display_name
-    return recipient_values(recipient, my_name=my_name or "", my_email=outgoing.from_alias or account.email)
+    values = recipient_values(recipient, my_name=my_name or "", my_email=outgoing.from_alias or account.email)
+    return {**values, **(outgoing.variables or {})}  # a batch recipient's own columns
 
 
 def outgoing_variable_problems(outgoing: OutgoingMessage) -> list[str]:

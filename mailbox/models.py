@@ -415,6 +415,23 @@ class SendingPreferences(models.Model):
         return f"{self.user}: undo send {self.undo_send_seconds} s"
 
 
+class Batch(models.Model):
+    """One message sent to many, each recipient receiving their own copy: an outbox row per recipient (its
+    ``variables`` filled from the recipient's CSV columns), paced to the provider's limits."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_batches")
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="batches")
+    subject = models.TextField(blank=True)
+    interval_seconds = models.FloatField(default=0)  # between two messages' sending times
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.subject or "(no subject)"
+
+
 class OutgoingMessage(models.Model):
     """A message being written or sent: a draft, or a row in the outbox.
 
@@ -454,6 +471,8 @@ class OutgoingMessage(models.Model):
     quote_marker = models.CharField(max_length=998, blank=True)
     # Started from a template: its {{ variables }} are filled from the recipient when sent (never sent as braces).
     fills_variables = models.BooleanField(default=False)
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.CASCADE, related_name="messages")
+    variables = models.JSONField(default=dict, blank=True)  # a batch recipient's own values (CSV columns)
     subject = models.TextField(blank=True)
     body_text = models.TextField(blank=True)
     body_html = models.TextField(blank=True)

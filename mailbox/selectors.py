@@ -18,6 +18,7 @@ from accounts.models import MailAccount
 from accounts.services import providers_off
 from mailbox.models import (
     Attachment,
+    Batch,
     Folder,
     Message,
     MessageFolder,
@@ -302,12 +303,24 @@ def drafts_for_user(*, user) -> QuerySet[OutgoingMessage]:
 
 
 def outbox_for_user(*, user) -> QuerySet[OutgoingMessage]:
+    """The user's messages on their way or gone, but a batch's (those are on the batch's own page)."""
     return (
-        OutgoingMessage.objects.filter(account__user=user)
+        OutgoingMessage.objects.filter(account__user=user, batch__isnull=True)
         .exclude(status=OutgoingMessage.Status.DRAFT)
         .select_related("account")
         .order_by("-updated_at")
     )
+
+
+def batches_for(*, user) -> QuerySet[Batch]:
+    """The user's batches, newest first, each with its count of messages per status."""
+    statuses = OutgoingMessage.Status
+    counts = {f"n_{s}": Count("messages", filter=Q(messages__status=s)) for s in statuses.values}
+    return Batch.objects.filter(user=user).annotate(n_all=Count("messages"), **counts)
+
+
+def batch_get(*, user, batch_id: int) -> Batch:
+    return get_object_or_404(batches_for(user=user), pk=batch_id)
 
 
 def signatures_for(*, user) -> QuerySet[Signature]:

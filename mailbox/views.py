@@ -24,7 +24,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.services import account_display_name_set, providers_off
-from mailbox import compose, selectors, sync, writeback
+from mailbox import batches, compose, selectors, sync, writeback
 from mailbox.access import mail_access_log_for_owner
 from mailbox.forms import (
     ATTACHMENTS_MAX_BYTES,
@@ -495,6 +495,7 @@ def _compose_render(
     form: ComposeForm,
     draft: OutgoingMessage | None,
     schedule_form: ScheduleForm | None = None,
+    batch: dict | None = None,
     status: int = 200,
 ):
     attachments = list(draft.attachments.all()) if draft else []
@@ -506,6 +507,7 @@ def _compose_render(
         "attached_bytes": sum(a.size for a in attachments),
         "schedule_form": schedule_form or ScheduleForm(),
         "templates": templates_for(user=request.user),
+        "batch": batch or {},
         "signatures": selectors.signatures_for(user=request.user),
         "signature_defaults": signature_defaults(
             senders=form.senders.values(), reply=draft is not None and draft.kind != OutgoingMessage.Kind.NEW
@@ -568,6 +570,8 @@ def _compose_post(request: AuthenticatedHttpRequest, draft: OutgoingMessage | No
                 form.add_error(None, problem)
             return _compose_render(request, form=form, draft=draft, status=400)
         return _send_or_schedule(request, draft=draft, schedule=action == "schedule")
+    if action in ("batch_preview", "batch_send"):
+        return _batch_post(request, form=form, draft=draft, send=action == "batch_send")
     if action == "template":
         template = get_object_or_404(templates_for(user=request.user), pk=request.POST.get("template") or 0)
         template_apply(draft=draft, template=template)
@@ -576,6 +580,34 @@ def _compose_post(request: AuthenticatedHttpRequest, draft: OutgoingMessage | No
         return redirect(edit_url)
     flash.success(request, _("Draft saved."))
     return redirect(edit_url)
+
+
+def _batch_post(request: AuthenticatedHttpRequest, *, form: ComposeForm, draft: OutgoingMessage, send: bool):
+    """Send to a list: read it whole, show the first messages, or queue one copy per recipient."""
+    upload = request.FILES.get("batch_csv")
+    try:
+        if upload is not None:
+            recipients = batches.recipients_from_csv(upload.read())
+        else:
+            recipients = batches.recipients_from_text(request.POST.get("batch_list", ""))
+    except batches.RecipientListError as exc:
+        return _compose_render(request, form=form, draft=draft, batch={"problems": exc.problems}, status=400)
+    if not send:
+        previews = batches.batch_preview(draft=draft, recipients=recipients)
+        return _compose_render(request, form=form, draft=draft, batch={"previews": previews, "count": len(recipients)})
+    created = batches.batch_create(draft=draft, recipients=recipients, user=request.user)
+    return redirect("mailbox:batch", created.pk)
+
+
+@login_required
+@require_GET
+def batch(request: AuthenticatedHttpRequest, batch_id: int) -> HttpResponse:
+    """A batch's progress: every recipient's message and its state."""
+    current = selectors.batch_get(user=request.user, batch_id=batch_id)
+    rows = current.messages.order_by("pk")
+    context = {"batch": current, "rows": rows, **_chrome(request)}
+    template = "mailbox/_batch_rows.html" if request.htmx else "mailbox/batch.html"
+    return render(request, template, context)
 
 
 def _send_or_schedule(request: AuthenticatedHttpRequest, *, draft: OutgoingMessage, schedule: bool) -> HttpResponse:
@@ -676,7 +708,11 @@ def drafts(request: AuthenticatedHttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def outbox(request: AuthenticatedHttpRequest) -> HttpResponse:
-    context = {"outgoing": selectors.outbox_for_user(user=request.user)[:200], **_chrome(request)}
+    context = {
+        "outgoing": selectors.outbox_for_user(user=request.user)[:200],
+        "batches": selectors.batches_for(user=request.user)[:20],
+        **_chrome(request),
+    }
     if request.htmx:
         return render(request, "mailbox/_outbox_rows.html", context)
     return render(request, "mailbox/outbox.html", context)

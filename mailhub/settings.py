@@ -266,6 +266,12 @@ MAILHUB_OUTBOX_SWEEP_SECONDS = config.env_seconds(
 MAILHUB_OUTBOX_OVERDUE_SECONDS = config.env_seconds(
     ENVIRON, "MAILHUB_OUTBOX_OVERDUE_SECONDS", default=60.0, minimum=1, maximum=24 * 3600
 )
+# Batches: messages a minute to an SMTP server (Outlook's limit is the default), and whether batches are paced
+# at all (off only for benchmarks against the sandbox).
+MAILHUB_BATCH_PER_MINUTE = config.env_seconds(
+    ENVIRON, "MAILHUB_BATCH_PER_MINUTE", default=30.0, minimum=1, maximum=6000
+)
+MAILHUB_BATCH_PACING = config.env_bool(ENVIRON, "MAILHUB_BATCH_PACING", default=True)
 CELERY_BEAT_SCHEDULE = {
     "sync-all-accounts": {
         "task": "mailbox.tasks.accounts_sync_due",

@@ -14,6 +14,8 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from django.conf import settings
+
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
 
@@ -304,6 +306,11 @@ class Provider(ABC):
     #: Whether folders are labels (Gmail): a message is in several at once, and moving it back from a folder
     #: means taking that label off as well.
     folders_are_labels: bool = False
+
+    def send_interval(self, *, email: str) -> float:
+        """Seconds between two messages of a batch from ``email``, to stay within the provider's sending limits
+        (Outlook: 30 messages a minute; an SMTP server's own limit is the administrator's setting)."""
+        return 60.0 / float(getattr(settings, "MAILHUB_BATCH_PER_MINUTE", 30))
 
     @property
     def name(self) -> str:

@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     SEND_UNCERTAIN = "send_uncertain"  # handed over, and the answer was lost
     PROVIDER_OFF = "provider_off"  # an administrator turned the provider off in Mail settings
     ALIAS_REFUSED = "alias_refused"  # the From is not (or no longer) an address the mailbox may send as
+    VARIABLE_MISSING = "variable_missing"  # a template variable has no value for this recipient: not sent
     UNEXPECTED = "unexpected"  # not a provider's error: our own code crashed (the engines log it)
 
 
@@ -136,6 +137,7 @@ _MESSAGES = {
         'verified "Send mail as" addresses. Nothing was sent. Choose another From, or add the address at '
         "%(provider)s, then send again."
     ),
+    ErrorCode.VARIABLE_MISSING: _("Not sent: a template variable has no value for this recipient."),
     ErrorCode.UNEXPECTED: _("Mailhub stopped on an unexpected error; it will try again."),
 }
 

@@ -34,6 +34,11 @@ class GoogleProvider(Provider):
     deletes_forever = False  # messages.delete needs the full https://mail.google.com/ scope
     folders_are_labels = True
 
+    def send_interval(self, *, email: str) -> float:
+        """Gmail sends about 500 messages a day from a consumer account and 2,000 from Workspace: spread them."""
+        consumer = email.lower().rsplit("@", 1)[-1] in ("gmail.com", "googlemail.com")
+        return 86400.0 / (500 if consumer else 2000)
+
     def begin_authorization(self, *, app: ProviderApp, redirect_uri: str, state: str) -> AuthorizationRequest:
         flow = _flow(app=app, redirect_uri=redirect_uri)
         url, _ = flow.authorization_url(

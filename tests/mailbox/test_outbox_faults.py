@@ -11,6 +11,7 @@ row "unknown" with nothing sent twice; none stays "queued" or "sending".
 from __future__ import annotations
 
 from datetime import timedelta
+from email import message_from_bytes
 
 import pytest
 from django.utils import timezone
@@ -245,3 +246,35 @@ def test_a_scheduled_message_goes_at_its_time_though_every_process_was_killed_be
     assert outgoing.status == Status.SENT and outgoing.remote_id == sent.id
     assert outgoing.sent_at >= when  # not before its time
     assert outgoing.sent_at - when < timedelta(seconds=10), processes.output()  # and on time, not a sweep later
+
+
+# --- A batch through a killed worker ----------------------------------------------------------------
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("kill", ["child", "main"])
+def test_a_50_recipient_batch_from_csv_reaches_everyone_once_though_the_worker_is_killed(
+    kill, alice, gmail_account, gmail_mailbox, gmail_behind_proxy, celery_processes, settings
+):
+    from mailbox import batches
+
+    settings.MAILHUB_BATCH_PACING = False  # all due now: the kill lands in the middle of the sending
+    store, email = gmail_mailbox.store, gmail_mailbox.email
+    for _ in range(60):
+        store.delay_next(0.15, method="messages.send", email=email)  # a slow Gmail: about 7 s for all
+    processes = celery_processes("redis", gmail_behind_proxy)
+    worker = processes.worker()
+    processes.beat()
+    listing = "email,name,code\n" + "".join(f"r{i}@example.org,Reader {i},C{i}\n" for i in range(50))
+    draft = OutgoingMessage.objects.create(account=gmail_account, subject="Code {{ code }}", body_text="Hi {{ name }}")
+    batch = batches.batch_create(draft=draft, recipients=batches.recipients_from_csv(listing.encode()), user=alice)
+
+    assert wait_for(lambda: len(store.sent_messages(email)) >= 10, timeout=60), processes.output()
+    _kill(worker, kill, processes)
+    assert wait_for(lambda: batch.messages.filter(status=Status.SENT).count() == 50, timeout=120), (
+        f"{list(batch.messages.values_list('status', flat=True))}\n{processes.output()}"
+    )
+
+    sent = store.sent_messages(email)
+    subjects = sorted(message_from_bytes(m.raw)["Subject"] for m in sent)
+    assert subjects == sorted(f"Code C{i}" for i in range(50))  # everyone, once, with their own value
