@@ -128,3 +128,32 @@ def test_signature_follows_the_from_and_goes_on_once_above_the_quote(
     assert page.locator(".signature-edit").count() == 2
     screenshot(page, "preferences")
     guard.assert_clean()
+
+
+def test_send_to_a_list_previews_then_follows_each_recipient(
+    page,
+    live_server,
+    alice,
+    gmail_ui,  # noqa: F811 (gmail_ui: a fixture)
+):
+    account, gmail = gmail_ui["account"], gmail_ui["gmail"]
+    guard = sign_in(page, live_server, alice)
+    page.goto(live_server.url + "/compose/")
+    page.fill("input[name=subject]", "Hello {{ first_name }}")
+    page.locator("textarea[name=body_text]").fill("News for {{ name }}.")
+    page.click(".batch-send summary")
+    page.fill("#id_batch_list", "Ann Lee <ann@example.org>\nBob Stone <bob@example.org>")
+    page.click("button[value=batch_preview]")
+    page.locator(".batch-preview").first.wait_for()
+    assert "2 recipients." in page.inner_text(".batch-previews")
+    assert page.locator(".batch-preview pre").first.inner_text() == "News for Ann Lee."
+    screenshot(page, "batch-preview")
+    page.click("#batch-send-button")
+    page.wait_for_url("**/batches/*/")
+    assert page.locator("#batch-table tbody tr").count() == 2
+    # Gmail's pace: the first goes now (tasks run at once here), the second in about 3 minutes.
+    assert "1 of 2 sent" in page.inner_text(".batch-counts")
+    (sent,) = gmail.sent_messages(account.email)
+    assert message_from_bytes(sent.raw, policy=email_policy.default)["Subject"] == "Hello Ann"
+    screenshot(page, "batch")
+    guard.assert_clean()
