@@ -10,12 +10,11 @@ Gmail section. ``BENCH_BATCH_RECIPIENTS`` sets the size.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
-from bench.gmail import _account
+from bench.gmail import _account, throwaway_database
 
 
 def _run(n: int, tmp: Path) -> dict:
@@ -91,16 +90,6 @@ class _no_dispatch:
 
 
 def run() -> dict:
-    from django.db import connection
-
     n = int(os.environ.get("BENCH_BATCH_RECIPIENTS", "1000"))
-    with tempfile.TemporaryDirectory(prefix="mailhub-bench-batch-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        test_settings = connection.settings_dict.setdefault("TEST", {})
-        if connection.vendor == "sqlite":
-            test_settings["NAME"] = str(tmp / "bench.sqlite3")
-        old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-        try:
-            return _run(n, tmp)
-        finally:
-            connection.creation.destroy_test_db(old_name, verbosity=0)
+    with throwaway_database("mailhub-bench-batch-") as tmp:
+        return _run(n, tmp)

@@ -12,6 +12,8 @@ import resource
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -148,17 +150,24 @@ def _run(n: int, tmp: Path) -> dict:
         sandbox.stop()
 
 
-def run() -> dict:
+@contextmanager
+def throwaway_database(prefix: str) -> Iterator[Path]:
+    """A temporary folder and a test database (a real SQLite file there, or ``test_<name>`` on PostgreSQL)."""
     from django.db import connection
 
-    n = int(os.environ.get("BENCH_GMAIL_MESSAGES", "10000"))
-    with tempfile.TemporaryDirectory(prefix="mailhub-bench-gmail-") as tmp_dir:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp_dir:
         tmp = Path(tmp_dir)
         test_settings = connection.settings_dict.setdefault("TEST", {})
         if connection.vendor == "sqlite":
             test_settings["NAME"] = str(tmp / "bench.sqlite3")  # a real file, as in production, not :memory:
         old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
         try:
-            return _run(n, tmp)
+            yield tmp
         finally:
             connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+def run() -> dict:
+    n = int(os.environ.get("BENCH_GMAIL_MESSAGES", "10000"))
+    with throwaway_database("mailhub-bench-gmail-") as tmp:
+        return _run(n, tmp)

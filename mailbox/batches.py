@@ -185,12 +185,7 @@ def batch_create(*, draft: OutgoingMessage, recipients: list[Recipient], user) -
         row = _copy_for(draft, recipient)
         row.batch = batch
         row.save()
-        OutgoingAttachment.objects.bulk_create(
-            OutgoingAttachment(
-                outgoing=row, blob_id=a.blob_id, filename=a.filename, content_type=a.content_type, size=a.size
-            )
-            for a in attachments
-        )
+        OutgoingAttachment.objects.bulk_create(OutgoingAttachment(outgoing=row, **a.copy_fields()) for a in attachments)
         problems = outgoing_variable_problems(row)
         if problems:
             OutgoingMessage.objects.filter(pk=row.pk).update(

@@ -127,15 +127,19 @@ def draft_save(
     draft.save()
     draft.attachments.filter(id__in=list(remove_ids)).delete()
     for upload in files:
-        content = upload.read()
-        OutgoingAttachment.objects.create(
-            outgoing=draft,
-            blob=blob_store(content=content),
-            filename=upload.name[:255],
-            content_type=upload.content_type or "application/octet-stream",
-            size=len(content),
-        )
+        OutgoingAttachment.objects.create(outgoing=draft, **upload_fields(upload))
     return draft
+
+
+def upload_fields(upload) -> dict:
+    """An uploaded file's bytes stored (shared with any identical file) and the fields an attachment keeps."""
+    content = upload.read()
+    return {
+        "blob": blob_store(content=content),
+        "filename": upload.name[:255],
+        "content_type": upload.content_type or "application/octet-stream",
+        "size": len(content),
+    }
 
 
 def attachments_size(*, draft: OutgoingMessage | None) -> int:

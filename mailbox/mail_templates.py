@@ -18,8 +18,8 @@ from django.utils import formats, timezone
 from django.utils.html import escape
 from django.utils.translation import gettext as _
 
+from mailbox.compose import upload_fields
 from mailbox.models import MessageTemplate, OutgoingAttachment, OutgoingMessage, TemplateAttachment
-from mailbox.store import blob_store
 
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 KNOWN = ("first_name", "last_name", "name", "email", "my_name", "my_email", "today")
@@ -130,10 +130,7 @@ def template_apply(*, draft: OutgoingMessage, template: MessageTemplate) -> Outg
     draft.fills_variables = True
     draft.save()
     OutgoingAttachment.objects.bulk_create(
-        OutgoingAttachment(
-            outgoing=draft, blob_id=a.blob_id, filename=a.filename, content_type=a.content_type, size=a.size
-        )
-        for a in template.attachments.all()
+        OutgoingAttachment(outgoing=draft, **a.copy_fields()) for a in template.attachments.all()
     )
     return draft
 
@@ -141,11 +138,4 @@ def template_apply(*, draft: OutgoingMessage, template: MessageTemplate) -> Outg
 @transaction.atomic
 def template_attachments_add(*, template: MessageTemplate, files: Iterable) -> None:
     for upload in files:
-        content = upload.read()
-        TemplateAttachment.objects.create(
-            template=template,
-            blob=blob_store(content=content),
-            filename=upload.name[:255],
-            content_type=upload.content_type or "application/octet-stream",
-            size=len(content),
-        )
+        TemplateAttachment.objects.create(template=template, **upload_fields(upload))

@@ -386,15 +386,32 @@ class MessageTemplate(models.Model):
         return self.name
 
 
-class TemplateAttachment(models.Model):
-    template = models.ForeignKey(MessageTemplate, on_delete=models.CASCADE, related_name="attachments")
+class AttachedFile(models.Model):
+    """A file a user attached (to a message being written, or to a template): its bytes are a shared blob."""
+
     blob = models.ForeignKey(AttachmentBlob, on_delete=models.PROTECT, related_name="+")
     filename = models.CharField(max_length=255)
     content_type = models.CharField(max_length=255, default="application/octet-stream")
     size = models.PositiveBigIntegerField(default=0)
 
+    class Meta:
+        abstract = True
+
     def __str__(self) -> str:
         return self.filename
+
+    def copy_fields(self) -> dict:
+        """What another attachment of the same file needs (the blob is shared, not copied)."""
+        return {
+            "blob_id": self.blob_id,
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size": self.size,
+        }
+
+
+class TemplateAttachment(AttachedFile):
+    template = models.ForeignKey(MessageTemplate, on_delete=models.CASCADE, related_name="attachments")
 
 
 class SendingPreferences(models.Model):
@@ -552,15 +569,8 @@ def new_message_id(sender: str) -> str:
     return make_msgid(domain=sender.rpartition("@")[2] or "mailhub.invalid").strip("<>")
 
 
-class OutgoingAttachment(models.Model):
+class OutgoingAttachment(AttachedFile):
     outgoing = models.ForeignKey(OutgoingMessage, on_delete=models.CASCADE, related_name="attachments")
-    blob = models.ForeignKey(AttachmentBlob, on_delete=models.PROTECT, related_name="+")
-    filename = models.CharField(max_length=255)
-    content_type = models.CharField(max_length=255, default="application/octet-stream")
-    size = models.PositiveBigIntegerField(default=0)
-
-    def __str__(self) -> str:
-        return self.filename
 
 
 class MailAccessLog(models.Model):
