@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import formats, timezone
-from django.utils.html import escape
+from django.utils.html import escape, linebreaks
 from django.utils.translation import gettext as _
 
 from mailbox.compose import upload_fields
@@ -126,7 +126,8 @@ def template_apply(*, draft: OutgoingMessage, template: MessageTemplate) -> Outg
     its files; the variables are filled when the message is sent."""
     draft.subject = template.subject or draft.subject
     draft.body_text = template.body_text + ("\n" + draft.body_text if draft.body_text.strip() else "")
-    draft.body_html = ""
+    if draft.body_html:  # a rich-text draft keeps its formatting below the template's paragraphs
+        draft.body_html = linebreaks(template.body_text, autoescape=True) + draft.body_html
     draft.fills_variables = True
     draft.save()
     OutgoingAttachment.objects.bulk_create(

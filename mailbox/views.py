@@ -535,7 +535,7 @@ def _compose_post(request: AuthenticatedHttpRequest, draft: OutgoingMessage | No
     action = request.POST.get("action", "save")
     autosave = action == "autosave"
     # A draft is saved to any of the user's mailboxes; only one whose provider is on can send it.
-    sending = action in ("send", "schedule")
+    sending = action in ("send", "schedule", "batch_send")
     accounts = (selectors.accounts_for_sending if sending else selectors.accounts_for_user)(user=request.user)
     form = ComposeForm(
         request.POST,

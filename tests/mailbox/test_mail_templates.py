@@ -12,7 +12,13 @@ from django.test import Client
 from django.urls import reverse
 
 from mailbox import outbox, store
-from mailbox.mail_templates import VariableError, outgoing_variable_problems, variables_fill, variables_in
+from mailbox.mail_templates import (
+    VariableError,
+    outgoing_variable_problems,
+    template_apply,
+    variables_fill,
+    variables_in,
+)
 from mailbox.models import MessageTemplate, OutgoingMessage, TemplateAttachment
 
 pytestmark = pytest.mark.django_db
@@ -76,6 +82,16 @@ def test_a_template_fills_from_the_recipient_when_sent(alice_client, alice, ui_m
     assert mail.get_body(("plain",)).get_content() == "Dear Ann Lee,\n-- Alice Martin\n"
     assert draft.subject == "Welcome, {{ first_name }}"  # the draft keeps the template: Undo brings it back as written
     assert outbox.outgoing_unsend(outgoing=draft) and OutgoingMessage.objects.get(pk=draft.pk).fills_variables
+
+
+def test_a_template_goes_above_a_rich_text_draft_without_losing_its_formatting(alice, ui_mail):
+    template = MessageTemplate.objects.create(owner=alice, name="T", subject="S", body_text="Hi {{ first_name }} <3")
+    draft = OutgoingMessage.objects.create(
+        account=ui_mail.alice_gmail, body_html="<p><b>Mine</b></p>", body_text="Mine"
+    )
+    template_apply(draft=draft, template=template)
+    assert draft.body_html == "<p>Hi {{ first_name }} &lt;3</p><p><b>Mine</b></p>"
+    assert draft.body_text == "Hi {{ first_name }} <3\nMine" and draft.fills_variables
 
 
 def test_a_variable_that_cannot_be_filled_stops_the_send_with_the_reason(alice_client, alice, ui_mail):
