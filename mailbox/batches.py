@@ -197,3 +197,17 @@ def batch_create(*, draft: OutgoingMessage, recipients: list[Recipient], user) -
         outgoing_queue(outgoing=row, scheduled_for=now + timedelta(seconds=interval * index))
     draft.delete()
     return batch
+
+
+def batch_cancel_rest(*, batch: Batch) -> int:
+    """Stop the batch: every message that has not started to go is marked not sent (Retry sends it after all);
+    returns how many. The compare-and-set leaves alone one a worker has already claimed: that one still goes."""
+    return OutgoingMessage.objects.filter(
+        batch=batch, status=OutgoingMessage.Status.QUEUED, handed_off_at__isnull=True
+    ).update(
+        status=OutgoingMessage.Status.FAILED,
+        last_error_code=ErrorCode.CANCELLED,
+        last_error="",
+        next_attempt_at=None,
+        updated_at=timezone.now(),
+    )

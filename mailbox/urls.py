@@ -27,6 +27,7 @@ urlpatterns = [
     path("drafts/attachment/<int:attachment_id>/", views.outgoing_attachment, name="outgoing_attachment"),
     path("outbox/", views.outbox, name="outbox"),
     path("batches/<int:batch_id>/", views.batch, name="batch"),
+    path("batches/<int:batch_id>/cancel/", views.batch_cancel, name="batch_cancel"),
     path("outbox/<int:outgoing_id>/unsend/", views.outbox_unsend, name="outbox_unsend"),
     path("preferences/", views.preferences, name="preferences"),
     path("templates/", views.templates_page, name="templates"),

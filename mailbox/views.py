@@ -610,6 +610,20 @@ def batch(request: AuthenticatedHttpRequest, batch_id: int) -> HttpResponse:
     return render(request, template, context)
 
 
+@login_required
+@require_POST
+def batch_cancel(request: AuthenticatedHttpRequest, batch_id: int) -> HttpResponse:
+    stopped = batches.batch_cancel_rest(batch=selectors.batch_get(user=request.user, batch_id=batch_id))
+    flash.success(
+        request,
+        ngettext(
+            "Stopped: %(count)d message will not be sent.", "Stopped: %(count)d messages will not be sent.", stopped
+        )
+        % {"count": stopped},
+    )
+    return redirect("mailbox:batch", batch_id)
+
+
 def _send_or_schedule(request: AuthenticatedHttpRequest, *, draft: OutgoingMessage, schedule: bool) -> HttpResponse:
     if schedule:
         when = ScheduleForm(request.POST)

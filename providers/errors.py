@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     PROVIDER_OFF = "provider_off"  # an administrator turned the provider off in Mail settings
     ALIAS_REFUSED = "alias_refused"  # the From is not (or no longer) an address the mailbox may send as
     VARIABLE_MISSING = "variable_missing"  # a template variable has no value for this recipient: not sent
+    CANCELLED = "cancelled"  # the user stopped it before it went
     UNEXPECTED = "unexpected"  # not a provider's error: our own code crashed (the engines log it)
 
 
@@ -138,6 +139,7 @@ _MESSAGES = {
         "%(provider)s, then send again."
     ),
     ErrorCode.VARIABLE_MISSING: _("Not sent: a template variable has no value for this recipient."),
+    ErrorCode.CANCELLED: _("Cancelled before it went: not sent."),
     ErrorCode.UNEXPECTED: _("Mailhub stopped on an unexpected error; it will try again."),
 }
 

@@ -147,3 +147,32 @@ def test_the_composer_previews_then_sends_a_list_and_the_batch_page_follows_it(c
 
     client.force_login(bob)
     assert client.get(reverse("mailbox:batch", args=[batch.pk])).status_code == 404
+
+
+def test_stopping_a_batch_spares_nobody_already_on_the_way_and_retry_sends_one_after_all(
+    client, alice, bob, gmail_account, gmail_mailbox
+):
+    recipients = batches.recipients_from_text("a@example.org\nb@example.org\nc@example.org")
+    draft = _draft(gmail_account, subject="Hi", body_text="x")
+    batch = batches.batch_create(draft=draft, recipients=recipients, user=alice)
+    first, second, third = batch.messages.order_by("pk")
+    OutgoingMessage.objects.filter(pk=first.pk).update(next_attempt_at=timezone.now())
+    assert outbox._outgoing_claim(first.pk).row is not None  # a worker has the first one
+
+    client.force_login(bob)
+    assert client.post(reverse("mailbox:batch_cancel", args=[batch.pk])).status_code == 404
+    client.force_login(alice)
+    stopped = client.post(reverse("mailbox:batch_cancel", args=[batch.pk]), follow=True)
+    assert "Stopped: 2 messages will not be sent." in stopped.content.decode()
+    assert [m.status for m in batch.messages.order_by("pk")] == [Status.SENDING, Status.FAILED, Status.FAILED]
+    third.refresh_from_db()
+    assert third.last_error_code == ErrorCode.CANCELLED and "Cancelled before it went" in third.error_message
+    assert outbox.outgoing_send(outgoing_id=third.pk).outcome == "nothing"  # its task finds it stopped
+
+    client.post(reverse("mailbox:outbox_retry", args=[second.pk]))
+    assert outbox.outgoing_send(outgoing_id=second.pk).outcome == "sent"
+    sent_to = [
+        message_from_bytes(m.raw, policy=policy.default)["To"]
+        for m in gmail_mailbox.store.sent_messages(gmail_mailbox.email)
+    ]
+    assert sent_to == ["b@example.org"]
