@@ -8,6 +8,7 @@ name) until the user types one of their own.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,6 +18,9 @@ from django.utils import timezone
 from accounts.models import MailAccount
 from mailbox.models import OutgoingMessage, SendAsAlias, SyncState
 from providers.base import MailClient, SenderIdentity
+from providers.errors import ProviderError, ReconnectRequired
+
+logger = logging.getLogger(__name__)
 
 CHECK_EVERY = timedelta(hours=6)
 
@@ -67,7 +71,14 @@ def identities_refresh_if_due(*, account: MailAccount, client: MailClient, state
     checked = state.identities_checked_at
     if checked is not None and timezone.now() - checked < CHECK_EVERY:
         return False
-    identities_store(account=account, identities=client.identities())
+    try:
+        identities = client.identities()
+    except ReconnectRequired:
+        raise
+    except ProviderError as exc:  # the mail matters more: sync it, and read the aliases next time
+        logger.warning("Could not read the addresses of account %s (%s); will try at the next sync", account.pk, exc)
+        return False
+    identities_store(account=account, identities=identities)
     SyncState.objects.filter(pk=state.pk).update(identities_checked_at=timezone.now())
     return True
 

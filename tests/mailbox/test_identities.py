@@ -136,3 +136,21 @@ def test_the_composer_offers_every_identity_by_name_and_starts_from_gmails_defau
     client.force_login(bob)
     stolen = client.post(reverse("mailbox:compose"), {**data, "subject": "Bob's", "account": f"{with_aliases.pk}"})
     assert stolen.status_code == 400 and not OutgoingMessage.objects.filter(subject="Bob's").exists()
+
+
+def test_when_gmail_cannot_list_the_aliases_the_mail_still_syncs_and_they_are_read_next_time(
+    gmail_account, gmail_mailbox
+):
+    store, email = gmail_mailbox.store, gmail_mailbox.email
+    store.send_as_add(email, SALES, display_name="Sales")
+    # Gmail says to come back in ten minutes: longer than a sync waits inline, so the request fails at once.
+    store.fail_next(1, status=503, retry_after=600, method="settings.sendAs.list", email=email)
+    gmail_mailbox.deliver(subject="Still here")
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    assert Message.objects.filter(account=gmail_account, subject="Still here").exists()
+    assert not SendAsAlias.objects.filter(account=gmail_account).exists()
+    assert SyncState.objects.get(account=gmail_account).identities_checked_at is None
+
+    store.clear_failures()
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
+    assert list(SendAsAlias.objects.filter(account=gmail_account).values_list("address", flat=True)) == [SALES]
