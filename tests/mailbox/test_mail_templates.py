@@ -147,3 +147,16 @@ def test_shared_templates_are_offered_to_everyone_and_changed_only_with_the_perm
     assert alice_client.post(reverse("mailbox:template_delete", args=[offer.pk])).status_code == 302
     assert not MessageTemplate.objects.filter(pk=offer.pk).exists()
     assert "Team offer" in bob_client.get(reverse("mailbox:templates")).content.decode()
+
+
+def test_mail_admins_may_share_templates(client, alice):
+    from django.contrib.auth.models import Group
+
+    from providers.models import MAIL_ADMIN_GROUP
+
+    alice.groups.add(Group.objects.get(name=MAIL_ADMIN_GROUP))
+    client.force_login(alice)
+    assert 'name="new-shared"' in client.get(reverse("mailbox:templates")).content.decode()
+    form = {"new-name": "Team", "new-subject": "Hi", "new-body_text": "x", "new-shared": "on"}
+    client.post(reverse("mailbox:templates"), form)
+    assert MessageTemplate.objects.get(name="Team").shared
