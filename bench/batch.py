@@ -14,64 +14,51 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from bench.gmail import _account, throwaway_database
+from bench.gmail import _account, google_sandbox, throwaway_database
 
 
 def _run(n: int, tmp: Path) -> dict:
-    from django.contrib.auth import get_user_model
     from django.db import connection
-    from django.test import override_settings
 
     from mailbox import batches, outbox
     from mailbox.models import OutgoingMessage
-    from providers.models import ProviderApp
-    from sandbox.server import Sandbox
 
-    sandbox = Sandbox(tls_dir=tmp / "tls").start()
-    try:
-        client_id, secret = "bench.apps.googleusercontent.com", "GOCSPX-bench"
-        sandbox.google.register_client(client_id, secret)
-        os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
-        overrides = {"MEDIA_ROOT": str(tmp / "media"), "MAILHUB_BATCH_PACING": False, "GMAIL_QUOTA_UNITS_PER_SECOND": 0}
-        with override_settings(**overrides, **sandbox.env()):
-            app = ProviderApp.objects.create(provider="google", client_id=client_id, client_secret=secret, enabled=True)
-            user = get_user_model().objects.create_user("bench", "bench@example.org", "bench-password-1")
-            account = _account(sandbox=sandbox, app=app, user=user, email="bench.batch@gmail.com")
-            listing = "email,name,company\n" + "".join(
-                f"reader{i}@example.org,Reader {i},Company {i % 37}\n" for i in range(n)
-            )
-            draft = OutgoingMessage.objects.create(
-                account=account,
-                subject="News for {{ company }}",
-                body_text="Dear {{ first_name }},\n\n" + "The quarter in a few lines. " * 40,
-            )
-            started = time.perf_counter()
-            with _no_dispatch():
-                recipients = batches.recipients_from_csv(listing.encode())
-                batch = batches.batch_create(draft=draft, recipients=recipients, user=user)
-            create_seconds = time.perf_counter() - started
+    overrides = {"MAILHUB_BATCH_PACING": False, "GMAIL_QUOTA_UNITS_PER_SECOND": 0}
+    with google_sandbox(tmp, **overrides) as (sandbox, app, user):
+        account = _account(sandbox=sandbox, app=app, user=user, email="bench.batch@gmail.com")
+        listing = "email,name,company\n" + "".join(
+            f"reader{i}@example.org,Reader {i},Company {i % 37}\n" for i in range(n)
+        )
+        draft = OutgoingMessage.objects.create(
+            account=account,
+            subject="News for {{ company }}",
+            body_text="Dear {{ first_name }},\n\n" + "The quarter in a few lines. " * 40,
+        )
+        started = time.perf_counter()
+        with _no_dispatch():
+            recipients = batches.recipients_from_csv(listing.encode())
+            batch = batches.batch_create(draft=draft, recipients=recipients, user=user)
+        create_seconds = time.perf_counter() - started
 
-            ids = list(batch.messages.order_by("pk").values_list("pk", flat=True))
-            tracemalloc.start()
-            started = time.perf_counter()
-            outcomes = [outbox.outgoing_send(outgoing_id=pk).outcome for pk in ids]
-            send_seconds = time.perf_counter() - started
-            _current, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            sent = sandbox.gmail.sent_messages(account.email)
-            return {
-                "recipients": n,
-                "database": connection.vendor,
-                "create_seconds": round(create_seconds, 2),
-                "send_seconds": round(send_seconds, 2),
-                "messages_per_second": round(len(sent) / send_seconds, 1),
-                "sent_at_gmail": len(sent),
-                "sent_twice": len(sent) - len({m.raw for m in sent}),
-                "not_sent": sum(outcome != "sent" for outcome in outcomes),
-                "peak_python_allocations_mb_while_sending": round(peak / 2**20, 1),
-            }
-    finally:
-        sandbox.stop()
+        ids = list(batch.messages.order_by("pk").values_list("pk", flat=True))
+        tracemalloc.start()
+        started = time.perf_counter()
+        outcomes = [outbox.outgoing_send(outgoing_id=pk).outcome for pk in ids]
+        send_seconds = time.perf_counter() - started
+        _current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        sent = sandbox.gmail.sent_messages(account.email)
+        return {
+            "recipients": n,
+            "database": connection.vendor,
+            "create_seconds": round(create_seconds, 2),
+            "send_seconds": round(send_seconds, 2),
+            "messages_per_second": round(len(sent) / send_seconds, 1),
+            "sent_at_gmail": len(sent),
+            "sent_twice": len(sent) - len({m.raw for m in sent}),
+            "not_sent": sum(outcome != "sent" for outcome in outcomes),
+            "peak_python_allocations_mb_while_sending": round(peak / 2**20, 1),
+        }
 
 
 class _no_dispatch:

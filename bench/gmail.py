@@ -72,13 +72,14 @@ def _timed_sync(account) -> tuple[float, str]:
     return time.perf_counter() - started, outcome
 
 
-def _run(n: int, tmp: Path) -> dict:
+@contextmanager
+def google_sandbox(tmp: Path, **overrides) -> Iterator[tuple]:
+    """(sandbox, Google app, user): the in-process sandbox with a registered client, the app's settings
+    pointing at it (plus ``overrides``), a ProviderApp for it and a user to own the mailboxes."""
     from django.contrib.auth import get_user_model
     from django.test import override_settings
 
-    from mailbox.models import Message
     from providers.models import ProviderApp
-    from sandbox.corpus import generate_messages
     from sandbox.server import Sandbox
 
     sandbox = Sandbox(tls_dir=tmp / "tls").start()
@@ -86,68 +87,78 @@ def _run(n: int, tmp: Path) -> dict:
         client_id, secret = "bench.apps.googleusercontent.com", "GOCSPX-bench"
         sandbox.google.register_client(client_id, secret)
         os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
-        with override_settings(MEDIA_ROOT=str(tmp / "media"), **sandbox.env()):
+        with override_settings(MEDIA_ROOT=str(tmp / "media"), **overrides, **sandbox.env()):
             app = ProviderApp.objects.create(provider="google", client_id=client_id, client_secret=secret, enabled=True)
             user = get_user_model().objects.create_user("bench", "bench@example.org", "bench-password-1")
-            raws = list(generate_messages(n, to_address="owner@gmail.com"))
-            emails = {mode: f"bench.{mode}.{uuid.uuid4().hex[:6]}@gmail.com" for mode in ("on", "off")}
-            for email in emails.values():
-                sandbox.gmail.seed(email, raws)
-            del raws
-            store = sandbox.gmail
-            figures: dict = {"messages": n}
-
-            # 1. Quota emulation on: the client paces itself for Google's 250 units/s.
-            account_on = _account(sandbox=sandbox, app=app, user=user, email=emails["on"])
-            store.quota_enabled = True
-            store.reset_stats()
-            seconds, outcome = _timed_sync(account_on)
-            stats = store.stats(emails["on"])
-            stored = Message.objects.filter(account=account_on).count()
-            rate = stored / seconds
-            figures["quota_on"] = {
-                "outcome": outcome,
-                "seconds": round(seconds, 2),
-                "messages_per_second": round(rate, 1),
-                "share_of_ceiling": round(rate / QUOTA_CEILING_MESSAGES_PER_SECOND, 3),
-                "throttled_429s_seen": stats.get("throttled", 0),
-                "messages_lost": n - stored,
-                "http_requests": stats.get("http_requests", 0),
-            }
-            store.quota_enabled = False
-
-            # 2. Quota emulation off, and the client's pacing off: what the code itself costs.
-            rss_before = _peak_rss_mb()
-            with override_settings(GMAIL_QUOTA_UNITS_PER_SECOND=0, GMAIL_BATCH_SIZE=50):
-                account_off = _account(sandbox=sandbox, app=app, user=user, email=emails["off"])
-                seconds, outcome = _timed_sync(account_off)
-            stored = Message.objects.filter(account=account_off).count()
-            figures["quota_off"] = {
-                "outcome": outcome,
-                "seconds": round(seconds, 2),
-                "messages_per_second": round(stored / seconds, 1),
-                "messages_lost": n - stored,
-                "peak_rss_mb_process": _peak_rss_mb(),
-                "peak_rss_mb_before_sync": rss_before,
-                "note": "the sandbox (holding both mailboxes) runs in the same process",
-            }
-
-            # 3. Incremental syncs of the quota-on mailbox (pacing on, as in production).
-            store.quota_enabled = True
-            _timed_sync(account_on)  # warm: token, connections
-            figures["incremental_no_change"] = _incremental_figures(store, account_on, emails["on"])
-            store.insert_message(emails["on"], next(generate_messages(1, to_address=emails["on"], seed=99)))
-            figures["incremental_one_new"] = {
-                **_incremental_figures(store, account_on, emails["on"]),
-                "stored": Message.objects.filter(account=account_on).count() == n + 1,
-            }
-            store.quota_enabled = False
-            from django.db import connection
-
-            figures["database"] = connection.vendor
-            return figures
+            yield sandbox, app, user
     finally:
         sandbox.stop()
+
+
+def _run(n: int, tmp: Path) -> dict:
+    from django.test import override_settings
+
+    from mailbox.models import Message
+    from sandbox.corpus import generate_messages
+
+    with google_sandbox(tmp) as (sandbox, app, user):
+        raws = list(generate_messages(n, to_address="owner@gmail.com"))
+        emails = {mode: f"bench.{mode}.{uuid.uuid4().hex[:6]}@gmail.com" for mode in ("on", "off")}
+        for email in emails.values():
+            sandbox.gmail.seed(email, raws)
+        del raws
+        store = sandbox.gmail
+        figures: dict = {"messages": n}
+
+        # 1. Quota emulation on: the client paces itself for Google's 250 units/s.
+        account_on = _account(sandbox=sandbox, app=app, user=user, email=emails["on"])
+        store.quota_enabled = True
+        store.reset_stats()
+        seconds, outcome = _timed_sync(account_on)
+        stats = store.stats(emails["on"])
+        stored = Message.objects.filter(account=account_on).count()
+        rate = stored / seconds
+        figures["quota_on"] = {
+            "outcome": outcome,
+            "seconds": round(seconds, 2),
+            "messages_per_second": round(rate, 1),
+            "share_of_ceiling": round(rate / QUOTA_CEILING_MESSAGES_PER_SECOND, 3),
+            "throttled_429s_seen": stats.get("throttled", 0),
+            "messages_lost": n - stored,
+            "http_requests": stats.get("http_requests", 0),
+        }
+        store.quota_enabled = False
+
+        # 2. Quota emulation off, and the client's pacing off: what the code itself costs.
+        rss_before = _peak_rss_mb()
+        with override_settings(GMAIL_QUOTA_UNITS_PER_SECOND=0, GMAIL_BATCH_SIZE=50):
+            account_off = _account(sandbox=sandbox, app=app, user=user, email=emails["off"])
+            seconds, outcome = _timed_sync(account_off)
+        stored = Message.objects.filter(account=account_off).count()
+        figures["quota_off"] = {
+            "outcome": outcome,
+            "seconds": round(seconds, 2),
+            "messages_per_second": round(stored / seconds, 1),
+            "messages_lost": n - stored,
+            "peak_rss_mb_process": _peak_rss_mb(),
+            "peak_rss_mb_before_sync": rss_before,
+            "note": "the sandbox (holding both mailboxes) runs in the same process",
+        }
+
+        # 3. Incremental syncs of the quota-on mailbox (pacing on, as in production).
+        store.quota_enabled = True
+        _timed_sync(account_on)  # warm: token, connections
+        figures["incremental_no_change"] = _incremental_figures(store, account_on, emails["on"])
+        store.insert_message(emails["on"], next(generate_messages(1, to_address=emails["on"], seed=99)))
+        figures["incremental_one_new"] = {
+            **_incremental_figures(store, account_on, emails["on"]),
+            "stored": Message.objects.filter(account=account_on).count() == n + 1,
+        }
+        store.quota_enabled = False
+        from django.db import connection
+
+        figures["database"] = connection.vendor
+        return figures
 
 
 @contextmanager
