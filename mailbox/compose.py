@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import formats
 from django.utils.translation import gettext as _
 
@@ -19,6 +20,10 @@ from mailbox.sanitize import html_sanitize, html_to_text
 from mailbox.signatures import signature_default
 from mailbox.store import blob_store
 
+_CONTENT_FIELDS = (
+    *("account", "from_alias", "from_name", "signature"),
+    *("to", "cc", "bcc", "subject", "body_html", "body_text"),
+)
 _PREFIX = {"reply": "Re:", "reply_all": "Re:", "forward": "Fwd:"}
 _PREFIX_RE = {
     "Re:": re.compile(r"^\s*(re|aw|答复|回复)\s*[:：]", re.I),
@@ -124,7 +129,13 @@ def draft_save(
     else:
         draft.body_html = ""
         draft.body_text = data.get("body_text") or ""
-    draft.save()
+    if draft.pk is None:
+        draft.revision = 1
+        draft.save()
+    else:
+        draft.revision = F("revision") + 1  # counted in the database: the drafts sync compares it
+        draft.save(update_fields=[*_CONTENT_FIELDS, "revision", "updated_at"])
+        draft.refresh_from_db(fields=["revision"])
     draft.attachments.filter(id__in=list(remove_ids)).delete()
     for upload in files:
         OutgoingAttachment.objects.create(outgoing=draft, **upload_fields(upload))

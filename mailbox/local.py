@@ -98,7 +98,7 @@ class StoredMailbox:
     def folders(self) -> dict[str, LocalFolder]:
         rows = Folder.objects.filter(account=self.account).order_by("pk")
         self._folder_ids = {f.remote_id: f.pk for f in rows}
-        return {f.remote_id: _local_folder(f) for f in rows}
+        return {f.remote_id: local_folder_of(f) for f in rows}
 
     def stored(self, remote_ids: Iterable[str]) -> set[str]:
         wanted, found = list(remote_ids), set()
@@ -169,6 +169,7 @@ class StoredMailbox:
                 name=folder.name,
                 role=folder.role,
                 is_selectable=folder.is_selectable,
+                delimiter=folder.delimiter,
             )
         for remote_id in set(stored) - listed:  # its messages that live nowhere else go with the orphans
             self._left.update(
@@ -331,12 +332,13 @@ class StoredMailbox:
         )
 
 
-def _local_folder(folder: Folder) -> LocalFolder:
+def local_folder_of(folder: Folder) -> LocalFolder:
     return LocalFolder(
         remote_id=folder.remote_id,
         name=folder.name,
         role=folder.role,
         is_selectable=folder.is_selectable,
+        delimiter=folder.delimiter,
         uidvalidity=folder.uidvalidity,
         uidnext=folder.uidnext,
         highestmodseq=folder.highestmodseq,

@@ -43,6 +43,7 @@ class Folder(models.Model):
     name = models.CharField(max_length=512)  # for display (IMAP names decoded from modified UTF-7)
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.USER)
     is_selectable = models.BooleanField(default=True)
+    delimiter = models.CharField(max_length=1, blank=True, default="/")  # between a nested name's levels
     # IMAP per-folder state (RFC 3501 / 7162); unused for Gmail.
     uidvalidity = models.BigIntegerField(null=True, blank=True)
     uidnext = models.BigIntegerField(null=True, blank=True)
@@ -59,6 +60,30 @@ class Folder(models.Model):
     def label(self) -> str:
         """The name a user reads: the translated role for system folders, the folder's own name otherwise."""
         return self.name if self.role == self.Role.USER else str(self.get_role_display())
+
+    @property
+    def _nested(self) -> bool:
+        return self.role == self.Role.USER and bool(self.delimiter)
+
+    @property
+    def depth(self) -> int:
+        """How many folders a user folder is inside (its ``name`` is the full path); 0 for the others."""
+        return self.name.count(self.delimiter) if self._nested else 0
+
+    @property
+    def leaf_label(self) -> str:
+        """What a tree shows: the last level of a user folder's path, else :attr:`label`."""
+        return self.name.rpartition(self.delimiter)[2] if self._nested else self.label
+
+    @property
+    def parent_path(self) -> str:
+        """The full path of the folder this one is inside ("" at the top)."""
+        return self.name.rpartition(self.delimiter)[0] if self._nested else ""
+
+    @property
+    def tree_key(self) -> tuple[str, ...]:
+        """Sorts user folders as a tree: each right after the folder it is inside."""
+        return tuple(level.casefold() for level in (self.name.split(self.delimiter) if self._nested else [self.name]))
 
 
 class Thread(models.Model):
@@ -497,6 +522,16 @@ class OutgoingMessage(models.Model):
     in_reply_to = models.CharField(max_length=998, blank=True)
     references = models.TextField(blank=True)
     raw = models.BinaryField(null=True, blank=True)  # built when queued; a retry sends these exact bytes
+    # The copy in the mailbox's Drafts at the provider (see mailbox.drafts): its id and the version last seen
+    # there, the Message-ID it carries (never ``message_id``: a draft must not pass for the sent message), and
+    # the revision of this row it holds (``revision`` grows with every save in Mailhub).
+    remote_draft_id = models.CharField(max_length=998, blank=True)
+    remote_draft_version = models.CharField(max_length=255, blank=True)
+    draft_key = models.CharField(max_length=998, blank=True)
+    revision = models.PositiveIntegerField(default=0)
+    pushed_revision = models.PositiveIntegerField(default=0)
+    # Kept as its own draft when another version of the same draft was saved later elsewhere.
+    kept_from_conflict = models.BooleanField(default=False)
     remote_id = models.CharField(max_length=255, blank=True)  # the provider's id once sent
     attempts = models.PositiveIntegerField(default=0)
     # When a queued row is due (the undo-send delay, the time it was scheduled for, backoff, or waiting for a sent
@@ -533,7 +568,15 @@ class OutgoingMessage(models.Model):
     def __str__(self) -> str:
         return self.subject or "(no subject)"
 
+    #: Written only by ``mailbox.drafts`` (with update()): a save of a row loaded before a sync wrote them must
+    #: not put back what they were.
+    DRAFT_SYNC_FIELDS = frozenset({"remote_draft_id", "remote_draft_version", "draft_key", "pushed_revision"})
+
     def save(self, *args, **kwargs) -> None:
+        if self.pk is not None and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
+            kwargs["update_fields"] = {
+                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in self.DRAFT_SYNC_FIELDS
+            }
         if not self.message_id and self.account_id:  # fixed once: every attempt sends the same Message-ID
             self.message_id = new_message_id(self.account.email)
             if kwargs.get("update_fields") is not None:
@@ -567,6 +610,17 @@ class OutgoingMessage(models.Model):
 def new_message_id(sender: str) -> str:
     """A fresh RFC 5322 Message-ID (without <>) in the sender's domain."""
     return make_msgid(domain=sender.rpartition("@")[2] or "mailhub.invalid").strip("<>")
+
+
+class RemoteDraftDeletion(models.Model):
+    """A draft discarded in Mailhub (or sent from it) whose copy at the provider is still to delete."""
+
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="+")
+    draft_id = models.CharField(max_length=998)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.draft_id
 
 
 class OutgoingAttachment(AttachedFile):

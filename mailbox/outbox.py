@@ -114,9 +114,24 @@ def _address_list(people: list) -> list[str]:
 def outgoing_build_raw(*, outgoing: OutgoingMessage, date: datetime | None = None) -> bytes:
     """The RFC 5322 bytes of ``outgoing`` (sets its Message-ID and reply headers if not chosen yet), dated
     ``date`` (the time it is due to go) or now."""
-    account = outgoing.account
     if not outgoing.message_id:
-        outgoing.message_id = new_message_id(account.email)
+        outgoing.message_id = new_message_id(outgoing.account.email)
+    _reply_headers_set(outgoing)
+    # A template's variables, checked before the message was queued (outgoing_variable_problems).
+    values = outgoing_values(outgoing) if outgoing.fills_variables else None
+    return _mime(outgoing, message_id=outgoing.message_id, date=date or timezone.now(), values=values)
+
+
+def draft_build_raw(*, outgoing: OutgoingMessage) -> bytes:
+    """The bytes of the copy kept in the mailbox's Drafts at the provider: as it would be sent, but under its own
+    Message-ID (``draft_key``, chosen here once) and with any template variables left for the recipient."""
+    if not outgoing.draft_key:
+        outgoing.draft_key = new_message_id(outgoing.account.email)
+    _reply_headers_set(outgoing)
+    return _mime(outgoing, message_id=outgoing.draft_key, date=timezone.now(), values=None)
+
+
+def _reply_headers_set(outgoing: OutgoingMessage) -> None:
     source = outgoing.source
     replying = outgoing.kind in (OutgoingMessage.Kind.REPLY, OutgoingMessage.Kind.REPLY_ALL)
     if replying and source is not None and source.message_id and not outgoing.in_reply_to:
@@ -125,17 +140,18 @@ def outgoing_build_raw(*, outgoing: OutgoingMessage, date: datetime | None = Non
         if not refs and source.in_reply_to:
             refs = [f"<{source.in_reply_to}>"]
         outgoing.references = " ".join([*refs, f"<{source.message_id}>"])
+
+
+def _mime(outgoing: OutgoingMessage, *, message_id: str, date: datetime, values: dict[str, str] | None) -> bytes:
     msg = EmailMessage()
     msg["From"] = formataddr(sender_of(outgoing))
     for header, people in (("To", outgoing.to), ("Cc", outgoing.cc), ("Bcc", outgoing.bcc)):
         addresses = _address_list(people)
         if addresses:
             msg[header] = ", ".join(addresses)
-    # A template's variables, checked before the message was queued (outgoing_variable_problems).
-    values = outgoing_values(outgoing) if outgoing.fills_variables else None
     msg["Subject"] = variables_fill(outgoing.subject, values) if values is not None else outgoing.subject
-    msg["Date"] = format_datetime(date or timezone.now())
-    msg["Message-ID"] = f"<{outgoing.message_id}>"
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = f"<{message_id}>"
     if outgoing.in_reply_to:
         msg["In-Reply-To"] = f"<{outgoing.in_reply_to}>"
     if outgoing.references:

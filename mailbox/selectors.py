@@ -97,17 +97,15 @@ def sidebar_get(*, user, off: set[str] | None = None) -> list[AccountNav]:
     accounts = list(accounts_for_user(user=user).select_related("sync_state"))
     if off is None:
         off = providers_off() if accounts else set()
-    folders = Folder.objects.filter(account__user=user, is_selectable=True)
+    # A mailbox's own Drafts are drafts in Mailhub (mailbox.drafts): the one Drafts above the accounts lists them.
+    folders = Folder.objects.filter(account__user=user, is_selectable=True).exclude(role=Folder.Role.DRAFTS)
     unread = _unread_by_folder(account_ids=[a.id for a in accounts])
     by_account: dict[int, list[FolderNav]] = {a.id: [] for a in accounts}
     for folder in folders:
         by_account[folder.account_id].append(FolderNav(folder=folder, unread=unread.get(folder.id, 0)))
     navs = []
     for account in accounts:
-        items = sorted(
-            by_account[account.id],
-            key=lambda f: (_ROLE_ORDER.index(f.folder.role) if f.folder.role in _ROLE_ORDER else 99, f.folder.name),
-        )
+        items = sorted(by_account[account.id], key=lambda f: _folder_order(f.folder))
         navs.append(
             AccountNav(
                 account=account,
@@ -117,6 +115,20 @@ def sidebar_get(*, user, off: set[str] | None = None) -> list[AccountNav]:
             )
         )
     return navs
+
+
+def _folder_order(folder: Folder) -> tuple:
+    return (_ROLE_ORDER.index(folder.role) if folder.role in _ROLE_ORDER else 99, folder.tree_key)
+
+
+def folders_tree(*, account: MailAccount) -> list[Folder]:
+    """The account's folders, system ones first, then the user's as a tree; each with ``n_messages``."""
+    folders = Folder.objects.filter(account=account).annotate(n_messages=Count("messagefolder"))
+    return sorted(folders, key=_folder_order)
+
+
+def account_get(*, user, account_id: int) -> MailAccount:
+    return get_object_or_404(accounts_for_user(user=user), pk=account_id)
 
 
 def _unread_by_folder(*, account_ids: list[int]) -> dict[int, int]:
@@ -231,8 +243,15 @@ def thread_get(*, user, thread_id: int) -> Thread:
 
 
 def thread_messages(*, thread: Thread) -> list[Message]:
-    """Oldest first (the page expands the newest); attachments prefetched; raw bytes left in the DB."""
-    return list(thread.messages.defer("raw_compressed").prefetch_related("attachments").order_by("date", "id"))
+    """Oldest first (the page expands the newest); attachments prefetched; raw bytes left in the DB. Not the
+    provider's copies of drafts: those are drafts in Mailhub (:func:`thread_drafts`)."""
+    messages = thread.messages.filter(is_draft=False).defer("raw_compressed").prefetch_related("attachments")
+    return list(messages.order_by("date", "id"))
+
+
+def thread_drafts(*, user, thread: Thread) -> QuerySet[OutgoingMessage]:
+    """The user's drafts replying to a message of ``thread``."""
+    return drafts_for_user(user=user).filter(source__thread=thread)
 
 
 def message_get(*, user, message_id: int) -> Message:

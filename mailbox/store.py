@@ -94,16 +94,15 @@ def folder_upsert(
     name: str,
     role: str = Folder.Role.USER,
     is_selectable: bool = True,
+    delimiter: str = "/",
 ) -> Folder:
     """Create or update the folder/label ``remote_id`` of ``account``; IMAP state fields are left alone."""
-    folder, created = Folder.objects.get_or_create(
-        account=account,
-        remote_id=remote_id,
-        defaults={"name": name, "role": role, "is_selectable": is_selectable},
-    )
-    if not created and (folder.name, folder.role, folder.is_selectable) != (name, role, is_selectable):
-        folder.name, folder.role, folder.is_selectable = name, role, is_selectable
-        folder.save(update_fields=["name", "role", "is_selectable"])
+    values = {"name": name, "role": role, "is_selectable": is_selectable, "delimiter": delimiter}
+    folder, created = Folder.objects.get_or_create(account=account, remote_id=remote_id, defaults=values)
+    if not created and any(getattr(folder, field) != value for field, value in values.items()):
+        for field, value in values.items():
+            setattr(folder, field, value)
+        folder.save(update_fields=list(values))
     return folder
 
 

@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from accounts.models import MailAccount
 from accounts.services import account_mark_needs_reconnect, providers_off
+from mailbox.drafts import drafts_sync
 from mailbox.identities import identities_refresh_if_due
 from mailbox.local import account_client
 from mailbox.models import SyncState
@@ -147,11 +148,12 @@ def _sync_run(*, account: MailAccount, state: SyncState) -> None:
     identities_refresh_if_due(account=account, client=client, state=state)
     if state.stage == SyncState.Stage.INCREMENTAL:
         client.incremental_sync()
-        return
-    if state.stage == SyncState.Stage.PENDING:
-        SyncState.objects.filter(pk=state.pk).update(stage=SyncState.Stage.FULL)
-    client.full_sync()
-    SyncState.objects.filter(pk=state.pk).update(stage=SyncState.Stage.INCREMENTAL, resume={})
+    else:
+        if state.stage == SyncState.Stage.PENDING:
+            SyncState.objects.filter(pk=state.pk).update(stage=SyncState.Stage.FULL)
+        client.full_sync()
+        SyncState.objects.filter(pk=state.pk).update(stage=SyncState.Stage.INCREMENTAL, resume={})
+    drafts_sync(account=account, client=client)
 
 
 def _error_fields(code: str, detail: str, status: str) -> dict:

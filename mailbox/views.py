@@ -6,6 +6,7 @@ Every view is login-only and looks rows up through the requesting user, so anoth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import quote
 
@@ -23,9 +24,12 @@ from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.models import MailAccount
 from accounts.services import account_display_name_set, providers_off
 from mailbox import batches, compose, selectors, sync, writeback
+from mailbox import folders as folders_service
 from mailbox.access import mail_access_log_for_owner
+from mailbox.drafts import draft_discard, draft_saved
 from mailbox.forms import (
     ATTACHMENTS_MAX_BYTES,
     BulkActionForm,
@@ -70,6 +74,7 @@ from mailbox.signatures import (
 from mailhub.http import AuthenticatedHttpRequest
 from providers import registry
 from providers.base import ChangeKind, MessageChange
+from providers.errors import ProviderError, error_message
 
 UNDO_SESSION_KEY = "mailhub_undo"
 _BULK_CHANGES = {
@@ -224,6 +229,7 @@ def thread(request: AuthenticatedHttpRequest, thread_id: int) -> HttpResponse:
         "in_trash": in_trash,
         "deletes_forever": in_trash and registry.get(current.account.provider).deletes_forever,
         "unread_ids": [m.id for m in messages if not m.is_read],
+        "drafts": selectors.thread_drafts(user=request.user, thread=current),
         "move_folders": Folder.objects.filter(account=current.account, is_selectable=True),
         **_chrome(request),
     }
@@ -557,6 +563,7 @@ def _compose_post(request: AuthenticatedHttpRequest, draft: OutgoingMessage | No
         files=form.cleaned_data["files"],
         remove_ids=remove_ids,
     )
+    draft_saved(draft=draft)
     edit_url = reverse("mailbox:draft", args=[draft.id])
     if autosave:
         saved_at = timezone.localtime(draft.updated_at).strftime("%H:%M:%S")
@@ -707,7 +714,7 @@ def draft(request: AuthenticatedHttpRequest, outgoing_id: int) -> HttpResponse:
 @require_POST
 def draft_delete(request: AuthenticatedHttpRequest, outgoing_id: int) -> HttpResponse:
     current = selectors.outgoing_get(user=request.user, outgoing_id=outgoing_id, status=OutgoingMessage.Status.DRAFT)
-    current.delete()
+    draft_discard(draft=current)
     flash.success(request, _("Draft discarded."))
     return redirect("mailbox:drafts")
 
@@ -895,6 +902,80 @@ def account_sync(request: AuthenticatedHttpRequest, account_id: int) -> HttpResp
     sync.account_sync_queue(account=account)
     flash.success(request, _("Checking %(email)s for new mail.") % {"email": account.email})
     return redirect(_back(request))
+
+
+@login_required
+@require_GET
+def folders(request: AuthenticatedHttpRequest, account_id: int) -> HttpResponse:
+    account = selectors.account_get(user=request.user, account_id=account_id)
+    tree = selectors.folders_tree(account=account)
+    context = {
+        "account": account,
+        "tree": tree,
+        "parents": [f for f in tree if f.is_selectable or f.role == Folder.Role.USER],
+        "labels": registry.get(account.provider).folders_are_labels,
+        "name_max": folders_service.NAME_MAX,
+        **_chrome(request),
+    }
+    return render(request, "mailbox/folders.html", context)
+
+
+def _folder_change(request: AuthenticatedHttpRequest, account: MailAccount, change: Callable[[], str]) -> None:
+    """Run a folder change and say how it went: done, refused by Mailhub (why), or refused by the provider."""
+    try:
+        flash.success(request, change())
+    except folders_service.FolderProblem as exc:
+        flash.error(request, str(exc))
+    except ProviderError as exc:
+        flash.error(request, exc.detail or error_message(exc.code, provider=account.provider_name))
+
+
+@login_required
+@require_POST
+def folder_create(request: AuthenticatedHttpRequest, account_id: int) -> HttpResponse:
+    account = selectors.account_get(user=request.user, account_id=account_id)
+    parent_id = request.POST.get("parent", "")
+    parent = selectors.folder_get(user=request.user, folder_id=int(parent_id)) if parent_id.isdigit() else None
+
+    def create() -> str:
+        created = folders_service.folder_create(account=account, name=request.POST.get("name", ""), parent=parent)
+        return _("Created “%(name)s”.") % {"name": created.name}
+
+    _folder_change(request, account, create)
+    return redirect("mailbox:folders", account.pk)
+
+
+@login_required
+@require_POST
+def folder_rename(request: AuthenticatedHttpRequest, folder_id: int) -> HttpResponse:
+    current = selectors.folder_get(user=request.user, folder_id=folder_id)
+    old = current.name
+
+    def rename() -> str:
+        renamed = folders_service.folder_rename(folder=current, name=request.POST.get("name", ""))
+        return _("Renamed “%(old)s” to “%(new)s”.") % {"old": old, "new": renamed.name}
+
+    _folder_change(request, current.account, rename)
+    return redirect("mailbox:folders", current.account_id)
+
+
+@login_required
+@require_POST
+def folder_delete(request: AuthenticatedHttpRequest, folder_id: int) -> HttpResponse:
+    current = selectors.folder_get(user=request.user, folder_id=folder_id)
+
+    def delete() -> str:
+        gone = folders_service.folder_delete(folder=current)
+        if gone:
+            return ngettext(
+                "Deleted “%(name)s” and the %(count)d message in it.",
+                "Deleted “%(name)s” and the %(count)d messages in it.",
+                gone,
+            ) % {"name": current.name, "count": gone}
+        return _("Deleted “%(name)s”.") % {"name": current.name}
+
+    _folder_change(request, current.account, delete)
+    return redirect("mailbox:folders", current.account_id)
 
 
 @login_required

@@ -87,6 +87,7 @@ class RemoteFolder:
     name: str
     role: str = "user"
     is_selectable: bool = True
+    delimiter: str = "/"  # between the levels of a nested folder's name ("" where the server has no hierarchy)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,21 @@ class Outgoing:
     message_id: str
     reply_thread_key: str = ""  # the provider's key of the replied-to thread ("" if none: new, or threaded by us)
     from_alias: str = ""  # the address it is sent from when that is not the mailbox's own
+
+
+@dataclass(frozen=True)
+class RemoteDraft:
+    """A draft in the mailbox's Drafts at the provider. ``draft_id`` names it across saves (Gmail's draft id; the
+    Message-ID of an IMAP draft), ``version`` changes with every save (Gmail's message id; an IMAP draft's UID)."""
+
+    draft_id: str
+    version: str
+
+
+@dataclass(frozen=True)
+class DraftContent:
+    draft: RemoteDraft
+    raw: bytes
 
 
 @dataclass(frozen=True)
@@ -273,6 +289,37 @@ class MailClient(Protocol):
 
     def identities(self) -> list[SenderIdentity]:
         """The addresses the mailbox may send from: its own first, then verified aliases (none at most providers)."""
+        ...
+
+    def drafts(self) -> list[RemoteDraft] | None:
+        """The drafts in the mailbox's Drafts (the newest version of each); None: the mailbox has no Drafts."""
+        ...
+
+    def draft_get(self, *, draft_id: str) -> DraftContent | None:
+        """The draft's current version and bytes; None when it is no longer there (sent or deleted)."""
+        ...
+
+    def draft_save(self, *, raw: bytes, draft_id: str | None, thread_key: str = "") -> RemoteDraft:
+        """Save ``raw`` as a new draft (``draft_id`` None) or as the new version of that draft (created again if it
+        is gone); ``thread_key``: the provider's thread of a reply. The draft's id may differ from ``draft_id``."""
+        ...
+
+    def draft_delete(self, *, draft_id: str) -> None:
+        """Delete every version of the draft; nothing when it is gone already."""
+        ...
+
+    def folder_create(self, *, name: str) -> RemoteFolder:
+        """Create a folder (Gmail: a label) named ``name``, a full path whose levels are joined by the mailbox's
+        delimiter. Raises ActionRequired (FOLDER_REFUSED, with the provider's reason) when it is refused."""
+        ...
+
+    def folder_rename(self, *, folder: LocalFolder, name: str) -> RemoteFolder:
+        """Give ``folder`` the full path ``name``; returns it as the provider now has it (an IMAP folder's remote
+        id is its name, a Gmail label keeps its id). The folders inside it move with it."""
+        ...
+
+    def folder_delete(self, *, folder: LocalFolder) -> None:
+        """Delete ``folder`` (Gmail: the label; its mail stays. IMAP: the folder and the mail in it)."""
         ...
 
     def send(self, *, outgoing: Outgoing, handoff: Callable[[], None]) -> str:

@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     ALIAS_REFUSED = "alias_refused"  # the From is not (or no longer) an address the mailbox may send as
     VARIABLE_MISSING = "variable_missing"  # a template variable has no value for this recipient: not sent
     CANCELLED = "cancelled"  # the user stopped it before it went
+    FOLDER_REFUSED = "folder_refused"  # the provider would not create, rename or delete a folder (its reply says why)
     UNEXPECTED = "unexpected"  # not a provider's error: our own code crashed (the engines log it)
 
 
@@ -140,6 +141,7 @@ _MESSAGES = {
     ),
     ErrorCode.VARIABLE_MISSING: _("Not sent: a template variable has no value for this recipient."),
     ErrorCode.CANCELLED: _("Cancelled before it went: not sent."),
+    ErrorCode.FOLDER_REFUSED: _("%(provider)s refused to change the folder."),
     ErrorCode.UNEXPECTED: _("Mailhub stopped on an unexpected error; it will try again."),
 }
 

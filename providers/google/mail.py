@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import http.client
 import json
@@ -44,11 +45,13 @@ from googleapiclient.http import HttpRequest
 from providers.base import (
     Account,
     ChangeKind,
+    DraftContent,
     LocalFolder,
     LocalMailbox,
     LocalMessage,
     MessageChange,
     Outgoing,
+    RemoteDraft,
     RemoteFolder,
     RemoteMessage,
     RemoteState,
@@ -72,6 +75,14 @@ METHOD_COSTS = {
     "messages.send": 100,
     "settings.sendAs.list": 1,
     "settings.sendAs.get": 1,
+    "drafts.list": 5,
+    "drafts.get": 5,
+    "drafts.create": 10,
+    "drafts.update": 15,
+    "drafts.delete": 10,
+    "labels.create": 5,
+    "labels.patch": 5,
+    "labels.delete": 5,
 }
 QUOTA_UNITS_PER_SECOND = 250
 QUOTA_WINDOW_SECONDS = 1.0  # units count from when their answer arrived, which is already after Google charged them
@@ -264,7 +275,17 @@ def _classify(exc: HttpError) -> _Outcome:
         )
     if status == 400 and reason == "failedPrecondition":
         return _Outcome("no_mailbox", detail="This Google account has no Gmail mailbox.")
-    return _Outcome("error", detail=f"Gmail answered with an error (HTTP {status}).")
+    said = _error_text(exc)
+    return _Outcome("error", detail=f"Gmail answered with an error (HTTP {status}{': ' + said if said else ''}).")
+
+
+def _error_text(exc: HttpError) -> str:
+    """Gmail's own words for an error (e.g. "Label name exists or conflicts"), short and on one line."""
+    try:
+        message = json.loads(exc.content.decode("utf-8", "replace")).get("error", {}).get("message", "")
+    except (ValueError, AttributeError):
+        return ""
+    return " ".join(str(message).split())[:200]
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float:
@@ -369,8 +390,16 @@ class GmailClient:
             self.local.heartbeat()
             time.sleep(min(left, 20.0))
 
-    def _execute(self, build: Callable[[], HttpRequest], *, method: str, max_attempts: int = MAX_ATTEMPTS) -> dict:
-        """Run one request with pacing, token refresh and backoff; 404 raises _Gone."""
+    def _execute(
+        self,
+        build: Callable[[], HttpRequest],
+        *,
+        method: str,
+        max_attempts: int = MAX_ATTEMPTS,
+        refused: ErrorCode | None = None,
+    ) -> dict:
+        """Run one request with pacing, token refresh and backoff; 404 raises _Gone. ``refused``: a request Gmail
+        refuses (4xx) raises ActionRequired with that code and Gmail's words instead of an error retried later."""
         self._ensure_token()
         refreshed = False
         attempt = 0
@@ -387,6 +416,8 @@ class GmailClient:
                 self.pacer.release(entry)
             if outcome.kind == "gone":
                 raise _Gone
+            if outcome.kind == "error" and refused is not None:
+                raise ActionRequired(outcome.detail, code=refused, detail=outcome.detail)
             if outcome.kind == "unauthorized":
                 if refreshed:
                     raise ProviderError("Gmail keeps rejecting Mailhub's access token. Will retry later.")
@@ -839,6 +870,94 @@ class GmailClient:
             ChangeKind.ADD_LABEL: ([target], []),
             ChangeKind.REMOVE_LABEL: ([], [target]),
         }.get(change.kind, ([], []))
+
+    # --- drafts -----------------------------------------------------------------------------------
+
+    def drafts(self) -> list[RemoteDraft]:
+        """Every draft (users.drafts.list, 5 units a page of 500): its id and its message's id, its version."""
+        found: list[RemoteDraft] = []
+        token: str | None = None
+        while True:
+
+            def build(page_token: str | None = token) -> HttpRequest:
+                return self.service.users().drafts().list(userId="me", maxResults=500, pageToken=page_token)
+
+            response = self._execute(build, method="drafts.list")
+            found += [RemoteDraft(item["id"], item["message"]["id"]) for item in response.get("drafts", [])]
+            token = response.get("nextPageToken")
+            if not token:
+                return found
+
+    def draft_get(self, *, draft_id: str) -> DraftContent | None:
+        try:
+            data = self._execute(
+                lambda: self.service.users().drafts().get(userId="me", id=draft_id, format="raw"), method="drafts.get"
+            )
+        except _Gone:
+            return None
+        return DraftContent(RemoteDraft(data["id"], data["message"]["id"]), _b64decode(data["message"]["raw"]))
+
+    def draft_save(self, *, raw: bytes, draft_id: str | None, thread_key: str = "") -> RemoteDraft:
+        """drafts.update, or drafts.create for a new draft or one deleted at Gmail meanwhile. A create repeated
+        after a lost answer leaves a second draft with the same Message-ID, which the app recognises as its own."""
+        message: dict[str, Any] = {"raw": base64.urlsafe_b64encode(raw).decode("ascii")}
+        if thread_key:
+            message["threadId"] = thread_key
+        drafts = self.service.users().drafts()
+        if draft_id:
+            try:
+                data = self._execute(
+                    lambda: drafts.update(userId="me", id=draft_id, body={"id": draft_id, "message": message}),
+                    method="drafts.update",
+                )
+                return RemoteDraft(data["id"], data["message"]["id"])
+            except _Gone:
+                pass
+        data = self._execute(lambda: drafts.create(userId="me", body={"message": message}), method="drafts.create")
+        return RemoteDraft(data["id"], data["message"]["id"])
+
+    def draft_delete(self, *, draft_id: str) -> None:
+        with contextlib.suppress(_Gone):
+            self._execute(
+                lambda: self.service.users().drafts().delete(userId="me", id=draft_id), method="drafts.delete"
+            )
+
+    # --- labels -----------------------------------------------------------------------------------
+
+    def folder_create(self, *, name: str) -> RemoteFolder:
+        body = {"name": name, "labelListVisibility": "labelShow", "messageListVisibility": "show"}
+        data = self._label_call(lambda: self.service.users().labels().create(userId="me", body=body), "labels.create")
+        return RemoteFolder(data["id"], data["name"])
+
+    def folder_rename(self, *, folder: LocalFolder, name: str) -> RemoteFolder:
+        """labels.patch of the label and of each label nested in it (Gmail nests by "/" in names)."""
+        labels = self.service.users().labels()
+        prefix = folder.name + "/"
+        inside = [f for f in self.local.folders().values() if f.role == "user" and f.name.startswith(prefix)]
+        data = self._label_call(
+            lambda: labels.patch(userId="me", id=folder.remote_id, body={"name": name}), "labels.patch"
+        )
+        for child in inside:
+            child_name = name + "/" + child.name.removeprefix(prefix)
+            self._label_call(
+                lambda child=child, child_name=child_name: labels.patch(
+                    userId="me", id=child.remote_id, body={"name": child_name}
+                ),
+                "labels.patch",
+            )
+        return RemoteFolder(data["id"], data["name"])
+
+    def folder_delete(self, *, folder: LocalFolder) -> None:
+        with contextlib.suppress(_Gone):
+            self._label_call(
+                lambda: self.service.users().labels().delete(userId="me", id=folder.remote_id), "labels.delete"
+            )
+
+    def _label_call(self, build: Callable[[], HttpRequest], method: str) -> dict:
+        try:
+            return self._execute(build, method=method, max_attempts=3, refused=ErrorCode.FOLDER_REFUSED)
+        except _Gone:
+            raise ActionRequired("Gmail has no such label (was it deleted?).", code=ErrorCode.FOLDER_REFUSED) from None
 
     # --- send -------------------------------------------------------------------------------------
     keeps_sent_copy = True  # everything messages.send accepted is in the mailbox, found by rfc822msgid:

@@ -58,6 +58,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from providers.base import (
     Account,
+    DraftContent,
     Flags,
     LocalFolder,
     LocalMailbox,
@@ -65,6 +66,7 @@ from providers.base import (
     MessageChange,
     Outgoing,
     Pending,
+    RemoteDraft,
     RemoteFolder,
     RemoteMessage,
     SenderIdentity,
@@ -307,7 +309,7 @@ class ImapMailClient:
     def _folders_refresh(self) -> list[LocalFolder]:
         """Store the server's folders (a folder gone from it is forgotten); returns the selectable ones."""
         remote = self.session.run(imap.folders_list)
-        listed = [RemoteFolder(f.remote_id, f.name, f.role, f.is_selectable) for f in remote]
+        listed = [RemoteFolder(f.remote_id, f.name, f.role, f.is_selectable, f.delimiter) for f in remote]
         return [folder for folder in self.local.folders_replace(listed).values() if folder.is_selectable]
 
     def _progress_remaining(self, folders: list[LocalFolder], *, since: date | None, resume: dict) -> dict[str, int]:
@@ -620,6 +622,45 @@ class ImapMailClient:
     def identities(self) -> list[SenderIdentity]:
         """IMAP has no list of aliases: the mailbox sends from its own address (the app keeps the name)."""
         return [SenderIdentity(address=self.account.email, is_primary=True, is_default=True)]
+
+    # -- drafts -----------------------------------------------------------------------------------
+
+    def drafts(self) -> list[RemoteDraft] | None:
+        from providers.imap import drafts
+
+        return drafts.drafts_list(self)
+
+    def draft_get(self, *, draft_id: str) -> DraftContent | None:
+        from providers.imap import drafts
+
+        return drafts.draft_get(self, draft_id=draft_id)
+
+    def draft_save(self, *, raw: bytes, draft_id: str | None, thread_key: str = "") -> RemoteDraft:
+        from providers.imap import drafts
+
+        return drafts.draft_save(self, raw=raw, draft_id=draft_id)
+
+    def draft_delete(self, *, draft_id: str) -> None:
+        from providers.imap import drafts
+
+        drafts.draft_delete(self, draft_id=draft_id)
+
+    # -- folders ----------------------------------------------------------------------------------
+
+    def folder_create(self, *, name: str) -> RemoteFolder:
+        from providers.imap import folders
+
+        return folders.folder_create(self, name=name)
+
+    def folder_rename(self, *, folder: LocalFolder, name: str) -> RemoteFolder:
+        from providers.imap import folders
+
+        return folders.folder_rename(self, folder=folder, name=name)
+
+    def folder_delete(self, *, folder: LocalFolder) -> None:
+        from providers.imap import folders
+
+        folders.folder_delete(self, folder=folder)
 
     def send(self, *, outgoing: Outgoing, handoff: Callable[[], None]) -> str:
         from providers.imap.smtp import outgoing_send_smtp

@@ -89,6 +89,7 @@ class RemoteFolder:
     name: str  # decoded for display
     role: str
     is_selectable: bool
+    delimiter: str = "/"
 
 
 @dataclass
@@ -179,10 +180,11 @@ def command_counter(client: IMAPClient) -> list[int]:
 # --- folders ---------------------------------------------------------------------------------------
 
 
-def folders_list(client: IMAPClient) -> list[RemoteFolder]:
-    """Every folder with its role (SPECIAL-USE flags, else well-known names); INBOX first."""
+def folders_list(client: IMAPClient, *, pattern: str | bytes = "*") -> list[RemoteFolder]:
+    """Every folder (or those ``pattern`` names) with its role (SPECIAL-USE flags, else well-known names);
+    INBOX first."""
     found = []
-    for flags, _delimiter, raw_name in client.list_folders():
+    for flags, delimiter, raw_name in client.list_folders(pattern=pattern):
         raw = raw_name.decode("ascii", "replace") if isinstance(raw_name, bytes) else str(raw_name)
         lowered = {f.lower() for f in flags}
         name = imap_utf7.decode(raw.encode("ascii", "replace")) if "&" in raw else raw
@@ -192,6 +194,7 @@ def folders_list(client: IMAPClient) -> list[RemoteFolder]:
                 name="Inbox" if raw.upper() == "INBOX" else name,
                 role=_folder_role(raw, name, lowered),
                 is_selectable=not ({b"\\noselect", b"\\nonexistent"} & lowered),
+                delimiter=delimiter.decode("ascii", "replace") if isinstance(delimiter, bytes) else (delimiter or ""),
             )
         )
     found.sort(key=lambda f: (f.role != "inbox", f.remote_id))

@@ -52,7 +52,7 @@ def changes_apply(
     if kind in (ChangeKind.REMOVE_LABEL, ChangeKind.DELETE_FOREVER):
         found = _locate(session, local, messages, [target])
         for folder, uids in found.items():
-            session.run(partial(_expunge, session, folder=folder, uids=uids))
+            session.run(partial(uids_expunge, session, folder=folder, uids=uids))
         return
     if kind == ChangeKind.ADD_LABEL:  # IMAP has no labels: a copy in the target folder
         candidates = [f for f in stored if f != target] or _present(by_role.get("inbox"))
@@ -198,10 +198,10 @@ def _move(session: _Session, client: IMAPClient, folder: LocalFolder, uids: list
         client.move(uids, target.remote_id)
         return
     client.copy(uids, target.remote_id)
-    _expunge(session, client, folder, uids)
+    uids_expunge(session, client, folder, uids)
 
 
-def _expunge(session: _Session, client: IMAPClient, folder: LocalFolder, uids: list[int]) -> None:
+def uids_expunge(session: _Session, client: IMAPClient, folder: LocalFolder, uids: list[int]) -> None:
     session.select(folder.remote_id, readonly=False)
     client.add_flags(uids, [b"\\Deleted"], silent=True)
     if b"UIDPLUS" in session.capabilities:

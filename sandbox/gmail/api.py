@@ -422,6 +422,79 @@ def send_as_get(store: GmailStore, box: Mailbox, request: ApiRequest, address: s
     raise not_found()
 
 
+def _posted_draft(request: ApiRequest) -> tuple[bytes, str | None]:
+    body = request.json()
+    if request.media is not None:
+        return request.media, None
+    message = body.get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("raw"), str) or not message["raw"]:
+        raise invalid("Message payload required: message.raw")
+    try:
+        return b64url_decode(message["raw"]), message.get("threadId") or None
+    except ValueError as exc:
+        raise invalid("Invalid value for ByteString") from exc
+
+
+def _draft_json(draft_id: str, message: StoredMessage, fmt: str = "labels") -> Json:
+    return {"id": draft_id, "message": message_json(message, fmt)}
+
+
+def drafts_list(store: GmailStore, box: Mailbox, request: ApiRequest) -> Result:
+    limit = request.integer("maxResults", 100, low=1, high=500)
+    start = int(request.param("pageToken") or 0) if (request.param("pageToken") or "0").isdigit() else None
+    if start is None:
+        raise invalid("Invalid pageToken")
+    ordered = sorted(box.drafts.items(), key=lambda item: box.messages[item[1]].order_key)
+    page = ordered[start : start + limit]
+    out: Json = {"resultSizeEstimate": len(ordered)}
+    if page:
+        out["drafts"] = [
+            {"id": draft_id, "message": {"id": msg_id, "threadId": box.messages[msg_id].thread_id}}
+            for draft_id, msg_id in page
+        ]
+    if start + limit < len(ordered):
+        out["nextPageToken"] = str(start + limit)
+    return 200, out
+
+
+def drafts_get(store: GmailStore, box: Mailbox, request: ApiRequest, draft_id: str) -> Result:
+    return 200, _draft_json(draft_id, store.draft_message(box, draft_id), _format(request))
+
+
+def drafts_create(store: GmailStore, box: Mailbox, request: ApiRequest) -> Result:
+    raw, thread_id = _posted_draft(request)
+    draft_id, view = store.draft_create(box.email, raw, thread_id=thread_id)
+    return 200, _draft_json(draft_id, store.get(box, view.id))
+
+
+def drafts_update(store: GmailStore, box: Mailbox, request: ApiRequest, draft_id: str) -> Result:
+    raw, thread_id = _posted_draft(request)
+    view = store.draft_update(box.email, draft_id, raw, thread_id=thread_id)
+    return 200, _draft_json(draft_id, store.get(box, view.id))
+
+
+def drafts_delete(store: GmailStore, box: Mailbox, request: ApiRequest, draft_id: str) -> Result:
+    store.draft_delete(box.email, draft_id)
+    return 204, None
+
+
+def drafts_send(store: GmailStore, box: Mailbox, request: ApiRequest) -> Result:
+    draft_id = request.json().get("id")
+    if not isinstance(draft_id, str) or not draft_id:
+        raise invalid("Draft id required")
+    view = store.draft_send(box.email, draft_id)
+    return 200, message_json(store.get(box, view.id), "labels")
+
+
+def labels_patch(store: GmailStore, box: Mailbox, request: ApiRequest, label_id: str) -> Result:
+    name = request.json().get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise invalid("Invalid label name")
+    if name is not None:
+        store.rename_label(box.email, label_id, name)
+    return 200, dict(box.labels[label_id])
+
+
 def history_list(store: GmailStore, box: Mailbox, request: ApiRequest) -> Result:
     start_text = request.param("startHistoryId")
     if not start_text or not start_text.isdigit():
@@ -485,6 +558,13 @@ ROUTES: list[tuple[str, re.Pattern[str], str, Callable[..., Result]]] = [
         ("POST", r"labels", "labels.create", labels_create),
         ("GET", r"labels/([^/]+)", "labels.get", labels_get),
         ("DELETE", r"labels/([^/]+)", "labels.delete", labels_delete),
+        ("PATCH", r"labels/([^/]+)", "labels.patch", labels_patch),
+        ("GET", r"drafts", "drafts.list", drafts_list),
+        ("POST", r"drafts", "drafts.create", drafts_create),
+        ("POST", r"drafts/send", "drafts.send", drafts_send),
+        ("GET", r"drafts/([^/]+)", "drafts.get", drafts_get),
+        ("PUT", r"drafts/([^/]+)", "drafts.update", drafts_update),
+        ("DELETE", r"drafts/([^/]+)", "drafts.delete", drafts_delete),
         ("GET", r"messages", "messages.list", messages_list),
         ("POST", r"messages/send", "messages.send", messages_send),
         ("POST", r"messages/batchModify", "messages.batchModify", messages_batch_modify),

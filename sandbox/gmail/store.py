@@ -12,6 +12,8 @@ import collections
 import gzip
 import json
 import random
+import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -171,6 +173,8 @@ class Mailbox:
     estimates: dict[tuple, int] = field(default_factory=dict)  # messages.list resultSizeEstimate cache
     send_as: dict[str, dict] = field(default_factory=dict)  # lower-cased address -> SendAs resource (not primary)
     display_name: str = ""  # the primary address's "Send mail as" name ("" until the user sets one)
+    drafts: dict[str, str] = field(default_factory=dict)  # draft id -> the id of its message (its current version)
+    draft_seq: int = 0
 
     def send_as_list(self) -> list[dict]:
         """The SendAs resources: the primary address first, then the aliases."""
@@ -321,6 +325,19 @@ class GmailStore:
                 "labelListVisibility": extra.get("labelListVisibility", "labelShow"),
             }
             return label_id
+
+    def rename_label(self, email: str, label_id: str, name: str) -> None:
+        with self.lock:
+            box = self.mailbox(email)
+            label = box.labels.get(label_id)
+            if label is None:
+                raise not_found()
+            if label["type"] == "system":
+                raise invalid("Invalid label name")
+            taken = any(other["name"].lower() == name.lower() for key, other in box.labels.items() if key != label_id)
+            if taken:
+                raise GmailError(409, "Label name exists or conflicts", reason="duplicate")
+            label["name"] = name
 
     def delete_label(self, email: str, label_id: str) -> None:
         with self.lock:
@@ -507,6 +524,7 @@ class GmailStore:
             if not siblings:
                 del box.threads[message.thread_id]
             box.trashed_from_inbox.discard(msg_id)
+            box.drafts = {draft: current for draft, current in box.drafts.items() if current != msg_id}
             box.history_id += 1
             message.history_id = box.history_id
             self._record(box, "messageDeleted", message)
@@ -542,6 +560,53 @@ class GmailStore:
                 SentMessage(id=message.id, thread_id=message.thread_id, raw=raw, requested_thread_id=thread_id)
             )
             return message
+
+    # --- drafts --------------------------------------------------------------------------------
+    def draft_create(self, email: str, raw: bytes, *, thread_id: str | None = None) -> tuple[str, MessageView]:
+        """A new draft (users.drafts.create, or the user writing one in Gmail): its id and its message."""
+        with self.lock:
+            box = self.mailbox(email)
+            box.draft_seq += 1
+            draft_id = f"r-{box.draft_seq:019d}"
+            message = self._add(box, raw, facts_of(raw), {"DRAFT"}, thread_id, now_ms())
+            box.drafts[draft_id] = message.id
+            return draft_id, _view(message)
+
+    def draft_update(self, email: str, draft_id: str, raw: bytes, *, thread_id: str | None = None) -> MessageView:
+        """Replace the draft's message: the new version has a new message id, the old one is deleted."""
+        with self.lock:
+            box = self.mailbox(email)
+            old = self.draft_message(box, draft_id)
+            message = self._add(box, raw, facts_of(raw), {"DRAFT"}, thread_id or old.thread_id, now_ms())
+            self.delete(email, old.id)
+            box.drafts[draft_id] = message.id
+            return _view(message)
+
+    def draft_delete(self, email: str, draft_id: str) -> None:
+        with self.lock:
+            box = self.mailbox(email)
+            self.delete(email, self.draft_message(box, draft_id).id)
+
+    def draft_send(self, email: str, draft_id: str) -> MessageView:
+        """users.drafts.send (or Send in Gmail): the draft becomes a sent message and is no longer a draft."""
+        with self.lock:
+            box = self.mailbox(email)
+            draft = self.draft_message(box, draft_id)
+            self.delete(email, draft.id)
+            stored = _with_message_id(draft.raw)
+            return _view(self.record_sent(email, draft.raw, thread_id=draft.thread_id, stored_raw=stored))
+
+    def drafts(self, email: str) -> dict[str, MessageView]:
+        """Every draft of ``email``: draft id -> its current message."""
+        with self.lock:
+            box = self.mailbox(email)
+            return {draft_id: _view(box.messages[msg_id]) for draft_id, msg_id in box.drafts.items()}
+
+    def draft_message(self, box: Mailbox, draft_id: str) -> StoredMessage:
+        msg_id = box.drafts.get(draft_id)
+        if msg_id is None or msg_id not in box.messages:
+            raise not_found()
+        return box.messages[msg_id]
 
     # --- history -------------------------------------------------------------------------------
     def history_id(self, email: str) -> int:
@@ -696,6 +761,7 @@ class GmailStore:
             "historyId": box.history_id,
             "displayName": box.display_name,
             "sendAs": list(box.send_as.values()),
+            "drafts": box.drafts,
             "labels": [label for label in box.labels.values() if label["type"] == "user"],
             "messages": [
                 {
@@ -737,9 +803,19 @@ class GmailStore:
                         message_id=item["id"],
                         force_thread=True,
                     )
+                box.drafts.update(user.get("drafts", {}))
+                box.draft_seq = max([box.draft_seq, *(int(d.removeprefix("r-")) for d in box.drafts)])
                 box.history.clear()
                 box.history_id = max(box.history_id, int(user.get("historyId", 0)))
                 box.history_floor = box.history_id
+
+
+def _with_message_id(raw: bytes) -> bytes:
+    """Gmail gives a sent message a Message-ID when it has none."""
+    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0].lower()
+    if re.search(rb"(^|\n)message-id:", head):
+        return raw
+    return b"Message-ID: <CA+" + secrets.token_hex(16).encode() + b"@mail.gmail.com>\r\n" + raw
 
 
 def _view(message: StoredMessage) -> MessageView:

@@ -9,18 +9,21 @@ from typing import Any
 from providers.base import (
     Account,
     AuthorizationRequest,
+    DraftContent,
+    LocalFolder,
     LocalMailbox,
     LocalMessage,
     MessageChange,
     Outgoing,
     Provider,
+    RemoteDraft,
     RemoteFolder,
     RemoteMessage,
     RemoteState,
     SenderIdentity,
     TokenGrant,
 )
-from providers.errors import ProviderError
+from providers.errors import ActionRequired, ErrorCode, ProviderError
 
 
 @dataclass
@@ -88,6 +91,27 @@ class MemoryClient:
 
     def identities(self) -> list[SenderIdentity]:
         return []  # nothing known beyond the account's own address
+
+    def drafts(self) -> list[RemoteDraft] | None:
+        return None  # no Drafts folder: drafts stay in Mailhub
+
+    def draft_get(self, *, draft_id: str) -> DraftContent | None:
+        return None
+
+    def draft_save(self, *, raw: bytes, draft_id: str | None, thread_key: str = "") -> RemoteDraft:
+        raise ActionRequired("The in-memory provider keeps no drafts.")
+
+    def draft_delete(self, *, draft_id: str) -> None:
+        """Nothing to delete: it never keeps a draft."""
+
+    def folder_create(self, *, name: str) -> RemoteFolder:
+        raise ActionRequired("The in-memory provider has fixed folders.", code=ErrorCode.FOLDER_REFUSED)
+
+    def folder_rename(self, *, folder: LocalFolder, name: str) -> RemoteFolder:
+        raise ActionRequired("The in-memory provider has fixed folders.", code=ErrorCode.FOLDER_REFUSED)
+
+    def folder_delete(self, *, folder: LocalFolder) -> None:
+        raise ActionRequired("The in-memory provider has fixed folders.", code=ErrorCode.FOLDER_REFUSED)
 
     def send(self, *, outgoing: Outgoing, handoff: Callable[[], None]) -> str:
         handoff()

@@ -1,0 +1,327 @@
+"""Drafts at the provider, both ways, on both engines over real sockets: the sandbox Gmail API (drafts.*) and
+Dovecot (APPEND \\Draft to Drafts). Each test acts as the user would in Mailhub and, at the provider, as the user
+would in Gmail or Outlook, then syncs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from email import message_from_bytes, policy
+from email.utils import format_datetime, make_msgid
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from mailbox import compose, drafts, outbox, sync
+from mailbox.local import account_client
+from mailbox.models import Folder, OutgoingMessage, RemoteDraftDeletion, Signature
+
+pytestmark = pytest.mark.django_db(transaction=True)
+Status = OutgoingMessage.Status
+
+
+def _draft_raw(*, sender: str, to: str, subject: str, body: str, when=None, message_id: str | None = None) -> bytes:
+    lines = [
+        f"From: {sender}",
+        f"To: {to}",
+        f"Subject: {subject}",
+        f"Date: {format_datetime(when or timezone.now())}",
+        f"Message-ID: {message_id or make_msgid(domain='example.org')}",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        body,
+        "",
+    ]
+    return "\r\n".join(lines).encode()
+
+
+def _parsed(raw: bytes):
+    return message_from_bytes(raw, policy=policy.default)
+
+
+class GmailSide:
+    """The user's Drafts as Gmail has them, and what the user does in Gmail."""
+
+    def __init__(self, store, email: str) -> None:
+        self.store, self.email = store, email
+
+    def drafts(self) -> dict[str, bytes]:
+        return {draft_id: view.raw for draft_id, view in self.store.drafts(self.email).items()}
+
+    def write(self, raw: bytes) -> str:
+        return self.store.draft_create(self.email, raw)[0]
+
+    def edit(self, draft_id: str, raw: bytes) -> None:
+        self.store.draft_update(self.email, draft_id, raw)
+
+    def delete(self, draft_id: str) -> None:
+        self.store.draft_delete(self.email, draft_id)
+
+
+class ImapSide:
+    """The Drafts folder on the IMAP server, and what another mail client does there."""
+
+    def __init__(self, dovecot, email: str) -> None:
+        self.dovecot, self.email = dovecot, email
+
+    def drafts(self) -> dict[str, bytes]:
+        with self.dovecot.client(self.email) as imap:
+            imap.select_folder("Drafts", readonly=True)
+            uids = imap.search(["NOT", "DELETED"])
+            fetched = imap.fetch(uids, ["BODY.PEEK[]"]) if uids else {}
+        found = {}
+        for _uid, data in sorted(fetched.items()):
+            raw = bytes(data[b"BODY[]"])
+            found[_parsed(raw)["Message-ID"].strip("<>")] = raw
+        assert len(found) == len(fetched), "two versions of one draft are left in Drafts"
+        return found
+
+    def write(self, raw: bytes) -> str:
+        self.dovecot.append(self.email, raw, folder="Drafts", flags=[b"\\Draft", b"\\Seen"])
+        return _parsed(raw)["Message-ID"].strip("<>")
+
+    def edit(self, draft_id: str, raw: bytes) -> None:
+        old = self._uids(draft_id)
+        self.dovecot.append(self.email, raw, folder="Drafts", flags=[b"\\Draft", b"\\Seen"])
+        self.dovecot.expunge(self.email, "Drafts", old)
+
+    def delete(self, draft_id: str) -> None:
+        self.dovecot.expunge(self.email, "Drafts", self._uids(draft_id))
+
+    def _uids(self, draft_id: str) -> list[int]:
+        with self.dovecot.client(self.email, folder="Drafts") as imap:
+            return imap.search(["HEADER", "Message-ID", f"<{draft_id}>"])
+
+
+@pytest.fixture(params=["gmail", "imap"])
+def mailbox_at(request):
+    """(account, provider side) for a Gmail account and for an Outlook account on Dovecot, each synced once."""
+    if request.param == "gmail":
+        account = request.getfixturevalue("gmail_account")
+        side = GmailSide(request.getfixturevalue("sandbox_settings").gmail, account.email)
+    else:
+        request.applymarker(pytest.mark.dovecot)
+        account = request.getfixturevalue("outlook_account")()
+        side = ImapSide(request.getfixturevalue("dovecot"), account.email)
+    _sync(account)
+    return account, side
+
+
+def _sync(account) -> None:
+    assert sync.account_sync(account_id=account.pk).outcome == "ok"
+
+
+def _save(account, draft=None, *, subject: str, body: str, to: str = "bob@example.org") -> OutgoingMessage:
+    data = {"to": [{"name": "", "email": to}], "cc": [], "bcc": [], "subject": subject, "body_text": body}
+    return compose.draft_save(draft=draft, account=account, data=data, files=[], remove_ids=[])
+
+
+def _only(side) -> tuple[str, bytes]:
+    (item,) = side.drafts().items()
+    return item
+
+
+def _local_drafts(account) -> list[OutgoingMessage]:
+    return list(OutgoingMessage.objects.filter(account=account, status=Status.DRAFT).order_by("id"))
+
+
+def test_a_draft_saved_in_mailhub_is_in_the_providers_drafts_and_saving_again_replaces_it(mailbox_at):
+    account, side = mailbox_at
+    signature = Signature.objects.create(user=account.user, name="Work", text="-- \nAlice, Sales")
+    draft = _save(account, subject="Quarterly numbers", body="First words")
+    OutgoingMessage.objects.filter(pk=draft.pk).update(signature=signature)
+    _sync(account)
+    draft_id, raw = _only(side)
+    assert _parsed(raw)["Subject"] == "Quarterly numbers"
+    assert _parsed(raw)["To"] == "bob@example.org"
+    assert "First words" in _parsed(raw).get_body().get_content()
+    assert "Alice, Sales" in _parsed(raw).get_body().get_content()  # the provider shows what will be sent
+
+    _save(account, OutgoingMessage.objects.get(pk=draft.pk), subject="Quarterly numbers", body="Second words")
+    _sync(account)
+    again_id, raw = _only(side)  # one draft, its new version
+    assert again_id == draft_id
+    assert "Second words" in _parsed(raw).get_body().get_content()
+    assert len(_local_drafts(account)) == 1  # our own copy is not imported back as a second draft
+
+    _sync(account)
+    assert _only(side)[0] == draft_id  # nothing changed: nothing saved again
+
+
+def test_a_copy_at_the_provider_never_carries_the_message_id_the_mail_is_sent_with(mailbox_at):
+    account, side = mailbox_at
+    draft = _save(account, subject="Hello", body="Text")
+    _sync(account)
+    _draft_id, raw = _only(side)
+    draft.refresh_from_db()
+    assert draft.message_id and draft.draft_key
+    assert _parsed(raw)["Message-ID"].strip("<>") == draft.draft_key != draft.message_id
+
+
+def test_a_draft_written_at_the_provider_is_finished_and_sent_from_mailhub(mailbox_at):
+    account, side = mailbox_at
+    draft_id = side.write(_draft_raw(sender=account.email, to="carol@example.org", subject="Offer", body="Dear Carol"))
+    _sync(account)
+    (row,) = _local_drafts(account)
+    assert (row.subject, row.to[0]["email"], row.body_text.strip()) == ("Offer", "carol@example.org", "Dear Carol")
+    assert row.remote_draft_id == draft_id
+
+    _save(account, row, subject="Offer", body="Dear Carol, here it is", to="carol@example.org")
+    _sync(account)
+    (same_id, raw) = _only(side)
+    assert "here it is" in _parsed(raw).get_body().get_content()
+
+    row = OutgoingMessage.objects.get(pk=row.pk)
+    outbox.outgoing_queue(outgoing=row)
+    assert outbox.outgoing_send(outgoing_id=row.pk).outcome == "sent"
+    _sync(account)
+    assert side.drafts() == {}  # sent: no longer a draft anywhere
+    assert _local_drafts(account) == []
+    assert OutgoingMessage.objects.get(pk=row.pk).status == Status.SENT
+
+
+def test_a_draft_discarded_in_mailhub_is_deleted_at_the_provider(mailbox_at):
+    account, side = mailbox_at
+    draft = _save(account, subject="Never mind", body="...")
+    _sync(account)
+    assert len(side.drafts()) == 1
+    drafts.draft_discard(draft=OutgoingMessage.objects.get(pk=draft.pk))
+    assert RemoteDraftDeletion.objects.filter(account=account).count() == 1
+    _sync(account)
+    assert side.drafts() == {}
+    assert not RemoteDraftDeletion.objects.exists()
+
+
+def test_a_draft_deleted_or_sent_at_the_provider_leaves_mailhubs_drafts(mailbox_at):
+    account, side = mailbox_at
+    _save(account, subject="Kept?", body="...")
+    _sync(account)
+    draft_id, _raw = _only(side)
+    side.delete(draft_id)
+    _sync(account)
+    assert _local_drafts(account) == []
+
+
+def test_a_draft_deleted_at_the_provider_but_written_on_here_is_saved_again(mailbox_at):
+    account, side = mailbox_at
+    draft = _save(account, subject="Still writing", body="one")
+    _sync(account)
+    side.delete(_only(side)[0])
+    _save(account, OutgoingMessage.objects.get(pk=draft.pk), subject="Still writing", body="one two")
+    _sync(account)
+    _draft_id, raw = _only(side)
+    assert "one two" in _parsed(raw).get_body().get_content()
+    assert [d.pk for d in _local_drafts(account)] == [draft.pk]
+
+
+def test_an_edit_at_the_provider_reaches_mailhub(mailbox_at):
+    account, side = mailbox_at
+    draft = _save(account, subject="Plan", body="v1")
+    _sync(account)
+    draft_id, raw = _only(side)
+    edited = _draft_raw(sender=account.email, to="dan@example.org", subject="Plan B", body="v2 from my phone",
+                        message_id=_parsed(raw)["Message-ID"])  # fmt: skip
+    side.edit(draft_id, edited)
+    _sync(account)
+    row = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (row.subject, row.body_text.strip(), row.to[0]["email"]) == ("Plan B", "v2 from my phone", "dan@example.org")
+    assert not row.kept_from_conflict and len(_local_drafts(account)) == 1
+
+
+@pytest.mark.parametrize("saved_last", ["mailhub", "provider"])
+def test_a_draft_written_in_both_places_between_syncs_keeps_both_versions(mailbox_at, saved_last):
+    account, side = mailbox_at
+    draft = _save(account, subject="Contract", body="original")
+    _sync(account)
+    draft_id, raw = _only(side)
+    now = timezone.now()
+    there_at = now + timedelta(minutes=1) if saved_last == "provider" else now - timedelta(minutes=1)
+    edited = _draft_raw(sender=account.email, to="bob@example.org", subject="Contract", body="written at the provider",
+                        when=there_at, message_id=_parsed(raw)["Message-ID"])  # fmt: skip
+    side.edit(draft_id, edited)
+    _save(account, OutgoingMessage.objects.get(pk=draft.pk), subject="Contract", body="written in Mailhub")
+    _sync(account)
+
+    rows = _local_drafts(account)
+    assert sorted(r.body_text.strip() for r in rows) == ["written at the provider", "written in Mailhub"]
+    winner = OutgoingMessage.objects.get(pk=draft.pk)
+    (kept,) = [r for r in rows if r.pk != draft.pk]
+    assert kept.kept_from_conflict and not winner.kept_from_conflict
+    expected = "written at the provider" if saved_last == "provider" else "written in Mailhub"
+    assert winner.body_text.strip() == expected
+    _sync(account)  # the kept version becomes a draft of its own at the provider too
+    bodies = sorted(_parsed(raw).get_body().get_content().strip() for raw in side.drafts().values())
+    assert bodies == ["written at the provider", "written in Mailhub"]
+
+
+def test_a_copy_whose_save_answer_was_lost_is_recognised_not_imported(mailbox_at):
+    """A save that reached the provider but whose answer never came back: the next sync finds the copy by its
+    Message-ID and links it, instead of showing the draft twice."""
+    account, side = mailbox_at
+    draft = _save(account, subject="Lost answer", body="once")
+    client = account_client(account)
+    lost = client.draft_save(raw=outbox.draft_build_raw(outgoing=draft), draft_id=None)
+    OutgoingMessage.objects.filter(pk=draft.pk).update(draft_key=draft.draft_key)  # chosen before the call went out
+    _sync(account)
+    assert [d.pk for d in _local_drafts(account)] == [draft.pk]
+    assert list(side.drafts()) == [lost.draft_id]
+    assert OutgoingMessage.objects.get(pk=draft.pk).remote_draft_id == lost.draft_id
+
+
+def test_a_draft_saved_twice_at_the_provider_keeps_one_copy(mailbox_at):
+    """A repeated create (httplib2 re-sends a POST whose connection dropped) leaves two copies: one is deleted."""
+    account, side = mailbox_at
+    draft = _save(account, subject="Twice", body="x")
+    _sync(account)
+    client = account_client(account)
+    row = OutgoingMessage.objects.get(pk=draft.pk)
+    client.draft_save(raw=outbox.draft_build_raw(outgoing=row), draft_id=None)
+    _sync(account)
+    assert len(side.drafts()) == 1
+    assert len(_local_drafts(account)) == 1
+
+
+def test_the_sidebar_shows_one_drafts(mailbox_at, client, alice):
+    account, _side = mailbox_at
+    assert Folder.objects.filter(account=account, role=Folder.Role.DRAFTS).exists()
+    client.force_login(alice)
+    page = client.get(reverse("mailbox:inbox")).content.decode()
+    assert page.count(">Drafts<") + page.count(">Drafts <") == 1
+
+
+
+def test_autosave_in_the_composer_reaches_the_providers_drafts(mailbox_at, client, alice, eager_celery):
+    account, side = mailbox_at
+    client.force_login(alice)
+    fields = {"account": account.pk, "to": "erin@example.org", "cc": "", "bcc": "", "subject": "Typed in Mailhub",
+              "body_text": "Autosaved words", "body_format": "text", "action": "autosave"}  # fmt: skip
+    saved = client.post(reverse("mailbox:compose"), fields).json()
+    assert saved["saved"]
+    _draft_id, raw = _only(side)  # the save queued a sync, run at once here
+    assert _parsed(raw)["Subject"] == "Typed in Mailhub"
+    client.post(saved["url"], {**fields, "body_text": "Autosaved words, more"})
+    assert "more" in _parsed(_only(side)[1]).get_body().get_content()
+
+
+def test_a_reply_draft_shows_in_its_conversation_once_as_a_draft(mailbox_at, client, alice):
+    account, side = mailbox_at
+    from tests.fixtures.ui import raw_text_message
+
+    raw, _mid = raw_text_message(subject="Question", body="Can you?", sender="Fay <fay@example.org>", to=account.email)
+    if isinstance(side, GmailSide):
+        side.store.insert_message(account.email, raw)
+    else:
+        side.dovecot.append(account.email, raw)
+    _sync(account)
+    (source,) = account.messages.filter(subject="Question")
+    reply = compose.draft_from_source_create(source=source, kind="reply")
+    _save(account, reply, subject=reply.subject, body="Yes I can", to="fay@example.org")
+    _sync(account)
+    _sync(account)  # the provider's copy is stored like any message
+    assert account.messages.filter(is_draft=True, subject="Re: Question").exists()
+
+    client.force_login(alice)
+    page = client.get(reverse("mailbox:thread", args=[source.thread_id])).content.decode()
+    assert reverse("mailbox:draft", args=[reply.pk]) in page
+    assert page.count("Yes I can") == 1  # the link to the draft, not the provider's copy as a message
