@@ -2,9 +2,10 @@
 
 A draft saved in Mailhub is copied to the provider (Gmail drafts.create/update; IMAP APPEND ``\\Draft``, replacing
 the previous version), and a draft written at the provider becomes a draft in Mailhub, finished there like any
-other. :func:`drafts_sync` does both at the end of each of the account's syncs, under the sync's lock, so it never
-runs twice at once for one mailbox; saving a draft queues a sync (:func:`draft_saved`), and beat's syncs catch up
-on whatever a lost task missed.
+other. :func:`drafts_sync` does both at the end of the account's syncs, under the sync's lock, so it never runs
+twice at once for one mailbox: when a draft was saved or discarded here (saving queues a sync, :func:`draft_saved`),
+when the mail sync stored or dropped a message in the mailbox's Drafts (:func:`drafts_fingerprint`), and at least
+hourly; an idle mailbox's sync asks the provider nothing more.
 
 Which version wins. A row has changes the provider has not seen while ``revision`` (a count of its saves
 in Mailhub) is ahead of ``pushed_revision``; the provider's copy changed when its version differs from
@@ -21,14 +22,24 @@ lets a sync recognise a copy whose creation answer was lost instead of importing
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import MailAccount
 from mailbox import store
 from mailbox.mime import mime_parse
-from mailbox.models import Message, OutgoingAttachment, OutgoingMessage, RemoteDraftDeletion
+from mailbox.models import (
+    Folder,
+    Message,
+    MessageFolder,
+    OutgoingAttachment,
+    OutgoingMessage,
+    RemoteDraftDeletion,
+    SyncState,
+)
 from mailbox.outbox import draft_build_raw
 from mailbox.sanitize import html_sanitize, html_to_text
 from mailbox.store import blob_store
@@ -38,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 Status = OutgoingMessage.Status
 PUSH_DELAY_SECONDS = 2.0  # after a save: autosaves a few seconds apart then cost one sync, not one each
+RECHECK_EVERY = timedelta(hours=1)  # the provider's Drafts are listed at least this often, changed or not
 
 
 # --- What the compose views call -----------------------------------------------------------------
@@ -66,20 +78,54 @@ def _sync_soon(account_id: int) -> None:
 # --- The sync's step ------------------------------------------------------------------------------
 
 
-def drafts_sync(*, account: MailAccount, client: MailClient) -> None:
-    """Bring the account's drafts and the provider's Drafts into step (see the module docstring)."""
-    _provider_copies_delete(account=account, client=client)
+def drafts_fingerprint(*, account: MailAccount) -> frozenset[str]:
+    """The stored messages in the mailbox's Drafts: what the mail sync saw of the provider's drafts. Compared
+    before and after a sync, it tells whether a draft changed at the provider without asking it."""
+    in_drafts = MessageFolder.objects.filter(folder__account=account, folder__role=Folder.Role.DRAFTS)
+    return frozenset(in_drafts.values_list("message__remote_id", flat=True))
+
+
+def _due(*, account: MailAccount, state: SyncState, provider_changed: bool) -> bool:
+    """Whether this sync must list the provider's drafts: something changed on either side, or an hour passed."""
+    if provider_changed or state.drafts_checked_at is None:
+        return True
+    if state.drafts_checked_at < timezone.now() - RECHECK_EVERY:
+        return True
+    if RemoteDraftDeletion.objects.filter(account=account).exists():
+        return True
+    mine = OutgoingMessage.objects.filter(account=account)
+    return (
+        mine.filter(status=Status.DRAFT, batch__isnull=True, revision__gt=F("pushed_revision")).exists()
+        or mine.exclude(status=Status.DRAFT).exclude(remote_draft_id="").exists()
+    )
+
+
+def drafts_sync(*, account: MailAccount, client: MailClient, provider_changed: bool = True) -> None:
+    """Bring the account's drafts and the provider's Drafts into step (see the module docstring), when anything
+    may have changed on either side (``provider_changed``: :func:`drafts_fingerprint` moved during the sync)."""
+    state = SyncState.objects.get(account=account)
+    if not _due(account=account, state=state, provider_changed=provider_changed):
+        return
+    wrote = _drafts_sync(account=account, client=client)
+    # What this sync wrote reaches the store with the next mail sync: the fingerprint cannot tell until then.
+    SyncState.objects.filter(pk=state.pk).update(drafts_checked_at=None if wrote else timezone.now())
+
+
+def _drafts_sync(*, account: MailAccount, client: MailClient) -> bool:
+    """One pass both ways; whether it changed anything at the provider."""
+    wrote = _provider_copies_delete(account=account, client=client)
     remote = client.drafts()
     if remote is None:
-        return  # the mailbox has no Drafts folder: drafts stay in Mailhub
+        return wrote  # the mailbox has no Drafts folder: drafts stay in Mailhub
     rows = list(_drafts_of(account))
     linked = {row.remote_draft_id for row in rows if row.remote_draft_id}
     for found in remote:
         if found.draft_id not in linked:
-            _remote_draft_adopt(account=account, client=client, found=found)
+            wrote |= _remote_draft_adopt(account=account, client=client, found=found)
     by_id = {found.draft_id: found for found in remote}
     for row in _drafts_of(account):
-        _draft_reconcile(row, client=client, found=by_id.get(row.remote_draft_id))
+        wrote |= _draft_reconcile(row, client=client, found=by_id.get(row.remote_draft_id))
+    return wrote
 
 
 def _drafts_of(account: MailAccount):
@@ -88,11 +134,13 @@ def _drafts_of(account: MailAccount):
     )
 
 
-def _provider_copies_delete(*, account: MailAccount, client: MailClient) -> None:
+def _provider_copies_delete(*, account: MailAccount, client: MailClient) -> bool:
     """Delete at the provider the copies of drafts discarded in Mailhub, and of drafts that were sent from it."""
+    wrote = False
     for deletion in RemoteDraftDeletion.objects.filter(account=account):
         client.draft_delete(draft_id=deletion.draft_id)
         deletion.delete()
+        wrote = True
     gone_on = OutgoingMessage.objects.filter(account=account).exclude(status=Status.DRAFT).exclude(remote_draft_id="")
     for pk, draft_id in gone_on.values_list("pk", "remote_draft_id"):
         client.draft_delete(draft_id=draft_id)
@@ -100,14 +148,16 @@ def _provider_copies_delete(*, account: MailAccount, client: MailClient) -> None
         OutgoingMessage.objects.filter(pk=pk, remote_draft_id=draft_id).update(
             remote_draft_id="", remote_draft_version="", pushed_revision=0
         )
+        wrote = True
+    return wrote
 
 
-def _remote_draft_adopt(*, account: MailAccount, client: MailClient, found: RemoteDraft) -> None:
+def _remote_draft_adopt(*, account: MailAccount, client: MailClient, found: RemoteDraft) -> bool:
     """A draft at the provider no row links to: a copy of one of ours whose save answer was lost, or a new draft
-    written at the provider (imported as a draft here)."""
+    written at the provider (imported as a draft here). True when it deleted a second copy at the provider."""
     content = client.draft_get(draft_id=found.draft_id)
     if content is None:
-        return  # gone meanwhile
+        return False  # gone meanwhile
     key = mime_parse(content.raw).message_id
     own = OutgoingMessage.objects.filter(account=account, draft_key=key).first() if key else None
     if own is None:
@@ -118,32 +168,36 @@ def _remote_draft_adopt(*, account: MailAccount, client: MailClient, found: Remo
         )
     elif own.remote_draft_id != content.draft.draft_id:
         client.draft_delete(draft_id=content.draft.draft_id)  # a second copy of ours (a repeated create)
+        return True
+    return False
 
 
-def _draft_reconcile(row: OutgoingMessage, *, client: MailClient, found: RemoteDraft | None) -> None:
+def _draft_reconcile(row: OutgoingMessage, *, client: MailClient, found: RemoteDraft | None) -> bool:
+    """Bring one draft into step; True when that meant saving it at the provider."""
     changed_here = row.revision > row.pushed_revision
     if row.remote_draft_id and found is None:
         if not changed_here:
             _gone_at_provider(row)
-            return
+            return False
         row.remote_draft_id = row.remote_draft_version = ""  # sent or deleted there, but written on here: save anew
     elif found is not None and found.version != row.remote_draft_version:
         content = client.draft_get(draft_id=found.draft_id)
         if content is None:
-            return  # changed again meanwhile: the next sync sees how it ended
+            return False  # changed again meanwhile: the next sync sees how it ended
         if not changed_here:
             _draft_overwrite(row, raw=content.raw, found=content.draft)
-            return
+            return False
         if _saved_later_here(row, raw=content.raw):
             _draft_import(account=row.account, raw=content.raw, found=None, kept_from_conflict=True)
             row.remote_draft_version = content.draft.version
         else:
             _draft_copy_keep(row)
             _draft_overwrite(row, raw=content.raw, found=content.draft, over_revision=row.revision)
-            return
+            return False
     elif not changed_here:
-        return
+        return False
     _draft_push(row, client=client)
+    return True
 
 
 def _saved_later_here(row: OutgoingMessage, *, raw: bytes) -> bool:

@@ -9,17 +9,28 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.urls import reverse_lazy
 from django.utils import timezone
+from django.utils.html import linebreaks
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.models import MailAccount
 from mailbox.identities import Sender, senders_for
 from mailbox.models import Folder, MessageTemplate, SendingPreferences, Signature, SignatureDefault
+from mailbox.sanitize import html_sanitize, html_to_text
 from mailbox.search import SearchQuery
 
 # Gmail's limit for one message's attachments; Outlook's is smaller (20 MB for SMTP submission is common).
 ATTACHMENTS_MAX_BYTES = 25 * 1024 * 1024
+#: A textarea the page turns into the rich-text editor (mailbox/static/mailbox/editor.js).
+RICH_EDITOR = {
+    "data-rich-editor": "",
+    "data-clean-url": reverse_lazy("mailbox:compose_clean"),
+    "rows": 14,
+    "aria-label": _("Message"),
+    "data-image-too-big": _("This picture is larger than 5 MB: attach it instead."),
+}
 
 
 _ADDRESS_SEPARATOR = re.compile(r"""((?:"[^"]*"|<[^>]*>|[^,;"<])*)[,;]?""")
@@ -116,7 +127,7 @@ class ComposeForm(forms.Form):
         widget=forms.RadioSelect,
     )
     body_text = forms.CharField(label=_("Message"), widget=forms.Textarea(attrs={"rows": 14}), required=False)
-    body_html = forms.CharField(widget=forms.HiddenInput, required=False)
+    body_html = forms.CharField(widget=forms.Textarea(attrs=RICH_EDITOR), required=False)
     signature = forms.ModelChoiceField(
         queryset=Signature.objects.none(), required=False, label=_("Signature"), empty_label=_("No signature")
     )
@@ -310,12 +321,36 @@ class DisplayNamesForm(forms.Form):
         return [(account, self.cleaned_data[f"name_{account.pk}"]) for account in self.accounts]
 
 
+def rich_text_clean(html: str) -> tuple[str, str]:
+    """What a rich-text editor sent, as stored: the sanitised HTML and its plain-text twin (for plain mail)."""
+    clean = html_sanitize(html=html, cid_url=lambda _cid: None, show_images=True).html if html.strip() else ""
+    return clean, html_to_text(clean).strip()
+
+
+def _rich_initial(form: forms.ModelForm, *, html_field: str, text: str) -> None:
+    """A record written as plain text (before rich text) opens in the editor as its lines."""
+    if form.instance.pk and not getattr(form.instance, html_field) and text:
+        form.initial[html_field] = linebreaks(text, autoescape=True)
+
+
 class SignatureForm(forms.ModelForm):
     class Meta:
         model = Signature
-        fields = ["name", "text"]
-        labels = {"name": _("Name"), "text": _("Signature")}
-        widgets = {"text": forms.Textarea(attrs={"rows": 4})}
+        fields = ["name", "html"]
+        labels = {"name": _("Name"), "html": _("Signature")}
+        widgets = {"html": forms.Textarea(attrs={**RICH_EDITOR, "rows": 4, "aria-label": _("Signature")})}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _rich_initial(self, html_field="html", text=self.instance.text)
+        self.fields["html"].required = True
+
+    def clean_html(self) -> str:
+        html, text = rich_text_clean(self.cleaned_data["html"])
+        if not text:
+            raise ValidationError(_("Write the signature."))
+        self.instance.text = text
+        return html
 
 
 class SignatureDefaultsForm(forms.Form):
@@ -352,19 +387,24 @@ class TemplateForm(forms.ModelForm):
 
     class Meta:
         model = MessageTemplate
-        fields = ["name", "subject", "body_text", "shared"]
+        fields = ["name", "subject", "body_html", "shared"]
         labels = {
             "name": _("Name"),
             "subject": _("Subject"),
-            "body_text": _("Message"),
+            "body_html": _("Message"),
             "shared": _("Share with everyone"),
         }
-        widgets = {"subject": forms.TextInput(), "body_text": forms.Textarea(attrs={"rows": 8})}
+        widgets = {"subject": forms.TextInput(), "body_html": forms.Textarea(attrs={**RICH_EDITOR, "rows": 8})}
 
     def __init__(self, *args, may_share: bool, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        _rich_initial(self, html_field="body_html", text=self.instance.body_text)
         if not may_share:
             del self.fields["shared"]
+
+    def clean_body_html(self) -> str:
+        html, self.instance.body_text = rich_text_clean(self.cleaned_data["body_html"])
+        return html
 
     def clean_subject(self) -> str:
         return header_value_check(self.cleaned_data["subject"])

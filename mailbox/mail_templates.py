@@ -125,8 +125,11 @@ def template_apply(*, draft: OutgoingMessage, template: MessageTemplate) -> Outg
     """Start ``draft`` from ``template``: its subject, its text above what is written (a quote stays below),
     its files; the variables are filled when the message is sent."""
     draft.subject = template.subject or draft.subject
+    written_html = draft.body_html or (linebreaks(draft.body_text, autoescape=True) if draft.body_text.strip() else "")
     draft.body_text = template.body_text + ("\n" + draft.body_text if draft.body_text.strip() else "")
-    if draft.body_html:  # a rich-text draft keeps its formatting below the template's paragraphs
+    if template.body_html:  # a rich template makes the draft rich, what was written kept below it
+        draft.body_html = template.body_html + written_html
+    elif draft.body_html:  # a rich-text draft keeps its formatting below the template's paragraphs
         draft.body_html = linebreaks(template.body_text, autoescape=True) + draft.body_html
     draft.fills_variables = True
     draft.save()

@@ -288,6 +288,7 @@ class SyncState(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
     identities_checked_at = models.DateTimeField(null=True, blank=True)  # when the aliases were last read
+    drafts_checked_at = models.DateTimeField(null=True, blank=True)  # when the provider's Drafts were last listed
     # The last failure: its providers.errors.ErrorCode (users read error_message's words for it) and the
     # exception's text for administrators (never a secret; not shown to users).
     last_error_code = models.CharField(max_length=32, blank=True)
@@ -367,7 +368,8 @@ class Signature(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="signatures")
     name = models.CharField(max_length=100)
-    text = models.TextField()
+    text = models.TextField()  # what plain-text mail gets
+    html = models.TextField(blank=True)  # what rich-text mail gets (sanitised); "" for a plain-text signature
 
     class Meta:
         ordering = ["name", "pk"]
@@ -401,6 +403,7 @@ class MessageTemplate(models.Model):
     name = models.CharField(max_length=100)
     subject = models.TextField(blank=True)
     body_text = models.TextField(blank=True)
+    body_html = models.TextField(blank=True)  # rich text (sanitised); "" for a plain-text template
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -23,12 +23,15 @@ unknown (the provider may or may not have it: the user checks again or sends any
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime, formataddr, make_msgid
 from enum import StrEnum
 
 from django.conf import settings
@@ -42,7 +45,7 @@ from mailbox.identities import sender_of
 from mailbox.local import account_client, outgoing_of
 from mailbox.mail_templates import outgoing_values, variables_fill
 from mailbox.models import Folder, Message, OutgoingMessage, SendProblem, new_message_id
-from mailbox.signatures import html_signed, text_signed
+from mailbox.signatures import html_signed, signature_html, text_signed
 from providers.base import MailClient
 from providers.errors import ActionRequired, ErrorCode, ProviderError, ReconnectRequired, SendUncertain
 
@@ -162,16 +165,41 @@ def _mime(outgoing: OutgoingMessage, *, message_id: str, date: datetime, values:
         text, html = variables_fill(text, values), variables_fill(html, values, html=True)
     if outgoing.signature is not None:
         text = text_signed(text, outgoing.signature.text, quote_marker=outgoing.quote_marker)
-        html = html and html_signed(html, outgoing.signature.text, quote_marker=outgoing.quote_marker)
+        html = html and html_signed(html, signature_html(outgoing.signature), quote_marker=outgoing.quote_marker)
     msg.set_content(text)
     if html:
+        html, pictures = _pictures_as_parts(html)
         msg.add_alternative(html, subtype="html")
+        html_part = msg.get_body(("html",))
+        for cid, subtype, data in pictures:
+            html_part.add_related(data, maintype="image", subtype=subtype, cid=f"<{cid}>", disposition="inline")
     for attachment in outgoing.attachments.select_related("blob"):
         maintype, _sep, subtype = (attachment.content_type or "application/octet-stream").partition("/")
         with attachment.blob.open() as handle:
             data = handle.read()
         msg.add_attachment(data, maintype=maintype, subtype=subtype or "octet-stream", filename=attachment.filename)
     return msg.as_bytes()
+
+
+_DATA_IMAGE = re.compile(r'src="data:image/(png|gif|jpeg|webp);base64,([A-Za-z0-9+/=\s]+)"')
+
+
+def _pictures_as_parts(html: str) -> tuple[str, list[tuple[str, str, bytes]]]:
+    """Pictures pasted into the editor (data: images) as parts of the message the HTML names by cid:, the way
+    mail clients send them (a data: image is shown by few of them). Returns the HTML and (cid, subtype, bytes)."""
+    parts: dict[str, tuple[str, str, bytes]] = {}
+
+    def part(match: re.Match[str]) -> str:
+        payload = re.sub(r"\s+", "", match.group(2))
+        if payload not in parts:
+            try:
+                data = base64.b64decode(payload, validate=True)
+            except binascii.Error:
+                return 'src=""'
+            parts[payload] = (make_msgid(idstring="img", domain="mailhub.invalid").strip("<>"), match.group(1), data)
+        return f'src="cid:{parts[payload][0]}"'
+
+    return _DATA_IMAGE.sub(part, html), list(parts.values())
 
 
 # --- What users do ------------------------------------------------------------------------------

@@ -193,9 +193,9 @@ def _editor_attribute(tag: str, attr: str, value: str) -> str | None:
 
 
 def html_for_editor(*, html: str) -> str:
-    """HTML pasted into (or reloaded in) the compose editor, reduced to what it can show without loading anything.
+    """HTML pasted into (or reloaded in) a rich-text editor, reduced to what it can show without loading anything.
 
-    The page inserts only this (mailbox.js rebuilds it once more from an allow-list), so a pasted remote image,
+    The page parses only this (and the editor keeps only what its schema knows), so a pasted remote image,
     iframe, stylesheet or script never reaches the page's DOM, and no Content-Security-Policy rule is tripped.
     """
     return nh3.clean(

@@ -51,9 +51,14 @@ def text_signed(body: str, signature: str, *, quote_marker: str) -> str:
     return f"{above}\n\n{block}\n\n{body[at:]}" if above else f"\n\n{block}\n\n{body[at:]}"
 
 
-def html_signed(body_html: str, signature: str, *, quote_marker: str) -> str:
-    """The same for a rich-text body: the signature's lines as a paragraph, above the quoted mail."""
-    block = f'<div class="signature">{escape(SEPARATOR)}<br>{linebreaks(signature.strip(), autoescape=True)}</div>'
+def signature_html(signature: Signature) -> str:
+    """A signature as rich text: as written in the editor, or a plain-text one's lines as a paragraph."""
+    return signature.html or linebreaks(signature.text.strip(), autoescape=True)
+
+
+def html_signed(body_html: str, signature_html: str, *, quote_marker: str) -> str:
+    """The same for a rich-text body (``signature_html``: see :func:`signature_html`), above the quoted mail."""
+    block = f'<div class="signature">{escape(SEPARATOR)}<br>{signature_html}</div>'
     at = body_html.find(escape(quote_marker)) if quote_marker else -1
     if at < 0:
         return body_html + block

@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from accounts.models import MailAccount
 from accounts.services import account_mark_needs_reconnect, providers_off
-from mailbox.drafts import drafts_sync
+from mailbox.drafts import drafts_fingerprint, drafts_sync
 from mailbox.identities import identities_refresh_if_due
 from mailbox.local import account_client
 from mailbox.models import SyncState
@@ -146,6 +146,7 @@ def _sync_run(*, account: MailAccount, state: SyncState) -> None:
     client = account_client(account)
     state.refresh_from_db()
     identities_refresh_if_due(account=account, client=client, state=state)
+    drafts_before = drafts_fingerprint(account=account)
     if state.stage == SyncState.Stage.INCREMENTAL:
         client.incremental_sync()
     else:
@@ -153,7 +154,7 @@ def _sync_run(*, account: MailAccount, state: SyncState) -> None:
             SyncState.objects.filter(pk=state.pk).update(stage=SyncState.Stage.FULL)
         client.full_sync()
         SyncState.objects.filter(pk=state.pk).update(stage=SyncState.Stage.INCREMENTAL, resume={})
-    drafts_sync(account=account, client=client)
+    drafts_sync(account=account, client=client, provider_changed=drafts_fingerprint(account=account) != drafts_before)
 
 
 def _error_fields(code: str, detail: str, status: str) -> dict:

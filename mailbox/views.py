@@ -683,7 +683,7 @@ def compose_new(request: AuthenticatedHttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def compose_clean(request: AuthenticatedHttpRequest) -> JsonResponse:
-    """HTML pasted or dropped into the compose editor, cleaned before the page inserts it (see mailbox.js)."""
+    """HTML pasted or dropped into a rich-text editor, cleaned before the page parses it (see editor.js)."""
     return JsonResponse({"html": html_for_editor(html=request.POST.get("html", ""))})
 
 

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "django_ratelimit",
+    "django_prose_editor",
     "providers",
     "accounts",
     "mailbox",

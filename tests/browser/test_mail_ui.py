@@ -421,15 +421,17 @@ def test_compose_with_suggestions_and_rich_text(page, live_server, alice, gmail_
     assert page.input_value("input[name=to]") == "Dana Report <dana@example.org>, "
     page.fill("input[name=subject]", "Rich hello")
     page.check("input[name=body_format][value=html]")
-    editor = page.locator(".rich-editor")
+    editor = page.locator(".prose-editor .ProseMirror")
     editor.click()
-    page.click(".rich-toolbar button[data-cmd=bold]")
+    page.keyboard.type("Plain then ")
+    page.keyboard.press("Control+b")
     page.keyboard.type("Bold words")
     wait_for(page, lambda: "/drafts/" in page.url)  # autosave created the draft and the address bar follows it
     page.click("#send-button")
     page.wait_for_url("**/outbox/")
     mail = message_from_bytes(gmail.sent_messages(account.email)[0].raw, policy=email_policy.default)
     assert mail["To"] == "Dana Report <dana@example.org>"
-    assert "<b>Bold words</b>" in mail.get_body(("html",)).get_content()
-    assert "Bold words" in mail.get_body(("plain",)).get_content()
+    sent_html = mail.get_body(("html",)).get_content()
+    assert "Bold words</strong>" in sent_html and "<p>Plain then" in sent_html
+    assert "Plain then Bold words" in mail.get_body(("plain",)).get_content()
     guard.assert_clean()

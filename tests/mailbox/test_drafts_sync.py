@@ -290,7 +290,6 @@ def test_the_sidebar_shows_one_drafts(mailbox_at, client, alice):
     assert page.count(">Drafts<") + page.count(">Drafts <") == 1
 
 
-
 def test_autosave_in_the_composer_reaches_the_providers_drafts(mailbox_at, client, alice, eager_celery):
     account, side = mailbox_at
     client.force_login(alice)

@@ -160,3 +160,36 @@ def test_mail_admins_may_share_templates(client, alice):
     form = {"new-name": "Team", "new-subject": "Hi", "new-body_text": "x", "new-shared": "on"}
     client.post(reverse("mailbox:templates"), form)
     assert MessageTemplate.objects.get(name="Team").shared
+
+
+def test_a_rich_template_is_written_in_the_editor_and_sent_as_rich_text(alice_client, alice, ui_mail):
+    account = ui_mail.alice_gmail
+    body = '<p>Dear <strong>{{ first_name }}</strong>,</p><ul><li>one</li></ul><p onclick="x()">Bye</p>'
+    made = alice_client.post(
+        reverse("mailbox:templates"), {"new-name": "Rich", "new-subject": "Hi", "new-body_html": body}
+    )
+    assert made.status_code == 302
+    template = MessageTemplate.objects.get(name="Rich")
+    assert "<strong>{{ first_name }}</strong>" in template.body_html and "onclick" not in template.body_html
+    assert template.body_text.startswith("Dear {{ first_name }},")  # plain-text mail gets the text twin
+
+    data = {"account": account.pk, "to": "Ann Lee <ann@example.org>", "subject": "", "body_text": "Already here",
+            "body_format": "text"}  # fmt: skip
+    alice_client.post(reverse("mailbox:compose"), {**data, "action": "save"})
+    draft = OutgoingMessage.objects.get(account=account)
+    alice_client.post(
+        reverse("mailbox:draft", args=[draft.pk]), {**data, "action": "template", "template": template.pk}
+    )
+    draft.refresh_from_db()
+    assert draft.body_html.startswith(template.body_html) and "Already here" in draft.body_html
+    outbox.outgoing_queue(outgoing=draft)
+    html = _raw(draft).get_body(("html",)).get_content()
+    assert "Dear <strong>Ann</strong>," in html and "<li>one</li>" in html
+    assert "Dear Ann," in _raw(draft).get_body(("plain",)).get_content()
+
+
+def test_a_template_written_as_plain_text_opens_in_the_editor_as_its_lines(alice_client, alice):
+    template = MessageTemplate.objects.create(owner=alice, name="Old", subject="S", body_text="Line one\nLine <two>")
+    page = alice_client.get(reverse("mailbox:templates")).content.decode()
+    assert "&lt;p&gt;Line one&lt;br&gt;Line &amp;lt;two&amp;gt;&lt;/p&gt;" in page  # escaped inside the textarea
+    assert template.body_html == ""

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from mailbox import compose, outbox
 from mailbox.models import OutgoingMessage, Signature, SignatureDefault
-from mailbox.signatures import html_signed, text_signed
+from mailbox.signatures import html_signed, signature_html, text_signed
 from tests.fixtures.ui import message_add, raw_text_message
 
 pytestmark = pytest.mark.django_db
@@ -43,12 +43,16 @@ def test_the_signature_goes_under_the_text_and_above_the_quote():
 
 def test_a_rich_text_signature_is_escaped_and_placed_before_the_quote_paragraph():
     html = "<p>Yes, noon.</p><p>On Monday, Carol &lt;c@x&gt; wrote:</p><blockquote>Lunch?</blockquote>"
-    signed = html_signed(html, "Alice <b>\nSales", quote_marker="On Monday, Carol <c@x> wrote:")
+    plain = signature_html(Signature(text="Alice <b>\nSales"))  # written as plain text: its lines, escaped
+    signed = html_signed(html, plain, quote_marker="On Monday, Carol <c@x> wrote:")
     assert signed == (
         '<p>Yes, noon.</p><div class="signature">-- <br><p>Alice &lt;b&gt;<br>Sales</p></div>'
         "<p>On Monday, Carol &lt;c@x&gt; wrote:</p><blockquote>Lunch?</blockquote>"
     )
-    assert html_signed("<p>Hi</p>", "A", quote_marker="").endswith('<div class="signature">-- <br><p>A</p></div>')
+    signed = html_signed("<p>Hi</p>", "<p>A</p>", quote_marker="")
+    assert signed.endswith('<div class="signature">-- <br><p>A</p></div>')
+    rich = Signature(text="Alice", html='<p><strong>Alice</strong> · <a href="https://example.org">site</a></p>')
+    assert signature_html(rich) == rich.html
 
 
 def test_a_reply_starts_with_the_replies_signature_and_it_is_added_once_on_sending(alice, ui_mail):
@@ -94,15 +98,18 @@ def test_the_composer_offers_the_users_signatures_only_and_keeps_the_choice(alic
 
 
 def test_signatures_are_written_changed_deleted_and_given_defaults_in_preferences(alice_client, alice, bob, ui_mail):
-    added = alice_client.post(reverse("mailbox:signature_add"), {"new-name": "Work", "new-text": "Alice\nACME"})
+    rich = '<p><strong>Alice</strong><br>ACME <a href="https://acme.example">acme.example</a></p><script>x()</script>'
+    added = alice_client.post(reverse("mailbox:signature_add"), {"new-name": "Work", "new-html": rich})
     assert added.status_code == 302
     work = Signature.objects.get(user=alice)
-    assert (work.name, work.text) == ("Work", "Alice\nACME")
-    empty = alice_client.post(reverse("mailbox:signature_add"), {"new-name": "", "new-text": ""})
-    assert empty.status_code == 400 and Signature.objects.count() == 1
+    assert (work.name, work.text) == ("Work", "Alice\nACME acme.example")  # plain mail gets its text
+    assert "<strong>Alice</strong>" in work.html and "script" not in work.html  # rich mail gets it sanitised
+    for empty in ("", "<p></p>"):
+        refused = alice_client.post(reverse("mailbox:signature_add"), {"new-name": "", "new-html": empty})
+        assert refused.status_code == 400 and Signature.objects.count() == 1
 
     prefix = f"s{work.pk}"
-    changed = {f"{prefix}-name": "Work", f"{prefix}-text": "Alice Martin\nACME"}
+    changed = {f"{prefix}-name": "Work", f"{prefix}-html": "<p>Alice Martin<br>ACME</p>"}
     alice_client.post(reverse("mailbox:signature_save", args=[work.pk]), changed)
     work.refresh_from_db()
     assert work.text == "Alice Martin\nACME"

@@ -592,11 +592,15 @@ def test_every_method_answers_within_its_discovery_schema(gmail_api, alice):
     attachment_id = full["payload"]["parts"][1]["body"]["attachmentId"]
     users, messages = alice.users(), alice.users().messages()
     label = users.labels().create(userId="me", body={"name": "Schema"}).execute()["id"]
+    drafts = users.drafts()
+    draft = drafts.create(userId="me", body={"message": {"raw": b64(mail("Draft", to="x@y.z"))}}).execute()["id"]
+    to_send = drafts.create(userId="me", body={"message": {"raw": b64(mail("Go", to="x@y.z"))}}).execute()["id"]
     calls = {
         "getProfile": users.getProfile(userId="me"),
         "labels.list": users.labels().list(userId="me"),
         "labels.create": users.labels().create(userId="me", body={"name": "Another"}),
         "labels.get": users.labels().get(userId="me", id=label),
+        "labels.patch": users.labels().patch(userId="me", id=label, body={"name": "Schema 2"}),
         "labels.delete": users.labels().delete(userId="me", id=label),
         "messages.list": messages.list(userId="me", q="after:2000/01/01"),
         "messages.get": messages.get(userId="me", id=msg_id),
@@ -615,6 +619,12 @@ def test_every_method_answers_within_its_discovery_schema(gmail_api, alice):
         "messages.batchDelete": messages.batchDelete(userId="me", body={"ids": [msg_id]}),
         "settings.sendAs.list": users.settings().sendAs().list(userId="me"),
         "settings.sendAs.get": users.settings().sendAs().get(userId="me", sendAsEmail=ALICE),
+        "drafts.create": drafts.create(userId="me", body={"message": {"raw": b64(mail("Third"))}}),
+        "drafts.list": drafts.list(userId="me"),
+        "drafts.get": drafts.get(userId="me", id=draft, format="raw"),
+        "drafts.update": drafts.update(userId="me", id=draft, body={"message": {"raw": b64(mail("Draft 2"))}}),
+        "drafts.send": drafts.send(userId="me", body={"id": to_send}),
+        "drafts.delete": drafts.delete(userId="me", id=draft),
     }
     assert set(calls) == {method for _, _, method, _ in ROUTES}
     for method, request in calls.items():

@@ -118,138 +118,10 @@
     if (["r", "a", "f", "e", "#", "u"].includes(key)) clickKey(key);
   });
 
-  // --- Compose: HTML reaches the editor only after the server's sanitiser and an allow-list ----------
-  // Pasted or dropped HTML is never inserted as it comes: it is sent to the server, which cleans it with the
-  // same sanitiser as received mail (mailbox.sanitize.html_for_editor: no style, no script, no remote or cid
-  // image), then rebuilt here from an allow-list of tags with no attribute but a link's http(s)/mailto href
-  // and a data: image. So a pasted remote image or iframe never loads while composing, and parsing it in
-  // the page trips no Content-Security-Policy rule.
-  const KEEP_TAGS = new Set(["P", "DIV", "BR", "B", "STRONG", "I", "EM", "U", "S", "STRIKE", "SUB", "SUP",
-    "UL", "OL", "LI", "BLOCKQUOTE", "PRE", "CODE", "H1", "H2", "H3", "H4", "H5", "H6", "HR", "A", "SPAN",
-    "TABLE", "THEAD", "TBODY", "TFOOT", "TR", "TD", "TH", "CAPTION", "IMG"]);
-  const SAFE_HREF = /^(https?:|mailto:)/i;
-  const SAFE_IMAGE = /^data:image\/(png|gif|jpeg|webp);base64,[a-z0-9+\/=\s]*$/i;
-  function rebuild(html) {
-    const source = new DOMParser().parseFromString(html, "text/html");  // inert: runs nothing, loads nothing
-    const out = document.createDocumentFragment();
-    (function copy(from, to) {
-      from.childNodes.forEach(function (node) {
-        if (node.nodeType === Node.TEXT_NODE) { to.appendChild(document.createTextNode(node.data)); return; }
-        if (node.nodeType !== Node.ELEMENT_NODE) return;
-        const tag = node.tagName.toUpperCase();
-        if (!KEEP_TAGS.has(tag)) { copy(node, to); return; }  // the server dropped the dangerous ones already
-        if (tag === "IMG") {
-          const src = (node.getAttribute("src") || "").trim();
-          if (!SAFE_IMAGE.test(src)) return;
-          const img = document.createElement("img");
-          img.setAttribute("src", src);
-          if (node.getAttribute("alt")) img.setAttribute("alt", node.getAttribute("alt"));
-          to.appendChild(img);
-          return;
-        }
-        const el = document.createElement(tag.toLowerCase());
-        if (tag === "A") {
-          const href = (node.getAttribute("href") || "").trim();
-          if (SAFE_HREF.test(href)) el.setAttribute("href", href);
-        }
-        copy(node, el);
-        to.appendChild(el);
-      });
-    })(source.body, out);
-    return out;
-  }
-  function textFragment(text) {
-    const out = document.createDocumentFragment();
-    text.split(/\r?\n/).forEach(function (line, i) {
-      if (i) out.appendChild(document.createElement("br"));
-      out.appendChild(document.createTextNode(line));
-    });
-    return out;
-  }
-  function caretRange(editor) {
-    const selection = window.getSelection();
-    if (selection.rangeCount && editor.contains(selection.getRangeAt(0).commonAncestorContainer)) {
-      return selection.getRangeAt(0).cloneRange();
-    }
-    const range = document.createRange();
-    range.selectNodeContents(editor);
-    range.collapse(false);
-    return range;
-  }
-  function insertAt(range, fragment) {
-    const last = fragment.lastChild;
-    range.deleteContents();
-    range.insertNode(fragment);
-    if (last) {
-      const selection = window.getSelection();
-      range.setStartAfter(last); range.collapse(true); selection.removeAllRanges(); selection.addRange(range);
-    }
-  }
-  function cleanOnServer(form, html) {
-    const data = new FormData();
-    data.set("html", html);
-    return fetch(form.dataset.cleanUrl, { method: "POST", body: data, headers: { "X-CSRFToken": csrfToken() },
-      credentials: "same-origin" }).then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
-      .then(function (json) { return json.html; });
-  }
-  function transferInsert(form, editor, transfer, done) {
-    const range = caretRange(editor);
-    const html = transfer.getData("text/html");
-    const text = transfer.getData("text/plain");
-    if (!html) { insertAt(range, textFragment(text)); done(); return; }
-    cleanOnServer(form, html)
-      .then(function (clean) { insertAt(range, rebuild(clean)); })
-      .catch(function () { insertAt(range, textFragment(text)); })  // no server answer: the text alone
-      .finally(done);
-  }
-
-  // --- Compose: rich text, autosave, suggestions ------------------------------------------------
+  // --- Compose: autosave, suggestions ---------------------------------------------------------------
   function initCompose(form) {
-    const textArea = form.querySelector("textarea[name=body_text]");
-    const htmlInput = form.querySelector("input[name=body_html]");
-    const editor = form.querySelector(".rich-editor");
-    const toolbar = form.querySelector(".rich-toolbar");
     const status = form.querySelector(".autosave-status");
-    function mode() { const c = form.querySelector("input[name=body_format]:checked"); return c ? c.value : "text"; }
-    function applyMode() {
-      const rich = mode() === "html";
-      if (rich && editor.hidden) {
-        if (!htmlInput.value) {
-          const div = document.createElement("div");
-          div.textContent = textArea.value;
-          htmlInput.value = div.innerHTML.replace(/\n/g, "<br>");
-        }
-        editor.replaceChildren(rebuild(htmlInput.value));  // the server rendered it through html_for_editor
-      }
-      if (!rich && !editor.hidden) textArea.value = editor.innerText;
-      editor.hidden = !rich; toolbar.hidden = !rich; textArea.hidden = rich;
-    }
-    if (htmlInput.value) { const r = form.querySelector("input[name=body_format][value=html]"); if (r) r.checked = true; }
-    applyMode();
-    form.addEventListener("change", function (e) { if (e.target.name === "body_format") { applyMode(); schedule(); } });
-    toolbar.addEventListener("click", function (e) {
-      const b = e.target.closest("button[data-cmd]");
-      if (!b) return;
-      let arg = null;
-      if (b.dataset.cmd === "createLink") { arg = window.prompt(b.dataset.prompt, "https://"); if (!arg) return; }
-      document.execCommand(b.dataset.cmd, false, arg);
-      editor.focus();
-      syncEditor();
-    });
-    function syncEditor() { if (!editor.hidden) htmlInput.value = editor.innerHTML; }
-    editor.addEventListener("input", function () { syncEditor(); schedule(); });
-    function inserted() { syncEditor(); schedule(); }
-    editor.addEventListener("paste", function (e) {
-      if (!e.clipboardData) return;
-      e.preventDefault();
-      transferInsert(form, editor, e.clipboardData, inserted);
-    });
-    editor.addEventListener("drop", function (e) {
-      if (!e.dataTransfer || !Array.from(e.dataTransfer.types || []).includes("text/html")) return;
-      e.preventDefault();
-      transferInsert(form, editor, e.dataTransfer, inserted);
-    });
-    form.addEventListener("submit", syncEditor);
+    // The rich-text editor (editor.js) keeps the body_html textarea up to date and fires "input" as it changes.
 
     let timer = null, saving = false, dirty = false;
     function schedule() { dirty = true; clearTimeout(timer); timer = setTimeout(save, 1500); }
@@ -259,7 +131,6 @@
     }
     function save() {
       if (saving) { schedule(); return; }
-      syncEditor();
       const data = new FormData(form);
       data.delete("files");
       data.set("action", "autosave");
