@@ -13,6 +13,7 @@ from urllib.parse import quote
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -537,6 +538,7 @@ def _draft_initial(draft: OutgoingMessage) -> dict:
     }
 
 
+@transaction.atomic  # the tasks it queues (the draft's sync, the send) start once all of it is done
 def _compose_post(request: AuthenticatedHttpRequest, draft: OutgoingMessage | None) -> HttpResponse:
     action = request.POST.get("action", "save")
     autosave = action == "autosave"
