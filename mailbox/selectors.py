@@ -250,8 +250,10 @@ def thread_messages(*, thread: Thread) -> list[Message]:
 
 
 def thread_drafts(*, user, thread: Thread) -> QuerySet[OutgoingMessage]:
-    """The user's drafts replying to a message of ``thread``."""
-    return drafts_for_user(user=user).filter(source__thread=thread)
+    """The user's drafts in ``thread``: replies to one of its messages, and those whose copy at the provider the
+    thread holds (a draft's copy carries the draft's own Message-ID, ``draft_key``)."""
+    copies = thread.messages.filter(is_draft=True).exclude(message_id="").values("message_id")
+    return drafts_for_user(user=user).filter(Q(source__thread=thread) | Q(draft_key__in=copies))
 
 
 def message_get(*, user, message_id: int) -> Message:

@@ -326,14 +326,20 @@ class GmailStore:
             }
             return label_id
 
+    @staticmethod
+    def _user_label(box: Mailbox, label_id: str, *, refusal: str) -> dict:
+        """The label a change is asked for: 404 if there is none, 400 ``refusal`` for a system label."""
+        label = box.labels.get(label_id)
+        if label is None:
+            raise not_found()
+        if label["type"] == "system":
+            raise invalid(refusal)
+        return label
+
     def rename_label(self, email: str, label_id: str, name: str) -> None:
         with self.lock:
             box = self.mailbox(email)
-            label = box.labels.get(label_id)
-            if label is None:
-                raise not_found()
-            if label["type"] == "system":
-                raise invalid("Invalid label name")
+            label = self._user_label(box, label_id, refusal="Invalid label name")
             taken = any(other["name"].lower() == name.lower() for key, other in box.labels.items() if key != label_id)
             if taken:
                 raise GmailError(409, "Label name exists or conflicts", reason="duplicate")
@@ -342,11 +348,7 @@ class GmailStore:
     def delete_label(self, email: str, label_id: str) -> None:
         with self.lock:
             box = self.mailbox(email)
-            label = box.labels.get(label_id)
-            if label is None:
-                raise not_found()
-            if label["type"] == "system":
-                raise invalid("Invalid delete request")
+            self._user_label(box, label_id, refusal="Invalid delete request")
             for message in list(box.messages.values()):
                 if label_id in message.label_ids:
                     self._change_labels(box, message, add=(), remove=(label_id,))

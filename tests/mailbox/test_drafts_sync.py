@@ -94,18 +94,12 @@ class ImapSide:
             return imap.search(["HEADER", "Message-ID", f"<{draft_id}>"])
 
 
-@pytest.fixture(params=["gmail", "imap"])
-def mailbox_at(request):
+@pytest.fixture
+def mailbox_at(request, synced_mailbox):
     """(account, provider side) for a Gmail account and for an Outlook account on Dovecot, each synced once."""
-    if request.param == "gmail":
-        account = request.getfixturevalue("gmail_account")
-        side = GmailSide(request.getfixturevalue("sandbox_settings").gmail, account.email)
-    else:
-        request.applymarker(pytest.mark.dovecot)
-        account = request.getfixturevalue("outlook_account")()
-        side = ImapSide(request.getfixturevalue("dovecot"), account.email)
-    _sync(account)
-    return account, side
+    if synced_mailbox.provider == "google":
+        return synced_mailbox, GmailSide(request.getfixturevalue("sandbox_settings").gmail, synced_mailbox.email)
+    return synced_mailbox, ImapSide(request.getfixturevalue("dovecot"), synced_mailbox.email)
 
 
 def _sync(account) -> None:
@@ -324,3 +318,14 @@ def test_a_reply_draft_shows_in_its_conversation_once_as_a_draft(mailbox_at, cli
     page = client.get(reverse("mailbox:thread", args=[source.thread_id])).content.decode()
     assert reverse("mailbox:draft", args=[reply.pk]) in page
     assert page.count("Yes I can") == 1  # the link to the draft, not the provider's copy as a message
+
+
+def test_a_new_drafts_copy_at_the_provider_opens_as_the_draft(mailbox_at, client, alice):
+    account, _side = mailbox_at
+    draft = _save(account, subject="Fresh idea", body="Thinking aloud")
+    _sync(account)
+    _sync(account)  # the provider's copy is stored like any message, in a thread of its own
+    copy = account.messages.get(is_draft=True, subject="Fresh idea")
+    client.force_login(alice)
+    page = client.get(reverse("mailbox:thread", args=[copy.thread_id])).content.decode()
+    assert reverse("mailbox:draft", args=[draft.pk]) in page and page.count("Thinking aloud") == 1

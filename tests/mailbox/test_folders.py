@@ -38,17 +38,12 @@ class ImapFolders:
         self.dovecot.append(self.email, raw, folder=folder.name)
 
 
-@pytest.fixture(params=["gmail", "imap"])
-def mailbox_at(request):
-    if request.param == "gmail":
-        account = request.getfixturevalue("gmail_account")
-        side = GmailLabels(request.getfixturevalue("sandbox_settings").gmail, account.email)
-    else:
-        request.applymarker(pytest.mark.dovecot)
-        account = request.getfixturevalue("outlook_account")()
-        side = ImapFolders(request.getfixturevalue("dovecot"), account.email)
-    assert sync.account_sync(account_id=account.pk).outcome == "ok"
-    return account, side
+@pytest.fixture
+def mailbox_at(request, synced_mailbox):
+    """(account, provider side) for a Gmail account and for an Outlook account on Dovecot, each synced once."""
+    if synced_mailbox.provider == "google":
+        return synced_mailbox, GmailLabels(request.getfixturevalue("sandbox_settings").gmail, synced_mailbox.email)
+    return synced_mailbox, ImapFolders(request.getfixturevalue("dovecot"), synced_mailbox.email)
 
 
 def _sync(account) -> None:
