@@ -171,8 +171,9 @@ def _mime(outgoing: OutgoingMessage, *, message_id: str, date: datetime, values:
         html, pictures = _pictures_as_parts(html)
         msg.add_alternative(html, subtype="html")
         html_part = msg.get_body(("html",))
-        for cid, subtype, data in pictures:
-            html_part.add_related(data, maintype="image", subtype=subtype, cid=f"<{cid}>", disposition="inline")
+        if html_part is not None:  # always: it was just added
+            for cid, subtype, data in pictures:
+                html_part.add_related(data, maintype="image", subtype=subtype, cid=f"<{cid}>", disposition="inline")
     for attachment in outgoing.attachments.select_related("blob"):
         maintype, _sep, subtype = (attachment.content_type or "application/octet-stream").partition("/")
         with attachment.blob.open() as handle:

@@ -938,13 +938,9 @@ class GmailClient:
             lambda: labels.patch(userId="me", id=folder.remote_id, body={"name": name}), "labels.patch"
         )
         for child in inside:
-            child_name = name + "/" + child.name.removeprefix(prefix)
-            self._label_call(
-                lambda child=child, child_name=child_name: labels.patch(
-                    userId="me", id=child.remote_id, body={"name": child_name}
-                ),
-                "labels.patch",
-            )
+            body = {"name": name + "/" + child.name.removeprefix(prefix)}
+            patch = functools.partial(labels.patch, userId="me", id=child.remote_id, body=body)
+            self._label_call(patch, "labels.patch")
         return RemoteFolder(data["id"], data["name"])
 
     def folder_delete(self, *, folder: LocalFolder) -> None:
