@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LogoutView
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
@@ -31,8 +31,14 @@ logger = logging.getLogger(__name__)
 
 @login_required
 def account_list(request: AuthenticatedHttpRequest) -> HttpResponse:
-    # Drafts and outbox rows exist only in Mailhub: the Disconnect confirm says how many it deletes.
-    unsent = Count("outgoing", filter=~Q(outgoing__status="sent"))
+    # The Disconnect confirm says how many unsent messages exist only in Mailhub: outbox rows, and drafts but
+    # those whose latest version is also in the mailbox's Drafts at the provider (mailbox.drafts).
+    at_provider = (
+        Q(outgoing__status="draft")
+        & ~Q(outgoing__remote_draft_id="")
+        & Q(outgoing__revision__lte=F("outgoing__pushed_revision"))
+    )
+    unsent = Count("outgoing", filter=~Q(outgoing__status="sent") & ~at_provider)
     accounts = MailAccount.objects.filter(user=request.user).select_related("sync_state").annotate(unsent=unsent)
     providers = provider_apps_usable()
     oauth_providers = [app for app in providers if app.provider != "imap"]  # imap: a password form of its own

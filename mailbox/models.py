@@ -616,7 +616,7 @@ def new_message_id(sender: str) -> str:
 
 
 class RemoteDraftDeletion(models.Model):
-    """A draft discarded in Mailhub (or sent from it) whose copy at the provider is still to delete."""
+    """A draft discarded in Mailhub whose copy at the provider is still to delete (at the next sync)."""
 
     account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="+")
     draft_id = models.CharField(max_length=998)

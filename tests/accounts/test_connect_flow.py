@@ -242,8 +242,12 @@ def test_the_disconnect_confirm_counts_the_unsent_mail_it_deletes(alice_client, 
     assert "Disconnect this mailbox and delete its local copy?" in alice_client.get("/accounts/").content.decode()
     for status in ("draft", "queued", "failed", "sent"):
         OutgoingMessage.objects.create(account=account, status=status, subject=status)
+    at_gmail = {"remote_draft_id": "r-1", "revision": 2, "pushed_revision": 2}
+    OutgoingMessage.objects.create(account=account, status="draft", subject="also in Gmail's Drafts", **at_gmail)
+    changed_since = {**at_gmail, "remote_draft_id": "r-2", "revision": 3}
+    OutgoingMessage.objects.create(account=account, status="draft", subject="changed since", **changed_since)
     page = alice_client.get("/accounts/").content.decode()
-    assert "and with it 3 unsent messages (drafts or in the outbox) that exist only in Mailhub." in page
+    assert "and with it 4 unsent messages (drafts or in the outbox) that exist only in Mailhub." in page
 
 
 @pytest.mark.dovecot

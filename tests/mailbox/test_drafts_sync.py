@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 import pytest
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from mailbox import compose, drafts, outbox, sync
 from mailbox.local import account_client
-from mailbox.models import Folder, OutgoingMessage, RemoteDraftDeletion, Signature
+from mailbox.models import Folder, OutgoingMessage, RemoteDraftDeletion, Signature, SyncState
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = OutgoingMessage.Status
@@ -329,3 +330,97 @@ def test_a_new_drafts_copy_at_the_provider_opens_as_the_draft(mailbox_at, client
     client.force_login(alice)
     page = client.get(reverse("mailbox:thread", args=[copy.thread_id])).content.decode()
     assert reverse("mailbox:draft", args=[draft.pk]) in page and page.count("Thinking aloud") == 1
+
+
+def _settle(account) -> None:
+    """Sync until a sync has nothing left to do with drafts (a save's copy has come back through the mail sync)."""
+    _sync(account)
+    _sync(account)
+    assert SyncState.objects.get(account=account).drafts_checked_at is not None
+
+
+def _drafts_listed(account, side) -> int:
+    return side.store.stats(account.email).get("drafts.list", 0)
+
+
+def test_a_quiet_sync_does_not_ask_the_provider_for_drafts_but_an_hourly_one_does(mailbox_at):
+    account, side = mailbox_at
+    if not isinstance(side, GmailSide):
+        pytest.skip("counted where the sandbox counts calls per method (Gmail)")
+    _save(account, subject="Settled", body="x")
+    _settle(account)
+    listed = _drafts_listed(account, side)
+    _sync(account)
+    assert _drafts_listed(account, side) == listed  # nothing changed on either side: not asked
+    SyncState.objects.filter(account=account).update(drafts_checked_at=timezone.now() - timedelta(minutes=61))
+    _sync(account)
+    assert _drafts_listed(account, side) == listed + 1
+
+
+def test_each_change_here_gets_the_provider_asked_at_the_next_sync(mailbox_at):
+    account, side = mailbox_at
+    draft = _save(account, subject="One", body="first")
+    _settle(account)
+    _save(account, OutgoingMessage.objects.get(pk=draft.pk), subject="One", body="second")  # a save
+    _sync(account)
+    assert "second" in _parsed(_only(side)[1]).get_body().get_content()
+    _settle(account)
+    drafts.draft_discard(draft=OutgoingMessage.objects.get(pk=draft.pk))  # a discard
+    _sync(account)
+    assert side.drafts() == {}
+
+    sent = _save(account, subject="Two", body="to send")
+    _settle(account)
+    row = OutgoingMessage.objects.get(pk=sent.pk)
+    outbox.outgoing_queue(outgoing=row)  # a send (its copy must go)
+    _sync(account)
+    assert side.drafts() == {}
+    assert OutgoingMessage.objects.get(pk=sent.pk).remote_draft_id == ""
+
+
+def test_discarding_a_draft_never_copied_to_the_provider_leaves_nothing_to_delete(mailbox_at):
+    account, _side = mailbox_at
+    row = OutgoingMessage.objects.create(account=account, subject="Local only")  # as Reply makes one: never saved
+    _sync(account)
+    assert OutgoingMessage.objects.get(pk=row.pk).remote_draft_id == ""  # not saved by the user: not copied
+    drafts.draft_discard(draft=row)
+    assert not RemoteDraftDeletion.objects.exists()
+
+
+def test_a_reply_written_at_the_provider_is_a_reply_here_with_its_attachment(mailbox_at):
+    account, side = mailbox_at
+    from tests.fixtures.ui import raw_text_message
+
+    raw, _mid = raw_text_message(subject="Invoice", body="Attached?", sender="Gus <gus@example.org>", to=account.email)
+    if isinstance(side, GmailSide):
+        side.store.insert_message(account.email, raw)
+    else:
+        side.dovecot.append(account.email, raw)
+    _sync(account)
+    source = account.messages.get(subject="Invoice")
+    reply = EmailMessage()
+    reply["From"], reply["To"], reply["Subject"] = account.email, "gus@example.org", "Re: Invoice"
+    reply["Date"], reply["Message-ID"] = format_datetime(timezone.now()), make_msgid(domain="example.org")
+    reply["In-Reply-To"] = f"<{source.message_id}>"
+    reply.set_content("Here it is.")
+    reply.add_attachment(b"%PDF-1.4 invoice", maintype="application", subtype="pdf", filename="invoice.pdf")
+    side.write(reply.as_bytes())
+    _sync(account)
+    (row,) = _local_drafts(account)
+    assert (row.kind, row.source_id, row.in_reply_to) == ("reply", source.pk, source.message_id)
+    assert [(a.filename, a.size) for a in row.attachments.all()] == [("invoice.pdf", 16)]
+
+
+def test_a_provider_version_without_a_date_loses_to_mailhubs_and_is_kept(mailbox_at):
+    account, side = mailbox_at
+    draft = _save(account, subject="Undated", body="original")
+    _sync(account)
+    draft_id, raw = _only(side)
+    undated = _draft_raw(sender=account.email, to="bob@example.org", subject="Undated", body="from elsewhere",
+                         message_id=_parsed(raw)["Message-ID"]).replace(b"Date: ", b"X-Old-Date: ")  # fmt: skip
+    side.edit(draft_id, undated)
+    _save(account, OutgoingMessage.objects.get(pk=draft.pk), subject="Undated", body="mine")
+    _sync(account)
+    assert OutgoingMessage.objects.get(pk=draft.pk).body_text.strip() == "mine"
+    (kept,) = [r for r in _local_drafts(account) if r.pk != draft.pk]
+    assert kept.kept_from_conflict and kept.body_text.strip() == "from elsewhere"
