@@ -100,7 +100,7 @@ def _due(*, account: MailAccount, state: SyncState, provider_changed: bool) -> b
     )
 
 
-def drafts_sync(*, account: MailAccount, client: MailClient, provider_changed: bool = True) -> None:
+def drafts_sync(*, account: MailAccount, client: MailClient, provider_changed: bool) -> None:
     """Bring the account's drafts and the provider's Drafts into step (see the module docstring), when anything
     may have changed on either side (``provider_changed``: :func:`drafts_fingerprint` moved during the sync)."""
     state = SyncState.objects.get(account=account)
@@ -129,8 +129,10 @@ def _drafts_sync(*, account: MailAccount, client: MailClient) -> bool:
 
 
 def _drafts_of(account: MailAccount):
-    return OutgoingMessage.objects.filter(account=account, status=Status.DRAFT, batch__isnull=True).select_related(
-        "account", "signature", "source__thread"
+    return (
+        OutgoingMessage.objects.filter(account=account, status=Status.DRAFT, batch__isnull=True)
+        .select_related("account", "signature", "source__thread")
+        .order_by("pk")
     )
 
 

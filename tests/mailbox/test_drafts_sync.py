@@ -348,6 +348,7 @@ def test_a_quiet_sync_does_not_ask_the_provider_for_drafts_but_an_hourly_one_doe
     if not isinstance(side, GmailSide):
         pytest.skip("counted where the sandbox counts calls per method (Gmail)")
     _save(account, subject="Settled", body="x")
+    OutgoingMessage.objects.create(account=account, status=Status.SENT, subject="Long gone")  # no copy to delete
     _settle(account)
     listed = _drafts_listed(account, side)
     _sync(account)
@@ -424,3 +425,22 @@ def test_a_provider_version_without_a_date_loses_to_mailhubs_and_is_kept(mailbox
     assert OutgoingMessage.objects.get(pk=draft.pk).body_text.strip() == "mine"
     (kept,) = [r for r in _local_drafts(account) if r.pk != draft.pk]
     assert kept.kept_from_conflict and kept.body_text.strip() == "from elsewhere"
+
+
+def test_a_sync_that_wrote_to_the_provider_lists_its_drafts_again_next_time(mailbox_at):
+    """What a sync changes at the provider reaches the store only with the next mail sync, so that sync lists the
+    provider's Drafts whatever the store shows: a copy deleted there right after it was saved is still noticed."""
+    account, side = mailbox_at
+    first = _save(account, subject="First", body="a")
+    second = _save(account, subject="Second", body="b")
+    _settle(account)
+    _save(account, OutgoingMessage.objects.get(pk=first.pk), subject="First", body="a, again")  # saved; second not
+    _sync(account)
+    assert SyncState.objects.get(account=account).drafts_checked_at is None
+    _settle(account)
+
+    drafts.draft_discard(draft=OutgoingMessage.objects.get(pk=second.pk))  # deleted at the provider this sync...
+    side.write(_draft_raw(sender=account.email, to="x@example.org", subject="Third", body="c"))  # ...and one read
+    _sync(account)
+    assert SyncState.objects.get(account=account).drafts_checked_at is None
+    assert sorted(d.subject for d in _local_drafts(account)) == ["First", "Third"]
