@@ -106,26 +106,27 @@ def drafts_sync(*, account: MailAccount, client: MailClient, provider_changed: b
     state = SyncState.objects.get(account=account)
     if not _due(account=account, state=state, provider_changed=provider_changed):
         return
-    wrote = _drafts_sync(account=account, client=client)
-    # What this sync wrote reaches the store with the next mail sync: the fingerprint cannot tell until then.
-    SyncState.objects.filter(pk=state.pk).update(drafts_checked_at=None if wrote else timezone.now())
+    again = _drafts_sync(account=account, client=client)
+    SyncState.objects.filter(pk=state.pk).update(drafts_checked_at=None if again else timezone.now())
 
 
 def _drafts_sync(*, account: MailAccount, client: MailClient) -> bool:
-    """One pass both ways; whether it changed anything at the provider."""
-    wrote = _provider_copies_delete(account=account, client=client)
+    """One pass both ways. Returns whether the next sync must list the provider's drafts again whatever the store
+    shows: this pass changed them (what it wrote reaches the store only with the next mail sync), or a draft it
+    listed was gone when it came to read it."""
+    again = _provider_copies_delete(account=account, client=client)
     remote = client.drafts()
     if remote is None:
-        return wrote  # the mailbox has no Drafts folder: drafts stay in Mailhub
+        return again  # the mailbox has no Drafts folder: drafts stay in Mailhub
     rows = list(_drafts_of(account))
     linked = {row.remote_draft_id for row in rows if row.remote_draft_id}
     for found in remote:
         if found.draft_id not in linked:
-            wrote |= _remote_draft_adopt(account=account, client=client, found=found)
+            again |= _remote_draft_adopt(account=account, client=client, found=found)
     by_id = {found.draft_id: found for found in remote}
     for row in _drafts_of(account):
-        wrote |= _draft_reconcile(row, client=client, found=by_id.get(row.remote_draft_id))
-    return wrote
+        again |= _draft_reconcile(row, client=client, found=by_id.get(row.remote_draft_id))
+    return again
 
 
 def _drafts_of(account: MailAccount):
@@ -137,7 +138,8 @@ def _drafts_of(account: MailAccount):
 
 
 def _provider_copies_delete(*, account: MailAccount, client: MailClient) -> bool:
-    """Delete at the provider the copies of drafts discarded in Mailhub, and of drafts that were sent from it."""
+    """Delete at the provider the copies of drafts discarded in Mailhub, and of drafts that were sent from it.
+    Whether it deleted any."""
     wrote = False
     for deletion in RemoteDraftDeletion.objects.filter(account=account):
         client.draft_delete(draft_id=deletion.draft_id)
@@ -147,19 +149,18 @@ def _provider_copies_delete(*, account: MailAccount, client: MailClient) -> bool
     for pk, draft_id in gone_on.values_list("pk", "remote_draft_id"):
         client.draft_delete(draft_id=draft_id)
         # Should it come back to Drafts (undo send), it is copied to the provider again.
-        OutgoingMessage.objects.filter(pk=pk, remote_draft_id=draft_id).update(
-            remote_draft_id="", remote_draft_version="", pushed_revision=0
-        )
+        OutgoingMessage.objects.filter(pk=pk, remote_draft_id=draft_id).update(remote_draft_id="", pushed_revision=0)
         wrote = True
     return wrote
 
 
 def _remote_draft_adopt(*, account: MailAccount, client: MailClient, found: RemoteDraft) -> bool:
     """A draft at the provider no row links to: a copy of one of ours whose save answer was lost, or a new draft
-    written at the provider (imported as a draft here). True when it deleted a second copy at the provider."""
+    written at the provider (imported as a draft here). True when the next sync must look again: it deleted a
+    second copy at the provider, or the draft was gone when read."""
     content = client.draft_get(draft_id=found.draft_id)
     if content is None:
-        return False  # gone meanwhile
+        return True
     key = mime_parse(content.raw).message_id
     own = OutgoingMessage.objects.filter(account=account, draft_key=key).first() if key else None
     if own is None:
@@ -175,7 +176,8 @@ def _remote_draft_adopt(*, account: MailAccount, client: MailClient, found: Remo
 
 
 def _draft_reconcile(row: OutgoingMessage, *, client: MailClient, found: RemoteDraft | None) -> bool:
-    """Bring one draft into step; True when that meant saving it at the provider."""
+    """Bring one draft into step; True when the next sync must look again (it saved the draft at the provider, or
+    the provider's version changed again while being read)."""
     changed_here = row.revision > row.pushed_revision
     if row.remote_draft_id and found is None:
         if not changed_here:
@@ -185,7 +187,7 @@ def _draft_reconcile(row: OutgoingMessage, *, client: MailClient, found: RemoteD
     elif found is not None and found.version != row.remote_draft_version:
         content = client.draft_get(draft_id=found.draft_id)
         if content is None:
-            return False  # changed again meanwhile: the next sync sees how it ended
+            return True  # changed again meanwhile: the next sync sees how it ended
         if not changed_here:
             _draft_overwrite(row, raw=content.raw, found=content.draft)
             return False

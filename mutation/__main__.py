@@ -117,6 +117,8 @@ def _runner_command(name: str, config: dict) -> str:
     parts += [f"--database={database}" for database in _databases(name, config)]
     if config.get("reuse_sqlite"):
         parts.append(f"--sqlite-template={SCRATCH / name / 'var' / 'test-template.sqlite3'}")
+    if config.get("select"):
+        parts.append(f"--select={config['select']}")
     return " ".join([*parts, *config["tests"]])
 
 

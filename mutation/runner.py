@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="start each SQLite run from a copy of this migrated database (made on the first run)",
     )
+    parser.add_argument("--select", default="", help="pytest -k: run only the tests this expression picks")
     parser.add_argument("tests", nargs="+")
     args = parser.parse_args(argv)
     for database in args.database or ["sqlite"]:
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             "-W",
             "ignore::pytest.PytestAssertRewriteWarning",
             f"--timeout={args.timeout}",
+            *(["-k", args.select] if args.select else []),
             *args.tests,
         ]
         template = Path(args.sqlite_template) if database == "sqlite" and args.sqlite_template else None

@@ -376,6 +376,7 @@ def test_each_change_here_gets_the_provider_asked_at_the_next_sync(mailbox_at):
     outbox.outgoing_queue(outgoing=row)  # a send (its copy must go)
     _sync(account)
     assert side.drafts() == {}
+    assert SyncState.objects.get(account=account).drafts_checked_at is None  # it wrote: the next sync looks again
     assert OutgoingMessage.objects.get(pk=sent.pk).remote_draft_id == ""
 
 
@@ -444,3 +445,31 @@ def test_a_sync_that_wrote_to_the_provider_lists_its_drafts_again_next_time(mail
     _sync(account)
     assert SyncState.objects.get(account=account).drafts_checked_at is None
     assert sorted(d.subject for d in _local_drafts(account)) == ["First", "Third"]
+
+
+def test_undo_send_puts_the_draft_back_in_the_providers_drafts(mailbox_at):
+    account, side = mailbox_at
+    draft = _save(account, subject="Second thoughts", body="maybe")
+    _settle(account)
+    row = OutgoingMessage.objects.get(pk=draft.pk)
+    outbox.outgoing_queue(outgoing=row, hold=timedelta(seconds=30))  # sent, with time to undo
+    _sync(account)
+    assert side.drafts() == {}
+    assert outbox.outgoing_unsend(outgoing=row)
+    _sync(account)
+    (_draft_id, raw) = _only(side)
+    assert _parsed(raw)["Subject"] == "Second thoughts"
+
+
+def test_a_draft_that_could_not_be_read_is_read_at_the_next_sync(mailbox_at):
+    account, side = mailbox_at
+    if not isinstance(side, GmailSide):
+        pytest.skip("the fault is injected in the sandbox Gmail API")
+    _settle(account)
+    side.write(_draft_raw(sender=account.email, to="x@example.org", subject="Flicker", body="here, then not"))
+    side.store.fail_next(status=404, method="drafts.get", email=account.email)  # as if replaced right after listing
+    _sync(account)
+    assert _local_drafts(account) == []
+    assert SyncState.objects.get(account=account).drafts_checked_at is None  # not read: the next sync looks again
+    _sync(account)
+    assert [d.subject for d in _local_drafts(account)] == ["Flicker"]
