@@ -191,9 +191,8 @@ def _draft_reconcile(row: OutgoingMessage, *, client: MailClient, found: RemoteD
         if not changed_here:
             _draft_overwrite(row, raw=content.raw, found=content.draft)
             return False
-        if _saved_later_here(row, raw=content.raw):
+        if _saved_later_here(row, raw=content.raw):  # Mailhub's version goes over the provider's, kept here
             _draft_import(account=row.account, raw=content.raw, found=None, kept_from_conflict=True)
-            row.remote_draft_version = content.draft.version
         else:
             _draft_copy_keep(row)
             _draft_overwrite(row, raw=content.raw, found=content.draft, over_revision=row.revision)

@@ -161,6 +161,7 @@ def test_a_draft_written_at_the_provider_is_finished_and_sent_from_mailhub(mailb
     (row,) = _local_drafts(account)
     assert (row.subject, row.to[0]["email"], row.body_text.strip()) == ("Offer", "carol@example.org", "Dear Carol")
     assert row.remote_draft_id == draft_id
+    assert SyncState.objects.get(account=account).drafts_checked_at is not None  # read only: nothing to look at again
 
     _save(account, row, subject="Offer", body="Dear Carol, here it is", to="carol@example.org")
     _sync(account)
@@ -196,6 +197,7 @@ def test_a_draft_deleted_or_sent_at_the_provider_leaves_mailhubs_drafts(mailbox_
     side.delete(draft_id)
     _sync(account)
     assert _local_drafts(account) == []
+    assert SyncState.objects.get(account=account).drafts_checked_at is not None
 
 
 def test_a_draft_deleted_at_the_provider_but_written_on_here_is_saved_again(mailbox_at):
@@ -204,7 +206,10 @@ def test_a_draft_deleted_at_the_provider_but_written_on_here_is_saved_again(mail
     _sync(account)
     side.delete(_only(side)[0])
     _save(account, OutgoingMessage.objects.get(pk=draft.pk), subject="Still writing", body="one two")
+    updates = side.store.stats(account.email).get("drafts.update", 0) if isinstance(side, GmailSide) else 0
     _sync(account)
+    if isinstance(side, GmailSide):  # saved as a new draft, without first trying to update the gone one
+        assert side.store.stats(account.email).get("drafts.update", 0) == updates
     _draft_id, raw = _only(side)
     assert "one two" in _parsed(raw).get_body().get_content()
     assert [d.pk for d in _local_drafts(account)] == [draft.pk]
@@ -221,6 +226,7 @@ def test_an_edit_at_the_provider_reaches_mailhub(mailbox_at):
     _sync(account)
     row = OutgoingMessage.objects.get(pk=draft.pk)
     assert (row.subject, row.body_text.strip(), row.to[0]["email"]) == ("Plan B", "v2 from my phone", "dan@example.org")
+    assert SyncState.objects.get(account=account).drafts_checked_at is not None
     assert not row.kept_from_conflict and len(_local_drafts(account)) == 1
 
 
@@ -245,6 +251,8 @@ def test_a_draft_written_in_both_places_between_syncs_keeps_both_versions(mailbo
     assert kept.kept_from_conflict and not winner.kept_from_conflict
     expected = "written at the provider" if saved_last == "provider" else "written in Mailhub"
     assert winner.body_text.strip() == expected
+    # Mailhub's version was saved over the provider's (look again), or nothing was written there (yet).
+    assert (SyncState.objects.get(account=account).drafts_checked_at is None) == (saved_last == "mailhub")
     _sync(account)  # the kept version becomes a draft of its own at the provider too
     bodies = sorted(_parsed(raw).get_body().get_content().strip() for raw in side.drafts().values())
     assert bodies == ["written at the provider", "written in Mailhub"]
@@ -274,6 +282,8 @@ def test_a_draft_saved_twice_at_the_provider_keeps_one_copy(mailbox_at):
     client.draft_save(raw=outbox.draft_build_raw(outgoing=row), draft_id=None)
     _sync(account)
     assert len(side.drafts()) == 1
+    if isinstance(side, GmailSide):  # (an IMAP save replaces every copy with its Message-ID itself)
+        assert SyncState.objects.get(account=account).drafts_checked_at is None  # it deleted one: look again
     assert len(_local_drafts(account)) == 1
 
 
@@ -473,3 +483,20 @@ def test_a_draft_that_could_not_be_read_is_read_at_the_next_sync(mailbox_at):
     assert SyncState.objects.get(account=account).drafts_checked_at is None  # not read: the next sync looks again
     _sync(account)
     assert [d.subject for d in _local_drafts(account)] == ["Flicker"]
+
+
+def test_a_version_that_could_not_be_read_is_read_at_the_next_sync(mailbox_at):
+    account, side = mailbox_at
+    if not isinstance(side, GmailSide):
+        pytest.skip("the fault is injected in the sandbox Gmail API")
+    draft = _save(account, subject="Moving", body="v1")
+    _settle(account)
+    draft_id, raw = _only(side)
+    edited = _draft_raw(sender=account.email, to="bob@example.org", subject="Moving", body="v2",
+                        message_id=_parsed(raw)["Message-ID"])  # fmt: skip
+    side.edit(draft_id, edited)
+    side.store.fail_next(status=404, method="drafts.get", email=account.email)  # as if changed again meanwhile
+    _sync(account)
+    assert SyncState.objects.get(account=account).drafts_checked_at is None
+    _sync(account)
+    assert OutgoingMessage.objects.get(pk=draft.pk).body_text.strip() == "v2"
