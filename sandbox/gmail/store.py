@@ -175,6 +175,7 @@ class Mailbox:
     display_name: str = ""  # the primary address's "Send mail as" name ("" until the user sets one)
     drafts: dict[str, str] = field(default_factory=dict)  # draft id -> the id of its message (its current version)
     draft_seq: int = 0
+    draft_threads_asked: dict[str, str | None] = field(default_factory=dict)  # draft id -> threadId of its last save
 
     def send_as_list(self) -> list[dict]:
         """The SendAs resources: the primary address first, then the aliases."""
@@ -572,6 +573,7 @@ class GmailStore:
             draft_id = f"r-{box.draft_seq:019d}"
             message = self._add(box, raw, facts_of(raw), {"DRAFT"}, thread_id, now_ms())
             box.drafts[draft_id] = message.id
+            box.draft_threads_asked[draft_id] = thread_id
             return draft_id, _view(message)
 
     def draft_update(self, email: str, draft_id: str, raw: bytes, *, thread_id: str | None = None) -> MessageView:
@@ -582,6 +584,7 @@ class GmailStore:
             message = self._add(box, raw, facts_of(raw), {"DRAFT"}, thread_id or old.thread_id, now_ms())
             self.delete(email, old.id)
             box.drafts[draft_id] = message.id
+            box.draft_threads_asked[draft_id] = thread_id
             return _view(message)
 
     def draft_delete(self, email: str, draft_id: str) -> None:
@@ -597,6 +600,11 @@ class GmailStore:
             self.delete(email, draft.id)
             stored = _with_message_id(draft.raw)
             return _view(self.record_sent(email, draft.raw, thread_id=draft.thread_id, stored_raw=stored))
+
+    def draft_thread_asked(self, email: str, draft_id: str) -> str | None:
+        """The threadId the last save of the draft asked for (None: none; Gmail then threads by the headers)."""
+        with self.lock:
+            return self.mailbox(email).draft_threads_asked.get(draft_id)
 
     def drafts(self, email: str) -> dict[str, MessageView]:
         """Every draft of ``email``: draft id -> its current message."""

@@ -189,15 +189,17 @@ def test_a_draft_discarded_in_mailhub_is_deleted_at_the_provider(mailbox_at):
     assert not RemoteDraftDeletion.objects.exists()
 
 
-def test_a_draft_deleted_or_sent_at_the_provider_leaves_mailhubs_drafts(mailbox_at):
+def test_a_draft_deleted_or_sent_at_the_provider_leaves_mailhubs_drafts(mailbox_at, caplog):
     account, side = mailbox_at
     _save(account, subject="Kept?", body="...")
     _sync(account)
     draft_id, _raw = _only(side)
     side.delete(draft_id)
-    _sync(account)
+    with caplog.at_level("INFO", logger="mailbox.drafts"):
+        _sync(account)
     assert _local_drafts(account) == []
     assert SyncState.objects.get(account=account).drafts_checked_at is not None
+    assert "was sent or deleted at the provider" in caplog.text  # said in the worker's log
 
 
 def test_a_draft_deleted_at_the_provider_but_written_on_here_is_saved_again(mailbox_at):
@@ -230,18 +232,22 @@ def test_an_edit_at_the_provider_reaches_mailhub(mailbox_at):
     assert not row.kept_from_conflict and len(_local_drafts(account)) == 1
 
 
-@pytest.mark.parametrize("saved_last", ["mailhub", "provider"])
+@pytest.mark.parametrize("saved_last", ["mailhub", "provider", "same second"])
 def test_a_draft_written_in_both_places_between_syncs_keeps_both_versions(mailbox_at, saved_last):
     account, side = mailbox_at
     draft = _save(account, subject="Contract", body="original")
     _sync(account)
     draft_id, raw = _only(side)
     now = timezone.now()
-    there_at = now + timedelta(minutes=1) if saved_last == "provider" else now - timedelta(minutes=1)
+    there_at = {"provider": now + timedelta(minutes=1), "mailhub": now - timedelta(minutes=1)}.get(
+        saved_last, now.replace(microsecond=0)
+    )
     edited = _draft_raw(sender=account.email, to="bob@example.org", subject="Contract", body="written at the provider",
                         when=there_at, message_id=_parsed(raw)["Message-ID"])  # fmt: skip
     side.edit(draft_id, edited)
     _save(account, OutgoingMessage.objects.get(pk=draft.pk), subject="Contract", body="written in Mailhub")
+    if saved_last == "same second":  # a tie goes to Mailhub's version (the one being written now)
+        OutgoingMessage.objects.filter(pk=draft.pk).update(updated_at=there_at)
     _sync(account)
 
     rows = _local_drafts(account)
@@ -249,10 +255,10 @@ def test_a_draft_written_in_both_places_between_syncs_keeps_both_versions(mailbo
     winner = OutgoingMessage.objects.get(pk=draft.pk)
     (kept,) = [r for r in rows if r.pk != draft.pk]
     assert kept.kept_from_conflict and not winner.kept_from_conflict
-    expected = "written at the provider" if saved_last == "provider" else "written in Mailhub"
+    expected = "written at the provider" if saved_last == "provider" else "written in Mailhub"  # (and a tie)
     assert winner.body_text.strip() == expected
     # Mailhub's version was saved over the provider's (look again), or nothing was written there (yet).
-    assert (SyncState.objects.get(account=account).drafts_checked_at is None) == (saved_last == "mailhub")
+    assert (SyncState.objects.get(account=account).drafts_checked_at is None) == (saved_last != "provider")
     _sync(account)  # the kept version becomes a draft of its own at the provider too
     bodies = sorted(_parsed(raw).get_body().get_content().strip() for raw in side.drafts().values())
     assert bodies == ["written at the provider", "written in Mailhub"]
@@ -500,3 +506,22 @@ def test_a_version_that_could_not_be_read_is_read_at_the_next_sync(mailbox_at):
     assert SyncState.objects.get(account=account).drafts_checked_at is None
     _sync(account)
     assert OutgoingMessage.objects.get(pk=draft.pk).body_text.strip() == "v2"
+
+
+def test_a_reply_draft_is_saved_in_its_gmail_conversation(mailbox_at):
+    account, side = mailbox_at
+    if not isinstance(side, GmailSide):
+        pytest.skip("IMAP has no thread ids: a reply draft threads by its In-Reply-To and References")
+    from tests.fixtures.ui import raw_text_message
+
+    raw, _mid = raw_text_message(subject="Agenda", body="Thoughts?", sender="Hal <hal@example.org>", to=account.email)
+    side.store.insert_message(account.email, raw)
+    _sync(account)
+    source = account.messages.get(subject="Agenda")
+    reply = compose.draft_from_source_create(source=source, kind="reply")
+    _save(account, reply, subject=reply.subject, body="Agreed", to="hal@example.org")
+    new = _save(account, subject="Unrelated", body="A new message")
+    _sync(account)
+    reply, new = OutgoingMessage.objects.get(pk=reply.pk), OutgoingMessage.objects.get(pk=new.pk)
+    assert side.store.draft_thread_asked(account.email, reply.remote_draft_id) == source.thread.remote_id
+    assert side.store.draft_thread_asked(account.email, new.remote_draft_id) is None
