@@ -16,7 +16,7 @@ from django.utils.translation import gettext as _
 from accounts.models import MailAccount
 from mailbox.identities import own_addresses, reply_alias
 from mailbox.models import Message, OutgoingAttachment, OutgoingMessage
-from mailbox.sanitize import html_sanitize, html_to_text
+from mailbox.sanitize import html_to_text, html_written
 from mailbox.signatures import signature_default
 from mailbox.store import blob_store
 
@@ -124,7 +124,7 @@ def draft_save(
     draft.to, draft.cc, draft.bcc = data["to"], data["cc"], data["bcc"]
     draft.subject = data.get("subject") or ""
     if data.get("body_format") == "html" and data.get("body_html"):
-        draft.body_html = html_sanitize(html=data["body_html"], cid_url=lambda _cid: None, show_images=True).html
+        draft.body_html = html_written(html=data["body_html"])
         draft.body_text = html_to_text(draft.body_html)
     else:
         draft.body_html = ""

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from accounts.models import MailAccount
 from mailbox import store
-from mailbox.mime import mime_parse
+from mailbox.mime import ParsedMessage, mime_parse
 from mailbox.models import (
     Folder,
     Message,
@@ -41,7 +41,7 @@ from mailbox.models import (
     SyncState,
 )
 from mailbox.outbox import draft_build_raw
-from mailbox.sanitize import html_sanitize, html_to_text
+from mailbox.sanitize import html_to_text, html_written
 from mailbox.store import blob_store
 from providers.base import MailClient, RemoteDraft
 
@@ -118,8 +118,7 @@ def _drafts_sync(*, account: MailAccount, client: MailClient) -> bool:
     remote = client.drafts()
     if remote is None:
         return again  # the mailbox has no Drafts folder: drafts stay in Mailhub
-    rows = list(_drafts_of(account))
-    linked = {row.remote_draft_id for row in rows if row.remote_draft_id}
+    linked = set(_drafts_of(account).exclude(remote_draft_id="").values_list("remote_draft_id", flat=True))
     for found in remote:
         if found.draft_id not in linked:
             again |= _remote_draft_adopt(account=account, client=client, found=found)
@@ -161,10 +160,11 @@ def _remote_draft_adopt(*, account: MailAccount, client: MailClient, found: Remo
     content = client.draft_get(draft_id=found.draft_id)
     if content is None:
         return True
-    key = mime_parse(content.raw).message_id
+    parsed = mime_parse(content.raw)
+    key = parsed.message_id
     own = OutgoingMessage.objects.filter(account=account, draft_key=key).first() if key else None
     if own is None:
-        _draft_import(account=account, raw=content.raw, found=content.draft)
+        _draft_import(account=account, parsed=parsed, found=content.draft)
     elif own.status == Status.DRAFT and not own.remote_draft_id:
         OutgoingMessage.objects.filter(pk=own.pk, remote_draft_id="").update(
             remote_draft_id=content.draft.draft_id, remote_draft_version=content.draft.version
@@ -188,14 +188,15 @@ def _draft_reconcile(row: OutgoingMessage, *, client: MailClient, found: RemoteD
         content = client.draft_get(draft_id=found.draft_id)
         if content is None:
             return True  # changed again meanwhile: the next sync sees how it ended
+        parsed = mime_parse(content.raw)
         if not changed_here:
-            _draft_overwrite(row, raw=content.raw, found=content.draft)
+            _draft_overwrite(row, parsed=parsed, found=content.draft)
             return False
-        if _saved_later_here(row, raw=content.raw):  # Mailhub's version goes over the provider's, kept here
-            _draft_import(account=row.account, raw=content.raw, found=None, kept_from_conflict=True)
+        if _saved_later_here(row, parsed=parsed):  # Mailhub's version goes over the provider's, kept here
+            _draft_import(account=row.account, parsed=parsed, found=None, kept_from_conflict=True)
         else:
             _draft_copy_keep(row)
-            _draft_overwrite(row, raw=content.raw, found=content.draft, over_revision=row.revision)
+            _draft_overwrite(row, parsed=parsed, found=content.draft)
             return False
     elif not changed_here:
         return False
@@ -203,9 +204,9 @@ def _draft_reconcile(row: OutgoingMessage, *, client: MailClient, found: RemoteD
     return True
 
 
-def _saved_later_here(row: OutgoingMessage, *, raw: bytes) -> bool:
+def _saved_later_here(row: OutgoingMessage, *, parsed: ParsedMessage) -> bool:
     """Whether Mailhub's last save of ``row`` is later than the provider's version (dated by its Date header)."""
-    saved_there = mime_parse(raw).date
+    saved_there = parsed.date
     return saved_there is None or row.updated_at >= saved_there
 
 
@@ -235,12 +236,9 @@ def _gone_at_provider(row: OutgoingMessage) -> None:
 # --- Reading a provider's draft -------------------------------------------------------------------
 
 
-def _content_fields(account: MailAccount, raw: bytes) -> dict:
+def _content_fields(account: MailAccount, parsed: ParsedMessage) -> dict:
     """What a draft at the provider says, as a row's fields (its signature is part of its text by now)."""
-    parsed = mime_parse(raw)
-    html = ""
-    if parsed.html:
-        html = html_sanitize(html=parsed.html, cid_url=lambda _cid: None, show_images=True).html
+    html = html_written(html=parsed.html) if parsed.html else ""
     alias = parsed.from_address if parsed.from_address.lower() != account.email.lower() else ""
     return {
         "to": parsed.to,
@@ -258,7 +256,7 @@ def _content_fields(account: MailAccount, raw: bytes) -> dict:
     }
 
 
-def _attachments_replace(row: OutgoingMessage, raw: bytes) -> None:
+def _attachments_replace(row: OutgoingMessage, parsed: ParsedMessage) -> None:
     row.attachments.all().delete()
     OutgoingAttachment.objects.bulk_create(
         OutgoingAttachment(
@@ -268,17 +266,17 @@ def _attachments_replace(row: OutgoingMessage, raw: bytes) -> None:
             content_type=part.content_type or "application/octet-stream",
             size=len(part.content),
         )
-        for part in mime_parse(raw).attachments
+        for part in parsed.attachments
     )
 
 
 @transaction.atomic
 def _draft_import(
-    *, account: MailAccount, raw: bytes, found: RemoteDraft | None, kept_from_conflict: bool = False
+    *, account: MailAccount, parsed: ParsedMessage, found: RemoteDraft | None, kept_from_conflict: bool = False
 ) -> OutgoingMessage:
     """A draft row from a provider's draft: linked to it (``found``), or a copy kept after a conflict, which
     is saved to the provider as a draft of its own."""
-    fields = _content_fields(account, raw)
+    fields = _content_fields(account, parsed)
     source = (
         Message.objects.filter(account=account, message_id=fields["in_reply_to"]).order_by("-id").first()
         if fields["in_reply_to"]
@@ -294,28 +292,27 @@ def _draft_import(
     )
     if found is not None:
         row.remote_draft_id, row.remote_draft_version = found.draft_id, found.version
-        row.draft_key = mime_parse(raw).message_id  # an IMAP draft is named by it: later saves must keep it
+        row.draft_key = parsed.message_id  # an IMAP draft is named by it: later saves must keep it
     else:
         row.revision = 1  # never copied to the provider yet
     row.save()
-    _attachments_replace(row, raw)
+    _attachments_replace(row, parsed)
     return row
 
 
 @transaction.atomic
-def _draft_overwrite(row: OutgoingMessage, *, raw: bytes, found: RemoteDraft, over_revision: int | None = None) -> None:
+def _draft_overwrite(row: OutgoingMessage, *, parsed: ParsedMessage, found: RemoteDraft) -> None:
     """Take the provider's version into ``row``, unless the row was saved here meanwhile (the next sync decides)."""
-    revision = row.revision if over_revision is None else over_revision
-    updated = OutgoingMessage.objects.filter(pk=row.pk, status=Status.DRAFT, revision=revision).update(
-        **_content_fields(row.account, raw),
+    updated = OutgoingMessage.objects.filter(pk=row.pk, status=Status.DRAFT, revision=row.revision).update(
+        **_content_fields(row.account, parsed),
         remote_draft_id=found.draft_id,
         remote_draft_version=found.version,
-        pushed_revision=revision,
+        pushed_revision=row.revision,
         kept_from_conflict=False,
         updated_at=timezone.now(),
     )
     if updated:
-        _attachments_replace(row, raw)
+        _attachments_replace(row, parsed)
 
 
 @transaction.atomic

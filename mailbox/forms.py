@@ -18,7 +18,7 @@ from django.utils.translation import ngettext
 from accounts.models import MailAccount
 from mailbox.identities import Sender, senders_for
 from mailbox.models import Folder, MessageTemplate, SendingPreferences, Signature, SignatureDefault
-from mailbox.sanitize import html_sanitize, html_to_text
+from mailbox.sanitize import html_to_text, html_written
 from mailbox.search import SearchQuery
 
 # Gmail's limit for one message's attachments; Outlook's is smaller (20 MB for SMTP submission is common).
@@ -323,7 +323,7 @@ class DisplayNamesForm(forms.Form):
 
 def rich_text_clean(html: str) -> tuple[str, str]:
     """What a rich-text editor sent, as stored: the sanitised HTML and its plain-text twin (for plain mail)."""
-    clean = html_sanitize(html=html, cid_url=lambda _cid: None, show_images=True).html if html.strip() else ""
+    clean = html_written(html=html) if html.strip() else ""
     return clean, html_to_text(clean).strip()
 
 

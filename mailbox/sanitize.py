@@ -192,6 +192,12 @@ def _editor_attribute(tag: str, attr: str, value: str) -> str | None:
     return value
 
 
+def html_written(*, html: str) -> str:
+    """HTML a user wrote (in an editor here, or in a draft read from the provider) as Mailhub stores it: sanitised
+    like received mail, its images kept (they are the writer's own: data: pictures)."""
+    return html_sanitize(html=html, cid_url=lambda _cid: None, show_images=True).html
+
+
 def html_for_editor(*, html: str) -> str:
     """HTML pasted into (or reloaded in) a rich-text editor, reduced to what it can show without loading anything.
 

@@ -911,11 +911,14 @@ def account_sync(request: AuthenticatedHttpRequest, account_id: int) -> HttpResp
 def folders(request: AuthenticatedHttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_get(user=request.user, account_id=account_id)
     tree = selectors.folders_tree(account=account)
+    labels = registry.get(account.provider).folders_are_labels
+    # What a new folder can go inside: the user's own folders, and an IMAP Inbox (a Gmail label cannot nest there).
+    can_hold = {Folder.Role.USER} if labels else {Folder.Role.USER, Folder.Role.INBOX}
     context = {
         "account": account,
         "tree": tree,
-        "parents": [f for f in tree if f.is_selectable or f.role == Folder.Role.USER],
-        "labels": registry.get(account.provider).folders_are_labels,
+        "parents": [f for f in tree if f.role in can_hold],
+        "labels": labels,
         "name_max": folders_service.NAME_MAX,
         **_chrome(request),
     }

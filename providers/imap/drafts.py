@@ -18,6 +18,7 @@ from imapclient import IMAPClient
 
 from providers.base import DraftContent, LocalFolder, RemoteDraft
 from providers.errors import ProviderError
+from providers.imap import connection as imap
 from providers.imap.writeback import uids_expunge
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def draft_get(client: ImapMailClient, *, draft_id: str) -> DraftContent | None:
 
 def draft_save(client: ImapMailClient, *, raw: bytes, draft_id: str | None) -> RemoteDraft:
     """APPEND ``raw`` (which must carry a Message-ID: it names the draft) and delete the versions it replaces."""
-    new_id = message_id_of(raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0])
+    new_id = message_id_of(imap.header_block(raw))
     if not new_id:
         raise ValueError("a draft saved to an IMAP server needs a Message-ID")
     with client.session as session:

@@ -41,6 +41,15 @@ def _parsed(raw: bytes):
     return message_from_bytes(raw, policy=policy.default)
 
 
+def _edit_at_provider(account, side, *, subject: str, body: str, to: str = "bob@example.org", when=None,
+                      dated: bool = True) -> None:  # fmt: skip
+    """The user changes the one draft at the provider (in Gmail, or another IMAP client): same Message-ID."""
+    draft_id, raw = _only(side)
+    edited = _draft_raw(sender=account.email, to=to, subject=subject, body=body, when=when,
+                        message_id=_parsed(raw)["Message-ID"])  # fmt: skip
+    side.edit(draft_id, edited if dated else edited.replace(b"Date: ", b"X-Old-Date: "))
+
+
 class GmailSide:
     """The user's Drafts as Gmail has them, and what the user does in Gmail."""
 
@@ -221,10 +230,7 @@ def test_an_edit_at_the_provider_reaches_mailhub(mailbox_at):
     account, side = mailbox_at
     draft = _save(account, subject="Plan", body="v1")
     _sync(account)
-    draft_id, raw = _only(side)
-    edited = _draft_raw(sender=account.email, to="dan@example.org", subject="Plan B", body="v2 from my phone",
-                        message_id=_parsed(raw)["Message-ID"])  # fmt: skip
-    side.edit(draft_id, edited)
+    _edit_at_provider(account, side, to="dan@example.org", subject="Plan B", body="v2 from my phone")
     _sync(account)
     row = OutgoingMessage.objects.get(pk=draft.pk)
     assert (row.subject, row.body_text.strip(), row.to[0]["email"]) == ("Plan B", "v2 from my phone", "dan@example.org")
@@ -237,14 +243,11 @@ def test_a_draft_written_in_both_places_between_syncs_keeps_both_versions(mailbo
     account, side = mailbox_at
     draft = _save(account, subject="Contract", body="original")
     _sync(account)
-    draft_id, raw = _only(side)
     now = timezone.now()
     there_at = {"provider": now + timedelta(minutes=1), "mailhub": now - timedelta(minutes=1)}.get(
         saved_last, now.replace(microsecond=0)
     )
-    edited = _draft_raw(sender=account.email, to="bob@example.org", subject="Contract", body="written at the provider",
-                        when=there_at, message_id=_parsed(raw)["Message-ID"])  # fmt: skip
-    side.edit(draft_id, edited)
+    _edit_at_provider(account, side, subject="Contract", body="written at the provider", when=there_at)
     _save(account, OutgoingMessage.objects.get(pk=draft.pk), subject="Contract", body="written in Mailhub")
     if saved_last == "same second":  # a tie goes to Mailhub's version (the one being written now)
         OutgoingMessage.objects.filter(pk=draft.pk).update(updated_at=there_at)
@@ -433,10 +436,7 @@ def test_a_provider_version_without_a_date_loses_to_mailhubs_and_is_kept(mailbox
     account, side = mailbox_at
     draft = _save(account, subject="Undated", body="original")
     _sync(account)
-    draft_id, raw = _only(side)
-    undated = _draft_raw(sender=account.email, to="bob@example.org", subject="Undated", body="from elsewhere",
-                         message_id=_parsed(raw)["Message-ID"]).replace(b"Date: ", b"X-Old-Date: ")  # fmt: skip
-    side.edit(draft_id, undated)
+    _edit_at_provider(account, side, subject="Undated", body="from elsewhere", dated=False)
     _save(account, OutgoingMessage.objects.get(pk=draft.pk), subject="Undated", body="mine")
     _sync(account)
     assert OutgoingMessage.objects.get(pk=draft.pk).body_text.strip() == "mine"
@@ -497,10 +497,7 @@ def test_a_version_that_could_not_be_read_is_read_at_the_next_sync(mailbox_at):
         pytest.skip("the fault is injected in the sandbox Gmail API")
     draft = _save(account, subject="Moving", body="v1")
     _settle(account)
-    draft_id, raw = _only(side)
-    edited = _draft_raw(sender=account.email, to="bob@example.org", subject="Moving", body="v2",
-                        message_id=_parsed(raw)["Message-ID"])  # fmt: skip
-    side.edit(draft_id, edited)
+    _edit_at_provider(account, side, subject="Moving", body="v2")
     side.store.fail_next(status=404, method="drafts.get", email=account.email)  # as if changed again meanwhile
     _sync(account)
     assert SyncState.objects.get(account=account).drafts_checked_at is None

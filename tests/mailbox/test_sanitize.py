@@ -17,6 +17,7 @@ from mailbox.sanitize import (
     html_has_remote_images,
     html_sanitize,
     html_to_text,
+    html_written,
     message_body_csp,
     text_render,
 )
@@ -270,3 +271,9 @@ def test_body_csp_exactly():
         "sandbox allow-same-origin allow-popups allow-popups-to-escape-sandbox"
     )
     assert "img-src 'self' http://h data: https: http:;" in message_body_csp(origin="http://h", show_images=True)
+
+
+def test_written_html_is_sanitised_and_keeps_the_writers_own_pictures():
+    html = '<p onclick="x()">Hi<img src="data:image/png;base64,iVBORw0KGgo=" alt="me"><script>y()</script></p>'
+    assert html_written(html=html) == '<p>Hi<img src="data:image/png;base64,iVBORw0KGgo=" alt="me"></p>'
+    assert html_written(html='<img src="cid:a@b">') == "<img>"  # no part of the message to name yet
