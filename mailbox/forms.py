@@ -127,7 +127,8 @@ class ComposeForm(forms.Form):
         widget=forms.RadioSelect,
     )
     body_text = forms.CharField(label=_("Message"), widget=forms.Textarea(attrs={"rows": 14}), required=False)
-    body_html = forms.CharField(widget=forms.Textarea(attrs=RICH_EDITOR), required=False)
+    # Shown only as the rich-text editor (in plain-text mode the body_text textarea is the message).
+    body_html = forms.CharField(widget=forms.Textarea(attrs={**RICH_EDITOR, "hidden": True}), required=False)
     signature = forms.ModelChoiceField(
         queryset=Signature.objects.none(), required=False, label=_("Signature"), empty_label=_("No signature")
     )

@@ -420,8 +420,10 @@ def test_compose_with_suggestions_and_rich_text(page, live_server, alice, gmail_
     suggestion.click()
     assert page.input_value("input[name=to]") == "Dana Report <dana@example.org>, "
     page.fill("input[name=subject]", "Rich hello")
+    assert page.is_visible("textarea[name=body_text]") and not page.is_visible("textarea[name=body_html]")  # one box
     page.check("input[name=body_format][value=html]")
     editor = page.locator(".prose-editor .ProseMirror")
+    assert editor.is_visible() and not page.is_visible("textarea[name=body_text]")
     editor.click()
     page.keyboard.type("Plain then ")
     page.keyboard.press("Control+b")
