@@ -72,7 +72,7 @@ def draft_discard(*, draft: OutgoingMessage) -> None:
 def _sync_soon(account_id: int) -> None:
     from mailbox import tasks
 
-    transaction.on_commit(lambda: tasks.account_sync.apply_async((account_id,), countdown=PUSH_DELAY_SECONDS))
+    transaction.on_commit(lambda: tasks.account_sync_enqueue(account_id, countdown=PUSH_DELAY_SECONDS))
 
 
 # --- The sync's step ------------------------------------------------------------------------------

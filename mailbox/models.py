@@ -300,6 +300,12 @@ class SyncState(models.Model):
     failure_count = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_duration_ms = models.PositiveIntegerField(null=True, blank=True)  # of the last successful sync
+    # A sync asked for while another ran: the running one syncs again when it ends (see sync.account_sync).
+    sync_requested_at = models.DateTimeField(null=True, blank=True)
+    # The watcher holding this account's watch (mailbox.watch), until when, and since when its watch is open.
+    watch_owner = models.CharField(max_length=128, blank=True, db_index=True)
+    watch_expires_at = models.DateTimeField(null=True, blank=True)
+    watched_since = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.account}: {self.stage}/{self.status}"

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -80,6 +81,7 @@ class SyncResult:
 
     outcome: SyncOutcome
     retry_after: float | None = None
+    again: bool = False  # a sync was asked for while this one ran: run another now
 
 
 def _backoff_seconds(*, failures: int, retry_after: float | None) -> float:
@@ -105,9 +107,15 @@ def account_sync(*, account_id: int) -> SyncResult:
         return SyncResult(SyncOutcome.STOPPED)
     owner = lock_acquire(account=account)
     if owner is None:
+        # Ask the running sync for another when it ends; it looks after releasing its lock, so look once more
+        # here: if the lock is free now, the holder may have looked before the request was written.
+        SyncState.objects.filter(pk=state.pk).update(sync_requested_at=timezone.now())
+        owner = lock_acquire(account=account)
+    if owner is None:
         expires_in = lock_expires_in(account=account)
         return SyncResult(SyncOutcome.BUSY, retry_after=None if expires_in is None else expires_in + 1.0)
     started = time.monotonic()
+    started_at = timezone.now()
     try:
         with lock_kept(account_id=account.pk, owner=owner):
             _sync_run(account=account, state=state)
@@ -139,7 +147,8 @@ def account_sync(*, account_id: int) -> SyncResult:
         next_attempt_at=None,
         last_duration_ms=int((time.monotonic() - started) * 1000),
     )
-    return SyncResult(SyncOutcome.OK)
+    again = SyncState.objects.filter(pk=state.pk, sync_requested_at__gt=started_at).exists()
+    return SyncResult(SyncOutcome.OK, again=again)
 
 
 def _sync_run(*, account: MailAccount, state: SyncState) -> None:
@@ -181,7 +190,7 @@ def account_sync_queue(*, account: MailAccount) -> None:
     from mailbox import tasks
 
     sync_state_get(account=account)
-    transaction.on_commit(lambda: tasks.account_sync.delay(account.pk))
+    transaction.on_commit(lambda: tasks.account_sync_enqueue(account.pk))
 
 
 def account_connected(*, account: MailAccount, created: bool, since: date | None) -> None:
@@ -227,17 +236,25 @@ def account_sync_start(*, account: MailAccount, since: date | None | _Default = 
 
 
 def accounts_due_for_sync() -> list[int]:
-    """Accounts beat should sync now: connected, provider on, not running, not waiting out a backoff.
+    """Accounts beat should sync now: connected, provider on, not running, not waiting out a backoff, and not
+    watched (``mailbox.watch``) unless their last sync is MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS old.
 
     A STOPPED sync state does not exclude an account that is connected again (its status is active).
     """
     now = timezone.now()
     busy = Q(sync_state__lock_owner__gt="") & Q(sync_state__lock_expires_at__gt=now)
     waiting = Q(sync_state__next_attempt_at__gt=now)
+    watched_interval = timedelta(seconds=float(getattr(settings, "MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS", 300)))
+    watched = (
+        Q(sync_state__watched_since__isnull=False)
+        & Q(sync_state__watch_expires_at__gt=now)
+        & Q(sync_state__last_success_at__gt=now - watched_interval)
+    )
     return list(
         MailAccount.objects.filter(status=MailAccount.Status.ACTIVE)
         .exclude(provider__in=providers_off())
         .exclude(busy)
         .exclude(waiting)
+        .exclude(watched)
         .values_list("pk", flat=True)
     )

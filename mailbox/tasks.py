@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+import os
+import socket
+import uuid
 
-from mailbox import outbox, sync, writeback
+from celery import shared_task
+from celery.signals import worker_shutting_down
+
+from mailbox import outbox, sync, watch, writeback
+from mailbox.models import SyncState
 from mailbox.sync import SyncOutcome
 from providers.base import ChangeKind, MessageChange
 
 MAX_SYNC_RETRIES = 8
+# First syncs run on a queue of their own, served by a worker of their own (``make run``, docker-compose), so a
+# mailbox's 200,000-message first sync never delays another's new mail. Watchers hold the ``watch`` queue's
+# threads for as long as they run.
+FIRST_SYNC_QUEUE = "bulk"
+WATCH_QUEUE = "watch"
+
+
+def account_sync_enqueue(account_id: int, *, countdown: float | None = None, **kwargs: object) -> None:
+    """Queue a sync of the account on the queue its stage calls for."""
+    first = SyncState.objects.filter(account_id=account_id).exclude(stage=SyncState.Stage.INCREMENTAL).exists()
+    queue = FIRST_SYNC_QUEUE if first else None
+    account_sync.apply_async((account_id,), kwargs or None, countdown=countdown, queue=queue)
 
 
 @shared_task(bind=True, max_retries=MAX_SYNC_RETRIES, ignore_result=True)
@@ -19,7 +37,9 @@ def account_sync(self, account_id: int, look_again_when_busy: bool = True) -> st
     if result.outcome == SyncOutcome.BUSY and look_again_when_busy and result.retry_after is not None:
         # The lock's holder may be dead (this may be its own task, redelivered after a crash): look again once
         # when its lock would lapse. A live holder renews it, and the second look is then a no-op.
-        account_sync.apply_async((account_id,), {"look_again_when_busy": False}, countdown=result.retry_after)
+        account_sync_enqueue(account_id, countdown=result.retry_after, look_again_when_busy=False)
+    if result.again:
+        account_sync_enqueue(account_id)
     return result.outcome
 
 
@@ -28,8 +48,31 @@ def accounts_sync_due() -> int:
     """Beat: queue a sync of every account that is due (sync.accounts_due_for_sync)."""
     account_ids = sync.accounts_due_for_sync()
     for account_id in account_ids:
-        account_sync.delay(account_id)
+        account_sync_enqueue(account_id)
     return len(account_ids)
+
+
+@shared_task(ignore_result=True, acks_late=False)
+def mailboxes_watch() -> int:
+    """A watcher (mailbox.watch): runs until the worker stops or nothing is left to watch. Acknowledged when it
+    starts, so a broker never hands a live watcher's task to a second worker; beat replaces a dead one."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return watch.Watcher(owner=owner, on_change=account_sync_enqueue).run()
+
+
+@shared_task(ignore_result=True)
+def watchers_ensure() -> bool:
+    """Beat: start a watcher while a watchable mailbox has none. It expires unless a watch worker takes it soon,
+    so none pile up where no watch worker runs."""
+    if not watch.watchers_wanted():
+        return False
+    mailboxes_watch.apply_async(queue=WATCH_QUEUE, expires=watch.WATCHER_TASK_EXPIRES_SECONDS)
+    return True
+
+
+@worker_shutting_down.connect
+def _watchers_stop(**_: object) -> None:
+    watch.stopping.set()
 
 
 @shared_task(ignore_result=True)

@@ -1,6 +1,7 @@
-"""`make run`: the web app, a Celery worker and beat in one foreground command.
+"""`make run`: the web app, the Celery workers (syncs and sends, first syncs, watchers) and beat in one
+foreground command.
 
-Stops all three when any of them exits or on Ctrl-C.
+Stops all of them when any of them exits or on Ctrl-C.
 """
 
 import os
@@ -13,21 +14,26 @@ DEFAULT_BIND = "127.0.0.1:8000"
 
 
 def process_commands(*, bind: str = DEFAULT_BIND) -> dict[str, list[str]]:
+    celery = [sys.executable, "-m", "celery", "-A", "mailhub"]
     return {
         # Access log format, threads and secret redaction: mailhub/gunicorn_conf.py (docker-compose uses it too).
         "web": [sys.executable, "-m", "gunicorn", "-c", "python:mailhub.gunicorn_conf", "mailhub.wsgi", "--bind", bind],
-        "worker": [sys.executable, "-m", "celery", "-A", "mailhub", "worker", "-l", "info", "-c", "2"],
-        "beat": [sys.executable, "-m", "celery", "-A", "mailhub", "beat", "-l", "info"],
+        # Syncs, sends and write-back; first syncs on a worker of their own; watchers (long-running, many
+        # connections each) on threads of their own. Queue names: mailbox/tasks.py.
+        "worker": [*celery, "worker", "-l", "info", "-c", "2", "-Q", "celery", "-n", "worker@%h"],
+        "bulk": [*celery, "worker", "-l", "info", "-c", "1", "-Q", "bulk", "-n", "bulk@%h"],
+        "watch": [*celery, "worker", "-l", "info", "-P", "threads", "-c", "4", "-Q", "watch", "-n", "watch@%h"],
+        "beat": [*celery, "beat", "-l", "info"],
     }
 
 
 def run_all(*, extra_env: dict[str, str] | None = None) -> int:
-    """Start web, worker and beat with ``extra_env`` added; return when one exits or on Ctrl-C."""
+    """Start web, the workers and beat with ``extra_env`` added; return when one exits or on Ctrl-C."""
     env = {**os.environ, **(extra_env or {})}
     bind = env.get("MAILHUB_BIND", DEFAULT_BIND)
     commands = process_commands(bind=bind)
     children = {name: subprocess.Popen(command, env=env) for name, command in commands.items()}  # noqa: S603
-    print(f"Mailhub is starting at http://{bind}/ (Ctrl-C stops web, worker and beat)", flush=True)
+    print(f"Mailhub is starting at http://{bind}/ (Ctrl-C stops web, workers and beat)", flush=True)
     try:
         while all(child.poll() is None for child in children.values()):
             time.sleep(0.5)

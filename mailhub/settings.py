@@ -273,6 +273,29 @@ MAILHUB_BATCH_PER_MINUTE = config.env_seconds(
     ENVIRON, "MAILHUB_BATCH_PER_MINUTE", default=30.0, minimum=1, maximum=6000
 )
 MAILHUB_BATCH_PACING = config.env_bool(ENVIRON, "MAILHUB_BATCH_PACING", default=True)
+# Watchers (mailbox/watch.py): accounts per watcher thread, how long a dead watcher's leases last, how often beat
+# looks for unwatched mailboxes, and how often beat still syncs a watched mailbox (for folders besides INBOX).
+# IMAP IDLE is re-issued every MAILHUB_IDLE_RENEW_SECONDS; a server without IDLE gets a NOOP every
+# MAILHUB_IMAP_POLL_SECONDS; Gmail's history is asked every MAILHUB_GMAIL_POLL_SECONDS (2 quota units each).
+MAILHUB_WATCH_CAPACITY = config.env_int(ENVIRON, "MAILHUB_WATCH_CAPACITY", default=500, minimum=1, maximum=10000)
+MAILHUB_WATCH_LEASE_SECONDS = config.env_seconds(
+    ENVIRON, "MAILHUB_WATCH_LEASE_SECONDS", default=30.0, minimum=1, maximum=3600
+)
+MAILHUB_WATCH_ENSURE_SECONDS = config.env_seconds(
+    ENVIRON, "MAILHUB_WATCH_ENSURE_SECONDS", default=15.0, minimum=0.5, maximum=3600
+)
+MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS = config.env_seconds(
+    ENVIRON, "MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS", default=300.0, minimum=1, maximum=24 * 3600
+)
+MAILHUB_IDLE_RENEW_SECONDS = config.env_seconds(
+    ENVIRON, "MAILHUB_IDLE_RENEW_SECONDS", default=20 * 60.0, minimum=1, maximum=29 * 60
+)
+MAILHUB_IMAP_POLL_SECONDS = config.env_seconds(
+    ENVIRON, "MAILHUB_IMAP_POLL_SECONDS", default=30.0, minimum=1, maximum=3600
+)
+MAILHUB_GMAIL_POLL_SECONDS = config.env_seconds(
+    ENVIRON, "MAILHUB_GMAIL_POLL_SECONDS", default=8.0, minimum=1, maximum=3600
+)
 CELERY_BEAT_SCHEDULE = {
     "sync-all-accounts": {
         "task": "mailbox.tasks.accounts_sync_due",
@@ -281,6 +304,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {
         "task": "mailbox.tasks.outbox_sweep",
         "schedule": MAILHUB_OUTBOX_SWEEP_SECONDS,
+    },
+    "ensure-watchers": {
+        "task": "mailbox.tasks.watchers_ensure",
+        "schedule": MAILHUB_WATCH_ENSURE_SECONDS,
     },
 }
 

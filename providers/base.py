@@ -267,6 +267,32 @@ class LocalMailbox(Protocol):
         ...
 
 
+class MailboxWatch(Protocol):
+    """Tells cheaply, between syncs, that a mailbox changed at the provider (new mail first).
+
+    A watcher (``mailbox.watch``) holds many at once in one thread: it waits until ``fileno()`` is readable (a
+    held connection, e.g. IMAP IDLE) or ``check_at()`` has come, then calls ``changed()``. Raises ProviderError
+    (ReconnectRequired when the grant is dead) when the provider cannot be watched now; the watcher closes it
+    and opens it again later.
+    """
+
+    def open(self) -> None: ...
+
+    def fileno(self) -> int | None:
+        """The socket to wait on; None for a watch that only polls."""
+        ...
+
+    def check_at(self) -> float:
+        """When (``time.monotonic()``) ``changed()`` must be called even if the socket says nothing."""
+        ...
+
+    def changed(self) -> bool:
+        """Read what the provider said (or ask it); True when the mailbox changed since the last call."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class MailClient(Protocol):
     """Keeps an account's LocalMailbox in step with its mailbox at the provider (implemented per provider).
 
@@ -306,6 +332,10 @@ class MailClient(Protocol):
 
     def draft_delete(self, *, draft_id: str) -> None:
         """Delete every version of the draft; nothing when it is gone already."""
+        ...
+
+    def watch(self) -> MailboxWatch:
+        """A watch on the mailbox (not yet open), for a watcher to learn of new mail within seconds."""
         ...
 
     def folder_create(self, *, name: str) -> RemoteFolder:

@@ -40,12 +40,29 @@ def _check_command(argv: list[str]) -> None:
 def test_compose_runs_web_worker_beat_db_and_redis_from_one_image():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"web", "worker", "beat", "db", "redis"} <= set(services)
+    assert {"web", "worker", "bulk", "watch", "beat", "db", "redis"} <= set(services)
     assert services["web"]["build"] == "." and (ROOT / "Dockerfile").exists()
-    assert len({services[name]["image"] for name in ("web", "worker", "beat")}) == 1
+    assert len({services[name]["image"] for name in ("web", "worker", "bulk", "watch", "beat")}) == 1
 
 
-@pytest.mark.parametrize("service", ["web", "worker", "beat"])
+def _queues(argv: list[str]) -> set[str]:
+    return set(argv[argv.index("-Q") + 1].split(",")) if "-Q" in argv else set()
+
+
+def test_every_queue_tasks_are_sent_to_has_a_worker_in_make_run_and_in_compose():
+    from mailbox import tasks
+
+    sent_to = {"celery", tasks.FIRST_SYNC_QUEUE, tasks.WATCH_QUEUE}
+    served = set().union(*(_queues(argv) for argv in process_commands().values()))
+    assert served == sent_to
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"].values()
+    served = set().union(*(_queues(shlex.split(s["command"])) for s in services if "worker" in s.get("command", "")))
+    assert served == sent_to
+    watch = process_commands()["watch"]
+    assert watch[watch.index("-P") + 1] == "threads"  # a watcher holds its thread for as long as it runs
+
+
+@pytest.mark.parametrize("service", ["web", "worker", "bulk", "watch", "beat"])
 def test_compose_commands_exist_in_the_project(service):
     command = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][service]["command"]
     for part in command.split("&&") if isinstance(command, str) else [command]:
@@ -53,7 +70,7 @@ def test_compose_commands_exist_in_the_project(service):
         _check_command(argv)
 
 
-@pytest.mark.parametrize("name", ["web", "worker", "beat"])
+@pytest.mark.parametrize("name", ["web", "worker", "bulk", "watch", "beat"])
 def test_make_run_starts_existing_programs(name):
     python, dash_m, *argv = process_commands(bind="127.0.0.1:8123")[name]
     assert Path(python).exists() and dash_m == "-m"

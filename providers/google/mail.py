@@ -49,6 +49,7 @@ from providers.base import (
     LocalFolder,
     LocalMailbox,
     LocalMessage,
+    MailboxWatch,
     MessageChange,
     Outgoing,
     RemoteDraft,
@@ -85,6 +86,7 @@ METHOD_COSTS = {
     "labels.delete": 5,
 }
 QUOTA_UNITS_PER_SECOND = 250
+DEFAULT_POLL_SECONDS = 8.0  # how often a watcher asks for history: new mail shows within this
 QUOTA_WINDOW_SECONDS = 1.0  # units count from when their answer arrived, which is already after Google charged them
 LIST_PAGE_SIZE = 500
 STORE_GROUP = 100  # messages stored (and progress recorded) together
@@ -922,6 +924,24 @@ class GmailClient:
                 lambda: self.service.users().drafts().delete(userId="me", id=draft_id), method="drafts.delete"
             )
 
+    # --- watching ---------------------------------------------------------------------------------
+
+    def watch(self) -> MailboxWatch:
+        return HistoryPoll(self, poll_seconds=float(_setting("MAILHUB_GMAIL_POLL_SECONDS", DEFAULT_POLL_SECONDS)))
+
+    def history_moved(self, since: str) -> tuple[bool, str]:
+        """Whether the mailbox has history after ``since`` (one history.list of one record: 2 quota units), and
+        its current historyId. An expired ``since`` counts as moved (the sync starts over)."""
+
+        def build() -> HttpRequest:
+            return self.service.users().history().list(userId="me", startHistoryId=since, maxResults=1)
+
+        try:
+            response = self._execute(build, method="history.list", max_attempts=1)
+        except _Gone:
+            return True, ""
+        return bool(response.get("history")), str(response.get("historyId") or since)
+
     # --- labels -----------------------------------------------------------------------------------
 
     def folder_create(self, *, name: str) -> RemoteFolder:
@@ -1064,6 +1084,40 @@ class GmailClient:
             thread_key=data.get("threadId") or None,
         )
         self.local.messages_save([sent])
+
+
+class HistoryPoll:
+    """A :class:`providers.base.MailboxWatch` for Gmail: history.list every ``poll_seconds``, from the cursor the
+    last sync reached (Gmail's push needs a Pub/Sub topic; polling needs nothing and costs 2 units a look)."""
+
+    def __init__(self, client: GmailClient, *, poll_seconds: float) -> None:
+        self.client = client
+        self.poll_seconds = poll_seconds
+        self.seen = ""
+        self._check_at = 0.0
+
+    def open(self) -> None:
+        self.seen = self.client.local.position().cursor
+        self._check_at = time.monotonic()
+
+    def fileno(self) -> int | None:
+        return None
+
+    def check_at(self) -> float:
+        return self._check_at
+
+    def changed(self) -> bool:
+        if time.monotonic() < self._check_at:
+            return False
+        self._check_at = time.monotonic() + self.poll_seconds
+        if not self.seen:
+            self.seen = self.client.local.position().cursor
+            return True
+        moved, self.seen = self.client.history_moved(self.seen)
+        return moved
+
+    def close(self) -> None:
+        return None
 
 
 def _send_as_usable(item: dict) -> bool:

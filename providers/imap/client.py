@@ -63,6 +63,7 @@ from providers.base import (
     LocalFolder,
     LocalMailbox,
     LocalMessage,
+    MailboxWatch,
     MessageChange,
     Outgoing,
     Pending,
@@ -104,7 +105,7 @@ class _Seen:
     header_length: int = 0
 
 
-class _Session:
+class Session:
     """One IMAP connection that logs in as the transport says and comes back after a drop."""
 
     def __init__(self, account: Account, transport: Transport) -> None:
@@ -229,7 +230,7 @@ class _Session:
                 self.seconds += time.perf_counter() - started
         raise AssertionError("unreachable")
 
-    def __enter__(self) -> _Session:
+    def __enter__(self) -> Session:
         self.run(lambda client: None)
         return self
 
@@ -258,7 +259,7 @@ class ImapMailClient:
         self.local = local
         self.chunk_size = chunk_size
         self.chunk_bytes = chunk_bytes
-        self.session = _Session(account, transport)
+        self.session = Session(account, transport)
         self._remaining: dict[str, int] = {}  # full sync: messages left per folder, for the progress total
 
     @property
@@ -622,6 +623,11 @@ class ImapMailClient:
     def identities(self) -> list[SenderIdentity]:
         """IMAP has no list of aliases: the mailbox sends from its own address (the app keeps the name)."""
         return [SenderIdentity(address=self.account.email, is_primary=True, is_default=True)]
+
+    def watch(self) -> MailboxWatch:
+        from providers.imap.watch import InboxWatch
+
+        return InboxWatch(Session(self.account, self.transport))
 
     # -- drafts -----------------------------------------------------------------------------------
 

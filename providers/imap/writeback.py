@@ -22,7 +22,7 @@ from providers.errors import ProviderError
 from providers.imap import connection as imap
 
 if TYPE_CHECKING:
-    from providers.imap.client import _Session
+    from providers.imap.client import Session
 
 FLAG_KINDS = {
     ChangeKind.READ: (b"\\Seen", True),
@@ -35,7 +35,7 @@ MOVE_SOURCES = ("inbox", "spam", "archive", "trash")
 
 
 def changes_apply(
-    *, session: _Session, local: LocalMailbox, messages: Sequence[LocalMessage], change: MessageChange
+    *, session: Session, local: LocalMailbox, messages: Sequence[LocalMessage], change: MessageChange
 ) -> None:
     folders = {remote_id: f for remote_id, f in local.folders().items() if f.is_selectable}  # in creation order
     by_role: dict[str, LocalFolder] = {}
@@ -115,7 +115,7 @@ def _stored_folders(messages: Sequence[LocalMessage], folders: dict[str, LocalFo
 
 
 def _locate(
-    session: _Session,
+    session: Session,
     local: LocalMailbox,
     messages: Sequence[LocalMessage],
     folders: Sequence[LocalFolder],
@@ -181,18 +181,18 @@ def _same_messages(client: IMAPClient, uids: list[int], message: LocalMessage, *
 
 
 def _store_flag(
-    session: _Session, client: IMAPClient, folder: LocalFolder, uids: list[int], flag: bytes, on: bool
+    session: Session, client: IMAPClient, folder: LocalFolder, uids: list[int], flag: bytes, on: bool
 ) -> None:
     session.select(folder.remote_id, readonly=False)
     (client.add_flags if on else client.remove_flags)(uids, [flag], silent=True)
 
 
-def _copy(session: _Session, client: IMAPClient, folder: LocalFolder, uids: list[int], target: LocalFolder) -> None:
+def _copy(session: Session, client: IMAPClient, folder: LocalFolder, uids: list[int], target: LocalFolder) -> None:
     session.select(folder.remote_id, readonly=False)
     client.copy(uids, target.remote_id)
 
 
-def _move(session: _Session, client: IMAPClient, folder: LocalFolder, uids: list[int], target: LocalFolder) -> None:
+def _move(session: Session, client: IMAPClient, folder: LocalFolder, uids: list[int], target: LocalFolder) -> None:
     session.select(folder.remote_id, readonly=False)
     if b"MOVE" in session.capabilities:
         client.move(uids, target.remote_id)
@@ -201,7 +201,7 @@ def _move(session: _Session, client: IMAPClient, folder: LocalFolder, uids: list
     uids_expunge(session, client, folder, uids)
 
 
-def uids_expunge(session: _Session, client: IMAPClient, folder: LocalFolder, uids: list[int]) -> None:
+def uids_expunge(session: Session, client: IMAPClient, folder: LocalFolder, uids: list[int]) -> None:
     session.select(folder.remote_id, readonly=False)
     client.add_flags(uids, [b"\\Deleted"], silent=True)
     if b"UIDPLUS" in session.capabilities:

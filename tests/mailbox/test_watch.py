@@ -1,0 +1,271 @@
+"""Watchers (mailbox/watch.py) over real sockets: IMAP IDLE against Dovecot (a message appended by another
+connection, the server dropping the connection, a server without IDLE), Gmail history polls against the sandbox,
+leases between watchers, and a sync asked for while another runs."""
+
+from __future__ import annotations
+
+import queue
+import select
+import threading
+import time
+import uuid
+from email.utils import make_msgid
+
+import pytest
+from django.utils import timezone
+
+from mailbox import sync, watch
+from mailbox.local import account_client
+from mailbox.models import Message, SyncState
+from mailbox.synclock import lock_acquire, lock_release
+from sandbox.dovecot import DovecotServer
+from tests.fixtures.dovecot import PLAIN_IMAP_CAPABILITY
+
+pytestmark = pytest.mark.django_db(transaction=True)
+BOUND = 5.0  # seconds within which a watch must report a change it can see at once (IDLE) or at its next poll
+
+
+def _raw(subject: str, *, sender: str = "carol@example.org", to: str = "me@example.org") -> tuple[bytes, str]:
+    message_id = make_msgid(domain="example.org")
+    headers = {"From": sender, "To": to, "Subject": subject, "Message-ID": message_id,
+               "Date": "Mon, 30 Nov 2026 08:00:00 +0000", "Content-Type": "text/plain; charset=utf-8"}  # fmt: skip
+    lines = [f"{name}: {value}" for name, value in headers.items()] + ["", "Hello.", ""]
+    return "\r\n".join(lines).encode(), message_id.strip("<>")
+
+
+class Running:
+    """A :class:`watch.Watcher` in a thread, its reports in a queue."""
+
+    def __init__(self, *, owner: str = "", capacity: int | None = None) -> None:
+        self.reports: queue.Queue[int] = queue.Queue()
+        self.stop = threading.Event()
+        self.watcher = watch.Watcher(owner=owner or uuid.uuid4().hex, on_change=self.reports.put, capacity=capacity)
+        self.thread = threading.Thread(target=self.watcher.run, kwargs={"stop": self.stop}, daemon=True)
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+    def wait_open(self, account, *, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if SyncState.objects.filter(account=account, watched_since__isnull=False).exists():
+                return
+            time.sleep(0.05)
+        raise AssertionError("the watch did not open")
+
+    def report(self, *, timeout: float = BOUND) -> int:
+        return self.reports.get(timeout=timeout)
+
+    def quiet(self, seconds: float) -> bool:
+        try:
+            self.reports.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        return False
+
+
+@pytest.fixture
+def fast_watch(settings):
+    settings.MAILHUB_WATCH_LEASE_SECONDS = 3
+    settings.MAILHUB_WATCH_RETRY_SECONDS = 0.5
+    settings.MAILHUB_GMAIL_POLL_SECONDS = 0.5
+    settings.MAILHUB_IMAP_POLL_SECONDS = 0.5
+    return settings
+
+
+def _synced(account):
+    assert sync.account_sync(account_id=account.pk).outcome == "ok"
+    return account
+
+
+# --- IMAP IDLE ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.dovecot
+def test_idle_reports_new_mail_and_flag_changes_from_another_connection_and_the_sync_stores_it(
+    dovecot, outlook_account, fast_watch
+):
+    account = _synced(outlook_account())
+    with Running() as running:
+        running.wait_open(account)
+        assert running.quiet(1.0)  # an idle mailbox reports nothing
+        raw, message_id = _raw("Fresh news")
+        uid = dovecot.append(account.email, raw)
+        assert running.report() == account.pk
+        assert sync.account_sync(account_id=account.pk).outcome == "ok"
+        assert Message.objects.filter(account=account, message_id=message_id).exists()
+        dovecot.set_flags(account.email, "INBOX", [uid], ["\\Seen"])
+        assert running.report() == account.pk
+
+
+@pytest.mark.dovecot
+def test_idle_is_issued_again_before_the_server_forgets_it(dovecot, outlook_account, fast_watch):
+    fast_watch.MAILHUB_IDLE_RENEW_SECONDS = 0.5
+    account = _synced(outlook_account())
+    opened = account_client(account).watch()
+    opened.open()
+    try:
+        first_renewal = opened.check_at()
+        time.sleep(0.6)
+        assert opened.changed() is False  # DONE, then IDLE again: nothing changed
+        assert opened.check_at() > first_renewal
+        dovecot.append(account.email, _raw("After renewal")[0])
+        readable, _, _ = select.select([opened.fileno()], [], [], BOUND)
+        assert readable and opened.changed(), "a renewed IDLE still reports new mail"
+    finally:
+        opened.close()
+
+
+@pytest.mark.dovecot
+def test_a_dropped_connection_is_opened_again_and_what_came_meanwhile_is_reported(dovecot, outlook_account, fast_watch):
+    account = _synced(outlook_account())
+    with Running() as running:
+        running.wait_open(account)
+        dovecot.kick(account.email)
+        dovecot.append(account.email, _raw("While the watch was down")[0])
+        assert running.report() == account.pk  # reopened: a sync is asked for what may have come meanwhile
+        running.wait_open(account)
+        while not running.quiet(0.5):
+            pass
+        dovecot.append(account.email, _raw("After the reconnect")[0])
+        assert running.report() == account.pk
+
+
+@pytest.fixture(scope="module")
+def dovecot_without_idle(sandbox):
+    server = DovecotServer(
+        introspection_url=sandbox.microsoft_introspection_url,
+        tls=sandbox.tls,
+        imap_capability=PLAIN_IMAP_CAPABILITY.replace(" IDLE", ""),
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.dovecot
+def test_a_server_without_idle_is_polled_with_noop(dovecot_without_idle, outlook_account, fast_watch):
+    fast_watch.MICROSOFT_IMAP_PORT = dovecot_without_idle.imaps_port
+    account = _synced(outlook_account())
+    opened = account_client(account).watch()
+    opened.open()
+    try:
+        assert opened.fileno() is None  # nothing to wait on: polled
+        assert b"IDLE" not in opened.session.capabilities
+    finally:
+        opened.close()
+    with Running() as running:
+        running.wait_open(account)
+        assert running.quiet(1.2)
+        dovecot_without_idle.append(account.email, _raw("Polled in")[0])
+        assert running.report() == account.pk
+
+
+# --- Gmail -------------------------------------------------------------------------------------------------
+
+
+def test_gmail_history_poll_reports_new_mail_and_only_then(gmail_account, sandbox_settings, fast_watch):
+    account = _synced(gmail_account)
+    store = sandbox_settings.gmail
+    with Running() as running:
+        running.wait_open(account)
+        asked = store.stats(account.email).get("history.list", 0)
+        assert running.quiet(1.6)
+        assert store.stats(account.email).get("history.list", 0) - asked >= 2  # polled, and nothing reported
+        raw, message_id = _raw("Polled from Gmail", to=account.email)
+        store.insert_message(account.email, raw)
+        assert running.report() == account.pk
+        assert sync.account_sync(account_id=account.pk).outcome == "ok"
+        assert Message.objects.filter(account=account, message_id=message_id).exists()
+        assert running.quiet(1.2)  # the cursor moved on: the same change is not reported twice
+
+
+# --- leases ------------------------------------------------------------------------------------------------
+
+
+def test_watchers_share_mailboxes_and_a_dead_watchers_leases_are_taken_over(alice, google_app, sandbox_settings,
+                                                                             settings):  # fmt: skip
+    from tests.fixtures.mail import gmail_account_create
+
+    settings.MAILHUB_WATCH_LEASE_SECONDS = 1
+    accounts = [gmail_account_create(sandbox=sandbox_settings, app=google_app, user=alice) for _ in range(3)]
+    SyncState.objects.filter(account__in=accounts).update(stage=SyncState.Stage.INCREMENTAL)
+    assert watch.watchers_wanted()
+    first = watch.leases_take(owner="first", capacity=2)
+    second = watch.leases_take(owner="second", capacity=2)
+    assert len(first) == 2 and len(second) == 1 and not first & second
+    assert not watch.watchers_wanted()
+    assert watch.leases_take(owner="first", capacity=2) == first  # renewed, not taken twice
+    time.sleep(1.2)  # "second" died: it renews nothing
+    assert watch.watchers_wanted()
+    assert watch.leases_take(owner="first", capacity=3) == {a.pk for a in accounts}
+    accounts[0].status = accounts[0].Status.REAUTH_REQUIRED
+    accounts[0].save()
+    assert watch.leases_take(owner="first", capacity=3) == {a.pk for a in accounts[1:]}  # no longer watchable
+    assert SyncState.objects.get(account=accounts[0]).watch_owner == ""
+
+
+def test_only_mailboxes_past_their_first_sync_are_watched(gmail_account):
+    assert not watch.watchers_wanted()  # its first sync has not run
+    _synced(gmail_account)
+    assert watch.watchers_wanted()
+
+
+def test_a_watched_mailbox_is_synced_by_beat_less_often_and_as_often_as_others_while_its_watch_is_down(
+    gmail_account, settings
+):
+    settings.MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS = 300
+    _synced(gmail_account)
+    assert gmail_account.pk in sync.accounts_due_for_sync()
+    watch.leases_take(owner="w", capacity=5)
+    assert gmail_account.pk in sync.accounts_due_for_sync()  # leased, but its watch is not open yet
+    SyncState.objects.filter(account=gmail_account).update(watched_since=timezone.now())
+    assert gmail_account.pk not in sync.accounts_due_for_sync()
+    SyncState.objects.filter(account=gmail_account).update(last_success_at=timezone.now() - timezone.timedelta(600))
+    assert gmail_account.pk in sync.accounts_due_for_sync()  # the safety sync of a watched mailbox is due
+    SyncState.objects.filter(account=gmail_account).update(last_success_at=timezone.now())
+    watch.leases_release(owner="w")
+    assert gmail_account.pk in sync.accounts_due_for_sync()
+
+
+def test_a_stopping_watcher_gives_its_leases_back(gmail_account, fast_watch):
+    _synced(gmail_account)
+    with Running(owner="leaving") as running:
+        running.wait_open(gmail_account)
+    state = SyncState.objects.get(account=gmail_account)
+    assert (state.watch_owner, state.watched_since) == ("", None)
+    assert watch.watchers_wanted()
+
+
+# --- a sync asked for while another runs -----------------------------------------------------------------
+
+
+def test_a_sync_asked_for_while_another_runs_makes_that_one_run_again(gmail_account, sandbox_settings):
+    _synced(gmail_account)
+    sandbox_settings.gmail.delay_next(1.5, method="history.list", email=gmail_account.email)
+    results: list[sync.SyncResult] = []
+    running = threading.Thread(target=lambda: results.append(sync.account_sync(account_id=gmail_account.pk)))
+    running.start()
+    deadline = time.monotonic() + 5
+    while not SyncState.objects.filter(account=gmail_account, lock_owner__gt="").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    asked = sync.account_sync(account_id=gmail_account.pk)
+    running.join(timeout=10)
+    assert asked.outcome == "busy"
+    assert results[0].outcome == "ok" and results[0].again  # the request came after it had started
+    assert sync.account_sync(account_id=gmail_account.pk).again is False
+
+
+def test_a_request_that_finds_the_lock_just_released_runs_the_sync_itself(gmail_account):
+    _synced(gmail_account)
+    owner = lock_acquire(account=gmail_account)
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "busy"
+    assert SyncState.objects.get(account=gmail_account).sync_requested_at is not None
+    lock_release(account=gmail_account, owner=owner)
+    assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
