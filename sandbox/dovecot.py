@@ -277,8 +277,11 @@ class DovecotServer:
         imaps_port: int = 0,
         submission_port: int = 0,
         imap_capability: str = "",
+        max_connections: int = 0,
     ) -> None:
         self.introspection_url = introspection_url
+        # Above Dovecot's defaults (100 processes a service): many held connections at once, for a benchmark.
+        self.max_connections = max_connections
         self._tls = tls  # the sandbox's CA and certificate, so one CA bundle serves msal, IMAP and SMTP
         # The sandbox's introspection says ``"mailbox": "yes"|"no"``: Dovecot treats "no" as an inactive
         # token, so an account without a mailbox is refused at once (no passwd-file reload delay).
@@ -446,6 +449,7 @@ mail_uid = {uid}
 mail_gid = {gid}
 first_valid_uid = 1
 first_valid_gid = 0
+{self._limits_config()}
 mail_fsync = never
 maildir_very_dirty_syncs = yes
 login_greeting = Mailhub sandbox Outlook ready.
@@ -522,6 +526,15 @@ service anvil {{
   }}
 }}
 """
+
+    def _limits_config(self) -> str:
+        if not self.max_connections:
+            return ""
+        return (
+            f"default_process_limit = {self.max_connections + 100}\n"
+            f"default_client_limit = {2 * self.max_connections + 200}\n"
+            f"default_vsz_limit = 512M"
+        )
 
     def _oauth2_config(self) -> str:
         return f"""introspection_mode = post

@@ -366,6 +366,7 @@ class GmailClient:
         self._local = threading.local()
         self._folders: dict[str, LocalFolder] = {}
         self.requests_made = 0  # HTTP requests (a batch counts once), for benchmarks and tests
+        self._history: Any = None
 
     # --- plumbing ---------------------------------------------------------------------------------
     def _http(self) -> httplib2.Http:
@@ -933,8 +934,12 @@ class GmailClient:
         """Whether the mailbox has history after ``since`` (one history.list of one record: 2 quota units), and
         its current historyId. An expired ``since`` counts as moved (the sync starts over)."""
 
+        if self._history is None:  # built once: making the resource costs more than the request (a watcher asks often)
+            self._history = self.service.users().history()
+        history = self._history
+
         def build() -> HttpRequest:
-            return self.service.users().history().list(userId="me", startHistoryId=since, maxResults=1)
+            return history.list(userId="me", startHistoryId=since, maxResults=1)
 
         try:
             response = self._execute(build, method="history.list", max_attempts=1)
