@@ -161,7 +161,7 @@ def _freshness(accounts, sandbox, dovecot, *, deliveries: int) -> dict:
     delays: dict[str, list[float]] = {"google": [], "microsoft": []}
     next_at = time.monotonic()
     sent = 0
-    deadline = None
+    deadline = float("inf")  # 60 s after the last delivery
     while sent < deliveries or (pending and time.monotonic() < deadline):
         now = time.monotonic()
         if sent < deliveries and now >= next_at:
