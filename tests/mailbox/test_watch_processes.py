@@ -55,3 +55,28 @@ def test_new_mail_arrives_by_itself_and_a_killed_watch_worker_is_replaced(doveco
     raw, message_id = _raw("Delivered after the takeover")
     dovecot.append(account.email, raw)
     assert _arrives(account, message_id, timeout=15) is not None, processes.output()
+
+
+def test_a_long_first_sync_does_not_delay_another_mailboxs_incremental_sync(
+    alice, google_app, sandbox_settings, gmail_behind_proxy, celery_processes
+):
+    from mailbox import tasks
+    from sandbox.corpus import generate_messages
+    from tests.fixtures.mail import gmail_account_create
+
+    busy, other = (gmail_account_create(sandbox=sandbox_settings, app=google_app, user=alice) for _ in range(2))
+    sandbox_settings.gmail.seed(busy.email, list(generate_messages(30, to_address=busy.email)))
+    assert sync.account_sync(account_id=other.pk).outcome == "ok"
+    processes = celery_processes("redis", gmail_behind_proxy)
+    processes.worker("sync", queues="celery")
+    processes.worker("first", queues="bulk")
+    sandbox_settings.gmail.delay_next(20, method="messages.list", email=busy.email)  # a first sync that lasts
+    tasks.account_sync_enqueue(busy.pk)
+    assert wait_for(lambda: SyncState.objects.filter(account=busy, lock_owner__gt="").exists(), timeout=60)
+
+    raw, message_id = _raw("For the other mailbox", to=other.email)
+    sandbox_settings.gmail.insert_message(other.email, raw)
+    tasks.account_sync_enqueue(other.pk)
+    assert _arrives(other, message_id, timeout=15) is not None, processes.output()
+    assert SyncState.objects.get(account=busy).stage != SyncState.Stage.INCREMENTAL  # still in its first sync
+    assert wait_for(lambda: SyncState.objects.get(account=busy).stage == SyncState.Stage.INCREMENTAL, timeout=60)
