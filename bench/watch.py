@@ -99,6 +99,16 @@ def _celery(env: dict[str, str], logs: Path) -> Iterator[dict[str, subprocess.Po
                 process.kill()
 
 
+def _broker_use(url: str) -> None:
+    """Queue this process's tasks on the workers' broker (not on the filesystem broker `make run` uses)."""
+    from mailhub.celery import app
+
+    app.conf.broker_url = url
+    app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
 def _database_url() -> str:
     from django.db import connection
 
@@ -207,6 +217,7 @@ def _run(tmp: Path) -> dict:
     idle_seconds = float(os.environ.get("BENCH_WATCH_IDLE_SECONDS", "120"))
     deliveries = int(os.environ.get("BENCH_WATCH_DELIVERIES", "120"))
     redis.Redis.from_url(REDIS_URL).flushdb()
+    _broker_use(REDIS_URL)
     with google_sandbox(tmp) as (sandbox, google_app, user):
         dovecot = DovecotServer(
             introspection_url=sandbox.microsoft_introspection_url, tls=sandbox.tls, max_connections=count

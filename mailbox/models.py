@@ -302,6 +302,8 @@ class SyncState(models.Model):
     last_duration_ms = models.PositiveIntegerField(null=True, blank=True)  # of the last successful sync
     # A sync asked for while another ran: the running one syncs again when it ends (see sync.account_sync).
     sync_requested_at = models.DateTimeField(null=True, blank=True)
+    # When beat last queued a sync: not queued again before that one started (see sync.accounts_due_for_sync).
+    sync_queued_at = models.DateTimeField(null=True, blank=True)
     # The watcher holding this account's watch (mailbox.watch), until when, and since when its watch is open.
     watch_owner = models.CharField(max_length=128, blank=True, db_index=True)
     watch_expires_at = models.DateTimeField(null=True, blank=True)

@@ -28,7 +28,7 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import MailAccount
@@ -50,6 +50,8 @@ from providers.errors import ErrorCode, ProviderError, ReconnectRequired
 logger = logging.getLogger(__name__)
 
 DEFAULT_SYNC_DAYS = 90
+# A sync beat queued that has not started after this long is taken for lost (a broker flushed) and queued again.
+QUEUED_GRACE = timedelta(minutes=10)
 BACKOFF_BASE_SECONDS = 30.0
 BACKOFF_MAX_SECONDS = 3600.0
 
@@ -250,11 +252,22 @@ def accounts_due_for_sync() -> list[int]:
         & Q(sync_state__watch_expires_at__gt=now)
         & Q(sync_state__last_success_at__gt=now - watched_interval)
     )
+    not_started = Q(sync_state__started_at__isnull=True) | Q(sync_state__started_at__lt=F("sync_state__sync_queued_at"))
+    queued = Q(sync_state__sync_queued_at__gt=now - QUEUED_GRACE) & not_started
     return list(
         MailAccount.objects.filter(status=MailAccount.Status.ACTIVE)
         .exclude(provider__in=providers_off())
         .exclude(busy)
         .exclude(waiting)
         .exclude(watched)
+        .exclude(queued)
         .values_list("pk", flat=True)
     )
+
+
+def accounts_queued(account_ids: list[int]) -> set[int]:
+    """Record that beat queued a sync of these accounts (not queued again until it started); returns those of
+    them still in their first sync (their syncs go to the first-sync queue)."""
+    states = SyncState.objects.filter(account_id__in=account_ids)
+    states.update(sync_queued_at=timezone.now())
+    return set(states.exclude(stage=SyncState.Stage.INCREMENTAL).values_list("account_id", flat=True))

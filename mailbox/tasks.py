@@ -22,9 +22,13 @@ FIRST_SYNC_QUEUE = "bulk"
 WATCH_QUEUE = "watch"
 
 
-def account_sync_enqueue(account_id: int, *, countdown: float | None = None, **kwargs: object) -> None:
-    """Queue a sync of the account on the queue its stage calls for."""
-    first = SyncState.objects.filter(account_id=account_id).exclude(stage=SyncState.Stage.INCREMENTAL).exists()
+def account_sync_enqueue(
+    account_id: int, *, countdown: float | None = None, first: bool | None = None, **kwargs: object
+) -> None:
+    """Queue a sync of the account on the queue its stage calls for (``first``: whether it is in its first sync,
+    when the caller knows)."""
+    if first is None:
+        first = SyncState.objects.filter(account_id=account_id).exclude(stage=SyncState.Stage.INCREMENTAL).exists()
     queue = FIRST_SYNC_QUEUE if first else None
     account_sync.apply_async((account_id,), kwargs or None, countdown=countdown, queue=queue)
 
@@ -47,8 +51,9 @@ def account_sync(self, account_id: int, look_again_when_busy: bool = True) -> st
 def accounts_sync_due() -> int:
     """Beat: queue a sync of every account that is due (sync.accounts_due_for_sync)."""
     account_ids = sync.accounts_due_for_sync()
+    first = sync.accounts_queued(account_ids)
     for account_id in account_ids:
-        account_sync_enqueue(account_id)
+        account_sync_enqueue(account_id, first=account_id in first)
     return len(account_ids)
 
 

@@ -269,3 +269,19 @@ def test_a_request_that_finds_the_lock_just_released_runs_the_sync_itself(gmail_
     assert SyncState.objects.get(account=gmail_account).sync_requested_at is not None
     lock_release(account=gmail_account, owner=owner)
     assert sync.account_sync(account_id=gmail_account.pk).outcome == "ok"
+
+
+def test_beat_queues_a_mailbox_again_only_once_its_queued_sync_started(gmail_account):
+    from datetime import timedelta
+
+    _synced(gmail_account)
+    assert gmail_account.pk in sync.accounts_due_for_sync()
+    assert sync.accounts_queued([gmail_account.pk]) == set()  # past its first sync: the default queue
+    assert gmail_account.pk not in sync.accounts_due_for_sync()  # a backed-up queue is not flooded
+    _synced(gmail_account)  # the queued sync ran
+    assert gmail_account.pk in sync.accounts_due_for_sync()
+    sync.accounts_queued([gmail_account.pk])
+    SyncState.objects.filter(account=gmail_account).update(sync_queued_at=timezone.now() - timedelta(minutes=11))
+    assert gmail_account.pk in sync.accounts_due_for_sync()  # taken for lost after a while
+    SyncState.objects.filter(account=gmail_account).update(stage=SyncState.Stage.PENDING)
+    assert sync.accounts_queued([gmail_account.pk]) == {gmail_account.pk}  # in its first sync: the bulk queue
