@@ -103,10 +103,20 @@ def _broker_use(url: str) -> None:
     """Queue this process's tasks on the workers' broker (not on the filesystem broker `make run` uses)."""
     from mailhub.celery import app
 
+    os.environ["CELERY_BROKER_URL"] = url  # Celery reads it before its configuration
     app.conf.broker_url = url
     app.conf.broker_transport_options = {"visibility_timeout": 3600}
     app._pool = None
     app.amqp._producer_pool = None
+
+
+def _queues_empty(url: str) -> bool:
+    import redis
+
+    from mailbox import tasks
+
+    queues = ("celery", tasks.FIRST_SYNC_QUEUE, tasks.PERIODIC_SYNC_QUEUE)
+    return not any(redis.Redis.from_url(url).llen(queue) for queue in queues)
 
 
 def _database_url() -> str:
@@ -247,11 +257,13 @@ def _run(tmp: Path) -> dict:
             shutil.rmtree(logs, ignore_errors=True)
             logs.mkdir()
             with _celery(env, logs) as processes:
-                from mailbox import tasks
+                from mailbox import sync, tasks
 
                 started = time.monotonic()
+                sync.accounts_queued([a.pk for a in accounts])  # as beat does: not queued twice
                 for i, account in enumerate(accounts):  # on both sync workers: the first syncs are not measured
-                    tasks.account_sync.apply_async((account.pk,), queue=("celery", "bulk")[i % 2])
+                    queue = (tasks.FIRST_SYNC_QUEUE, tasks.PERIODIC_SYNC_QUEUE)[i % 2]
+                    tasks.account_sync.apply_async((account.pk,), queue=queue)
                 first_synced = _wait(
                     lambda: SyncState.objects.filter(stage=SyncState.Stage.INCREMENTAL).count() == count, timeout=900
                 )
@@ -261,7 +273,8 @@ def _run(tmp: Path) -> dict:
                 )
                 figures["all_watched_seconds"] = round(time.monotonic() - started, 1) if watched else None
                 figures["watched"] = SyncState.objects.filter(watched_since__isnull=False).count()
-                time.sleep(10)  # the syncs the opening watches asked for are done
+                _wait(lambda: _queues_empty(REDIS_URL), timeout=600)  # what the first syncs left queued is done
+                time.sleep(10)
                 cpu_before = {name: _cpu_seconds(p.pid) for name, p in processes.items()}
                 time.sleep(idle_seconds)
                 cpu = {name: _cpu_seconds(p.pid) - cpu_before[name] for name, p in processes.items()}

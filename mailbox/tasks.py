@@ -16,20 +16,27 @@ from providers.base import ChangeKind, MessageChange
 
 MAX_SYNC_RETRIES = 8
 # First syncs run on a queue of their own, served by a worker of their own (``make run``, docker-compose), so a
-# mailbox's 200,000-message first sync never delays another's new mail. Watchers hold the ``watch`` queue's
-# threads for as long as they run.
+# mailbox's 200,000-message first sync never delays another's new mail. Beat's periodic syncs have a queue of
+# their own on the main worker, which takes from its queues in turn: a sync a watcher asked for waits behind one
+# periodic sync at most, not behind a thousand. Watchers hold the ``watch`` queue's threads while they run.
 FIRST_SYNC_QUEUE = "bulk"
+PERIODIC_SYNC_QUEUE = "poll"
 WATCH_QUEUE = "watch"
 
 
 def account_sync_enqueue(
-    account_id: int, *, countdown: float | None = None, first: bool | None = None, **kwargs: object
+    account_id: int,
+    *,
+    countdown: float | None = None,
+    first: bool | None = None,
+    periodic: bool = False,
+    **kwargs: object,
 ) -> None:
     """Queue a sync of the account on the queue its stage calls for (``first``: whether it is in its first sync,
-    when the caller knows)."""
+    when the caller knows; ``periodic``: beat's, not asked for by a watcher or a person)."""
     if first is None:
         first = SyncState.objects.filter(account_id=account_id).exclude(stage=SyncState.Stage.INCREMENTAL).exists()
-    queue = FIRST_SYNC_QUEUE if first else None
+    queue = FIRST_SYNC_QUEUE if first else PERIODIC_SYNC_QUEUE if periodic else None
     account_sync.apply_async((account_id,), kwargs or None, countdown=countdown, queue=queue)
 
 
@@ -53,7 +60,7 @@ def accounts_sync_due() -> int:
     account_ids = sync.accounts_due_for_sync()
     first = sync.accounts_queued(account_ids)
     for account_id in account_ids:
-        account_sync_enqueue(account_id, first=account_id in first)
+        account_sync_enqueue(account_id, first=account_id in first, periodic=True)
     return len(account_ids)
 
 

@@ -9,8 +9,8 @@ watch says the mailbox changed.
 Beat queues a watcher while a watchable account has no live lease (:func:`watchers_wanted`), so a watcher that
 dies is replaced once its leases lapse, and a watcher on another machine takes a share with no configuration
 beyond the broker. A watcher with nothing left to hold stops. ``SyncState.watched_since`` is set while an
-account's watch is open: beat then syncs it only every MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS (for the folders
-a watch does not see), and as often as any other account while its watch is down.
+account's watch is open: beat then syncs it only every MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS (15 min; for IMAP
+folders besides INBOX), and as often as any other account while its watch is down.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def process_commands(*, bind: str = DEFAULT_BIND) -> dict[str, list[str]]:
         "web": [sys.executable, "-m", "gunicorn", "-c", "python:mailhub.gunicorn_conf", "mailhub.wsgi", "--bind", bind],
         # Syncs, sends and write-back; first syncs on a worker of their own; watchers (long-running, many
         # connections each) on threads of their own. Queue names: mailbox/tasks.py.
-        "worker": [*celery, "worker", "-l", "info", "-c", "2", "-Q", "celery", "-n", "worker@%h"],
+        "worker": [*celery, "worker", "-l", "info", "-c", "2", "-Q", "celery,poll", "-n", "worker@%h"],
         "bulk": [*celery, "worker", "-l", "info", "-c", "1", "-Q", "bulk", "-n", "bulk@%h"],
         "watch": [*celery, "worker", "-l", "info", "-P", "threads", "-c", "4", "-Q", "watch", "-n", "watch@%h"],
         "beat": [*celery, "beat", "-l", "info"],

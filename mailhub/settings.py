@@ -285,7 +285,7 @@ MAILHUB_WATCH_ENSURE_SECONDS = config.env_seconds(
     ENVIRON, "MAILHUB_WATCH_ENSURE_SECONDS", default=15.0, minimum=0.5, maximum=3600
 )
 MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS = config.env_seconds(
-    ENVIRON, "MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS", default=300.0, minimum=1, maximum=24 * 3600
+    ENVIRON, "MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS", default=900.0, minimum=1, maximum=24 * 3600
 )
 MAILHUB_IDLE_RENEW_SECONDS = config.env_seconds(
     ENVIRON, "MAILHUB_IDLE_RENEW_SECONDS", default=20 * 60.0, minimum=1, maximum=29 * 60

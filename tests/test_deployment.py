@@ -52,7 +52,7 @@ def _queues(argv: list[str]) -> set[str]:
 def test_every_queue_tasks_are_sent_to_has_a_worker_in_make_run_and_in_compose():
     from mailbox import tasks
 
-    sent_to = {"celery", tasks.FIRST_SYNC_QUEUE, tasks.WATCH_QUEUE}
+    sent_to = {"celery", tasks.FIRST_SYNC_QUEUE, tasks.PERIODIC_SYNC_QUEUE, tasks.WATCH_QUEUE}
     served = set().union(*(_queues(argv) for argv in process_commands().values()))
     assert served == sent_to
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"].values()

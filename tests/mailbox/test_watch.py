@@ -285,3 +285,38 @@ def test_beat_queues_a_mailbox_again_only_once_its_queued_sync_started(gmail_acc
     assert gmail_account.pk in sync.accounts_due_for_sync()  # taken for lost after a while
     SyncState.objects.filter(account=gmail_account).update(stage=SyncState.Stage.PENDING)
     assert sync.accounts_queued([gmail_account.pk]) == {gmail_account.pk}  # in its first sync: the bulk queue
+
+
+@pytest.fixture
+def redis_broker(monkeypatch):
+    """Tasks queued by this process go to a Redis database of their own, whose queues the test reads."""
+    import redis
+
+    from mailhub.celery import app
+    from tests.fixtures.faults import redis_test_url
+
+    url = redis_test_url(base=6, variable="MAILHUB_TEST_WATCH_REDIS_DB")
+    previous = (app.conf.broker_url, app.conf.broker_transport_options, app.conf.task_always_eager)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    monkeypatch.setenv("CELERY_BROKER_URL", url)  # Celery reads it before its configuration
+    app.conf.broker_url, app.conf.broker_transport_options, app.conf.task_always_eager = url, {}, False
+    app._pool = app.amqp._producer_pool = None
+    yield client
+    app.conf.broker_url, app.conf.broker_transport_options, app.conf.task_always_eager = previous
+    app._pool = app.amqp._producer_pool = None
+    client.flushdb()
+
+
+def test_syncs_go_to_the_queue_their_kind_calls_for(alice, google_app, sandbox_settings, redis_broker):
+    from mailbox import tasks
+    from tests.fixtures.mail import gmail_account_create
+
+    new, synced = (gmail_account_create(sandbox=sandbox_settings, app=google_app, user=alice) for _ in range(2))
+    _synced(synced)
+    assert tasks.accounts_sync_due() == 2  # beat: the first sync on "bulk", the periodic one on "poll"
+    assert (redis_broker.llen("bulk"), redis_broker.llen("poll"), redis_broker.llen("celery")) == (1, 1, 0)
+    tasks.account_sync_enqueue(synced.pk)  # asked for by a watcher or a person
+    assert redis_broker.llen("celery") == 1
+    assert tasks.watchers_ensure() is True
+    assert redis_broker.llen("watch") == 1
