@@ -10,6 +10,8 @@ worker with its thread pool, and beat) run on Redis and a throwaway database, wi
 - Freshness: BENCH_WATCH_DELIVERIES (default 120) messages delivered at random moments (about one a second) to
   random mailboxes, at the sandbox Gmail and by APPEND to Dovecot; each one's delay until its row is in the
   database, p50/p95/max per provider. Targets: IMAP 5 s, Gmail 10 s p95.
+- Safety syncs: every watched mailbox made due for the sync beat still runs every 15 min; its CPU per
+  mailbox-hour, added to the idle cost (target: 2 CPU seconds per mailbox-hour in all).
 """
 
 from __future__ import annotations
@@ -215,6 +217,30 @@ def _freshness(accounts, sandbox, dovecot, *, deliveries: int) -> dict:
     }
 
 
+def _safety_syncs(processes: dict[str, subprocess.Popen], *, count: int) -> dict:
+    """The syncs beat still runs for watched mailboxes (every MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS): made due all
+    at once, their CPU cost each and per mailbox-hour."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from mailbox.models import SyncState
+
+    interval = float(settings.MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS)
+    _wait(lambda: _queues_empty(REDIS_URL), timeout=300)
+    before = sum(_cpu_seconds(p.pid) for p in processes.values())
+    due_since = timezone.now()
+    SyncState.objects.update(last_success_at=due_since - timedelta(seconds=interval + 1))
+    done = _wait(lambda: SyncState.objects.filter(last_success_at__gte=due_since).count() == count, timeout=900)
+    _wait(lambda: _queues_empty(REDIS_URL), timeout=300)
+    cpu = sum(_cpu_seconds(p.pid) for p in processes.values()) - before
+    return {
+        "all_done": done,
+        "interval_seconds": interval,
+        "cpu_seconds_per_sync": round(cpu / count, 4),
+        "cpu_seconds_per_mailbox_hour": round(cpu / count * 3600 / interval, 3),
+    }
+
+
 def _run(tmp: Path) -> dict:
     import redis
     from django.test import override_settings
@@ -288,6 +314,12 @@ def _run(tmp: Path) -> dict:
                     "watch_worker_kb_per_mailbox": round(watch_rss * 1024 / max(figures["watched"], 1), 1),
                 }
                 figures["freshness"] = _freshness(accounts, sandbox, dovecot, deliveries=deliveries)
+                figures["safety_syncs"] = _safety_syncs(processes, count=count)
+                figures["cpu_seconds_per_mailbox_hour_total"] = round(
+                    figures["idle"]["cpu_seconds_per_mailbox_hour"]
+                    + figures["safety_syncs"]["cpu_seconds_per_mailbox_hour"],
+                    3,
+                )
             figures["targets"] = TARGETS
             from django.db import connection
 

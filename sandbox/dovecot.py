@@ -530,10 +530,13 @@ service anvil {{
     def _limits_config(self) -> str:
         if not self.max_connections:
             return ""
+        # IDLE learns of new mail through inotify, one instance a process; past the kernel's per-user limit
+        # (fs.inotify.max_user_instances, often 128) Dovecot checks every mailbox_idle_check_interval instead.
         return (
             f"default_process_limit = {self.max_connections + 100}\n"
             f"default_client_limit = {2 * self.max_connections + 200}\n"
-            f"default_vsz_limit = 512M"
+            "default_vsz_limit = 512M\n"
+            "mailbox_idle_check_interval = 1 secs"
         )
 
     def _oauth2_config(self) -> str:
