@@ -217,9 +217,9 @@ def _freshness(accounts, sandbox, dovecot, *, deliveries: int) -> dict:
     }
 
 
-def _safety_syncs(processes: dict[str, subprocess.Popen], *, count: int) -> dict:
+def _safety_syncs(processes: dict[str, subprocess.Popen], *, count: int, idle_cpu_per_second: float) -> dict:
     """The syncs beat still runs for watched mailboxes (every MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS): made due all
-    at once, their CPU cost each and per mailbox-hour."""
+    at once, their CPU cost each (less what the processes spend idle meanwhile) and per mailbox-hour."""
     from django.conf import settings
     from django.utils import timezone
 
@@ -227,12 +227,13 @@ def _safety_syncs(processes: dict[str, subprocess.Popen], *, count: int) -> dict
 
     interval = float(settings.MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS)
     _wait(lambda: _queues_empty(REDIS_URL), timeout=300)
-    before = sum(_cpu_seconds(p.pid) for p in processes.values())
+    before, started = sum(_cpu_seconds(p.pid) for p in processes.values()), time.monotonic()
     due_since = timezone.now()
     SyncState.objects.update(last_success_at=due_since - timedelta(seconds=interval + 1))
     done = _wait(lambda: SyncState.objects.filter(last_success_at__gte=due_since).count() == count, timeout=900)
     _wait(lambda: _queues_empty(REDIS_URL), timeout=300)
-    cpu = sum(_cpu_seconds(p.pid) for p in processes.values()) - before
+    spent = sum(_cpu_seconds(p.pid) for p in processes.values()) - before
+    cpu = spent - idle_cpu_per_second * (time.monotonic() - started)
     return {
         "all_done": done,
         "interval_seconds": interval,
@@ -314,7 +315,8 @@ def _run(tmp: Path) -> dict:
                     "watch_worker_kb_per_mailbox": round(watch_rss * 1024 / max(figures["watched"], 1), 1),
                 }
                 figures["freshness"] = _freshness(accounts, sandbox, dovecot, deliveries=deliveries)
-                figures["safety_syncs"] = _safety_syncs(processes, count=count)
+                idle_rate = sum(cpu.values()) / idle_seconds
+                figures["safety_syncs"] = _safety_syncs(processes, count=count, idle_cpu_per_second=idle_rate)
                 figures["cpu_seconds_per_mailbox_hour_total"] = round(
                     figures["idle"]["cpu_seconds_per_mailbox_hour"]
                     + figures["safety_syncs"]["cpu_seconds_per_mailbox_hour"],
