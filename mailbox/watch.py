@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -66,7 +66,7 @@ def watchable() -> QuerySet[SyncState]:
     ).exclude(account__provider__in=providers_off())
 
 
-def _lease_free(now) -> Q:
+def _lease_free(now: datetime) -> Q:
     return Q(watch_owner="") | Q(watch_expires_at__lt=now)
 
 
@@ -108,8 +108,7 @@ def _watched(*, owner: str, account_id: int, since: bool) -> None:
 class _Held:
     account_id: int
     watch: MailboxWatch | None = None
-    open_at: float = 0.0  # when to (re)open a watch that is not open
-    failures: int = 0
+    failures: int = 0  # in a row: each doubles the wait before the watch is opened again
     fd: int | None = None
     timer_at: float = -1.0  # the latest time queued for it in Watcher.timers (older entries are stale)
 
@@ -126,14 +125,13 @@ class Watcher:
         self.timers: list[tuple[float, int]] = []  # (when, account id): checks and (re)opens due, lazily pruned
         self.changes = 0
 
-    def run(self, *, stop: threading.Event = stopping, until: float | None = None) -> int:
-        """Watch until ``stop`` is set, ``until`` (monotonic) passes, or nothing is left to hold; returns how
-        many changes were reported."""
+    def run(self, *, stop: threading.Event = stopping) -> int:
+        """Watch until ``stop`` is set or nothing is left to hold; returns how many changes were reported."""
         _descriptors_raise()
         lease_every = _setting("MAILHUB_WATCH_LEASE_SECONDS", DEFAULT_LEASE_SECONDS) / 3
         lease_at = 0.0
         try:
-            while not stop.is_set() and (until is None or time.monotonic() < until):
+            while not stop.is_set():
                 if time.monotonic() >= lease_at:
                     if not self._leases_refresh():
                         break
@@ -189,8 +187,7 @@ class Watcher:
         self._close(held)
         held.failures += 1
         delay = retry or min(_retry_first() * 2 ** (held.failures - 1), RETRY_MAX_SECONDS)
-        held.open_at = time.monotonic() + delay
-        self._timer(held, held.open_at)
+        self._timer(held, time.monotonic() + delay)
         _watched(owner=self.owner, account_id=held.account_id, since=False)
         logger.info("Watch of account %s is down (%s); opening it again in %.0fs", held.account_id, why, delay)
 
