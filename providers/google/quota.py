@@ -15,8 +15,8 @@ freed. ``pause`` holds every request of the user, in every process, for a while 
 Where the accounting lives: in Redis when ``REDIS_URL`` is set (one Lua script per step, so concurrent workers
 never both take the last units; Redis's clock, so machines need not agree on the time); otherwise, on the
 embedded default (one machine: SQLite and the filesystem broker), in a JSON state file under ``VAR_DIR``
-guarded by an ``fcntl`` lock; there a process that died is seen at once (its pid), so its units go before the
-expiry. ``throttled``/``succeeded`` adapt this process's per-user limit only.
+guarded by an ``fcntl`` lock; there a process that died is seen at once (its pid is gone), so its units go
+before the expiry. ``throttled``/``succeeded`` adapt this process's per-user limit only.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import socket
 import tempfile
 import threading
 import time
@@ -222,24 +223,34 @@ class RedisQuotaStore:
 
 # --- State file ------------------------------------------------------------------------------------
 
-Window = dict[str, list[float]]  # key -> [units, counted until, pid of the process waiting for the answer or 0]
+STATE_FORMAT = 1
+# key -> [units, counted until, the process waiting for the answer ("host:pid") or "" once it came]
+Window = dict[str, list[Any]]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dead(holder: str) -> bool:
+    """Whether the process waiting for an answer is gone. Only a process of this host (or container) can tell;
+    a reused pid keeps the units until their expiry, no longer."""
+    host, _, pid = holder.rpartition(":")
+    if not holder or host != socket.gethostname():
         return False
-    except PermissionError:  # another user's process
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
         return True
-    return True
+    except PermissionError:  # another user's process
+        return False
+    return False
 
 
 def _drain(window: Window, now: float, *, horizon: float) -> None:
     """Drop what left the window, what lies past ``horizon`` (the clock went back) and what a dead process was
-    waiting for (one machine: its pid says whether it still runs; a reused pid only keeps units until expiry)."""
-    gone = [k for k, (_, until, pid) in window.items() if not now < until <= horizon or (pid and not _alive(int(pid)))]
-    for key in gone:
+    waiting for."""
+    for key in [k for k, (_, until, holder) in window.items() if not now < until <= horizon or _dead(holder)]:
         del window[key]
 
 
@@ -255,6 +266,10 @@ def _room_in(window: Window, *, limit: float, units: int, now: float, longest: f
     return longest
 
 
+def _busy(user_state: dict[str, Any], now: float) -> bool:
+    return user_state["paused_until"] > now or any(until > now for _, until, _ in user_state["window"].values())
+
+
 class FileQuotaStore:
     """The windows in a JSON file, changed under an exclusive ``fcntl`` lock: every process of one machine."""
 
@@ -268,8 +283,9 @@ class FileQuotaStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 state = self._read()
-                result = change(state, time.time())
-                self._write(state)
+                now = time.time()
+                result = change(state, now)
+                self._write(state, now)
                 return result
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -277,15 +293,15 @@ class FileQuotaStore:
     def _read(self) -> dict[str, Any]:
         try:
             state = json.loads(self.path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):  # none yet, or a process died mid-write of an older format
+        except (FileNotFoundError, ValueError):
             state = {}
-        state.setdefault("users", {})
-        state.setdefault("project", {})
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:  # none yet, or another version's
+            state = {"format": STATE_FORMAT, "users": {}, "project": {}}
         return state
 
-    def _write(self, state: dict[str, Any]) -> None:
+    def _write(self, state: dict[str, Any], now: float) -> None:
         # Idle users go; a temporary file then a rename, so a process killed while writing leaves the old state.
-        state["users"] = {u: s for u, s in state["users"].items() if s["window"] or s["paused_until"] > time.time()}
+        state["users"] = {user: mine for user, mine in state["users"].items() if _busy(mine, now)}
         fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".gmail-quota-")
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump(state, out, separators=(",", ":"))
@@ -312,8 +328,8 @@ class FileQuotaStore:
             )
             if wait > 0:
                 return wait
-            mine["window"][entry.key] = [entry.user_units, now + rules.inflight, os.getpid()]
-            project[entry.key] = [entry.project_units, now + rules.inflight, os.getpid()]
+            mine["window"][entry.key] = [entry.user_units, now + rules.inflight, _holder()]
+            project[entry.key] = [entry.project_units, now + rules.inflight, _holder()]
             return 0.0
 
         return float(self._change(change))
@@ -322,10 +338,10 @@ class FileQuotaStore:
         def change(state: dict[str, Any], now: float) -> None:
             mine = self._user(state, user)["window"].get(entry.key)
             if mine is not None:  # else dropped: in flight for too long
-                mine[1:] = [now + rules.user_window, 0]
+                mine[1:] = [now + rules.user_window, ""]
             counted = state["project"].get(entry.key)
             if counted is not None:
-                counted[1:] = [now + rules.project_window, 0]
+                counted[1:] = [now + rules.project_window, ""]
 
         self._change(change)
 
