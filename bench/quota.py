@@ -120,6 +120,17 @@ def sandbox_user(sandbox: Any, *, email: str, messages: int) -> tuple[str, tuple
     return token, tuple(ids)
 
 
+def _charges(store: Any, email: str, *, since: float, until: float) -> list[tuple[float, int]]:
+    """(time, units charged so far) at each change of the sandbox's counter between ``since`` and ``until``."""
+    seen: list[tuple[float, int]] = []
+    while (now := time.monotonic()) < until:
+        units = store.stats(email).get("units", 0)
+        if now >= since and (not seen or units != seen[-1][1]):
+            seen.append((now, units))
+        time.sleep(0.005)
+    return seen
+
+
 def _measure(sandbox: Any, *, backend: dict[str, Any], seconds: float) -> dict:
     email = f"bench.quota.{uuid.uuid4().hex[:8]}@gmail.com"
     token, ids = sandbox_user(sandbox, email=email, messages=40)
@@ -130,16 +141,15 @@ def _measure(sandbox: Any, *, backend: dict[str, Any], seconds: float) -> dict:
     loads = [Load(email=email, token=token, ids=ids, seconds=seconds, settings=settings) for _ in range(PROCESSES)]
     with worker_processes(loads):
         started = time.monotonic()
-        time.sleep(WARM_UP_SECONDS)
-        units_before, measured_from = store.stats(email).get("units", 0), time.monotonic()
-        time.sleep(max(seconds - WARM_UP_SECONDS - 0.2, 1.0))
-        units_after, measured_to = store.stats(email).get("units", 0), time.monotonic()
+        seen = _charges(store, email, since=started + WARM_UP_SECONDS, until=started + seconds - 0.2)
     stats = store.stats(email)
     store.quota_enabled = False
-    rate = (units_after - units_before) / (measured_to - measured_from)
+    # From one charge to another: the rate between two arrivals, whatever the phase the sampling started in.
+    (first_at, first), (last_at, last) = seen[1], seen[-1]
+    rate = (last - first) / (last_at - first_at)
     return {
         "processes": PROCESSES,
-        "seconds": round(measured_to - started, 1),
+        "seconds_measured": round(last_at - first_at, 1),
         "units_per_second": round(rate, 1),
         "share_of_ceiling": round(rate / QUOTA_UNITS_PER_SECOND, 3),
         "throttled_429s": stats.get("throttled", 0),
