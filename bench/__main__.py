@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ["gmail", "imap", "ui", "memory", "batch", "watch"]
+SECTIONS = ["gmail", "imap", "ui", "memory", "batch", "quota", "watch"]
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -8,11 +8,23 @@ from django.utils.translation import gettext_lazy as _
 
 from mailhub.config import mail_security
 from providers import registry
-from providers.models import MailServerPreset, ProviderApp
+from providers.models import QUOTA_PER_MINUTE_MAX, QUOTA_PER_MINUTE_MIN, MailServerPreset, ProviderApp
 from providers.validators import is_domain_name
 
 # ProviderApp fields only some providers use (each provider lists its own in Provider.extra_settings).
-EXTRA_SETTINGS = ("tenant", "custom_servers_allowed")
+EXTRA_SETTINGS = ("tenant", "custom_servers_allowed", "quota_units_per_minute")
+QUOTA_RANGE_ERROR = _(
+    "Enter a whole number of units per minute from 250 to 1,000,000,000 (Google's default is 1,200,000)."
+)
+
+
+class GroupedIntegerField(forms.IntegerField):
+    """A whole number that may be typed with thousands separators: "1,200,000", "1 200 000" or "1_200_000"."""
+
+    def to_python(self, value: Any) -> int | None:
+        if isinstance(value, str):
+            value = re.sub(r"[,\s_']", "", value)
+        return super().to_python(value)
 
 
 class ProviderAppForm(forms.ModelForm):
@@ -25,9 +37,27 @@ class ProviderAppForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
 
+    quota_units_per_minute = GroupedIntegerField(
+        label=_("Gmail API quota of the project (units per minute)"),
+        required=False,
+        min_value=QUOTA_PER_MINUTE_MIN,
+        max_value=QUOTA_PER_MINUTE_MAX,
+        widget=forms.TextInput(attrs={"inputmode": "numeric"}),
+        error_messages={
+            "invalid": QUOTA_RANGE_ERROR,
+            "min_value": QUOTA_RANGE_ERROR,
+            "max_value": QUOTA_RANGE_ERROR,
+        },
+        help_text=_(
+            "The Gmail API units all connected Gmail mailboxes may use together per minute, as your Google Cloud "
+            "project's quota page shows it. Google's default is 1,200,000; each mailbox also stays under 250 units "
+            "per second. Mailhub paces every worker to stay under both. Blank keeps the current value."
+        ),
+    )
+
     class Meta:
         model = ProviderApp
-        fields = ["enabled", "client_id", "client_secret", "tenant", "custom_servers_allowed"]
+        fields = ["enabled", "client_id", "client_secret", "tenant", "custom_servers_allowed", "quota_units_per_minute"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -61,6 +91,10 @@ class ProviderAppForm(forms.ModelForm):
     def clean_client_secret(self) -> str:
         # Blank keeps what is stored; the stored secret is never sent to the browser.
         return self.cleaned_data["client_secret"] or self.instance.client_secret
+
+    def clean_quota_units_per_minute(self) -> int:
+        value = self.cleaned_data.get("quota_units_per_minute")
+        return self.instance.quota_units_per_minute if value is None else value
 
     def clean_tenant(self) -> str:
         return self._provider_clean("tenant", (self.cleaned_data.get("tenant") or "").strip())

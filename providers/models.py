@@ -1,9 +1,14 @@
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from mailhub.fields import EncryptedTextField
 from providers import registry
+
+# Below one user's second of Gmail quota (250 units) a project limit is a mistake; the top is just a sanity bound.
+QUOTA_PER_MINUTE_MIN = 250
+QUOTA_PER_MINUTE_MAX = 1_000_000_000
 
 
 class ProviderApp(models.Model):
@@ -19,6 +24,12 @@ class ProviderApp(models.Model):
     # IMAP/SMTP only: users may name servers of their own; off, only the presets (Mailhub then opens connections
     # to no host an administrator did not list).
     custom_servers_allowed = models.BooleanField(_("Users may enter other servers than the presets"), default=True)
+    # Google only: the Gmail API units all mailboxes may use together per minute (the project's quota).
+    quota_units_per_minute = models.PositiveIntegerField(
+        _("Gmail API quota of the project (units per minute)"),
+        default=1_200_000,
+        validators=[MinValueValidator(QUOTA_PER_MINUTE_MIN), MaxValueValidator(QUOTA_PER_MINUTE_MAX)],
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -11,7 +11,14 @@ from django.urls import reverse
 from providers.models import MailServerPreset, ProviderApp, ProviderSettingsChange
 
 # What an administrator can change on Settings → Mail settings; the secret's value is compared, never recorded.
-SETTINGS_FIELDS = ("enabled", "client_id", "client_secret", "tenant", "custom_servers_allowed")
+SETTINGS_FIELDS = (
+    "enabled",
+    "client_id",
+    "client_secret",
+    "tenant",
+    "custom_servers_allowed",
+    "quota_units_per_minute",
+)
 
 
 def oauth_redirect_uri(*, request: HttpRequest) -> str:

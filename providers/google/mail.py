@@ -7,7 +7,8 @@
   history also refreshes the labels of stored messages and removes what is gone. Progress: see
   ``GmailClient._counted``; a finished full sync shows done == total == the messages stored in the sync range.
 - Incremental sync: ``history.list`` from the stored ``historyId``; cost is proportional to the changes.
-- Quota: a per-user pacer keeps requests under Google's 250 units per moving second (per-method costs);
+- Quota: a pacer shared by every worker process (``providers.google.quota``) keeps a user's requests under
+  Google's 250 units per moving second and the project's under its units per minute (per-method costs);
   429 / 403 rateLimitExceeded / 5xx / network errors are retried with exponential backoff and jitter,
   honouring Retry-After. A message is never skipped because of a throttle: it is retried, or the sync
   fails with ProviderError and resumes later where it stopped.
@@ -59,6 +60,7 @@ from providers.base import (
     SenderIdentity,
 )
 from providers.errors import AccessDenied, ActionRequired, ErrorCode, NoMailbox, ProviderError, SendUncertain
+from providers.google.quota import PROJECT_UNITS_PER_MINUTE, quota_pacer
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +87,7 @@ METHOD_COSTS = {
     "labels.patch": 5,
     "labels.delete": 5,
 }
-QUOTA_UNITS_PER_SECOND = 250
 DEFAULT_POLL_SECONDS = 8.0  # how often a watcher asks for history: new mail shows within this
-QUOTA_WINDOW_SECONDS = 1.0  # units count from when their answer arrived, which is already after Google charged them
 LIST_PAGE_SIZE = 500
 STORE_GROUP = 100  # messages stored (and progress recorded) together
 MAX_ATTEMPTS = 8  # per request or message, before the sync gives up for now (and resumes later)
@@ -111,83 +111,6 @@ RETRYABLE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "backendError
 
 def _setting(name: str, default: Any) -> Any:
     return getattr(settings, name, default)
-
-
-# --- Quota pacing -------------------------------------------------------------------------------
-
-
-class QuotaPacer:
-    """Keeps one user's requests under ``limit`` units per moving window, across threads.
-
-    A request's units are counted from when it is sent until ``window`` after its answer arrived
-    (Google charged them somewhere in between), so a moving-window limiter on the server never trips.
-    ``pause`` stops every request of the user for a while (after a 429 with Retry-After).
-    """
-
-    def __init__(self, *, limit: float, window: float = QUOTA_WINDOW_SECONDS) -> None:
-        self.limit = limit
-        self.configured = limit  # the limit adapts below this when Google still throttles (shared quota)
-        self.window = window
-        self._cond = threading.Condition()
-        self._entries: list[list[float]] = []  # [finished_at or inf, units]
-        self._paused_until = 0.0
-        self._last_cut = 0.0
-
-    def acquire(self, units: float) -> list[float]:
-        entry = [float("inf"), float(units)]
-        if not self.limit:
-            return entry
-        with self._cond:
-            while True:
-                units = min(entry[1], self.limit)  # a request dearer than the whole limit waits for an empty window
-                now = time.monotonic()
-                self._entries = [e for e in self._entries if e[0] > now - self.window]
-                wait_for = self._paused_until - now
-                used = sum(e[1] for e in self._entries)
-                if wait_for <= 0 and used + units <= self.limit:
-                    self._entries.append(entry)
-                    return entry
-                if wait_for <= 0:
-                    finished = [e[0] for e in self._entries if e[0] != float("inf")]
-                    wait_for = (min(finished) + self.window - now) if finished else 0.05
-                self._cond.wait(timeout=max(min(wait_for, 1.0), 0.001))
-
-    def release(self, entry: list[float]) -> None:
-        with self._cond:
-            entry[0] = time.monotonic()
-            self._cond.notify_all()
-
-    def pause(self, seconds: float) -> None:
-        with self._cond:
-            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-
-    def throttled(self) -> None:
-        """Google said 429 although we paced: someone else shares the quota. Slow down (multiplicatively)."""
-        if self.configured:
-            with self._cond:
-                now = time.monotonic()
-                if now - self._last_cut > self.window:  # one cut per window, however many 429s a burst drew
-                    self._last_cut = now
-                    self.limit = max(self.limit * 0.7, self.configured * 0.2)
-
-    def succeeded(self) -> None:
-        """Creep back towards the configured limit (additively)."""
-        if self.configured and self.limit < self.configured:
-            with self._cond:
-                self.limit = min(self.limit + self.configured * 0.02, self.configured)
-
-
-_pacers: dict[str, QuotaPacer] = {}
-_pacers_lock = threading.Lock()
-
-
-def quota_pacer(email: str) -> QuotaPacer:
-    limit = float(_setting("GMAIL_QUOTA_UNITS_PER_SECOND", QUOTA_UNITS_PER_SECOND))
-    with _pacers_lock:
-        pacer = _pacers.get(email.lower())
-        if pacer is None or pacer.configured != limit:
-            pacer = _pacers[email.lower()] = QuotaPacer(limit=limit)
-        return pacer
 
 
 # --- The service ----------------------------------------------------------------------------------
@@ -352,12 +275,19 @@ class _SingleShotHttp:
 class GmailClient:
     """Syncs and sends for one Gmail account (see the module docstring)."""
 
-    def __init__(self, account: Account, *, access_token: Callable[..., str], local: LocalMailbox) -> None:
+    def __init__(
+        self,
+        account: Account,
+        *,
+        access_token: Callable[..., str],
+        local: LocalMailbox,
+        project_limit: int = PROJECT_UNITS_PER_MINUTE,
+    ) -> None:
         self.account = account
         self.local = local
         self.access_token = access_token  # (force_refresh=False) -> a valid token, see Provider.mail_client
         self.service = gmail_service()
-        self.pacer = quota_pacer(account.email)
+        self.pacer = quota_pacer(account.email, project_limit=project_limit)
         # Small batches when pacing: a batch's units count until its answer is in, so short requests pace closer
         # to the quota. Without pacing, bigger batches mean fewer round trips.
         self.batch_size = int(_setting("GMAIL_BATCH_SIZE", 0)) or (10 if self.pacer.configured else 50)

@@ -33,6 +33,7 @@ class GoogleProvider(Provider):
     id = "google"
     deletes_forever = False  # messages.delete needs the full https://mail.google.com/ scope
     folders_are_labels = True
+    extra_settings = ("quota_units_per_minute",)
 
     def send_interval(self, *, email: str) -> float:
         """Gmail sends about 500 messages a day from a consumer account and 2,000 from Workspace: spread them."""
@@ -109,8 +110,14 @@ class GoogleProvider(Provider):
 
     def mail_client(self, *, account: Account, access_token: Callable[..., str], local: LocalMailbox) -> MailClient:
         from providers.google.mail import GmailClient
+        from providers.google.quota import PROJECT_UNITS_PER_MINUTE
+        from providers.models import ProviderApp
 
-        return GmailClient(account, access_token=access_token, local=local)
+        # Read when a sync or send starts: a changed limit applies from the next one.
+        quota = ProviderApp.objects.filter(provider=self.id).values_list("quota_units_per_minute", flat=True).first()
+        return GmailClient(
+            account, access_token=access_token, local=local, project_limit=quota or PROJECT_UNITS_PER_MINUTE
+        )
 
 
 def _flow(*, app: ProviderApp, redirect_uri: str, code_verifier: str | None = None) -> Flow:

@@ -198,3 +198,31 @@ def test_turning_off_a_provider_nobody_uses_does_not_ask(staff_client):
     ProviderApp.objects.create(provider="google", client_id="g.apps", client_secret="g-secret", enabled=True)
     assert _post(staff_client, "google", client_id="g.apps").status_code == 302
     assert not ProviderApp.objects.get(provider="google").enabled
+
+
+@pytest.mark.parametrize("value", ["lots", "1.5", "0", "-5", "249", "1000000001"])
+def test_the_gmail_project_quota_must_be_a_whole_number_in_range(staff_client, value):
+    response = _post(staff_client, "google", client_id="q.apps", client_secret="s", quota_units_per_minute=value)
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert (
+        "Enter a whole number of units per minute from 250 to 1,000,000,000 (Google&#x27;s default is 1,200,000)."
+        in body
+    )
+    assert ProviderApp.objects.get(provider="google").quota_units_per_minute == 1_200_000
+
+
+def test_the_gmail_project_quota_is_saved_shown_and_recorded(staff_client):
+    page = staff_client.get(URL).content.decode()
+    assert 'name="google-quota_units_per_minute" value="1200000"' in page
+    assert "Gmail API quota of the project (units per minute)" in page and "default is 1,200,000" in page
+    assert "google-quota_units_per_minute" not in page[page.index('id="provider-microsoft"') :]
+    response = _post(staff_client, "google", client_id="q.apps", client_secret="s", quota_units_per_minute="600 000")
+    assert response.status_code == 302
+    assert ProviderApp.objects.get(provider="google").quota_units_per_minute == 600_000
+    assert 'name="google-quota_units_per_minute" value="600000"' in staff_client.get(URL).content.decode()
+    assert [c.fields for c in ProviderSettingsChange.objects.all()] == [
+        ["client_id", "client_secret", "quota_units_per_minute"]
+    ]
+    _post(staff_client, "google", client_id="q.apps", client_secret="", quota_units_per_minute="")  # blank keeps it
+    assert ProviderApp.objects.get(provider="google").quota_units_per_minute == 600_000
