@@ -1,6 +1,7 @@
-"""Watchers as `make run` runs them: real Celery processes on Redis (a sync worker, two watch workers on the
-``watch`` queue with a thread pool, beat) and Dovecot. New mail reaches the database without any sync being
-asked for, and when the watch worker holding the mailbox is killed, the other takes it over."""
+"""Watchers as `make run` runs them: real Celery processes (on Redis, and on the filesystem broker of `make run`)
+with a sync worker, two watch workers on the ``watch`` queue with a thread pool, and beat; and Dovecot. New mail
+reaches the database without any sync being asked for, and when the watch worker holding the mailbox is killed,
+the other takes it over."""
 
 from __future__ import annotations
 
@@ -30,10 +31,13 @@ def _arrives(account, message_id: str, *, timeout: float) -> float | None:
     return None
 
 
-def test_new_mail_arrives_by_itself_and_a_killed_watch_worker_is_replaced(dovecot, outlook_account, celery_processes):
+@pytest.mark.parametrize("broker", ["redis", "filesystem"])  # filesystem: `make run`'s default
+def test_new_mail_arrives_by_itself_and_a_killed_watch_worker_is_replaced(
+    broker, dovecot, outlook_account, celery_processes
+):
     account = outlook_account()
     assert sync.account_sync(account_id=account.pk).outcome == "ok"
-    processes = celery_processes("redis", ProxiedProvider({}, dovecot.env()))
+    processes = celery_processes(broker, ProxiedProvider({}, dovecot.env()))
     processes.env.update(FAST_WATCH)
     processes.worker("sync")
     watchers = {name: processes.worker(name, queues="watch", pool="threads") for name in ("watch1", "watch2")}
@@ -46,7 +50,7 @@ def test_new_mail_arrives_by_itself_and_a_killed_watch_worker_is_replaced(doveco
     assert wait_for(lambda: owner_pid() is not None, timeout=60), processes.output()
     raw, message_id = _raw("Delivered while watched")
     dovecot.append(account.email, raw)
-    assert _arrives(account, message_id, timeout=15) is not None, processes.output()
+    assert _arrives(account, message_id, timeout=30) is not None, processes.output()
 
     holder = next(w for w in watchers.values() if w.pid == owner_pid())
     holder.stop()  # SIGKILL: its leases are never given back
@@ -54,7 +58,7 @@ def test_new_mail_arrives_by_itself_and_a_killed_watch_worker_is_replaced(doveco
     assert wait_for(lambda: owner_pid() == survivor.pid, timeout=60), processes.output()
     raw, message_id = _raw("Delivered after the takeover")
     dovecot.append(account.email, raw)
-    assert _arrives(account, message_id, timeout=15) is not None, processes.output()
+    assert _arrives(account, message_id, timeout=30) is not None, processes.output()
 
 
 def test_a_long_first_sync_does_not_delay_another_mailboxs_incremental_sync(
