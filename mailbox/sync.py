@@ -246,7 +246,7 @@ def accounts_due_for_sync() -> list[int]:
     now = timezone.now()
     busy = Q(sync_state__lock_owner__gt="") & Q(sync_state__lock_expires_at__gt=now)
     waiting = Q(sync_state__next_attempt_at__gt=now)
-    watched_interval = timedelta(seconds=float(getattr(settings, "MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS", 900)))
+    watched_interval = timedelta(seconds=float(settings.MAILHUB_WATCHED_SYNC_INTERVAL_SECONDS))
     watched = (
         Q(sync_state__watched_since__isnull=False)
         & Q(sync_state__watch_expires_at__gt=now)

@@ -39,8 +39,6 @@ from providers.errors import ProviderError, ReconnectRequired
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CAPACITY = 500
-DEFAULT_LEASE_SECONDS = 30.0
 RETRY_MAX_SECONDS = 300.0
 OPENS_PER_ROUND = 20  # watches opened between two looks at the sockets, so a big start-up delays no news
 IDLE_ROUND_SECONDS = 1.0
@@ -50,13 +48,9 @@ WATCHER_TASK_EXPIRES_SECONDS = 60.0
 stopping = threading.Event()
 
 
-def _setting(name: str, default: float) -> float:
-    return float(getattr(settings, name, default))
-
-
 def _retry_first() -> float:
     """Seconds before a watch that failed is opened again (doubling with each failure in a row)."""
-    return _setting("MAILHUB_WATCH_RETRY_SECONDS", 5.0)
+    return float(settings.MAILHUB_WATCH_RETRY_SECONDS)
 
 
 def watchable() -> QuerySet[SyncState]:
@@ -79,7 +73,7 @@ def leases_take(*, owner: str, capacity: int) -> set[int]:
     """Renew ``owner``'s leases on accounts still watchable, give back the others, take free ones up to
     ``capacity``; returns the account ids ``owner`` holds now."""
     now = timezone.now()
-    expires = now + timedelta(seconds=_setting("MAILHUB_WATCH_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
+    expires = now + timedelta(seconds=float(settings.MAILHUB_WATCH_LEASE_SECONDS))
     mine = watchable().filter(watch_owner=owner)
     mine.update(watch_expires_at=expires)
     SyncState.objects.filter(watch_owner=owner).exclude(pk__in=mine.values("pk")).update(
@@ -119,7 +113,7 @@ class Watcher:
     def __init__(self, *, owner: str, on_change: Callable[[int], None], capacity: int | None = None) -> None:
         self.owner = owner
         self.on_change = on_change
-        self.capacity = capacity or int(_setting("MAILHUB_WATCH_CAPACITY", DEFAULT_CAPACITY))
+        self.capacity = capacity or int(settings.MAILHUB_WATCH_CAPACITY)
         self.held: dict[int, _Held] = {}
         self.selector = selectors.DefaultSelector()
         self.timers: list[tuple[float, int]] = []  # (when, account id): checks and (re)opens due, lazily pruned
@@ -128,7 +122,7 @@ class Watcher:
     def run(self, *, stop: threading.Event = stopping) -> int:
         """Watch until ``stop`` is set or nothing is left to hold; returns how many changes were reported."""
         _descriptors_raise()
-        lease_every = _setting("MAILHUB_WATCH_LEASE_SECONDS", DEFAULT_LEASE_SECONDS) / 3
+        lease_every = float(settings.MAILHUB_WATCH_LEASE_SECONDS) / 3
         lease_at = 0.0
         try:
             while not stop.is_set():

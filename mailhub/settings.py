@@ -281,6 +281,9 @@ MAILHUB_WATCH_CAPACITY = config.env_int(ENVIRON, "MAILHUB_WATCH_CAPACITY", defau
 MAILHUB_WATCH_LEASE_SECONDS = config.env_seconds(
     ENVIRON, "MAILHUB_WATCH_LEASE_SECONDS", default=30.0, minimum=1, maximum=3600
 )
+MAILHUB_WATCH_RETRY_SECONDS = config.env_seconds(
+    ENVIRON, "MAILHUB_WATCH_RETRY_SECONDS", default=5.0, minimum=0.1, maximum=3600
+)
 MAILHUB_WATCH_ENSURE_SECONDS = config.env_seconds(
     ENVIRON, "MAILHUB_WATCH_ENSURE_SECONDS", default=15.0, minimum=0.5, maximum=3600
 )

@@ -21,8 +21,6 @@ from providers.imap.connection import CONNECTION_ERRORS
 if TYPE_CHECKING:
     from providers.imap.client import Session
 
-DEFAULT_RENEW_SECONDS = 20 * 60.0
-DEFAULT_POLL_SECONDS = 30.0
 # Untagged responses that mean the folder changed (VANISHED: an expunge under QRESYNC).
 CHANGES = {b"EXISTS", b"EXPUNGE", b"FETCH", b"VANISHED"}
 # A socket that keeps waking the watcher with nothing to read has been closed by the server.
@@ -40,8 +38,8 @@ class InboxWatch:
 
     def __init__(self, session: Session) -> None:
         self.session = session  # its own connection, not the sync's
-        self.renew_seconds = float(getattr(settings, "MAILHUB_IDLE_RENEW_SECONDS", DEFAULT_RENEW_SECONDS))
-        self.poll_seconds = float(getattr(settings, "MAILHUB_IMAP_POLL_SECONDS", DEFAULT_POLL_SECONDS))
+        self.renew_seconds = float(settings.MAILHUB_IDLE_RENEW_SECONDS)
+        self.poll_seconds = float(settings.MAILHUB_IMAP_POLL_SECONDS)
         self.idling = False
         self._check_at = 0.0
         self._empty_reads = 0
@@ -136,7 +134,9 @@ class InboxWatch:
 
 
 def _any_change(responses: list) -> bool:
-    return any(len(response) >= 2 and response[1] in CHANGES for response in responses)
+    """Whether the untagged responses tell of a change: "* 3 EXISTS" parses as (3, b"EXISTS"), "* VANISHED 41"
+    as (b"VANISHED", 41)."""
+    return any(any(part in CHANGES for part in response[:2]) for response in responses)
 
 
 def _is_bye(response: tuple) -> bool:

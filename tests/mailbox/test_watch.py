@@ -4,11 +4,13 @@ leases between watchers, and a sync asked for while another runs."""
 
 from __future__ import annotations
 
+import json
 import queue
 import select
 import threading
 import time
 import uuid
+from datetime import datetime, timedelta
 from email.utils import make_msgid
 
 import pytest
@@ -33,6 +35,15 @@ def _raw(subject: str, *, sender: str = "carol@example.org", to: str = "me@examp
     return "\r\n".join(lines).encode(), message_id.strip("<>")
 
 
+def _wait_open(account, *, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if SyncState.objects.filter(account=account, watched_since__isnull=False).exists():
+            return
+        time.sleep(0.05)
+    raise AssertionError("the watch did not open")
+
+
 class Running:
     """A :class:`watch.Watcher` in a thread, its reports in a queue."""
 
@@ -51,13 +62,8 @@ class Running:
         self.thread.join(timeout=10)
         assert not self.thread.is_alive()
 
-    def wait_open(self, account, *, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if SyncState.objects.filter(account=account, watched_since__isnull=False).exists():
-                return
-            time.sleep(0.05)
-        raise AssertionError("the watch did not open")
+    def wait_open(self, account) -> None:
+        _wait_open(account)
 
     def report(self, *, timeout: float = BOUND) -> int:
         return self.reports.get(timeout=timeout)
@@ -102,6 +108,9 @@ def test_idle_reports_new_mail_and_flag_changes_from_another_connection_and_the_
         assert Message.objects.filter(account=account, message_id=message_id).exists()
         dovecot.set_flags(account.email, "INBOX", [uid], ["\\Seen"])
         assert running.report() == account.pk
+        assert running.quiet(0.5)
+        dovecot.expunge(account.email, "INBOX", [uid])  # told as VANISHED: the watch enabled QRESYNC
+        assert running.report() == account.pk
 
 
 @pytest.mark.dovecot
@@ -129,7 +138,8 @@ def test_a_dropped_connection_is_opened_again_and_what_came_meanwhile_is_reporte
         running.wait_open(account)
         dovecot.kick(account.email)
         dovecot.append(account.email, _raw("While the watch was down")[0])
-        assert running.report() == account.pk  # reopened: a sync is asked for what may have come meanwhile
+        # Reopened after MAILHUB_WATCH_RETRY_SECONDS: a sync is asked for what may have come meanwhile.
+        assert running.report(timeout=3) == account.pk
         running.wait_open(account)
         while not running.quiet(0.5):
             pass
@@ -162,7 +172,10 @@ def test_a_server_without_idle_is_polled_with_noop(dovecot_without_idle, outlook
     with Running() as running:
         running.wait_open(account)
         assert running.quiet(1.2)
-        dovecot_without_idle.append(account.email, _raw("Polled in")[0])
+        uid = dovecot_without_idle.append(account.email, _raw("Polled in")[0])
+        assert running.report() == account.pk
+        assert running.quiet(1.2)
+        dovecot_without_idle.expunge(account.email, "INBOX", [uid])  # EXPUNGE: no QRESYNC there
         assert running.report() == account.pk
 
 
@@ -199,6 +212,7 @@ def test_watchers_share_mailboxes_and_a_dead_watchers_leases_are_taken_over(alic
     first = watch.leases_take(owner="first", capacity=2)
     second = watch.leases_take(owner="second", capacity=2)
     assert len(first) == 2 and len(second) == 1 and not first & second
+    assert watch.leases_take(owner="first", capacity=2) == first  # full: renews, takes nothing more
     assert not watch.watchers_wanted()
     assert watch.leases_take(owner="first", capacity=2) == first  # renewed, not taken twice
     time.sleep(1.2)  # "second" died: it renews nothing
@@ -208,6 +222,15 @@ def test_watchers_share_mailboxes_and_a_dead_watchers_leases_are_taken_over(alic
     accounts[0].save()
     assert watch.leases_take(owner="first", capacity=3) == {a.pk for a in accounts[1:]}  # no longer watchable
     assert SyncState.objects.get(account=accounts[0]).watch_owner == ""
+
+
+def test_a_watcher_takes_what_room_it_has(alice, google_app, sandbox_settings):
+    from tests.fixtures.mail import gmail_account_create
+
+    accounts = [gmail_account_create(sandbox=sandbox_settings, app=google_app, user=alice) for _ in range(3)]
+    SyncState.objects.filter(account__in=accounts).update(stage=SyncState.Stage.INCREMENTAL)
+    assert len(watch.leases_take(owner="one", capacity=1)) == 1
+    assert len(watch.leases_take(owner="two", capacity=3)) == 2
 
 
 def test_only_mailboxes_past_their_first_sync_are_watched(gmail_account):
@@ -226,7 +249,7 @@ def test_a_watched_mailbox_is_synced_by_beat_less_often_and_as_often_as_others_w
     assert gmail_account.pk in sync.accounts_due_for_sync()  # leased, but its watch is not open yet
     SyncState.objects.filter(account=gmail_account).update(watched_since=timezone.now())
     assert gmail_account.pk not in sync.accounts_due_for_sync()
-    SyncState.objects.filter(account=gmail_account).update(last_success_at=timezone.now() - timezone.timedelta(600))
+    SyncState.objects.filter(account=gmail_account).update(last_success_at=timezone.now() - timedelta(seconds=600))
     assert gmail_account.pk in sync.accounts_due_for_sync()  # the safety sync of a watched mailbox is due
     SyncState.objects.filter(account=gmail_account).update(last_success_at=timezone.now())
     watch.leases_release(owner="w")
@@ -272,8 +295,6 @@ def test_a_request_that_finds_the_lock_just_released_runs_the_sync_itself(gmail_
 
 
 def test_beat_queues_a_mailbox_again_only_once_its_queued_sync_started(gmail_account):
-    from datetime import timedelta
-
     _synced(gmail_account)
     assert gmail_account.pk in sync.accounts_due_for_sync()
     assert sync.accounts_queued([gmail_account.pk]) == set()  # past its first sync: the default queue
@@ -320,3 +341,23 @@ def test_syncs_go_to_the_queue_their_kind_calls_for(alice, google_app, sandbox_s
     assert redis_broker.llen("celery") == 1
     assert tasks.watchers_ensure() is True
     assert redis_broker.llen("watch") == 1
+    expires = datetime.fromisoformat(json.loads(redis_broker.lindex("watch", 0))["headers"]["expires"])
+    assert timedelta(seconds=55) < expires - timezone.now() <= timedelta(seconds=60)  # none pile up unread
+
+
+def test_a_worker_shutting_down_stops_its_watchers_and_they_give_their_leases_back(gmail_account, fast_watch):
+    from celery.signals import worker_shutting_down
+
+    from mailbox import tasks
+
+    _synced(gmail_account)
+    watcher = threading.Thread(target=tasks.mailboxes_watch, daemon=True)
+    watcher.start()
+    try:
+        _wait_open(gmail_account)
+        worker_shutting_down.send(sender="test", sig="TERM", how="warm", exitcode=0)
+        watcher.join(timeout=10)
+        assert not watcher.is_alive()
+        assert SyncState.objects.get(account=gmail_account).watch_owner == ""
+    finally:
+        watch.stopping.clear()
