@@ -19,6 +19,7 @@ from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, QuerySe
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from accounts.models import MailAccount
 from mailbox.models import Attachment, Message, MessageFolder, Thread
 from mailbox.search_syntax import WORD, Condition, FieldMatch, ParsedSearch, Words, search_parse
 
@@ -272,4 +273,28 @@ def threads_search(*, user, query: SearchQuery) -> QuerySet[Thread]:
     return Thread.objects.filter(account__user=user, id__in=matching)
 
 
-__all__ = ["SearchQuery", "highlight_terms", "messages_search", "threads_search", "fts5_query"]
+def threads_search_by_account(*, user, query: SearchQuery) -> list[QuerySet[Thread]]:
+    """:func:`threads_search` as a query per mailbox of the user, for selectors.thread_page to merge.
+
+    With the mailbox a constant, PostgreSQL walks its newest threads (index thread_recent) while a common word
+    matches most of them, or starts from the word's matches when they are few; over all the user's mailboxes
+    it walked every user's newest threads (thread_recent_all) or ran the full-text scan once per mailbox.
+    """
+    accounts = MailAccount.objects.filter(user=user).order_by("pk")
+    if query.account_id:
+        accounts = accounts.filter(pk=query.account_id)
+    messages = messages_search(user=user, query=query)
+    return [
+        Thread.objects.filter(account_id=a, id__in=messages.filter(account_id=a).values("thread_id"))
+        for a in accounts.values_list("pk", flat=True)
+    ]
+
+
+__all__ = [
+    "SearchQuery",
+    "highlight_terms",
+    "messages_search",
+    "threads_search",
+    "threads_search_by_account",
+    "fts5_query",
+]
