@@ -216,11 +216,16 @@ def _rows(parts: Sequence[QuerySet[Thread]], *, after: Q | None, newest_first: b
     order = ["-last_message_at", "-id"] if newest_first else ["last_message_at", "id"]
     rows: list[Thread] = []
     for part in parts:
-        part = part.filter(last_message_at__isnull=False).select_related("account")
+        part = part.filter(last_message_at__isnull=False)
         rows += (part.filter(after) if after is not None else part).order_by(*order)[:count]
     if len(parts) > 1:
         rows.sort(key=_newest_first, reverse=newest_first)
-    return rows[:count]
+    rows = rows[:count]
+    # Each mailbox loaded once, not joined to every row: a mailbox row decrypts its tokens when loaded.
+    accounts = MailAccount.objects.in_bulk({t.account_id for t in rows})
+    for thread in rows:
+        thread.account = accounts[thread.account_id]
+    return rows
 
 
 def thread_page(
