@@ -9,6 +9,7 @@ class MailboxConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from mailbox.search import sqlite_triggers_ensure
+        from mailbox import folder_counts, search
 
-        post_migrate.connect(sqlite_triggers_ensure, sender=self)
+        post_migrate.connect(search.sqlite_triggers_ensure, sender=self)
+        post_migrate.connect(folder_counts.sqlite_triggers_ensure, sender=self)

@@ -48,6 +48,9 @@ class Folder(models.Model):
     uidvalidity = models.BigIntegerField(null=True, blank=True)
     uidnext = models.BigIntegerField(null=True, blank=True)
     highestmodseq = models.BigIntegerField(null=True, blank=True)
+    # Kept by the database itself (triggers, see mailbox.folder_counts); never written from here.
+    message_count = models.IntegerField(default=0, editable=False)
+    unread_count = models.IntegerField(default=0, editable=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["account", "remote_id"], name="unique_folder_per_account")]
@@ -55,6 +58,16 @@ class Folder(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    COUNT_FIELDS = frozenset({"message_count", "unread_count"})
+
+    def save(self, *args, **kwargs) -> None:
+        # A row loaded before mail arrived must not put back the counts it was loaded with.
+        if self.pk is not None and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
+            kwargs["update_fields"] = {
+                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in self.COUNT_FIELDS
+            }
+        super().save(*args, **kwargs)
 
     @property
     def label(self) -> str:

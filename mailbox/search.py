@@ -15,10 +15,11 @@ from datetime import date, datetime, time, timedelta
 from functools import cache
 
 from django.db import connection, connections
-from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, QuerySet, TextField
+from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, QuerySet, Subquery, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from accounts.models import MailAccount
 from mailbox.models import Attachment, Message, MessageFolder, Thread
 from mailbox.search_syntax import WORD, Condition, FieldMatch, ParsedSearch, Words, search_parse
 
@@ -241,8 +242,14 @@ def _day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
-def messages_search(*, user, query: SearchQuery) -> QuerySet[Message]:
-    messages = Message.objects.filter(account__user=user)
+def messages_search(*, user, query: SearchQuery, account_ids: list[int] | None = None) -> QuerySet[Message]:
+    """``account_ids``: mailboxes to search (only the user's among them are): a list of ids lets PostgreSQL run
+    the full-text scan once for all of them, where a join to the user's mailboxes ran it once per mailbox."""
+    if account_ids is None:
+        messages = Message.objects.filter(account__user=user)
+    else:
+        own = MailAccount.objects.filter(user=user, pk__in=account_ids).values_list("pk", flat=True)
+        messages = Message.objects.filter(account_id__in=list(own))
     messages = _text_apply(messages, search_parse(query.text, today=timezone.localdate()))
     if query.account_id:
         messages = messages.filter(account_id=query.account_id)
@@ -272,4 +279,50 @@ def threads_search(*, user, query: SearchQuery) -> QuerySet[Thread]:
     return Thread.objects.filter(account__user=user, id__in=matching)
 
 
-__all__ = ["SearchQuery", "highlight_terms", "messages_search", "threads_search", "fts5_query"]
+# A search whose matches are at most this many messages is answered from them, gathered with one full-text scan.
+FEW_MATCHES = 1000
+
+
+def threads_search_by_account(*, user, query: SearchQuery) -> list[QuerySet[Thread]]:
+    """:func:`threads_search` for selectors.thread_page: one query over the matches when they are few, else one
+    query per mailbox of the user walking its newest threads (index thread_recent), merged there.
+
+    Over all the user's mailboxes no index gives date order, so PostgreSQL gathered and sorted every match of a
+    common word, or walked every user's newest threads. Few matches are cheaper gathered once: per mailbox, each
+    query repeated the full-text scan (an address's "org" and "example5" prefixes: 40 ms each at 1M messages).
+    """
+    accounts = MailAccount.objects.filter(user=user).order_by("pk")
+    if query.account_id:
+        accounts = accounts.filter(pk=query.account_id)
+    ids = list(accounts.values_list("pk", flat=True))
+    messages = messages_search(user=user, query=query, account_ids=ids)
+    few = _few_matches(messages)
+    if few is not None:
+        return [Thread.objects.filter(account_id__in=ids, id__in=few)]
+    return [_threads_walked(account_id=a, messages=messages) for a in ids]
+
+
+def _threads_walked(*, account_id: int, messages: QuerySet[Message]) -> QuerySet[Thread]:
+    """The mailbox's threads with a message in ``messages``, for a search known to match many: each of its newest
+    threads is asked for one (a scalar subquery, which PostgreSQL keeps per row), so a page reads about as many
+    threads as it shows. As a join, PostgreSQL misjudged how many a common word matches and gathered them all
+    (35 ms per mailbox at 100,000 messages, 0.3 s with a second condition on the account)."""
+    one = messages.filter(thread_id=OuterRef("pk")).values("pk")[:1]
+    return Thread.objects.filter(account_id=account_id).alias(hit=Subquery(one)).filter(hit__isnull=False)
+
+
+def _few_matches(messages: QuerySet[Message]) -> list[int] | None:
+    """The threads of ``messages`` if they are at most FEW_MATCHES, else None: one query that stops there, so a
+    common word costs the first FEW_MATCHES matches it meets, not all of them."""
+    thread_ids = list(messages.values_list("thread_id", flat=True)[: FEW_MATCHES + 1])
+    return None if len(thread_ids) > FEW_MATCHES else sorted(set(thread_ids))
+
+
+__all__ = [
+    "SearchQuery",
+    "highlight_terms",
+    "messages_search",
+    "threads_search",
+    "threads_search_by_account",
+    "fts5_query",
+]

@@ -65,7 +65,7 @@ from mailbox.outbox import (
 )
 from mailbox.pdfpreview import PAGES_SHOWN, SIZE_MAX_BYTES, PdfPreviewError, pdf_page_count, pdf_page_png
 from mailbox.sanitize import html_for_editor, html_has_remote_images, html_sanitize, message_body_csp, text_render
-from mailbox.search import highlight_terms, threads_search
+from mailbox.search import highlight_terms, threads_search_by_account
 from mailbox.signatures import (
     signature_default,
     signature_defaults,
@@ -123,7 +123,7 @@ def _poll_seconds() -> int:
 
 
 def _list_render(
-    request: AuthenticatedHttpRequest, *, threads, title: str, folder: Folder | None = None, **extra
+    request: AuthenticatedHttpRequest, *, threads: selectors.Threads, title: str, folder: Folder | None = None, **extra
 ) -> HttpResponse:
     show_recipients = folder is not None and folder.role in (Folder.Role.SENT, Folder.Role.DRAFTS)
     if show_recipients:
@@ -150,7 +150,7 @@ def _list_render(
 @login_required
 @require_GET
 def inbox(request: AuthenticatedHttpRequest) -> HttpResponse:
-    threads = selectors.threads_in_folders(user=request.user, folders=selectors.inbox_folders(user=request.user))
+    threads = selectors.threads_in_inboxes(user=request.user)
     return _list_render(request, threads=threads, title=_("All inboxes"))
 
 
@@ -183,12 +183,11 @@ def search(request: AuthenticatedHttpRequest) -> HttpResponse:
     folders = Folder.objects.filter(account__user=request.user, is_selectable=True).select_related("account")
     form = SearchForm(request.GET or None, accounts=accounts, folders=folders)
     terms: list[str] = []
+    threads: selectors.Threads = []
     if form.is_valid() and not form.to_query().is_empty:
         query = form.to_query()
-        threads = threads_search(user=request.user, query=query)
+        threads = threads_search_by_account(user=request.user, query=query)
         terms = highlight_terms(query.text)
-    else:
-        threads = selectors.threads_in_folders(user=request.user, folders=[]).none()
     query_string = request.GET.copy()
     query_string.pop("cursor", None)
     query_string.pop("before", None)

@@ -223,3 +223,27 @@ def test_migration_0013_makes_stored_attachment_names_searchable_and_back(alice,
     assert set(Message.objects.get(pk=ui_mail.html.pk).attachment_names.split()) == {"logo.png", "report.pdf"}
     assert _subjects(alice, text="pdf") == {"Quarterly report"}
     assert _subjects(alice, text="report.pdf") == {"Quarterly report"}
+
+
+@pytest.mark.parametrize("few_matches", [0, 1000], ids=["per mailbox", "gathered once"])
+def test_search_pages_list_the_same_threads_gathered_once_or_per_mailbox(alice, ui_mail, monkeypatch, few_matches):
+    """Few matches are gathered with one scan, many are read per mailbox and merged: the same pages either way."""
+    from mailbox import search, selectors
+
+    base = timezone.now() - timedelta(days=3)
+    for i in range(7):
+        account = ui_mail.alice_gmail if i % 2 else ui_mail.alice_outlook
+        when = base + timedelta(minutes=i // 2)  # ties across the two mailboxes
+        raw, _ = raw_text_message(subject=f"Invoice {i}", body="please pay", when=when)
+        message_add(account, raw, folders=[], when=when)
+    monkeypatch.setattr(search, "FEW_MATCHES", few_matches)
+    query = SearchQuery(text="invoice")
+    expected = list(
+        threads_search(user=alice, query=query).order_by("-last_message_at", "-id").values_list("id", flat=True)
+    )
+    parts = search.threads_search_by_account(user=alice, query=query)
+    assert len(parts) == (1 if few_matches else 2)
+    first = selectors.thread_page(threads=parts, cursor=None, limit=4)
+    second = selectors.thread_page(threads=parts, cursor=first.next_cursor, limit=4)
+    assert [t.id for t in first.threads + second.threads] == expected and len(expected) == 7
+    assert {t.account.user_id for t in first.threads} == {alice.id}

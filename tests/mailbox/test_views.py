@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import MailAccount
-from mailbox import store
+from mailbox import selectors, store
 from mailbox.local import account_client
 from mailbox.models import (
     Attachment,
@@ -305,6 +305,31 @@ def test_paging_back_to_newer_mail_shows_the_same_pages(alice_client, ui_mail):
         assert _rows(back) == _rows(expected)
     assert _link(back, "prev") is None  # the newest page again, which polls for new mail
     assert "partial=list" in back
+
+
+def test_all_inboxes_pages_through_both_mailboxes_in_date_order_and_back(alice_client, ui_mail):
+    """Each mailbox is read on its own and the pages merged: no thread is skipped or shown twice, ties included."""
+    base = timezone.now() - timezone.timedelta(days=10)
+    for i in range(75):
+        account = ui_mail.alice_gmail if i % 3 else ui_mail.alice_outlook
+        inbox = ui_mail.folders[account.email]["INBOX"]
+        when = base + timezone.timedelta(minutes=i // 2)  # pairs share a time, across the two mailboxes too
+        raw, _ = raw_text_message(subject=f"Merged {i:03d}", body="x", when=when)
+        message_add(account, raw, folders=[inbox], is_read=True, when=when)
+    alice = ui_mail.alice_gmail.user
+    expected = list(
+        selectors.threads_in_folders(user=alice, folders=selectors.inbox_folders(user=alice))
+        .filter(last_message_at__isnull=False)
+        .order_by("-last_message_at", "-id")
+        .values_list("id", flat=True)
+    )
+    url = reverse("mailbox:inbox")
+    pages = [alice_client.get(url).content.decode()]
+    while (older := _link(pages[-1], "next")) is not None:
+        pages.append(alice_client.get(url + older).content.decode())
+    assert [int(row) for page in pages for row in _rows(page)] == expected and len(pages) == 2
+    back = alice_client.get(url + _link(pages[-1], "prev")).content.decode()
+    assert _rows(back) == _rows(pages[0])
 
 
 def test_polling_returns_just_the_rows(alice_client, ui_mail):
