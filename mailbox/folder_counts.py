@@ -2,7 +2,7 @@
 
 The sidebar shows them on every page and every poll: counted from the memberships they cost time that grew with
 the user's mail (the unread ones of 1M messages: 138 ms a poll). The database keeps them instead, with triggers
-(migration 0025 onward), so every writer is covered: the store, bulk statements, cascades, the admin. A membership
+(migration 0026 onward), so every writer is covered: the store, bulk statements, cascades, the admin. A membership
 added or removed moves its folder's counts; a message read or unread moves the unread count of each of its folders.
 
 PostgreSQL: statement-level triggers with transition tables, so a bulk insert of 5,000 memberships updates each
