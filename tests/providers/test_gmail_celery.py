@@ -6,7 +6,7 @@ import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 
-from mailbox import outbox, sync
+from mailbox import outbox, sync, tasks
 from mailbox.models import Message, OutgoingMessage, SyncState
 from mailhub.celery import app as celery_app
 from tests.fixtures.faults import redis_test_url
@@ -28,7 +28,11 @@ def redis_worker():
     previous = celery_app.conf.broker_url
     _use_broker(REDIS_URL)
     try:
-        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING"):
+        # Every queue syncs go to (mailbox/tasks.py): first syncs, beat's periodic ones, the rest.
+        queues = ["celery", tasks.FIRST_SYNC_QUEUE, tasks.PERIODIC_SYNC_QUEUE]
+        with start_worker(
+            celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING", queues=queues
+        ):
             yield celery_app
     finally:
         _use_broker(previous)

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from mailbox import sync
+from mailbox import sync, tasks
 from mailbox.models import Message, SyncState
 from tests.fixtures.faults import redis_test_url
 
@@ -130,7 +130,11 @@ def redis_worker():
     previous = celery_app.conf.broker_url
     use_broker(REDIS_URL)
     try:
-        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING"):
+        # Every queue syncs go to (mailbox/tasks.py): first syncs, beat's periodic ones, the rest.
+        queues = ["celery", tasks.FIRST_SYNC_QUEUE, tasks.PERIODIC_SYNC_QUEUE]
+        with start_worker(
+            celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING", queues=queues
+        ):
             yield celery_app
     finally:
         use_broker(previous)
