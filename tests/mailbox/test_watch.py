@@ -5,6 +5,7 @@ leases between watchers, and a sync asked for while another runs."""
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import select
 import threading
@@ -20,7 +21,7 @@ from mailbox import sync, watch
 from mailbox.local import account_client
 from mailbox.models import Message, SyncState
 from mailbox.synclock import lock_acquire, lock_release
-from sandbox.dovecot import DovecotServer
+from sandbox.dovecot import DovecotServer, free_port
 from tests.fixtures.dovecot import PLAIN_IMAP_CAPABILITY
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -111,6 +112,7 @@ def test_idle_reports_new_mail_and_flag_changes_from_another_connection_and_the_
         assert running.quiet(0.5)
         dovecot.expunge(account.email, "INBOX", [uid])  # told as VANISHED: the watch enabled QRESYNC
         assert running.report() == account.pk
+    assert running.watcher.changes == 3  # what the task returns
 
 
 @pytest.mark.dovecot
@@ -230,6 +232,7 @@ def test_a_watcher_takes_what_room_it_has(alice, google_app, sandbox_settings):
     accounts = [gmail_account_create(sandbox=sandbox_settings, app=google_app, user=alice) for _ in range(3)]
     SyncState.objects.filter(account__in=accounts).update(stage=SyncState.Stage.INCREMENTAL)
     assert len(watch.leases_take(owner="one", capacity=1)) == 1
+    assert len(watch.leases_take(owner="one", capacity=1)) == 1  # full, though two are free
     assert len(watch.leases_take(owner="two", capacity=3)) == 2
 
 
@@ -361,3 +364,33 @@ def test_a_worker_shutting_down_stops_its_watchers_and_they_give_their_leases_ba
         assert SyncState.objects.get(account=gmail_account).watch_owner == ""
     finally:
         watch.stopping.clear()
+
+
+def test_a_watch_that_cannot_open_is_retried_and_the_others_stay_watched(
+    dovecot, outlook_account, gmail_account, fast_watch, caplog
+):
+    _synced(gmail_account)
+    broken = _synced(outlook_account())
+    fast_watch.MICROSOFT_IMAP_PORT = free_port()  # nothing listens there: the watch cannot open
+    with Running() as running:
+        _wait_open(gmail_account)
+        time.sleep(1.5)  # several failed opens of the other, 0.5 s apart and doubling
+        assert running.thread.is_alive()
+        assert not SyncState.objects.filter(account=broken, watched_since__isnull=False).exists()
+        fast_watch.MICROSOFT_IMAP_PORT = dovecot.imaps_port  # the server is back
+        _wait_open(broken)
+        assert running.report() == broken.pk  # opened again: what came meanwhile is synced
+    assert "is down" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # failures to open are not crashes
+
+
+def test_a_running_watcher_renews_its_leases_before_they_lapse(gmail_account, fast_watch, caplog):
+    fast_watch.MAILHUB_WATCH_LEASE_SECONDS = 1
+    _synced(gmail_account)
+    with Running():
+        _wait_open(gmail_account)
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            assert not watch.watchers_wanted()  # never free for another watcher to take
+            time.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
