@@ -394,3 +394,20 @@ def test_a_running_watcher_renews_its_leases_before_they_lapse(gmail_account, fa
             assert not watch.watchers_wanted()  # never free for another watcher to take
             time.sleep(0.05)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_watcher_with_nothing_to_hold_stops(gmail_account):
+    done = threading.Event()
+    watcher = watch.Watcher(owner="idle", on_change=lambda account_id: None)
+    threading.Thread(target=lambda: (watcher.run(stop=threading.Event()), done.set()), daemon=True).start()
+    assert done.wait(timeout=5)  # its first sync has not run: nothing is watchable
+
+
+def test_leases_are_renewed_every_third_of_their_time_not_every_round(gmail_account, fast_watch):
+    fast_watch.MAILHUB_WATCH_LEASE_SECONDS = 30
+    _synced(gmail_account)
+    with Running():
+        _wait_open(gmail_account)
+        first = SyncState.objects.get(account=gmail_account).watch_expires_at
+        time.sleep(1.5)  # three Gmail polls, three rounds at least
+        assert SyncState.objects.get(account=gmail_account).watch_expires_at == first
