@@ -27,6 +27,10 @@ def process_commands(*, bind: str = DEFAULT_BIND) -> dict[str, list[str]]:
     }
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_all(*, extra_env: dict[str, str] | None = None) -> int:
     """Start web, the workers and beat with ``extra_env`` added; return when one exits or on Ctrl-C."""
     env = {**os.environ, **(extra_env or {})}
@@ -34,6 +38,7 @@ def run_all(*, extra_env: dict[str, str] | None = None) -> int:
     commands = process_commands(bind=bind)
     children = {name: subprocess.Popen(command, env=env) for name, command in commands.items()}  # noqa: S603
     print(f"Mailhub is starting at http://{bind}/ (Ctrl-C stops web, workers and beat)", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, `timeout`, a service manager: stop the children too
     try:
         while all(child.poll() is None for child in children.values()):
             time.sleep(0.5)
