@@ -117,8 +117,7 @@ def _queues_empty(url: str) -> bool:
 
     from mailbox import tasks
 
-    queues = ("celery", tasks.FIRST_SYNC_QUEUE, tasks.PERIODIC_SYNC_QUEUE)
-    return not any(redis.Redis.from_url(url).llen(queue) for queue in queues)
+    return not any(redis.Redis.from_url(url).llen(queue) for queue in tasks.SYNC_QUEUES)
 
 
 def _database_url() -> str:

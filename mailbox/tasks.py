@@ -22,6 +22,7 @@ MAX_SYNC_RETRIES = 8
 FIRST_SYNC_QUEUE = "bulk"
 PERIODIC_SYNC_QUEUE = "poll"
 WATCH_QUEUE = "watch"
+SYNC_QUEUES = ("celery", FIRST_SYNC_QUEUE, PERIODIC_SYNC_QUEUE)  # every queue a sync may be sent to
 
 
 def account_sync_enqueue(

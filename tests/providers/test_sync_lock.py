@@ -130,8 +130,7 @@ def redis_worker():
     previous = celery_app.conf.broker_url
     use_broker(REDIS_URL)
     try:
-        # Every queue syncs go to (mailbox/tasks.py): first syncs, beat's periodic ones, the rest.
-        queues = ["celery", tasks.FIRST_SYNC_QUEUE, tasks.PERIODIC_SYNC_QUEUE]
+        queues = list(tasks.SYNC_QUEUES)
         with start_worker(
             celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING", queues=queues
         ):
